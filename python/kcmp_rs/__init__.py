@@ -1,0 +1,78 @@
+"""kcmp_rs: typed, batched access to Linux kcmp(2).
+
+Which processes share which kernel resources: the same open file description behind
+two fds, the same address space, fd table, filesystem context, signal handlers, I/O
+context, SysV semaphore undo list, or epoll target.
+"""
+
+from __future__ import annotations
+
+import sys as _sys
+
+if not _sys.platform.startswith("linux"):
+    raise ImportError(f"kcmp_rs requires Linux (kcmp(2) is a Linux system call), not {_sys.platform}")
+
+from kcmp_rs import _native
+from kcmp_rs._native import kcmp, same_epoll_target, same_file
+from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order, Sharing
+
+__version__: str = _native.__version__
+
+__all__ = [
+    "KcmpType",
+    "KcmpUnavailableError",
+    "Order",
+    "Sharing",
+    "__version__",
+    "kcmp",
+    "same_epoll_target",
+    "same_file",
+    "same_files",
+    "same_fs",
+    "same_io",
+    "same_sighand",
+    "same_sysvsem",
+    "same_vm",
+    "sharing",
+]
+
+
+def same_vm(pid1: int, pid2: int) -> bool:
+    """Whether the two processes share one address space (CLONE_VM, threads)."""
+    return _native.same_task(pid1, pid2, KcmpType.VM)
+
+
+def same_files(pid1: int, pid2: int) -> bool:
+    """Whether the two processes share one fd table (CLONE_FILES)."""
+    return _native.same_task(pid1, pid2, KcmpType.FILES)
+
+
+def same_fs(pid1: int, pid2: int) -> bool:
+    """Whether the two processes share root, cwd and umask (CLONE_FS)."""
+    return _native.same_task(pid1, pid2, KcmpType.FS)
+
+
+def same_sighand(pid1: int, pid2: int) -> bool:
+    """Whether the two processes share one signal handler table (CLONE_SIGHAND)."""
+    return _native.same_task(pid1, pid2, KcmpType.SIGHAND)
+
+
+def same_io(pid1: int, pid2: int) -> bool:
+    """Whether the two processes share an I/O context (CLONE_IO).
+
+    True also when neither has one: the kernel compares two absent contexts as equal.
+    """
+    return _native.same_task(pid1, pid2, KcmpType.IO)
+
+
+def same_sysvsem(pid1: int, pid2: int) -> bool:
+    """Whether the two processes share a SysV semaphore undo list (CLONE_SYSVSEM).
+
+    True also when neither has one: the kernel compares two absent lists as equal.
+    """
+    return _native.same_task(pid1, pid2, KcmpType.SYSVSEM)
+
+
+def sharing(pid1: int, pid2: int) -> Sharing:
+    """Which of the six task resources the two processes share."""
+    return Sharing(*_native.sharing(pid1, pid2))

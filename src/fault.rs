@@ -1,0 +1,242 @@
+//! What went wrong, and with which process and fd: kernel errors made specific.
+//!
+//! kcmp answers one errno for a pair of (pid, fd); users need to know which side was at
+//! fault. The diagnosis re-asks the kernel about each side alone (a few extra syscalls,
+//! only on the error path). Plain Rust: the binding turns a `Failure` into an OSError.
+
+use crate::sys::{self, Errno, Fd, KcmpError, Pid};
+
+/// A failure a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// EBADF: `fd` is not open in `pid`.
+    NotOpen { pid: Pid, fd: Fd },
+    /// ESRCH: `pid` does not exist (in our pid namespace).
+    NoProcess { pid: Pid },
+    /// EPERM: `pid` may not be inspected by this process (ptrace read access).
+    Denied { pid: Pid },
+    /// kcmp cannot be used here at all, or no exact method could decide some pairs.
+    Unavailable { errno: i32, reason: String, undecided: Vec<(Pid, Fd)> },
+    /// Any other errno, with what we were doing.
+    Os { errno: i32, pid: Option<Pid>, fd: Option<Fd>, detail: String },
+    /// The signal check between chunks raised (Ctrl-C): the binding re-raises it.
+    Interrupted,
+}
+
+/// Why kcmp is unusable, as a sentence naming the cause and the fix.
+pub const REASON_ENOSYS: &str = "kcmp(2) is not available: the kernel was built without \
+CONFIG_KCMP (CONFIG_CHECKPOINT_RESTORE before Linux 5.12), or a sandbox such as gVisor \
+reports it as missing; use a kernel built with CONFIG_KCMP=y, or run outside that sandbox";
+pub const REASON_POLICY: &str = "kcmp(2) is refused by a seccomp policy (even comparing this \
+process with itself was denied, which only a policy does); in Docker or podman run the \
+container with --cap-add SYS_PTRACE, or use a seccomp profile that allows kcmp";
+pub const REASON_DISABLED: &str = "kcmp(2) is disabled by configuration \
+(KCMP_RS_NO_KCMP=1 in the environment or kcmp_rs.disable_kcmp()); unset the variable and \
+start a new process to use it";
+
+/// The kernel's text for an errno, without std's " (os error N)" suffix.
+pub fn errno_text(errno: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+impl Failure {
+    pub fn errno(&self) -> i32 {
+        match self {
+            Failure::NotOpen { .. } => libc::EBADF,
+            Failure::NoProcess { .. } => libc::ESRCH,
+            Failure::Denied { .. } => libc::EPERM,
+            Failure::Unavailable { errno, .. } | Failure::Os { errno, .. } => *errno,
+            Failure::Interrupted => libc::EINTR,
+        }
+    }
+
+    pub fn pid(&self) -> Option<Pid> {
+        match self {
+            Failure::NotOpen { pid, .. } | Failure::NoProcess { pid } | Failure::Denied { pid } => {
+                Some(*pid)
+            }
+            Failure::Os { pid, .. } => *pid,
+            Failure::Unavailable { .. } | Failure::Interrupted => None,
+        }
+    }
+
+    pub fn fd(&self) -> Option<Fd> {
+        match self {
+            Failure::NotOpen { fd, .. } => Some(*fd),
+            Failure::Os { fd, .. } => *fd,
+            _ => None,
+        }
+    }
+
+    /// The exception's strerror: the kernel's text, then what it means here.
+    pub fn message(&self) -> String {
+        let detail = match self {
+            Failure::NotOpen { pid, fd } => format!("fd {fd} is not open in process {pid}"),
+            Failure::NoProcess { pid } => format!("process {pid} does not exist"),
+            Failure::Denied { pid } => format!(
+                "process {pid} may not be inspected by this process \
+                 (kcmp needs ptrace read access: the same uid, or CAP_SYS_PTRACE)"
+            ),
+            Failure::Unavailable { reason, undecided, .. } => {
+                if undecided.is_empty() {
+                    reason.clone()
+                } else {
+                    let shown: Vec<String> = undecided
+                        .iter()
+                        .take(8)
+                        .map(|(p, f)| format!("fd {f} of process {p}"))
+                        .collect();
+                    let more = if undecided.len() > 8 {
+                        format!(" and {} more", undecided.len() - 8)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "no exact method could decide {}{more}: {reason}",
+                        shown.join(", ")
+                    )
+                }
+            }
+            Failure::Os { detail, .. } => detail.clone(),
+            Failure::Interrupted => "interrupted".to_string(),
+        };
+        format!("{}: {detail}", errno_text(self.errno()))
+    }
+}
+
+fn probe(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd) -> Option<i32> {
+    match sys::kcmp(pid1, pid2, ty, fd1, fd2) {
+        Err(KcmpError::Errno(Errno(e))) => Some(e),
+        _ => None,
+    }
+}
+
+/// Which of the two pids (if either) is missing: each is compared with itself.
+fn missing_pid(pid1: Pid, pid2: Pid) -> Pid {
+    if probe(pid1, pid1, sys::KCMP_VM, 0, 0) == Some(libc::ESRCH) {
+        pid1
+    } else {
+        pid2
+    }
+}
+
+/// Whether this process is refused even for itself: only a policy does that.
+pub fn self_compare_refused() -> Option<i32> {
+    let me = sys::getpid();
+    match probe(me, me, sys::KCMP_VM, 0, 0) {
+        Some(e @ (libc::EPERM | libc::ENOSYS)) => Some(e),
+        _ => None,
+    }
+}
+
+pub fn unavailable(errno: i32) -> Failure {
+    let reason = if errno == libc::ENOSYS { REASON_ENOSYS } else { REASON_POLICY };
+    Failure::Unavailable { errno, reason: reason.to_string(), undecided: Vec::new() }
+}
+
+/// Turns an errno from `kcmp(pid1, pid2, ty, fd1, fd2)` into a specific failure.
+pub fn diagnose(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd, err: KcmpError) -> Failure {
+    let errno = match err {
+        KcmpError::Errno(Errno(e)) => e,
+        KcmpError::Unexpected(v) => {
+            return Failure::Os {
+                errno: libc::EPROTO,
+                pid: None,
+                fd: None,
+                detail: format!("kcmp returned {v}, which is not an order (0..3)"),
+            }
+        }
+    };
+    let is_file = ty == sys::KCMP_FILE;
+    match errno {
+        libc::ESRCH => Failure::NoProcess { pid: missing_pid(pid1, pid2) },
+        libc::EPERM => {
+            if let Some(e) = self_compare_refused() {
+                return unavailable(e);
+            }
+            let me = sys::getpid();
+            let pid = if pid1 != me && probe(pid1, pid1, sys::KCMP_VM, 0, 0) == Some(libc::EPERM) {
+                pid1
+            } else if pid2 != me {
+                pid2
+            } else {
+                pid1
+            };
+            Failure::Denied { pid }
+        }
+        libc::ENOSYS => unavailable(libc::ENOSYS),
+        libc::EBADF if is_file => {
+            if probe(pid1, pid1, sys::KCMP_FILE, fd1, fd1) == Some(libc::EBADF) {
+                Failure::NotOpen { pid: pid1, fd: fd1 }
+            } else {
+                Failure::NotOpen { pid: pid2, fd: fd2 }
+            }
+        }
+        libc::EBADF => Failure::Os {
+            errno,
+            pid: Some(pid1),
+            fd: None,
+            detail: format!("process {pid1} or {pid2} has no open files (it is exiting)"),
+        },
+        libc::EOPNOTSUPP => Failure::Os {
+            errno,
+            pid: None,
+            fd: None,
+            detail: format!("this kernel cannot compare type {ty} (built without its subsystem)"),
+        },
+        _ => Failure::Os {
+            errno,
+            pid: Some(pid1),
+            fd: if is_file { Some(fd1) } else { None },
+            detail: format!("kcmp({pid1}, {pid2}, type {ty}, {fd1}, {fd2}) failed"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn names_the_fd_that_is_not_open() {
+        let me = sys::getpid();
+        let f = File::open("/proc/self/status").unwrap();
+        let fd = f.as_raw_fd();
+        let err = sys::kcmp(me, me, sys::KCMP_FILE, fd, 999_999).unwrap_err();
+        let failure = diagnose(me, me, sys::KCMP_FILE, fd, 999_999, err);
+        assert_eq!(failure, Failure::NotOpen { pid: me, fd: 999_999 });
+        assert!(failure.message().ends_with(&format!("fd 999999 is not open in process {me}")));
+        let err = sys::kcmp(me, me, sys::KCMP_FILE, 999_998, fd).unwrap_err();
+        assert_eq!(diagnose(me, me, sys::KCMP_FILE, 999_998, fd, err), Failure::NotOpen { pid: me, fd: 999_998 });
+    }
+
+    #[test]
+    fn names_the_missing_process() {
+        let me = sys::getpid();
+        let gone = i32::MAX;
+        let err = sys::kcmp(me, gone, sys::KCMP_VM, 0, 0).unwrap_err();
+        assert_eq!(diagnose(me, gone, sys::KCMP_VM, 0, 0, err), Failure::NoProcess { pid: gone });
+        let err = sys::kcmp(gone, me, sys::KCMP_VM, 0, 0).unwrap_err();
+        assert_eq!(diagnose(gone, me, sys::KCMP_VM, 0, 0, err), Failure::NoProcess { pid: gone });
+    }
+
+    #[test]
+    fn messages_start_with_the_kernel_text() {
+        assert_eq!(errno_text(libc::EBADF), "Bad file descriptor");
+        let u = unavailable(libc::ENOSYS);
+        assert!(u.message().starts_with("Function not implemented: kcmp(2) is not available"));
+        let u = Failure::Unavailable {
+            errno: libc::EPERM,
+            reason: REASON_POLICY.into(),
+            undecided: (0..10).map(|f| (7, f)).collect(),
+        };
+        let m = u.message();
+        assert!(m.contains("fd 0 of process 7") && m.contains("and 2 more"), "{m}");
+    }
+}

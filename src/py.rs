@@ -1,0 +1,249 @@
+//! The PyO3 binding: argument checks, GIL release, and errors as Python's own OSErrors.
+//!
+//! Everything here is conversion; the work happens in `sys`, `fault`, `engine` and
+//! `oracle`, which know nothing of Python.
+
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyType};
+
+use crate::fault::{self, Failure};
+use crate::sys::{self, Fd, Pid};
+
+/// Python-side objects the binding hands out: the `Order` members (returned by the hot
+/// `kcmp()` path without calling the enum) and the exception class of ours.
+struct PyTypes {
+    orders: [Py<PyAny>; 4],
+    unavailable: Py<PyType>,
+}
+
+static TYPES: PyOnceLock<PyTypes> = PyOnceLock::new();
+
+fn types(py: Python<'_>) -> PyResult<&PyTypes> {
+    TYPES.get_or_try_init(py, || {
+        let m = py.import("kcmp_rs._types")?;
+        let order = m.getattr("Order")?;
+        let member = |name: &str| order.getattr(name).map(Bound::unbind);
+        Ok(PyTypes {
+            orders: [member("EQUAL")?, member("LESS")?, member("GREATER")?, member("UNORDERED")?],
+            unavailable: m.getattr("KcmpUnavailableError")?.cast_into::<PyType>()?.unbind(),
+        })
+    })
+}
+
+/// An OSError whose class CPython picks from errno (PEP 3151), with `pid` and `fd`.
+pub fn to_pyerr(py: Python<'_>, failure: &Failure) -> PyErr {
+    if let Failure::Interrupted = failure {
+        return match PyErr::take(py) {
+            Some(e) => e,
+            None => PyOSError::new_err((libc::EINTR, failure.message())),
+        };
+    }
+    let args = (failure.errno(), failure.message());
+    let built = match failure {
+        Failure::Unavailable { reason, undecided, .. } => types(py).and_then(|t| {
+            let exc = t.unavailable.bind(py).call1(args.clone())?;
+            exc.setattr("reason", reason)?;
+            let undecided: Vec<(Pid, Fd)> = undecided.clone();
+            exc.setattr("undecided", pyo3::types::PyTuple::new(py, undecided)?)?;
+            Ok(exc)
+        }),
+        _ => py.get_type::<PyOSError>().call1(args.clone()),
+    };
+    let exc = match built {
+        Ok(exc) => exc,
+        Err(e) => return e,
+    };
+    let attrs = exc.setattr("pid", failure.pid()).and_then(|_| exc.setattr("fd", failure.fd()));
+    match attrs {
+        Ok(()) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+// ---- argument checks: same classes and messages as the Python layer ----
+
+const INT_MAX: i64 = i32::MAX as i64;
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// An int in `lo..=INT_MAX`: bool and non-ints are TypeError, the rest ValueError.
+fn bounded_int(obj: &Bound<'_, PyAny>, name: &str, lo: i64, what: &str) -> PyResult<i32> {
+    if obj.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(format!("{name} must be an int, not bool")));
+    }
+    if !obj.is_instance_of::<pyo3::types::PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an int, not {}",
+            type_name(obj)
+        )));
+    }
+    match obj.extract::<i64>() {
+        Ok(v) if (lo..=INT_MAX).contains(&v) => Ok(v as i32),
+        _ => Err(PyValueError::new_err(format!(
+            "{name} must be {what} in {lo}..{INT_MAX}, got {}",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+pub fn arg_pid(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Pid> {
+    bounded_int(obj, name, 1, "a pid")
+}
+
+pub fn arg_fd(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Fd> {
+    bounded_int(obj, name, 0, "an fd")
+}
+
+/// A `KcmpType` member or its int value. EPOLL_TFD is refused where a pointer is due.
+pub fn arg_type(obj: &Bound<'_, PyAny>, allow_file: bool) -> PyResult<i32> {
+    if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<pyo3::types::PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "type must be a KcmpType or int, not {}",
+            type_name(obj)
+        )));
+    }
+    let ty = match obj.extract::<i64>() {
+        Ok(v) if (0..i64::from(sys::KCMP_TYPES)).contains(&v) => v as i32,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "type must be a KcmpType (0..7), got {}",
+                obj.repr().map(|r| r.to_string()).unwrap_or_default()
+            )))
+        }
+    };
+    if ty == sys::KCMP_EPOLL_TFD {
+        return Err(PyValueError::new_err(
+            "type EPOLL_TFD compares against an epoll registration, not an index: \
+             use same_epoll_target()",
+        ));
+    }
+    if ty == sys::KCMP_FILE && !allow_file {
+        return Err(PyValueError::new_err(
+            "type FILE compares fds, not tasks: use same_file() or classify_files()",
+        ));
+    }
+    Ok(ty)
+}
+
+/// One kcmp call with a specific failure; `support` notes what kcmp refused.
+pub fn kcmp_checked(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd) -> Result<sys::KcmpOrder, Failure> {
+    crate::support::require_kcmp()?;
+    sys::kcmp(pid1, pid2, ty, fd1, fd2).map_err(|e| {
+        let failure = fault::diagnose(pid1, pid2, ty, fd1, fd2, e);
+        crate::support::note_failure(&failure);
+        failure
+    })
+}
+
+#[pymodule]
+pub mod _native {
+    use super::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// kcmp(pid1, pid2, type, idx1=0, idx2=0) -> Order
+    #[pyfunction]
+    #[pyo3(signature = (pid1, pid2, r#type, idx1 = None, idx2 = None))]
+    fn kcmp(
+        py: Python<'_>,
+        pid1: &Bound<'_, PyAny>,
+        pid2: &Bound<'_, PyAny>,
+        r#type: &Bound<'_, PyAny>,
+        idx1: Option<&Bound<'_, PyAny>>,
+        idx2: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let p1 = arg_pid(pid1, "pid1")?;
+        let p2 = arg_pid(pid2, "pid2")?;
+        let ty = arg_type(r#type, true)?;
+        let i1 = idx1.map(|o| arg_fd(o, "idx1")).transpose()?.unwrap_or(0);
+        let i2 = idx2.map(|o| arg_fd(o, "idx2")).transpose()?.unwrap_or(0);
+        let order = kcmp_checked(p1, p2, ty, i1, i2).map_err(|f| to_pyerr(py, &f))?;
+        Ok(types(py)?.orders[order as usize].clone_ref(py))
+    }
+
+    /// same_file(pid1, fd1, pid2, fd2) -> bool
+    #[pyfunction]
+    #[pyo3(signature = (pid1, fd1, pid2, fd2, *, allow_pidfd_getfd = false))]
+    fn same_file(
+        py: Python<'_>,
+        pid1: &Bound<'_, PyAny>,
+        fd1: &Bound<'_, PyAny>,
+        pid2: &Bound<'_, PyAny>,
+        fd2: &Bound<'_, PyAny>,
+        allow_pidfd_getfd: bool,
+    ) -> PyResult<bool> {
+        let a = (arg_pid(pid1, "pid1")?, arg_fd(fd1, "fd1")?);
+        let b = (arg_pid(pid2, "pid2")?, arg_fd(fd2, "fd2")?);
+        crate::oracle::same_file(a, b, allow_pidfd_getfd).map_err(|f| to_pyerr(py, &f))
+    }
+
+    /// same_task(pid1, pid2, type) -> bool, for the task resource types.
+    #[pyfunction]
+    fn same_task(
+        py: Python<'_>,
+        pid1: &Bound<'_, PyAny>,
+        pid2: &Bound<'_, PyAny>,
+        r#type: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let p1 = arg_pid(pid1, "pid1")?;
+        let p2 = arg_pid(pid2, "pid2")?;
+        let ty = arg_type(r#type, false)?;
+        let order = kcmp_checked(p1, p2, ty, 0, 0).map_err(|f| to_pyerr(py, &f))?;
+        Ok(order == sys::KcmpOrder::Equal)
+    }
+
+    /// sharing(pid1, pid2) -> (vm, files, fs, sighand, io, sysvsem)
+    #[pyfunction]
+    fn sharing(
+        py: Python<'_>,
+        pid1: &Bound<'_, PyAny>,
+        pid2: &Bound<'_, PyAny>,
+    ) -> PyResult<(bool, bool, bool, bool, bool, bool)> {
+        let p1 = arg_pid(pid1, "pid1")?;
+        let p2 = arg_pid(pid2, "pid2")?;
+        let same = |ty| {
+            kcmp_checked(p1, p2, ty, 0, 0)
+                .map(|o| o == sys::KcmpOrder::Equal)
+                .map_err(|f| to_pyerr(py, &f))
+        };
+        Ok((
+            same(sys::KCMP_VM)?,
+            same(sys::KCMP_FILES)?,
+            same(sys::KCMP_FS)?,
+            same(sys::KCMP_SIGHAND)?,
+            same(sys::KCMP_IO)?,
+            same(sys::KCMP_SYSVSEM)?,
+        ))
+    }
+
+    /// same_epoll_target(pid1, fd, pid2, epfd, target_fd, target_index=0) -> bool
+    #[pyfunction]
+    #[pyo3(signature = (pid1, fd, pid2, epfd, target_fd, target_index = None))]
+    fn same_epoll_target(
+        py: Python<'_>,
+        pid1: &Bound<'_, PyAny>,
+        fd: &Bound<'_, PyAny>,
+        pid2: &Bound<'_, PyAny>,
+        epfd: &Bound<'_, PyAny>,
+        target_fd: &Bound<'_, PyAny>,
+        target_index: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let p1 = arg_pid(pid1, "pid1")?;
+        let f = arg_fd(fd, "fd")?;
+        let p2 = arg_pid(pid2, "pid2")?;
+        let efd = arg_fd(epfd, "epfd")?;
+        let tfd = arg_fd(target_fd, "target_fd")?;
+        let toff = match target_index {
+            Some(o) => bounded_int(o, "target_index", 0, "an index")?,
+            None => 0,
+        };
+        crate::oracle::same_epoll_target(p1, f, p2, efd, tfd, toff).map_err(|f| to_pyerr(py, &f))
+    }
+}

@@ -1,0 +1,474 @@
+//! The syscall boundary: kcmp(2) and the few neighbours the engine needs.
+//!
+//! Plain Rust with no PyO3, so `cargo test` exercises it without Python. Every
+//! `unsafe` block of the crate lives here.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+pub type Pid = i32;
+pub type Fd = i32;
+
+/// A raw errno value from a failed syscall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    fn last() -> Self {
+        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+/// The resource kinds of `include/uapi/linux/kcmp.h`.
+pub const KCMP_FILE: i32 = 0;
+pub const KCMP_VM: i32 = 1;
+pub const KCMP_FILES: i32 = 2;
+pub const KCMP_FS: i32 = 3;
+pub const KCMP_SIGHAND: i32 = 4;
+pub const KCMP_IO: i32 = 5;
+pub const KCMP_SYSVSEM: i32 = 6;
+pub const KCMP_EPOLL_TFD: i32 = 7;
+pub const KCMP_TYPES: i32 = 8;
+
+/// `fcntl` command of Linux 6.10+; absent from older libc crates.
+const F_DUPFD_QUERY: libc::c_int = 1027;
+/// `pidfd_open` flag of Linux 6.9+ accepting a thread id.
+pub const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+/// What kcmp answers: the kernel's order of two objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KcmpOrder {
+    Equal = 0,
+    Less = 1,
+    Greater = 2,
+    Unordered = 3,
+}
+
+/// The kernel returned a value outside 0..=3: never passed through as an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KcmpError {
+    Errno(Errno),
+    Unexpected(i64),
+}
+
+fn to_order(r: i64) -> Result<KcmpOrder, KcmpError> {
+    match r {
+        0 => Ok(KcmpOrder::Equal),
+        1 => Ok(KcmpOrder::Less),
+        2 => Ok(KcmpOrder::Greater),
+        3 => Ok(KcmpOrder::Unordered),
+        other => Err(KcmpError::Unexpected(other)),
+    }
+}
+
+/// `kcmp(pid1, pid2, ty, idx1, idx2)`. Fds are `i32` (validated non-negative by the
+/// callers) because the kernel truncates the index to 32 bits: a wider type would let
+/// `2**32 + 3` alias fd 3.
+pub fn kcmp(pid1: Pid, pid2: Pid, ty: i32, idx1: Fd, idx2: Fd) -> Result<KcmpOrder, KcmpError> {
+    // KCMP_EPOLL_TFD reads idx2 as a pointer: refused here so an integer is never read
+    // as an address.
+    if ty == KCMP_EPOLL_TFD {
+        return Err(KcmpError::Errno(Errno(libc::EINVAL)));
+    }
+    // SAFETY: every other type takes integers only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1 as libc::c_long,
+            pid2 as libc::c_long,
+            ty as libc::c_long,
+            idx1 as libc::c_ulong,
+            idx2 as libc::c_ulong,
+        )
+    };
+    if r < 0 {
+        return Err(KcmpError::Errno(Errno::last()));
+    }
+    to_order(r)
+}
+
+/// `struct kcmp_epoll_slot`: three u32, 12 bytes (the man page's u64 `toff` is wrong).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EpollSlot {
+    pub efd: u32,
+    pub tfd: u32,
+    pub toff: u32,
+}
+
+/// `KCMP_EPOLL_TFD`: is `fd` of `pid1` the file registered in epoll set `slot.efd` of
+/// `pid2` under `slot.tfd` (its `slot.toff`-th registration)?
+pub fn kcmp_epoll_tfd(pid1: Pid, fd: Fd, pid2: Pid, slot: &EpollSlot) -> Result<KcmpOrder, KcmpError> {
+    // SAFETY: the kernel reads 12 bytes from `slot`, a live, properly laid out
+    // `#[repr(C)]` struct borrowed for the whole call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1 as libc::c_long,
+            pid2 as libc::c_long,
+            KCMP_EPOLL_TFD as libc::c_long,
+            fd as libc::c_ulong,
+            slot as *const EpollSlot as libc::c_ulong,
+        )
+    };
+    if r < 0 {
+        return Err(KcmpError::Errno(Errno::last()));
+    }
+    to_order(r)
+}
+
+pub fn getpid() -> Pid {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// The (st_dev, st_ino) identity of a file: equal for every fd sharing a description.
+pub type FileKey = (u64, u64);
+
+fn stat_key(st: &libc::stat) -> FileKey {
+    (st.st_dev, st.st_ino)
+}
+
+pub fn fstat_key(fd: Fd) -> Result<FileKey, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a writable buffer of the right size; it is read only on success.
+    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: fstat returned 0, so it filled the whole struct.
+    Ok(stat_key(unsafe { &st.assume_init() }))
+}
+
+/// `fstatat(dir, name)`, following the /proc magic link to the file itself.
+pub fn fstatat_key(dir: RawFd, name: &CStr) -> Result<FileKey, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is NUL-terminated and `st` a writable buffer of the right size.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), 0) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: fstatat returned 0, so it filled the whole struct.
+    Ok(stat_key(unsafe { &st.assume_init() }))
+}
+
+/// Opens a directory (close-on-exec) and returns it as an owned fd.
+pub fn open_dir(path: &CStr) -> Result<OwnedFd, Errno> {
+    // SAFETY: `path` is NUL-terminated; the fd returned is owned by nobody else.
+    let fd = unsafe {
+        libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `fd` was just opened and is not shared.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads `readlink(dir/name)` into bytes (a /proc/PID/fd/N target).
+pub fn readlinkat(dir: RawFd, name: &CStr) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: `buf` is writable for `buf.len()` bytes and `name` NUL-terminated.
+        let n = unsafe {
+            libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        let n = n as usize;
+        if n < buf.len() {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        if buf.len() >= 1 << 16 {
+            return Err(Errno(libc::ENAMETOOLONG));
+        }
+        let grown = buf.len() * 4;
+        buf.resize(grown, 0);
+    }
+}
+
+/// The names in a directory, read with getdents64 (no libc `DIR` allocation, no hidden
+/// fd), without "." and "..".
+pub fn read_dir_names(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
+    let mut names = Vec::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // SAFETY: `buf` is writable for `buf.len()` bytes; the kernel writes at most that.
+        let n = unsafe {
+            libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len())
+        };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        if n == 0 {
+            return Ok(names);
+        }
+        let filled = &buf[..n as usize];
+        let mut off = 0usize;
+        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+        while off + 19 <= filled.len() {
+            let reclen = u16::from_ne_bytes([filled[off + 16], filled[off + 17]]) as usize;
+            if reclen == 0 || off + reclen > filled.len() {
+                return Err(Errno(libc::EIO));
+            }
+            let name_area = &filled[off + 19..off + reclen];
+            let len = name_area.iter().position(|&b| b == 0).unwrap_or(name_area.len());
+            let name = &name_area[..len];
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+            off += reclen;
+        }
+    }
+}
+
+/// The fds listed in an open `/proc/PID/fd` directory, ascending.
+pub fn list_fds(dir: &OwnedFd) -> Result<Vec<Fd>, Errno> {
+    let mut fds: Vec<Fd> = read_dir_names(dir)?
+        .iter()
+        .filter_map(|n| std::str::from_utf8(n).ok()?.parse::<Fd>().ok())
+        .collect();
+    fds.sort_unstable();
+    Ok(fds)
+}
+
+pub fn pidfd_open(pid: Pid, flags: libc::c_uint) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes integers only and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, flags) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the fd was just created by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether the process behind a pidfd is still running (signal 0 is a liveness probe).
+pub fn pidfd_alive(pidfd: &OwnedFd) -> Result<bool, Errno> {
+    // SAFETY: signal 0 delivers nothing; null siginfo is allowed; the fd is live.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0 as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if r == 0 {
+        return Ok(true);
+    }
+    match Errno::last() {
+        Errno(libc::ESRCH) => Ok(false),
+        // The process lives but we may not signal it: still alive.
+        Errno(libc::EPERM) => Ok(true),
+        e => Err(e),
+    }
+}
+
+/// Copies fd `fd` of the process behind `pidfd` into this process (close-on-exec).
+pub fn pidfd_getfd(pidfd: &OwnedFd, fd: Fd) -> Result<OwnedFd, Errno> {
+    // SAFETY: integers only; the kernel returns a new fd or -1.
+    let r = unsafe {
+        libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd as libc::c_long, 0 as libc::c_uint)
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the fd was just created by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// `fcntl(a, F_DUPFD_QUERY, b)`: do fds `a` and `b` of this process share a description?
+pub fn dupfd_query(a: Fd, b: Fd) -> Result<bool, Errno> {
+    // SAFETY: fcntl with an integer argument; no memory is passed.
+    let r = unsafe { libc::fcntl(a, F_DUPFD_QUERY, b) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(r == 1)
+}
+
+pub fn epoll_create() -> Result<OwnedFd, Errno> {
+    // SAFETY: integers only; returns a new fd or -1.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the fd was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn epoll_add(epfd: &OwnedFd, fd: Fd) -> Result<(), Errno> {
+    let mut ev = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+    let r = unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// A close-on-exec duplicate of `fd` at the lowest free number.
+pub fn dup_cloexec(fd: Fd) -> Result<OwnedFd, Errno> {
+    // SAFETY: integers only; returns a new fd or -1.
+    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the fd was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// Makes `target` (an fd we own) refer to `src`'s description, close-on-exec.
+pub fn dup3_onto(src: Fd, target: &OwnedFd) -> Result<(), Errno> {
+    // SAFETY: `target` is owned by the caller, so replacing what it refers to cannot
+    // close anybody else's fd.
+    let r = unsafe { libc::dup3(src, target.as_raw_fd(), libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Runs `f` in the child after every fork() of this process (including Python's os.fork).
+pub fn atfork_child(f: extern "C" fn()) {
+    // SAFETY: registers a plain function pointer that lives for the whole program; the
+    // handler only stores to atomics, which is async-signal-safe.
+    unsafe {
+        libc::pthread_atfork(None, None, Some(f));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::fs::File;
+    use std::os::fd::IntoRawFd;
+
+    fn me() -> Pid {
+        getpid()
+    }
+
+    #[test]
+    fn dup_is_equal_and_reopen_is_not() {
+        let f = File::open("/proc/self/status").unwrap();
+        let fd = f.as_raw_fd();
+        let d = dup_cloexec(fd).unwrap();
+        let other = File::open("/proc/self/status").unwrap();
+        assert_eq!(kcmp(me(), me(), KCMP_FILE, fd, d.as_raw_fd()), Ok(KcmpOrder::Equal));
+        let o = kcmp(me(), me(), KCMP_FILE, fd, other.as_raw_fd()).unwrap();
+        assert!(o == KcmpOrder::Less || o == KcmpOrder::Greater);
+        let back = kcmp(me(), me(), KCMP_FILE, other.as_raw_fd(), fd).unwrap();
+        assert_ne!(o, back, "the order must be antisymmetric");
+    }
+
+    #[test]
+    fn task_types_equal_to_self() {
+        for ty in [KCMP_VM, KCMP_FILES, KCMP_FS, KCMP_SIGHAND, KCMP_IO, KCMP_SYSVSEM] {
+            assert_eq!(kcmp(me(), me(), ty, 0, 0), Ok(KcmpOrder::Equal), "type {ty}");
+        }
+    }
+
+    #[test]
+    fn errors_come_back_as_errno() {
+        assert_eq!(kcmp(me(), me(), KCMP_TYPES, 0, 0), Err(KcmpError::Errno(Errno(libc::EINVAL))));
+        assert_eq!(kcmp(me(), me(), KCMP_FILE, 1 << 30, 0), Err(KcmpError::Errno(Errno(libc::EBADF))));
+        assert_eq!(kcmp(0, me(), KCMP_VM, 0, 0), Err(KcmpError::Errno(Errno(libc::ESRCH))));
+        // The pointer-taking type is never issued with an integer in place of a slot.
+        assert_eq!(kcmp(me(), me(), KCMP_EPOLL_TFD, 0, 0), Err(KcmpError::Errno(Errno(libc::EINVAL))));
+    }
+
+    #[test]
+    fn epoll_slot_is_twelve_bytes_and_finds_closed_target() {
+        assert_eq!(std::mem::size_of::<EpollSlot>(), 12);
+        let ep = epoll_create().unwrap();
+        let f = File::open("/proc/self/status").unwrap();
+        let (r, w) = {
+            let mut p = [0; 2];
+            // SAFETY: test-only pipe creation into a two-int array.
+            assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+            // SAFETY: both fds were just created and are owned here.
+            unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) }
+        };
+        let keep = dup_cloexec(r.as_raw_fd()).unwrap();
+        epoll_add(&ep, r.as_raw_fd()).unwrap();
+        let tfd = r.into_raw_fd();
+        // SAFETY: test-only close of an fd this test owns.
+        unsafe { libc::close(tfd) };
+        let slot = EpollSlot { efd: ep.as_raw_fd() as u32, tfd: tfd as u32, toff: 0 };
+        assert_eq!(kcmp_epoll_tfd(me(), keep.as_raw_fd(), me(), &slot), Ok(KcmpOrder::Equal));
+        let missing = EpollSlot { efd: ep.as_raw_fd() as u32, tfd: w.as_raw_fd() as u32, toff: 0 };
+        assert_eq!(
+            kcmp_epoll_tfd(me(), keep.as_raw_fd(), me(), &missing),
+            Err(KcmpError::Errno(Errno(libc::ENOENT)))
+        );
+        let not_epoll = EpollSlot { efd: f.as_raw_fd() as u32, tfd: 0, toff: 0 };
+        assert_eq!(
+            kcmp_epoll_tfd(me(), keep.as_raw_fd(), me(), &not_epoll),
+            Err(KcmpError::Errno(Errno(libc::EINVAL)))
+        );
+    }
+
+    #[test]
+    fn stat_keys_match_for_dups() {
+        let f = File::open("/proc/self/status").unwrap();
+        let d = dup_cloexec(f.as_raw_fd()).unwrap();
+        assert_eq!(fstat_key(f.as_raw_fd()), fstat_key(d.as_raw_fd()));
+        let dir = open_dir(&CString::new("/proc/self/fd").unwrap()).unwrap();
+        let name = CString::new(f.as_raw_fd().to_string()).unwrap();
+        assert_eq!(fstatat_key(dir.as_raw_fd(), &name), fstat_key(f.as_raw_fd()));
+        assert_eq!(fstat_key(-1), Err(Errno(libc::EBADF)));
+    }
+
+    #[test]
+    fn list_fds_sees_open_fds() {
+        let f = File::open("/proc/self/status").unwrap();
+        let dir = open_dir(&CString::new("/proc/self/fd").unwrap()).unwrap();
+        let fds = list_fds(&dir).unwrap();
+        assert!(fds.contains(&f.as_raw_fd()));
+        assert!(fds.contains(&dir.as_raw_fd()));
+        assert!(fds.windows(2).all(|w| w[0] < w[1]));
+        let link = readlinkat(dir.as_raw_fd(), &CString::new(f.as_raw_fd().to_string()).unwrap());
+        assert!(link.unwrap().ends_with(b"/status"));
+    }
+
+    #[test]
+    fn dupfd_query_and_pidfd() {
+        let f = File::open("/proc/self/status").unwrap();
+        let d = dup_cloexec(f.as_raw_fd()).unwrap();
+        let g = File::open("/proc/self/status").unwrap();
+        match dupfd_query(f.as_raw_fd(), d.as_raw_fd()) {
+            Ok(same) => {
+                assert!(same);
+                assert_eq!(dupfd_query(f.as_raw_fd(), g.as_raw_fd()), Ok(false));
+            }
+            Err(e) => assert_eq!(e, Errno(libc::EINVAL), "only a pre-6.10 kernel may refuse"),
+        }
+        let pidfd = pidfd_open(me(), 0).unwrap();
+        assert_eq!(pidfd_alive(&pidfd), Ok(true));
+        let copy = pidfd_getfd(&pidfd, f.as_raw_fd()).unwrap();
+        assert_eq!(kcmp(me(), me(), KCMP_FILE, f.as_raw_fd(), copy.as_raw_fd()), Ok(KcmpOrder::Equal));
+    }
+
+    #[test]
+    fn epoll_trick_tells_pipe_ends_apart() {
+        let mut p = [0; 2];
+        // SAFETY: test-only pipe creation into a two-int array.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both fds were just created and are owned here.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+        let ep = epoll_create().unwrap();
+        let scratch = dup_cloexec(r.as_raw_fd()).unwrap();
+        epoll_add(&ep, scratch.as_raw_fd()).unwrap();
+        dup3_onto(w.as_raw_fd(), &scratch).unwrap();
+        assert_eq!(epoll_add(&ep, scratch.as_raw_fd()), Ok(()), "different descriptions");
+        let ep2 = epoll_create().unwrap();
+        let scratch2 = dup_cloexec(r.as_raw_fd()).unwrap();
+        epoll_add(&ep2, scratch2.as_raw_fd()).unwrap();
+        dup3_onto(r.as_raw_fd(), &scratch2).unwrap();
+        assert_eq!(epoll_add(&ep2, scratch2.as_raw_fd()), Err(Errno(libc::EEXIST)));
+    }
+}
