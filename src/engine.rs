@@ -1,1 +1,1283 @@
-// placeholder until the engine lands
+//! Grouping engine: partitions items (fds, possibly of several processes) by the
+//! kernel object behind them, using as few oracle calls (syscalls) as possible.
+//!
+//! Plain Rust on purpose: no PyO3, no libc, no syscalls. Everything the kernel
+//! would answer comes through the [`Oracle`] trait, so the tests can drive the
+//! engine with counting, racing (items vanishing) and outright lying oracles.
+//!
+//! # Strategy
+//! * `key()` (e.g. `(st_dev, st_ino)`) splits items into buckets; items in
+//!   different buckets never share an object, so most items cost no comparison.
+//! * Inside a bucket we keep one representative ("rep") per group found so far.
+//!   While a bucket has at most [`SMALL`] reps we scan them with the cheap
+//!   equality test `same()`; past that (or as soon as `same()` cannot decide and
+//!   `compare()` is available) the reps are merge-sorted once by `compare()` and
+//!   every later item is placed by binary search: at most `ceil(log2(k + 1))`
+//!   compares against `k` reps.
+//! * [`GroupOrder::Kernel`] merges the already sorted per-bucket rep lists
+//!   instead of sorting all groups from scratch.
+//!
+//! # Robustness
+//! Oracle answers are never trusted for control flow that could panic, loop or
+//! drop items: every index is bounds-checked against our own vectors, the merge
+//! sort terminates and yields a permutation whatever `compare()` says, and each
+//! `Gone` removes one live item, so retries are bounded by the input size. The
+//! result is "correct as observed": a partition of the surviving input.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+/// A cheap bucketing key (e.g. (st_dev, st_ino)); items with different keys NEVER share a description.
+pub type Key = (u64, u64);
+
+/// What to do when an item turns out to no longer exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Abort the whole classification with `Fault::Gone(item)`.
+    Raise,
+    /// Leave the item out of the result.
+    Skip,
+}
+
+/// Order of the returned groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupOrder {
+    /// By each group's smallest item.
+    Fd,
+    /// Ascending in the oracle's `compare` order (falls back to `Fd` when the
+    /// oracle cannot order, see [`classify`]).
+    Kernel,
+}
+
+/// Why an oracle call did not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault<I, E> {
+    /// This item no longer exists (fd closed, process exited). The oracle has already worked out WHICH item (it may name either argument).
+    Gone(I),
+    /// Anything else: abort the whole classification with this error.
+    Fail(E),
+}
+
+/// The engine's only window on the kernel.
+pub trait Oracle {
+    type Item: Copy + Ord + Eq + Hash + std::fmt::Debug;
+    type Error;
+    /// Bucketing key for one item.
+    fn key(&mut self, item: Self::Item) -> Result<Key, Fault<Self::Item, Self::Error>>;
+    /// Whether `compare` is usable at all (false in sandboxes where kcmp is blocked).
+    fn can_order(&self) -> bool;
+    /// Kernel order of the two items' objects (kcmp). Only called when can_order().
+    fn compare(
+        &mut self,
+        a: Self::Item,
+        b: Self::Item,
+    ) -> Result<Ordering, Fault<Self::Item, Self::Error>>;
+    /// Cheap equality-only test (e.g. F_DUPFD_QUERY); Ok(None) = cannot decide this pair cheaply (caller falls back to compare, or, if !can_order(), to `undecided`).
+    fn same(
+        &mut self,
+        a: Self::Item,
+        b: Self::Item,
+    ) -> Result<Option<bool>, Fault<Self::Item, Self::Error>>;
+    /// Called every `CHECKPOINT_EVERY` oracle operations (and once at start) so a long batch can notice Ctrl-C; an Err aborts with Fault::Fail.
+    fn checkpoint(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    /// Called when neither `same` nor `compare` can decide whether `a` and `b` share an object; return the error to abort with (the oracle records the undecided pair in it).
+    fn undecided(&mut self, a: Self::Item, b: Self::Item) -> Self::Error;
+}
+
+/// Oracle operations (`key` + `compare` + `same` calls) between two checkpoints.
+pub const CHECKPOINT_EVERY: usize = 1024;
+
+/// Oracle calls made by one [`classify`] run (calls that faulted included).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub keys: u64,
+    pub compares: u64,
+    pub sames: u64,
+}
+
+/// Reps a bucket may hold while it is still probed by linear `same()` scans.
+/// Below this, a few cheap equality tests beat paying for a sort; above it the
+/// scan would grow linearly while binary search grows logarithmically.
+pub const SMALL: usize = 4;
+
+/// Groups `items` (any order, duplicates allowed: they collapse) by shared object.
+///
+/// Returns groups, each ascending; groups ordered by their smallest item
+/// ([`GroupOrder::Fd`]) or ascending in the oracle's `compare` order
+/// ([`GroupOrder::Kernel`]: each group's rep compares `Less` than the next group's).
+///
+/// * [`Missing::Skip`]: items reported `Gone` are silently left out.
+///   [`Missing::Raise`]: the first `Gone` aborts with `Err(Fault::Gone(item))`,
+///   `item` being exactly what the oracle named.
+/// * `GroupOrder::Kernel` with `!oracle.can_order()`: there is no kernel order
+///   to give, so the groups come back in `Fd` order (no error, no panic).
+///   Callers that need a real kernel order must check `can_order()` themselves.
+/// * A `Gone` naming an item that is neither an argument of the failing call
+///   nor a live placed item (an oracle bug) is blamed on the call's first
+///   argument, so that every `Gone` removes something and retries terminate.
+/// * Two existing reps that `compare` calls `Equal` (an oracle inconsistency or
+///   an fd reused mid-batch) stay separate groups: decisions are never revisited.
+// The spelled-out return type is the contract other modules code against.
+#[allow(clippy::type_complexity)]
+pub fn classify<O: Oracle>(
+    oracle: &mut O,
+    items: &[O::Item],
+    order: GroupOrder,
+    missing: Missing,
+) -> Result<(Vec<Vec<O::Item>>, Stats), Fault<O::Item, O::Error>> {
+    let mut todo = items.to_vec();
+    todo.sort_unstable();
+    todo.dedup();
+
+    let can_order = oracle.can_order();
+    oracle.checkpoint().map_err(Fault::Fail)?;
+    let mut engine = Engine {
+        oracle,
+        missing,
+        can_order,
+        stats: Stats::default(),
+        ops: 0,
+        groups: Vec::new(),
+        buckets: Vec::new(),
+        bucket_of_key: HashMap::new(),
+        group_of: HashMap::with_capacity(todo.len()),
+    };
+    // Ascending processing keeps every group's member list ascending by
+    // plain appends, and makes a group's first member its rep.
+    for &item in &todo {
+        engine.add(item)?;
+    }
+    let groups = if order == GroupOrder::Kernel && can_order {
+        engine.kernel_order()?
+    } else {
+        engine.fd_order()
+    };
+    Ok((groups, engine.stats))
+}
+
+/// One group: the items found to share one object.
+struct Group<I> {
+    /// Ascending. The first member is the group's rep; when it goes away the
+    /// next one (same object, hence same sort position) takes over for free.
+    /// Empty means the group is dead.
+    members: Vec<I>,
+    bucket: usize,
+}
+
+/// All groups with one key.
+struct Bucket {
+    /// Group ids, one per live group; ascending by `compare` when `sorted`.
+    reps: Vec<usize>,
+    /// Once sorted, a bucket stays sorted (inserts keep the order).
+    sorted: bool,
+}
+
+/// Internal failure of one oracle call, before `Missing` is applied.
+enum Stop<I, E> {
+    /// `named` is what the oracle said (returned as-is under `Raise`);
+    /// `victim` is the live item we remove for it under `Skip`.
+    Gone {
+        named: I,
+        victim: I,
+    },
+    Fail(E),
+}
+
+/// Outcome of probing a bucket for an item.
+enum Probe {
+    Join(usize),
+    Insert(usize),
+    /// `same()` could not decide but `compare()` can: sort, then search.
+    NeedSort,
+}
+
+struct Engine<'a, O: Oracle> {
+    oracle: &'a mut O,
+    missing: Missing,
+    can_order: bool,
+    stats: Stats,
+    ops: usize,
+    groups: Vec<Group<O::Item>>,
+    buckets: Vec<Bucket>,
+    bucket_of_key: HashMap<Key, usize>,
+    /// Live placed item -> its group; lets a `Gone` naming any item be resolved.
+    group_of: HashMap<O::Item, usize>,
+}
+
+type Res<T, O> = Result<T, Fault<<O as Oracle>::Item, <O as Oracle>::Error>>;
+type StopRes<T, O> = Result<T, Stop<<O as Oracle>::Item, <O as Oracle>::Error>>;
+
+impl<O: Oracle> Engine<'_, O> {
+    // ---- oracle access: counting, checkpoints, Gone attribution ----
+
+    fn tick(&mut self) -> StopRes<(), O> {
+        self.ops += 1;
+        if self.ops % CHECKPOINT_EVERY == 0 {
+            self.oracle.checkpoint().map_err(Stop::Fail)?;
+        }
+        Ok(())
+    }
+
+    /// Turns an oracle fault into a `Stop`, choosing the victim such that it
+    /// is always live: removing it is then guaranteed progress.
+    fn stop(
+        &self,
+        fault: Fault<O::Item, O::Error>,
+        a: O::Item,
+        b: O::Item,
+    ) -> Stop<O::Item, O::Error> {
+        match fault {
+            Fault::Fail(e) => Stop::Fail(e),
+            Fault::Gone(named) => {
+                let victim = if named == a || named == b || self.group_of.contains_key(&named) {
+                    named
+                } else {
+                    a
+                };
+                Stop::Gone { named, victim }
+            }
+        }
+    }
+
+    fn key(&mut self, item: O::Item) -> StopRes<Key, O> {
+        self.tick()?;
+        self.stats.keys += 1;
+        self.oracle.key(item).map_err(|f| self.stop(f, item, item))
+    }
+
+    fn same(&mut self, a: O::Item, b: O::Item) -> StopRes<Option<bool>, O> {
+        self.tick()?;
+        self.stats.sames += 1;
+        self.oracle.same(a, b).map_err(|f| self.stop(f, a, b))
+    }
+
+    fn compare(&mut self, a: O::Item, b: O::Item) -> StopRes<Ordering, O> {
+        self.tick()?;
+        self.stats.compares += 1;
+        self.oracle.compare(a, b).map_err(|f| self.stop(f, a, b))
+    }
+
+    /// Applies `Missing` to a stop: the victim to drop under `Skip`, or the
+    /// error that ends the run.
+    fn absorb(&self, stop: Stop<O::Item, O::Error>) -> Res<O::Item, O> {
+        match stop {
+            Stop::Fail(e) => Err(Fault::Fail(e)),
+            Stop::Gone { named, .. } if self.missing == Missing::Raise => Err(Fault::Gone(named)),
+            Stop::Gone { victim, .. } => Ok(victim),
+        }
+    }
+
+    // ---- group bookkeeping ----
+
+    fn rep(&self, gid: usize) -> Option<O::Item> {
+        self.groups
+            .get(gid)
+            .and_then(|g| g.members.first().copied())
+    }
+
+    fn join(&mut self, item: O::Item, gid: usize) {
+        if let Some(g) = self.groups.get_mut(gid) {
+            g.members.push(item);
+            self.group_of.insert(item, gid);
+        }
+    }
+
+    fn new_group(&mut self, item: O::Item, b: usize, pos: usize) {
+        let gid = self.groups.len();
+        self.groups.push(Group {
+            members: vec![item],
+            bucket: b,
+        });
+        self.group_of.insert(item, gid);
+        let reps = &mut self.buckets[b].reps;
+        reps.insert(pos.min(reps.len()), gid);
+    }
+
+    /// Drops a placed item that vanished. Its group's next member becomes the
+    /// rep implicitly; an emptied group leaves its bucket (removal keeps a
+    /// sorted bucket sorted).
+    fn remove(&mut self, item: O::Item) {
+        let Some(gid) = self.group_of.remove(&item) else {
+            debug_assert!(false, "victim {item:?} is not a placed item");
+            return;
+        };
+        let Some(group) = self.groups.get_mut(gid) else {
+            return;
+        };
+        if let Ok(pos) = group.members.binary_search(&item) {
+            group.members.remove(pos);
+        }
+        if group.members.is_empty() {
+            if let Some(bucket) = self.buckets.get_mut(group.bucket) {
+                bucket.reps.retain(|&g| g != gid);
+            }
+        }
+    }
+
+    // ---- placement ----
+
+    fn add(&mut self, item: O::Item) -> Res<(), O> {
+        let key = loop {
+            match self.key(item) {
+                Ok(key) => break key,
+                Err(stop) => {
+                    let victim = self.absorb(stop)?;
+                    if victim == item {
+                        return Ok(());
+                    }
+                    self.remove(victim);
+                }
+            }
+        };
+        let b = match self.bucket_of_key.get(&key) {
+            Some(&b) => b,
+            None => {
+                self.buckets.push(Bucket {
+                    reps: Vec::new(),
+                    sorted: false,
+                });
+                self.bucket_of_key.insert(key, self.buckets.len() - 1);
+                self.buckets.len() - 1
+            }
+        };
+        self.place(item, b)
+    }
+
+    /// Puts `item` into an existing group of bucket `b` or a new one. After a
+    /// `Gone` the probe restarts from scratch: the bucket changed under it.
+    fn place(&mut self, item: O::Item, b: usize) -> Res<(), O> {
+        loop {
+            let bucket = &self.buckets[b];
+            if bucket.reps.is_empty() {
+                self.new_group(item, b, 0);
+                return Ok(());
+            }
+            let probe = if bucket.sorted {
+                self.search(item, b)
+            } else if self.can_order && bucket.reps.len() > SMALL {
+                Ok(Probe::NeedSort)
+            } else {
+                self.scan(item, b)
+            };
+            match probe {
+                Ok(Probe::Join(gid)) => {
+                    self.join(item, gid);
+                    return Ok(());
+                }
+                Ok(Probe::Insert(pos)) => {
+                    self.new_group(item, b, pos);
+                    return Ok(());
+                }
+                // Sets `sorted`, so this arm runs at most once per bucket.
+                Ok(Probe::NeedSort) => self.sort_bucket(b)?,
+                Err(stop) => {
+                    let victim = self.absorb(stop)?;
+                    if victim == item {
+                        return Ok(());
+                    }
+                    self.remove(victim);
+                }
+            }
+        }
+    }
+
+    /// Linear `same()` scan of an unsorted bucket.
+    fn scan(&mut self, item: O::Item, b: usize) -> StopRes<Probe, O> {
+        let mut i = 0;
+        while let Some(&gid) = self.buckets[b].reps.get(i) {
+            i += 1;
+            let Some(rep) = self.rep(gid) else { continue };
+            match self.same(item, rep)? {
+                Some(true) => return Ok(Probe::Join(gid)),
+                Some(false) => {}
+                None if self.can_order => return Ok(Probe::NeedSort),
+                None => return Err(Stop::Fail(self.oracle.undecided(item, rep))),
+            }
+        }
+        Ok(Probe::Insert(self.buckets[b].reps.len()))
+    }
+
+    /// Binary search of a sorted bucket: at most ceil(log2(k + 1)) compares.
+    /// Whatever `compare` answers, `lo..hi` shrinks and stays in bounds.
+    fn search(&mut self, item: O::Item, b: usize) -> StopRes<Probe, O> {
+        let (mut lo, mut hi) = (0, self.buckets[b].reps.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let found = self.buckets[b]
+                .reps
+                .get(mid)
+                .and_then(|&g| Some((g, self.rep(g)?)));
+            let Some((gid, rep)) = found else {
+                debug_assert!(false, "dead group in bucket reps");
+                lo = mid + 1;
+                continue;
+            };
+            match self.compare(item, rep)? {
+                Ordering::Equal => return Ok(Probe::Join(gid)),
+                Ordering::Less => hi = mid,
+                Ordering::Greater => lo = mid + 1,
+            }
+        }
+        Ok(Probe::Insert(lo))
+    }
+
+    /// Sorts a bucket's reps once with our own merge sort (std's sort may
+    /// panic on an inconsistent comparator, and a syscall comparator can be).
+    fn sort_bucket(&mut self, b: usize) -> Res<(), O> {
+        let runs = self.buckets[b].reps.iter().map(|&g| vec![g]).collect();
+        let sorted = self.merge_runs(runs)?;
+        let bucket = &mut self.buckets[b];
+        bucket.reps = sorted;
+        bucket.sorted = true;
+        Ok(())
+    }
+
+    // ---- merging ----
+
+    /// Merges sorted runs of group ids into one, pairwise through a queue
+    /// (balanced: every element takes part in about log2(#runs) merges).
+    /// Singleton runs make this a plain bottom-up merge sort. Dead groups are
+    /// dropped on the way, so `Gone` during a merge needs no restart.
+    fn merge_runs(&mut self, runs: Vec<Vec<usize>>) -> Res<Vec<usize>, O> {
+        let mut queue: VecDeque<Vec<usize>> = runs.into_iter().filter(|r| !r.is_empty()).collect();
+        loop {
+            let Some(a) = queue.pop_front() else {
+                return Ok(Vec::new());
+            };
+            let Some(b) = queue.pop_front() else {
+                return Ok(a.into_iter().filter(|&g| self.rep(g).is_some()).collect());
+            };
+            let merged = self.merge_two(&a, &b)?;
+            queue.push_back(merged);
+        }
+    }
+
+    /// First live group at or after `*i` in `run`, with its current rep.
+    fn next_live(&self, run: &[usize], i: &mut usize) -> Option<(usize, O::Item)> {
+        while let Some(&gid) = run.get(*i) {
+            if let Some(rep) = self.rep(gid) {
+                return Some((gid, rep));
+            }
+            *i += 1;
+        }
+        None
+    }
+
+    /// Each compare emits one id, so this ends after at most |a| + |b|
+    /// answers plus one retry per `Gone` (and each `Gone` removes an item).
+    fn merge_two(&mut self, a: &[usize], b: &[usize]) -> Res<Vec<usize>, O> {
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let (x, y) = match (self.next_live(a, &mut i), self.next_live(b, &mut j)) {
+                (Some(x), Some(y)) => (x, y),
+                (Some(_), None) => {
+                    out.extend(a.iter().skip(i));
+                    return Ok(out);
+                }
+                (None, _) => {
+                    out.extend(b.iter().skip(j));
+                    return Ok(out);
+                }
+            };
+            match self.compare(x.1, y.1) {
+                Ok(Ordering::Greater) => {
+                    out.push(y.0);
+                    j += 1;
+                }
+                // Equal between distinct groups is an inconsistency: keep
+                // both, left first (stable), rather than revisit old decisions.
+                Ok(_) => {
+                    out.push(x.0);
+                    i += 1;
+                }
+                // Promotion keeps a group's position and dead groups are
+                // skipped, so the merge state stays valid: just go on.
+                Err(stop) => {
+                    let victim = self.absorb(stop)?;
+                    self.remove(victim);
+                }
+            }
+        }
+    }
+
+    // ---- output ----
+
+    fn fd_order(&mut self) -> Vec<Vec<O::Item>> {
+        let mut out: Vec<Vec<O::Item>> = std::mem::take(&mut self.groups)
+            .into_iter()
+            .map(|g| g.members)
+            .filter(|m| !m.is_empty())
+            .collect();
+        // Items' own Ord is a real total order, so std's sort is safe here.
+        out.sort_unstable_by_key(|m| m.first().copied());
+        out
+    }
+
+    fn kernel_order(&mut self) -> Res<Vec<Vec<O::Item>>, O> {
+        for b in 0..self.buckets.len() {
+            let bucket = &self.buckets[b];
+            if !bucket.sorted && bucket.reps.len() > 1 {
+                self.sort_bucket(b)?;
+            }
+        }
+        // Buckets are already sorted runs: merging them costs about
+        // G * log2(#buckets) compares instead of G * log2(G) for a full sort.
+        let runs = self.buckets.iter().map(|b| b.reps.clone()).collect();
+        let order = self.merge_runs(runs)?;
+        let mut out = Vec::with_capacity(order.len());
+        for gid in order {
+            if let Some(g) = self.groups.get_mut(gid) {
+                if !g.members.is_empty() {
+                    out.push(std::mem::take(&mut g.members));
+                }
+            }
+        }
+        // Every live group is in its bucket, so nothing is left; should a bug
+        // break that, losing items would be worse than a misplaced group.
+        let rest = self.fd_order();
+        debug_assert!(rest.is_empty(), "groups missing from kernel order");
+        out.extend(rest);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+    // ---------- helpers ----------
+
+    /// xorshift64*: tiny deterministic PRNG, no external crates.
+    struct Rng(u64);
+    impl Rng {
+        fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            if n == 0 {
+                0
+            } else {
+                self.next() % n
+            }
+        }
+    }
+
+    fn ceil_log2(x: usize) -> usize {
+        if x <= 1 {
+            0
+        } else {
+            (usize::BITS - (x - 1).leading_zeros()) as usize
+        }
+    }
+
+    /// Worst-case compares of the engine's queue merge sort of `m` singletons
+    /// (merging runs of p and q costs at most p + q - 1).
+    fn merge_sort_bound(m: usize) -> usize {
+        let mut q: VecDeque<usize> = std::iter::repeat_n(1, m).collect();
+        let mut cost = 0;
+        while q.len() > 1 {
+            let (a, b) = (q.pop_front().unwrap(), q.pop_front().unwrap());
+            cost += a + b - 1;
+            q.push_back(a + b);
+        }
+        cost
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum TErr {
+        Undecided(u32, u32),
+        Interrupted,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum SameMode {
+        /// Answers every pair.
+        Answer,
+        /// Ok(None) everywhere, without looking at the items (pure kcmp mode).
+        Never,
+        /// Ok(None) for pairs whose objects are both odd.
+        NoneForOdd,
+    }
+
+    /// Consistent fake: item -> (key, object); order = a permutation of the
+    /// object ids. Counts calls, per item too (attributed to the item whose
+    /// `key` was asked last, i.e. the one being placed).
+    struct Fake {
+        table: HashMap<u32, (Key, u32)>,
+        same_mode: SameMode,
+        can_order: bool,
+        /// After `key(trigger)` answers, these items vanish.
+        vanish_after_key: HashMap<u32, Vec<u32>>,
+        gone: HashSet<u32>,
+        reported: Vec<u32>,
+        keys: u64,
+        compares: u64,
+        sames: u64,
+        checkpoints: u64,
+        fail_checkpoint_at: Option<u64>,
+        current: Option<u32>,
+        per_item: HashMap<u32, (usize, usize)>,
+    }
+
+    impl Fake {
+        fn new(table: HashMap<u32, (Key, u32)>) -> Self {
+            Fake {
+                table,
+                same_mode: SameMode::Answer,
+                can_order: true,
+                vanish_after_key: HashMap::new(),
+                gone: HashSet::new(),
+                reported: Vec::new(),
+                keys: 0,
+                compares: 0,
+                sames: 0,
+                checkpoints: 0,
+                fail_checkpoint_at: None,
+                current: None,
+                per_item: HashMap::new(),
+            }
+        }
+        fn rank(obj: u32) -> u32 {
+            // Odd multiplier: a bijection on u32, so a permuted total order.
+            obj.wrapping_mul(0x9E37_79B1)
+        }
+        fn obj(&self, i: u32) -> u32 {
+            self.table[&i].1
+        }
+        fn check(&mut self, a: u32, b: u32) -> Result<(), Fault<u32, TErr>> {
+            for x in [a, b] {
+                if self.gone.contains(&x) {
+                    self.reported.push(x);
+                    return Err(Fault::Gone(x));
+                }
+            }
+            Ok(())
+        }
+        fn bump(&mut self, compare: bool) {
+            if let Some(c) = self.current {
+                let e = self.per_item.entry(c).or_default();
+                if compare {
+                    e.0 += 1
+                } else {
+                    e.1 += 1
+                }
+            }
+        }
+    }
+
+    impl Oracle for Fake {
+        type Item = u32;
+        type Error = TErr;
+        fn key(&mut self, item: u32) -> Result<Key, Fault<u32, TErr>> {
+            self.keys += 1;
+            self.current = Some(item);
+            self.check(item, item)?;
+            if let Some(v) = self.vanish_after_key.get(&item) {
+                self.gone.extend(v.iter().copied());
+            }
+            Ok(self.table[&item].0)
+        }
+        fn can_order(&self) -> bool {
+            self.can_order
+        }
+        fn compare(&mut self, a: u32, b: u32) -> Result<Ordering, Fault<u32, TErr>> {
+            assert!(self.can_order, "compare called although !can_order");
+            self.compares += 1;
+            self.bump(true);
+            self.check(a, b)?;
+            Ok(Self::rank(self.obj(a)).cmp(&Self::rank(self.obj(b))))
+        }
+        fn same(&mut self, a: u32, b: u32) -> Result<Option<bool>, Fault<u32, TErr>> {
+            self.sames += 1;
+            self.bump(false);
+            if self.same_mode == SameMode::Never {
+                return Ok(None);
+            }
+            self.check(a, b)?;
+            let (x, y) = (self.obj(a), self.obj(b));
+            if self.same_mode == SameMode::NoneForOdd && x % 2 == 1 && y % 2 == 1 {
+                return Ok(None);
+            }
+            Ok(Some(x == y))
+        }
+        fn checkpoint(&mut self) -> Result<(), TErr> {
+            self.checkpoints += 1;
+            if Some(self.checkpoints) == self.fail_checkpoint_at {
+                return Err(TErr::Interrupted);
+            }
+            Ok(())
+        }
+        fn undecided(&mut self, a: u32, b: u32) -> TErr {
+            TErr::Undecided(a, b)
+        }
+    }
+
+    /// Expected Fd-ordered partition of `items` (minus `gone`) by object.
+    fn brute(table: &HashMap<u32, (Key, u32)>, items: &[u32], gone: &[u32]) -> Vec<Vec<u32>> {
+        let mut by: BTreeMap<(Key, u32), BTreeSet<u32>> = BTreeMap::new();
+        for &i in items {
+            if !gone.contains(&i) {
+                by.entry(table[&i]).or_default().insert(i);
+            }
+        }
+        let mut out: Vec<Vec<u32>> = by.into_values().map(|s| s.into_iter().collect()).collect();
+        out.sort();
+        out
+    }
+
+    /// `n` items (shuffled, some duplicated) over `objs` objects spread over `keys` keys.
+    fn dataset(seed: u64, n: u32, objs: u32, keys: u32) -> (HashMap<u32, (Key, u32)>, Vec<u32>) {
+        let mut rng = Rng::new(seed);
+        let table: HashMap<u32, (Key, u32)> = (0..n)
+            .map(|i| {
+                let obj = rng.below(objs as u64) as u32;
+                (i, ((7, (obj % keys) as u64), obj))
+            })
+            .collect();
+        let mut items: Vec<u32> = (0..n).collect();
+        for i in (1..items.len()).rev() {
+            items.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        items.extend((0..n / 10).map(|_| rng.below(n as u64) as u32));
+        (table, items)
+    }
+
+    /// Runs Fd classification with the given same mode and checks the
+    /// partition and the per-item call bounds. Bound asserted, with k = reps
+    /// in the item's bucket when it arrives (distinct objects seen so far):
+    /// * bucket already sorted: 0 sames, <= ceil(log2(k+1)) compares;
+    /// * otherwise <= min(k, SMALL) sames and <= ceil(log2(k+1)) compares plus
+    ///   merge_sort_bound(min(k, SMALL+1)) (<= 8) for the one item whose probe
+    ///   sorts the bucket; with `same` answering that item is the first with
+    ///   k > SMALL (and earlier items make no compares); with `same` never
+    ///   answering it is the first with k = 1, so the sort is free and the bound
+    ///   is exactly ceil(log2(k+1)) compares and <= 1 same.
+    fn run_checked(table: &HashMap<u32, (Key, u32)>, items: &[u32], mode: SameMode) -> Stats {
+        let mut fake = Fake::new(table.clone());
+        fake.same_mode = mode;
+        let (groups, stats) = classify(&mut fake, items, GroupOrder::Fd, Missing::Skip).unwrap();
+        assert_eq!(groups, brute(table, items, &[]));
+        assert_eq!(
+            (stats.keys, stats.compares, stats.sames),
+            (fake.keys, fake.compares, fake.sames)
+        );
+        let distinct: BTreeSet<u32> = items.iter().copied().collect();
+        assert_eq!(stats.keys, distinct.len() as u64);
+        let mut seen: HashMap<Key, HashSet<u32>> = HashMap::new();
+        let mut sorted_buckets: HashSet<Key> = HashSet::new();
+        for &i in &distinct {
+            let (key, obj) = table[&i];
+            let objs = seen.entry(key).or_default();
+            let k = objs.len();
+            let (c, s) = fake.per_item.get(&i).copied().unwrap_or_default();
+            let log = ceil_log2(k + 1);
+            if sorted_buckets.contains(&key) {
+                assert_eq!(s, 0, "item {i}: sames in a sorted bucket");
+                assert!(c <= log, "item {i}: {c} compares, k={k}");
+            } else {
+                // Any compare means this item's probe sorted the bucket first.
+                if c > 0 {
+                    sorted_buckets.insert(key);
+                }
+                let sort = merge_sort_bound(k.min(SMALL + 1));
+                assert!(s <= k.min(SMALL), "item {i}: {s} sames, k={k}");
+                assert!(c <= log + sort, "item {i}: {c} compares, k={k}");
+                match mode {
+                    SameMode::Answer if k <= SMALL => assert_eq!(c, 0),
+                    SameMode::Answer => assert_eq!(s, 0),
+                    SameMode::Never => assert!(s <= 1 && c <= log),
+                    SameMode::NoneForOdd => {}
+                }
+            }
+            objs.insert(obj);
+        }
+        stats
+    }
+
+    // ---------- consistent oracle ----------
+
+    #[test]
+    fn distinct_keys_need_no_comparisons() {
+        let table = (0..1000).map(|i| (i, ((1, i as u64), i))).collect();
+        let items: Vec<u32> = (0..1000).rev().collect();
+        for mode in [SameMode::Answer, SameMode::Never] {
+            let s = run_checked(&table, &items, mode);
+            assert_eq!((s.keys, s.compares, s.sames), (1000, 0, 0));
+        }
+    }
+
+    #[test]
+    fn dup_heavy_one_key_many_objects_and_mix_match_brute_force() {
+        let cases = [
+            (1, 1000, 20, 2),  // dup-heavy
+            (2, 500, 300, 1),  // one key, many objects
+            (3, 800, 400, 40), // mix
+            (4, 300, 5, 1),    // exactly SMALL+1 objects in one bucket
+            (5, 64, 64, 1),
+        ];
+        for (seed, n, objs, keys) in cases {
+            let (table, items) = dataset(seed, n, objs, keys);
+            for mode in [SameMode::Answer, SameMode::Never, SameMode::NoneForOdd] {
+                let s = run_checked(&table, &items, mode);
+                if mode == SameMode::Never {
+                    assert!(s.sames <= keys as u64);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_key_many_objects_beats_linear_scan() {
+        let (table, items) = dataset(9, 2000, 1000, 1);
+        let s = run_checked(&table, &items, SameMode::Never);
+        // Binary search: ~2000 * log2(1000); a linear scan would be ~1e6.
+        assert!(s.compares < 2000 * 11, "{}", s.compares);
+    }
+
+    #[test]
+    fn equality_only_oracle_scans_linearly() {
+        let (table, items) = dataset(11, 300, 40, 3);
+        let mut fake = Fake::new(table.clone());
+        fake.can_order = false;
+        let (groups, stats) = classify(&mut fake, &items, GroupOrder::Fd, Missing::Skip).unwrap();
+        assert_eq!(groups, brute(&table, &items, &[]));
+        assert_eq!(stats.compares, 0);
+        assert_eq!(stats.sames, fake.sames);
+        // Kernel order is impossible: documented fallback to Fd order.
+        let mut fake = Fake::new(table.clone());
+        fake.can_order = false;
+        let (kgroups, _) = classify(&mut fake, &items, GroupOrder::Kernel, Missing::Skip).unwrap();
+        assert_eq!(kgroups, groups);
+    }
+
+    #[test]
+    fn equality_only_oracle_reports_undecided_pairs() {
+        // Objects 1 and 3 are both odd: `same` cannot decide item 1 vs item 0.
+        let table = HashMap::from([(0, ((1, 1), 1)), (1, ((1, 1), 3)), (2, ((1, 2), 5))]);
+        let mut fake = Fake::new(table);
+        fake.can_order = false;
+        fake.same_mode = SameMode::NoneForOdd;
+        let r = classify(&mut fake, &[2, 1, 0], GroupOrder::Fd, Missing::Skip);
+        assert_eq!(r, Err(Fault::Fail(TErr::Undecided(1, 0))));
+    }
+
+    #[test]
+    fn duplicates_collapse() {
+        let table = HashMap::from([(3, ((1, 1), 1)), (5, ((1, 1), 1)), (4, ((1, 1), 2))]);
+        let mut fake = Fake::new(table);
+        let (groups, stats) = classify(
+            &mut fake,
+            &[5, 5, 3, 5, 4, 3],
+            GroupOrder::Fd,
+            Missing::Skip,
+        )
+        .unwrap();
+        assert_eq!(groups, vec![vec![3, 5], vec![4]]);
+        assert_eq!(stats.keys, 3);
+        let (groups, _) = classify(&mut fake, &[], GroupOrder::Kernel, Missing::Raise).unwrap();
+        assert!(groups.is_empty());
+    }
+
+    fn assert_kernel_ascending(fake: &Fake, groups: &[Vec<u32>]) {
+        for w in groups.windows(2) {
+            let (a, b) = (Fake::rank(fake.obj(w[0][0])), Fake::rank(fake.obj(w[1][0])));
+            assert!(a < b, "kernel order violated: {w:?}");
+        }
+    }
+
+    #[test]
+    fn kernel_order_merges_sorted_buckets() {
+        // 4 buckets x 50 objects, 2 items per object.
+        let (b, per) = (4u32, 50u32);
+        let table: HashMap<u32, (Key, u32)> = (0..2 * b * per)
+            .map(|i| (i, ((2, ((i / 2) % b) as u64), i / 2)))
+            .collect();
+        let items: Vec<u32> = table.keys().copied().collect();
+        for mode in [SameMode::Answer, SameMode::Never] {
+            let mut fd = Fake::new(table.clone());
+            fd.same_mode = mode;
+            let (fd_groups, fd_stats) =
+                classify(&mut fd, &items, GroupOrder::Fd, Missing::Skip).unwrap();
+            let mut k = Fake::new(table.clone());
+            k.same_mode = mode;
+            let (groups, stats) =
+                classify(&mut k, &items, GroupOrder::Kernel, Missing::Skip).unwrap();
+            assert_eq!(stats.compares, k.compares);
+            assert_kernel_ascending(&k, &groups);
+            let mut sorted = groups.clone();
+            sorted.sort();
+            assert_eq!(sorted, fd_groups);
+            // Every bucket was already sorted: the extra cost is the merge alone,
+            // at most G * ceil(log2 #buckets), far below what any comparison
+            // sort of G groups needs in the worst case (log2(G!)).
+            let g = (b * per) as usize;
+            let extra = (stats.compares - fd_stats.compares) as usize;
+            let log2_g_fact: f64 = (1..=g).map(|i| (i as f64).log2()).sum();
+            assert!(extra <= g * ceil_log2(b as usize), "{extra}");
+            assert!(((g * ceil_log2(b as usize)) as f64) < log2_g_fact);
+        }
+    }
+
+    #[test]
+    fn kernel_order_sorts_small_unsorted_buckets() {
+        let (table, items) = dataset(21, 400, 120, 40); // ~3 objects per key
+        for mode in [SameMode::Answer, SameMode::NoneForOdd] {
+            let mut fake = Fake::new(table.clone());
+            fake.same_mode = mode;
+            let (groups, _) =
+                classify(&mut fake, &items, GroupOrder::Kernel, Missing::Raise).unwrap();
+            assert_kernel_ascending(&fake, &groups);
+            let mut sorted = groups.clone();
+            sorted.sort();
+            assert_eq!(sorted, brute(&table, &items, &[]));
+        }
+    }
+
+    // ---------- checkpoints ----------
+
+    #[test]
+    fn checkpoint_runs_on_long_inputs_and_aborts() {
+        let table: HashMap<u32, (Key, u32)> =
+            (0..10_000).map(|i| (i, ((1, i as u64), i))).collect();
+        let items: Vec<u32> = (0..10_000).collect();
+        let mut fake = Fake::new(table.clone());
+        let (_, s) = classify(&mut fake, &items, GroupOrder::Fd, Missing::Skip).unwrap();
+        let ops = (s.keys + s.compares + s.sames) as usize;
+        assert_eq!(fake.checkpoints as usize, 1 + ops / CHECKPOINT_EVERY);
+
+        let mut fake = Fake::new(table.clone());
+        fake.fail_checkpoint_at = Some(3);
+        let r = classify(&mut fake, &items, GroupOrder::Fd, Missing::Skip);
+        assert_eq!(r, Err(Fault::Fail(TErr::Interrupted)));
+        assert_eq!(fake.keys as usize, 2 * CHECKPOINT_EVERY - 1);
+
+        let mut fake = Fake::new(table);
+        fake.fail_checkpoint_at = Some(1);
+        assert_eq!(
+            classify(&mut fake, &items, GroupOrder::Fd, Missing::Skip),
+            Err(Fault::Fail(TErr::Interrupted))
+        );
+        assert_eq!(fake.keys, 0);
+    }
+
+    // ---------- Gone ----------
+
+    /// One key; objects: A = {1, 5, 7}, B = {2}, C = {3}, D = {9}.
+    fn gone_table() -> HashMap<u32, (Key, u32)> {
+        [(1, 10), (5, 10), (7, 10), (2, 20), (3, 30), (9, 40)]
+            .into_iter()
+            .map(|(i, o)| (i, ((1, 1), o)))
+            .collect()
+    }
+
+    type Outcome = Result<(Vec<Vec<u32>>, Stats), Fault<u32, TErr>>;
+
+    fn run_gone(
+        mode: SameMode,
+        vanish: &[(u32, u32)],
+        order: GroupOrder,
+        missing: Missing,
+        items: &[u32],
+    ) -> (Outcome, Fake) {
+        let mut fake = Fake::new(gone_table());
+        fake.same_mode = mode;
+        for &(trigger, item) in vanish {
+            if trigger == u32::MAX {
+                fake.gone.insert(item);
+            } else {
+                fake.vanish_after_key.entry(trigger).or_default().push(item);
+            }
+        }
+        let r = classify(&mut fake, items, order, missing);
+        (r, fake)
+    }
+
+    const ALL: [u32; 6] = [1, 2, 3, 5, 7, 9];
+
+    #[test]
+    fn gone_reported_by_key() {
+        let (r, fake) = run_gone(
+            SameMode::Answer,
+            &[(u32::MAX, 5)],
+            GroupOrder::Fd,
+            Missing::Skip,
+            &ALL,
+        );
+        assert_eq!(fake.reported, vec![5]);
+        assert_eq!(r.unwrap().0, brute(&gone_table(), &ALL, &[5]));
+        let (r, _) = run_gone(
+            SameMode::Answer,
+            &[(u32::MAX, 5)],
+            GroupOrder::Fd,
+            Missing::Raise,
+            &ALL,
+        );
+        assert_eq!(r, Err(Fault::Gone(5)));
+    }
+
+    #[test]
+    fn gone_current_item_during_probe() {
+        for mode in [SameMode::Answer, SameMode::Never] {
+            for order in [GroupOrder::Fd, GroupOrder::Kernel] {
+                // 7 vanishes right after its key: its first probe reports it.
+                let (r, fake) = run_gone(mode, &[(7, 7)], order, Missing::Skip, &ALL);
+                assert_eq!(fake.reported, vec![7]);
+                let mut g = r.unwrap().0;
+                g.sort();
+                assert_eq!(g, brute(&gone_table(), &ALL, &[7]));
+                let (r, _) = run_gone(mode, &[(7, 7)], order, Missing::Raise, &ALL);
+                assert_eq!(r, Err(Fault::Gone(7)));
+            }
+        }
+    }
+
+    #[test]
+    fn gone_rep_with_other_members_is_promoted() {
+        // Rep 1 of A vanishes when 7 (also A) arrives; 5 takes over and 7 joins it.
+        for mode in [SameMode::Answer, SameMode::Never] {
+            let (r, fake) = run_gone(mode, &[(7, 1)], GroupOrder::Fd, Missing::Skip, &ALL);
+            assert_eq!(fake.reported, vec![1]);
+            let groups = r.unwrap().0;
+            assert_eq!(groups, brute(&gone_table(), &ALL, &[1]));
+            assert!(groups.contains(&vec![5, 7]));
+            let (r, _) = run_gone(mode, &[(7, 1)], GroupOrder::Fd, Missing::Raise, &ALL);
+            assert_eq!(r, Err(Fault::Gone(1)));
+        }
+    }
+
+    #[test]
+    fn gone_lone_rep_deletes_its_group() {
+        // Bucket holds only rep 1 when 2 arrives; 1 vanishes: A's group dies
+        // and 2 founds a group in the now empty bucket.
+        for mode in [SameMode::Answer, SameMode::Never] {
+            let (r, fake) = run_gone(
+                mode,
+                &[(2, 1)],
+                GroupOrder::Kernel,
+                Missing::Skip,
+                &[1, 2, 3],
+            );
+            assert_eq!(fake.reported, vec![1]);
+            let mut expect = vec![vec![2], vec![3]];
+            expect.sort_by_key(|g| Fake::rank(fake.obj(g[0])));
+            assert_eq!(r.unwrap().0, expect);
+        }
+    }
+
+    #[test]
+    fn gone_during_bucket_sort_and_kernel_merge() {
+        // Six objects in one bucket (same answers): the 6th distinct item
+        // triggers the sort of 5 reps, during which rep 3 turns out gone.
+        let table: HashMap<u32, (Key, u32)> = (0..8).map(|i| (i, ((1, 1), i.min(6)))).collect();
+        let mut fake = Fake::new(table.clone());
+        fake.vanish_after_key.insert(5, vec![3]);
+        let items: Vec<u32> = (0..8).collect();
+        let (groups, _) = classify(&mut fake, &items, GroupOrder::Fd, Missing::Skip).unwrap();
+        assert_eq!(fake.reported, vec![3]);
+        assert_eq!(groups, brute(&table, &items, &[3]));
+
+        // Two buckets; after the last key, a rep of the other bucket vanishes:
+        // only the kernel merge can notice it.
+        let table: HashMap<u32, (Key, u32)> =
+            (0..20).map(|i| (i, ((1, (i % 2) as u64), i))).collect();
+        let items: Vec<u32> = (0..20).collect();
+        for missing in [Missing::Skip, Missing::Raise] {
+            let mut fake = Fake::new(table.clone());
+            fake.vanish_after_key.insert(19, vec![4]);
+            let r = classify(&mut fake, &items, GroupOrder::Kernel, missing);
+            assert_eq!(fake.reported, vec![4]);
+            if missing == Missing::Raise {
+                assert_eq!(r, Err(Fault::Gone(4)));
+                continue;
+            }
+            let groups = r.unwrap().0;
+            assert_kernel_ascending(&fake, &groups);
+            let mut sorted = groups.clone();
+            sorted.sort();
+            assert_eq!(sorted, brute(&table, &items, &[4]));
+        }
+    }
+
+    // ---------- adversarial oracle ----------
+
+    /// Answers at random, inconsistently, and reports items gone at random.
+    struct Chaos {
+        rng: Rng,
+        keys: u64,
+        can_order: bool,
+        gone_per_mille: u64,
+        /// Whether `Gone` may name items other than the call's arguments.
+        name_any: bool,
+        universe: Vec<u32>,
+        reported: Vec<u32>,
+    }
+
+    impl Chaos {
+        fn maybe_gone(&mut self, a: u32, b: u32) -> Result<(), Fault<u32, TErr>> {
+            if self.rng.below(1000) < self.gone_per_mille {
+                let x = if self.name_any && self.rng.below(2) == 0 && !self.universe.is_empty() {
+                    self.universe[self.rng.below(self.universe.len() as u64) as usize]
+                } else if self.rng.below(2) == 0 {
+                    a
+                } else {
+                    b
+                };
+                self.reported.push(x);
+                return Err(Fault::Gone(x));
+            }
+            Ok(())
+        }
+    }
+
+    impl Oracle for Chaos {
+        type Item = u32;
+        type Error = TErr;
+        fn key(&mut self, item: u32) -> Result<Key, Fault<u32, TErr>> {
+            self.maybe_gone(item, item)?;
+            Ok((self.rng.below(self.keys), 0))
+        }
+        fn can_order(&self) -> bool {
+            self.can_order
+        }
+        fn compare(&mut self, a: u32, b: u32) -> Result<Ordering, Fault<u32, TErr>> {
+            assert!(self.can_order);
+            self.maybe_gone(a, b)?;
+            Ok([Ordering::Less, Ordering::Equal, Ordering::Greater][self.rng.below(3) as usize])
+        }
+        fn same(&mut self, a: u32, b: u32) -> Result<Option<bool>, Fault<u32, TErr>> {
+            self.maybe_gone(a, b)?;
+            Ok([Some(true), Some(false), None][self.rng.below(3) as usize])
+        }
+        fn undecided(&mut self, a: u32, b: u32) -> TErr {
+            TErr::Undecided(a, b)
+        }
+    }
+
+    fn check_partition(
+        groups: &[Vec<u32>],
+        input: &BTreeSet<u32>,
+        order: GroupOrder,
+    ) -> BTreeSet<u32> {
+        let mut seen = BTreeSet::new();
+        for g in groups {
+            assert!(!g.is_empty());
+            assert!(
+                g.windows(2).all(|w| w[0] < w[1]),
+                "group not ascending: {g:?}"
+            );
+            for &i in g {
+                assert!(input.contains(&i), "{i} not in input");
+                assert!(seen.insert(i), "{i} twice");
+            }
+        }
+        if order == GroupOrder::Fd {
+            assert!(groups.windows(2).all(|w| w[0][0] < w[1][0]));
+        }
+        seen
+    }
+
+    #[test]
+    fn adversarial_oracles_never_panic_lose_or_duplicate() {
+        let sizes = [0usize, 1, 2, 3, 4, 5, 6, 9, 17, 40, 100, 299];
+        for seed in 0..120u64 {
+            for &n in &sizes {
+                let mut rng = Rng::new(seed * 1000 + n as u64);
+                let items: Vec<u32> = (0..n).map(|_| rng.below(2 * n as u64 + 1) as u32).collect();
+                let input: BTreeSet<u32> = items.iter().copied().collect();
+                let order = if rng.below(2) == 0 {
+                    GroupOrder::Fd
+                } else {
+                    GroupOrder::Kernel
+                };
+                let missing = if rng.below(3) == 0 {
+                    Missing::Raise
+                } else {
+                    Missing::Skip
+                };
+                let mut o = Chaos {
+                    rng: Rng::new(seed ^ 0xABCD),
+                    keys: 1 + rng.below(4),
+                    can_order: rng.below(4) != 0,
+                    gone_per_mille: [0, 5, 50, 300][rng.below(4) as usize],
+                    name_any: rng.below(2) == 0,
+                    universe: input.iter().copied().collect(),
+                    reported: Vec::new(),
+                };
+                match classify(&mut o, &items, order, missing) {
+                    Ok((groups, _)) => {
+                        let out = check_partition(&groups, &input, order);
+                        if missing == Missing::Raise {
+                            assert!(o.reported.is_empty());
+                        }
+                        let reported: BTreeSet<u32> = o.reported.iter().copied().collect();
+                        if !o.name_any {
+                            // Skip drops exactly the items reported gone.
+                            let expect: BTreeSet<u32> =
+                                input.difference(&reported).copied().collect();
+                            assert_eq!(out, expect, "seed {seed} n {n}");
+                        } else {
+                            // Each Gone removes at most one item.
+                            assert!(input.len() - out.len() <= o.reported.len());
+                        }
+                    }
+                    Err(Fault::Gone(x)) => {
+                        assert_eq!(missing, Missing::Raise);
+                        assert_eq!(o.reported, vec![x]);
+                    }
+                    Err(Fault::Fail(TErr::Undecided(a, b))) => {
+                        assert!(!o.can_order);
+                        assert!(input.contains(&a) && input.contains(&b));
+                    }
+                    Err(Fault::Fail(e)) => panic!("unexpected {e:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn merge_sort_survives_contradictory_comparators() {
+        // Every compare answers Less, whichever way round: the sort must still
+        // end and keep all reps (one key, all distinct by `same`).
+        struct Liar;
+        impl Oracle for Liar {
+            type Item = u32;
+            type Error = TErr;
+            fn key(&mut self, _: u32) -> Result<Key, Fault<u32, TErr>> {
+                Ok((0, 0))
+            }
+            fn can_order(&self) -> bool {
+                true
+            }
+            fn compare(&mut self, _: u32, _: u32) -> Result<Ordering, Fault<u32, TErr>> {
+                Ok(Ordering::Less)
+            }
+            fn same(&mut self, _: u32, _: u32) -> Result<Option<bool>, Fault<u32, TErr>> {
+                Ok(Some(false))
+            }
+            fn undecided(&mut self, a: u32, b: u32) -> TErr {
+                TErr::Undecided(a, b)
+            }
+        }
+        let items: Vec<u32> = (0..200).collect();
+        for order in [GroupOrder::Fd, GroupOrder::Kernel] {
+            let (groups, stats) = classify(&mut Liar, &items, order, Missing::Raise).unwrap();
+            let input: BTreeSet<u32> = items.iter().copied().collect();
+            assert_eq!(check_partition(&groups, &input, order), input);
+            assert_eq!(groups.len(), 200);
+            assert!(stats.compares < 200 * 9 + merge_sort_bound(SMALL + 1) as u64);
+        }
+    }
+}

@@ -16,9 +16,18 @@ pub enum Failure {
     /// EPERM: `pid` may not be inspected by this process (ptrace read access).
     Denied { pid: Pid },
     /// kcmp cannot be used here at all, or no exact method could decide some pairs.
-    Unavailable { errno: i32, reason: String, undecided: Vec<(Pid, Fd)> },
+    Unavailable {
+        errno: i32,
+        reason: String,
+        undecided: Vec<(Pid, Fd)>,
+    },
     /// Any other errno, with what we were doing.
-    Os { errno: i32, pid: Option<Pid>, fd: Option<Fd>, detail: String },
+    Os {
+        errno: i32,
+        pid: Option<Pid>,
+        fd: Option<Fd>,
+        detail: String,
+    },
     /// The signal check between chunks raised (Ctrl-C): the binding re-raises it.
     Interrupted,
 }
@@ -81,7 +90,9 @@ impl Failure {
                 "process {pid} may not be inspected by this process \
                  (kcmp needs ptrace read access: the same uid, or CAP_SYS_PTRACE)"
             ),
-            Failure::Unavailable { reason, undecided, .. } => {
+            Failure::Unavailable {
+                reason, undecided, ..
+            } => {
                 if undecided.is_empty() {
                     reason.clone()
                 } else {
@@ -134,8 +145,16 @@ pub fn self_compare_refused() -> Option<i32> {
 }
 
 pub fn unavailable(errno: i32) -> Failure {
-    let reason = if errno == libc::ENOSYS { REASON_ENOSYS } else { REASON_POLICY };
-    Failure::Unavailable { errno, reason: reason.to_string(), undecided: Vec::new() }
+    let reason = if errno == libc::ENOSYS {
+        REASON_ENOSYS
+    } else {
+        REASON_POLICY
+    };
+    Failure::Unavailable {
+        errno,
+        reason: reason.to_string(),
+        undecided: Vec::new(),
+    }
 }
 
 /// Turns an errno from `kcmp(pid1, pid2, ty, fd1, fd2)` into a specific failure.
@@ -153,7 +172,9 @@ pub fn diagnose(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd, err: KcmpError)
     };
     let is_file = ty == sys::KCMP_FILE;
     match errno {
-        libc::ESRCH => Failure::NoProcess { pid: missing_pid(pid1, pid2) },
+        libc::ESRCH => Failure::NoProcess {
+            pid: missing_pid(pid1, pid2),
+        },
         libc::EPERM => {
             if let Some(e) = self_compare_refused() {
                 return unavailable(e);
@@ -210,10 +231,24 @@ mod tests {
         let fd = f.as_raw_fd();
         let err = sys::kcmp(me, me, sys::KCMP_FILE, fd, 999_999).unwrap_err();
         let failure = diagnose(me, me, sys::KCMP_FILE, fd, 999_999, err);
-        assert_eq!(failure, Failure::NotOpen { pid: me, fd: 999_999 });
-        assert!(failure.message().ends_with(&format!("fd 999999 is not open in process {me}")));
+        assert_eq!(
+            failure,
+            Failure::NotOpen {
+                pid: me,
+                fd: 999_999
+            }
+        );
+        assert!(failure
+            .message()
+            .ends_with(&format!("fd 999999 is not open in process {me}")));
         let err = sys::kcmp(me, me, sys::KCMP_FILE, 999_998, fd).unwrap_err();
-        assert_eq!(diagnose(me, me, sys::KCMP_FILE, 999_998, fd, err), Failure::NotOpen { pid: me, fd: 999_998 });
+        assert_eq!(
+            diagnose(me, me, sys::KCMP_FILE, 999_998, fd, err),
+            Failure::NotOpen {
+                pid: me,
+                fd: 999_998
+            }
+        );
     }
 
     #[test]
@@ -221,22 +256,33 @@ mod tests {
         let me = sys::getpid();
         let gone = i32::MAX;
         let err = sys::kcmp(me, gone, sys::KCMP_VM, 0, 0).unwrap_err();
-        assert_eq!(diagnose(me, gone, sys::KCMP_VM, 0, 0, err), Failure::NoProcess { pid: gone });
+        assert_eq!(
+            diagnose(me, gone, sys::KCMP_VM, 0, 0, err),
+            Failure::NoProcess { pid: gone }
+        );
         let err = sys::kcmp(gone, me, sys::KCMP_VM, 0, 0).unwrap_err();
-        assert_eq!(diagnose(gone, me, sys::KCMP_VM, 0, 0, err), Failure::NoProcess { pid: gone });
+        assert_eq!(
+            diagnose(gone, me, sys::KCMP_VM, 0, 0, err),
+            Failure::NoProcess { pid: gone }
+        );
     }
 
     #[test]
     fn messages_start_with_the_kernel_text() {
         assert_eq!(errno_text(libc::EBADF), "Bad file descriptor");
         let u = unavailable(libc::ENOSYS);
-        assert!(u.message().starts_with("Function not implemented: kcmp(2) is not available"));
+        assert!(u
+            .message()
+            .starts_with("Function not implemented: kcmp(2) is not available"));
         let u = Failure::Unavailable {
             errno: libc::EPERM,
             reason: REASON_POLICY.into(),
             undecided: (0..10).map(|f| (7, f)).collect(),
         };
         let m = u.message();
-        assert!(m.contains("fd 0 of process 7") && m.contains("and 2 more"), "{m}");
+        assert!(
+            m.contains("fd 0 of process 7") && m.contains("and 2 more"),
+            "{m}"
+        );
     }
 }

@@ -16,11 +16,21 @@ fn os_failure(errno: Errno, pid: Pid, fd: Option<Fd>, doing: &str) -> Failure {
     match errno.0 {
         libc::EBADF => match fd {
             Some(fd) => Failure::NotOpen { pid, fd },
-            None => Failure::Os { errno: errno.0, pid: Some(pid), fd, detail: doing.to_string() },
+            None => Failure::Os {
+                errno: errno.0,
+                pid: Some(pid),
+                fd,
+                detail: doing.to_string(),
+            },
         },
         libc::ESRCH => Failure::NoProcess { pid },
         libc::EPERM | libc::EACCES => Failure::Denied { pid },
-        e => Failure::Os { errno: e, pid: Some(pid), fd, detail: doing.to_string() },
+        e => Failure::Os {
+            errno: e,
+            pid: Some(pid),
+            fd,
+            detail: doing.to_string(),
+        },
     }
 }
 
@@ -69,11 +79,13 @@ fn copy_fd(pid: Pid, fd: Fd) -> Result<OwnedFd, Failure> {
     sys::pidfd_getfd(&pidfd, fd).map_err(|e| os_failure(e, pid, Some(fd), "pidfd_getfd"))
 }
 
-fn undecided(pairs: Vec<(Pid, Fd)>) -> Failure {
+fn undecided_failure(pairs: Vec<(Pid, Fd)>) -> Failure {
     match support::unavailable_failure() {
-        Failure::Unavailable { errno, reason, .. } => {
-            Failure::Unavailable { errno, reason, undecided: pairs }
-        }
+        Failure::Unavailable { errno, reason, .. } => Failure::Unavailable {
+            errno,
+            reason,
+            undecided: pairs,
+        },
         other => other,
     }
 }
@@ -91,7 +103,7 @@ pub fn same_without_kcmp(
             return Ok(fd);
         }
         if !allow_pidfd_getfd {
-            return Err(undecided(vec![(pid, fd)]));
+            return Err(undecided_failure(vec![(pid, fd)]));
         }
         let copy = copy_fd(pid, fd)?;
         let raw = copy.as_raw_fd();
@@ -104,7 +116,7 @@ pub fn same_without_kcmp(
     drop(held);
     match answer? {
         Some(same) => Ok(same),
-        None => Err(undecided(vec![a, b])),
+        None => Err(undecided_failure(vec![a, b])),
     }
 }
 
@@ -133,7 +145,11 @@ pub fn same_epoll_target(
     toff: i32,
 ) -> Result<bool, Failure> {
     support::require_kcmp()?;
-    let slot = sys::EpollSlot { efd: epfd as u32, tfd: tfd as u32, toff: toff as u32 };
+    let slot = sys::EpollSlot {
+        efd: epfd as u32,
+        tfd: tfd as u32,
+        toff: toff as u32,
+    };
     match sys::kcmp_epoll_tfd(pid1, fd, pid2, &slot) {
         Ok(order) => Ok(order == KcmpOrder::Equal),
         Err(e) => {
@@ -157,7 +173,10 @@ pub fn same_epoll_target(
                     if bad_fd {
                         Failure::NotOpen { pid: pid1, fd }
                     } else {
-                        Failure::NotOpen { pid: pid2, fd: epfd }
+                        Failure::NotOpen {
+                            pid: pid2,
+                            fd: epfd,
+                        }
                     }
                 }
                 other => fault::diagnose(pid1, pid2, sys::KCMP_VM, fd, epfd, other),
@@ -166,4 +185,523 @@ pub fn same_epoll_target(
             Err(failure)
         }
     }
+}
+
+// ---- the engine's oracles ----
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+
+use crate::engine::{self, Fault, GroupOrder, Key, Missing, Oracle};
+
+/// A (pid, fd) pair: the item the file oracle classifies.
+pub type FileRef = (Pid, Fd);
+
+/// How many pidfds a batch may hold; beyond it, a pid's start time guards reuse, so a
+/// scan of thousands of processes stays far below the default limit of 1024 fds.
+const PIDFD_CAP: usize = 128;
+
+/// Proof that a pid still names the process first seen under it.
+enum Identity {
+    Pidfd(OwnedFd),
+    StartTime(u64),
+}
+
+fn identity_of(pid: Pid, held: usize) -> Result<Identity, Errno> {
+    if held < PIDFD_CAP {
+        match sys::pidfd_open(pid, 0) {
+            Ok(fd) => return Ok(Identity::Pidfd(fd)),
+            // A thread id needs PIDFD_THREAD (Linux 6.9+); older kernels refuse it.
+            Err(Errno(libc::ENOENT)) | Err(Errno(libc::EINVAL)) => {
+                if let Ok(fd) = sys::pidfd_open(pid, sys::PIDFD_THREAD) {
+                    return Ok(Identity::Pidfd(fd));
+                }
+            }
+            Err(Errno(libc::ESRCH)) => return Err(Errno(libc::ESRCH)),
+            Err(_) => {}
+        }
+    }
+    sys::start_time(pid)
+        .map(Identity::StartTime)
+        .map_err(|e| match e {
+            Errno(libc::ENOENT) => Errno(libc::ESRCH),
+            other => other,
+        })
+}
+
+fn still_same(pid: Pid, id: &Identity) -> bool {
+    match id {
+        Identity::Pidfd(fd) => sys::pidfd_alive(fd).unwrap_or(false),
+        Identity::StartTime(t) => sys::start_time(pid).ok() == Some(*t),
+    }
+}
+
+/// Pids seen in a batch, each with what proves it was not reused meanwhile.
+#[derive(Default)]
+pub struct Tracked {
+    ids: HashMap<Pid, Identity>,
+    pidfds: usize,
+}
+
+impl Tracked {
+    /// Starts tracking `pid`; ESRCH when it does not exist.
+    fn track(&mut self, pid: Pid, me: Pid) -> Result<(), Errno> {
+        if pid == me || self.ids.contains_key(&pid) {
+            return Ok(());
+        }
+        let id = identity_of(pid, self.pidfds)?;
+        if let Identity::Pidfd(_) = id {
+            self.pidfds += 1;
+        }
+        self.ids.insert(pid, id);
+        Ok(())
+    }
+
+    /// Raw fds we hold for tracking (never to be reported as the caller's).
+    fn held_fds(&self) -> impl Iterator<Item = Fd> + '_ {
+        self.ids.values().filter_map(|id| match id {
+            Identity::Pidfd(fd) => Some(fd.as_raw_fd()),
+            Identity::StartTime(_) => None,
+        })
+    }
+
+    /// Pids that exited (and may have been reused) since they were first seen.
+    fn vanished(&self) -> Vec<Pid> {
+        let mut gone: Vec<Pid> = self
+            .ids
+            .iter()
+            .filter(|(pid, id)| !still_same(**pid, id))
+            .map(|(p, _)| *p)
+            .collect();
+        gone.sort_unstable();
+        gone
+    }
+}
+
+/// Options of one file classification.
+#[derive(Clone, Copy)]
+pub struct FileOptions {
+    pub order: GroupOrder,
+    pub missing: Missing,
+    pub allow_pidfd_getfd: bool,
+    /// When true, pairs no exact method can decide are returned, not raised.
+    pub report_undecided: bool,
+}
+
+/// Answers the engine about (pid, fd) pairs, in this or other processes.
+pub struct FileOracle<C: FnMut() -> bool> {
+    me: Pid,
+    use_kcmp: bool,
+    dupfd_query: bool,
+    opts: FileOptions,
+    /// The /proc/PID/fd directory of the pid being keyed (items arrive sorted by pid).
+    dir: Option<(Pid, OwnedFd)>,
+    /// Every fd number this call opened: never reported as one of the caller's.
+    ours: HashSet<Fd>,
+    tracked: Tracked,
+    undecided: Vec<FileRef>,
+    interrupted: C,
+    pub kcmp_calls: u64,
+}
+
+impl<C: FnMut() -> bool> FileOracle<C> {
+    pub fn new(opts: FileOptions, interrupted: C) -> Self {
+        let use_kcmp = support::kcmp_usable();
+        FileOracle {
+            me: sys::getpid(),
+            use_kcmp,
+            dupfd_query: support::dupfd_query_usable(),
+            opts,
+            dir: None,
+            ours: HashSet::new(),
+            tracked: Tracked::default(),
+            undecided: Vec::new(),
+            interrupted,
+            kcmp_calls: 0,
+        }
+    }
+
+    fn proc_dir(&mut self, pid: Pid) -> Result<std::os::fd::RawFd, Failure> {
+        if let Some((p, d)) = &self.dir {
+            if *p == pid {
+                return Ok(d.as_raw_fd());
+            }
+        }
+        self.dir = None;
+        let d = open_fd_dir(pid)?;
+        let raw = d.as_raw_fd();
+        self.ours.insert(raw);
+        self.dir = Some((pid, d));
+        Ok(raw)
+    }
+
+    fn gone_or_fail(&self, failure: Failure, a: FileRef, b: FileRef) -> Fault<FileRef, Failure> {
+        match failure {
+            Failure::NotOpen { pid, fd } => Fault::Gone((pid, fd)),
+            Failure::NoProcess { pid } if self.opts.missing == Missing::Skip => {
+                Fault::Gone(if a.0 == pid { a } else { b })
+            }
+            other => Fault::Fail(other),
+        }
+    }
+
+    /// A copy of `r` in this process when it is another process's fd (opt-in only).
+    fn local(&mut self, r: FileRef) -> Result<Option<(Fd, Option<OwnedFd>)>, Failure> {
+        if r.0 == self.me {
+            return Ok(Some((r.1, None)));
+        }
+        if !self.opts.allow_pidfd_getfd {
+            return Ok(None);
+        }
+        let copy = copy_fd(r.0, r.1)?;
+        let raw = copy.as_raw_fd();
+        self.ours.insert(raw);
+        Ok(Some((raw, Some(copy))))
+    }
+
+    /// Equality without kcmp; records pairs no rung can decide and answers "different"
+    /// for them, so the batch goes on and reports every undecided fd at once.
+    fn same_fallback(&mut self, a: FileRef, b: FileRef) -> Result<bool, Fault<FileRef, Failure>> {
+        let la = self.local(a).map_err(|f| self.gone_or_fail(f, a, b))?;
+        let lb = self.local(b).map_err(|f| self.gone_or_fail(f, a, b))?;
+        let answer = match (&la, &lb) {
+            (Some((fa, _)), Some((fb, _))) => same_local(*fa, *fb),
+            _ => Ok(None),
+        };
+        drop(la);
+        drop(lb);
+        let answer = answer.map_err(|f| match f {
+            // A copy's number is ours: name the caller's fd instead.
+            Failure::NotOpen { fd, .. } => Fault::Gone(if fd == a.1 { a } else { b }),
+            other => Fault::Fail(other),
+        })?;
+        match answer {
+            Some(same) => Ok(same),
+            None => {
+                for r in [a, b] {
+                    if !self.undecided.contains(&r) {
+                        self.undecided.push(r);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// After the engine: pids reused meanwhile, and undecided pairs.
+    pub fn finish(
+        &mut self,
+        groups: Vec<Vec<FileRef>>,
+    ) -> Result<(Vec<Vec<FileRef>>, Vec<FileRef>), Failure> {
+        self.dir = None;
+        let vanished = self.tracked.vanished();
+        if let Some(&pid) = vanished.first() {
+            if self.opts.missing == Missing::Raise {
+                return Err(Failure::NoProcess { pid });
+            }
+        }
+        let dead: HashSet<Pid> = vanished.into_iter().collect();
+        let groups: Vec<Vec<FileRef>> = groups
+            .into_iter()
+            .map(|g| {
+                g.into_iter()
+                    .filter(|r| !dead.contains(&r.0))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|g| !g.is_empty())
+            .collect();
+        let mut undecided: Vec<FileRef> = self
+            .undecided
+            .iter()
+            .copied()
+            .filter(|r| !dead.contains(&r.0))
+            .collect();
+        undecided.sort_unstable();
+        if !undecided.is_empty() && !self.opts.report_undecided {
+            return Err(undecided_failure(undecided));
+        }
+        Ok((groups, undecided))
+    }
+}
+
+fn open_fd_dir(pid: Pid) -> Result<OwnedFd, Failure> {
+    let path = CString::new(format!("/proc/{pid}/fd")).map_err(|_| Failure::NoProcess { pid })?;
+    sys::open_dir(&path).map_err(|e| match e.0 {
+        libc::ENOENT | libc::ESRCH => Failure::NoProcess { pid },
+        libc::EACCES | libc::EPERM => Failure::Denied { pid },
+        errno => Failure::Os {
+            errno,
+            pid: Some(pid),
+            fd: None,
+            detail: format!("cannot open /proc/{pid}/fd"),
+        },
+    })
+}
+
+/// The fds open in `pid`, ascending, never including the directory fd used to read them.
+pub fn open_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
+    let dir = open_fd_dir(pid)?;
+    let fds = sys::list_fds(&dir).map_err(|e| os_failure(e, pid, None, "reading /proc/PID/fd"))?;
+    let me = sys::getpid();
+    let own = dir.as_raw_fd();
+    Ok(fds
+        .into_iter()
+        .filter(|&fd| !(pid == me && fd == own))
+        .collect())
+}
+
+fn kcmp_order(o: KcmpOrder) -> Ordering {
+    match o {
+        KcmpOrder::Equal => Ordering::Equal,
+        KcmpOrder::Less => Ordering::Less,
+        // Unordered is reserved and never returned by current kernels: "unequal".
+        KcmpOrder::Greater | KcmpOrder::Unordered => Ordering::Greater,
+    }
+}
+
+impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
+    type Item = FileRef;
+    type Error = Failure;
+
+    fn key(&mut self, r: FileRef) -> Result<Key, Fault<FileRef, Failure>> {
+        let (pid, fd) = r;
+        let skip = self.opts.missing == Missing::Skip;
+        if pid == self.me {
+            if self.ours.contains(&fd) || self.tracked.held_fds().any(|h| h == fd) {
+                return Err(Fault::Gone(r));
+            }
+            return match sys::fstat_key(fd) {
+                Ok(k) => Ok(k),
+                Err(Errno(libc::EBADF)) => Err(Fault::Gone(r)),
+                Err(e) => Err(Fault::Fail(os_failure(e, pid, Some(fd), "fstat"))),
+            };
+        }
+        if let Err(e) = self.tracked.track(pid, self.me) {
+            let failure = os_failure(e, pid, None, "pidfd_open");
+            return Err(match failure {
+                Failure::NoProcess { .. } if skip => Fault::Gone(r),
+                other => Fault::Fail(other),
+            });
+        }
+        let dir = match self.proc_dir(pid) {
+            Ok(d) => d,
+            Err(Failure::NoProcess { .. }) if skip => return Err(Fault::Gone(r)),
+            Err(f) => return Err(Fault::Fail(f)),
+        };
+        let name = CString::new(fd.to_string()).map_err(|_| Fault::Gone(r))?;
+        match sys::fstatat_key(dir, &name) {
+            Ok(k) => Ok(k),
+            Err(Errno(libc::ENOENT)) | Err(Errno(libc::EBADF)) => {
+                // Every entry vanishes when the process exits: tell the two apart.
+                if sys::kcmp(pid, pid, sys::KCMP_VM, 0, 0)
+                    == Err(sys::KcmpError::Errno(Errno(libc::ESRCH)))
+                    && !skip
+                {
+                    return Err(Fault::Fail(Failure::NoProcess { pid }));
+                }
+                Err(Fault::Gone(r))
+            }
+            Err(e) => Err(Fault::Fail(os_failure(
+                e,
+                pid,
+                Some(fd),
+                "stat of /proc/PID/fd/N",
+            ))),
+        }
+    }
+
+    fn can_order(&self) -> bool {
+        self.use_kcmp
+    }
+
+    fn compare(&mut self, a: FileRef, b: FileRef) -> Result<Ordering, Fault<FileRef, Failure>> {
+        self.kcmp_calls += 1;
+        match sys::kcmp(a.0, b.0, sys::KCMP_FILE, a.1, b.1) {
+            Ok(o) => Ok(kcmp_order(o)),
+            Err(e) => {
+                let failure = fault::diagnose(a.0, b.0, sys::KCMP_FILE, a.1, b.1, e);
+                support::note_failure(&failure);
+                Err(self.gone_or_fail(failure, a, b))
+            }
+        }
+    }
+
+    fn same(&mut self, a: FileRef, b: FileRef) -> Result<Option<bool>, Fault<FileRef, Failure>> {
+        if a.0 == self.me && b.0 == self.me && self.dupfd_query {
+            return match sys::dupfd_query(a.1, b.1) {
+                Ok(same) => Ok(Some(same)),
+                Err(Errno(libc::EBADF)) => {
+                    let gone = if sys::fstat_key(a.1).is_err() { a } else { b };
+                    Err(Fault::Gone(gone))
+                }
+                // Some kernels refuse O_PATH fds here: let kcmp decide.
+                Err(_) if self.use_kcmp => Ok(None),
+                Err(e) => Err(Fault::Fail(os_failure(
+                    e,
+                    self.me,
+                    Some(a.1),
+                    "F_DUPFD_QUERY",
+                ))),
+            };
+        }
+        if self.use_kcmp {
+            return Ok(None);
+        }
+        self.same_fallback(a, b).map(Some)
+    }
+
+    fn checkpoint(&mut self) -> Result<(), Failure> {
+        if (self.interrupted)() {
+            Err(Failure::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn undecided(&mut self, a: FileRef, b: FileRef) -> Failure {
+        undecided_failure(vec![a, b])
+    }
+}
+
+/// What a file classification found.
+pub struct Classified {
+    pub groups: Vec<Vec<FileRef>>,
+    /// Refs no exact method could decide (only with `report_undecided`).
+    pub undecided: Vec<FileRef>,
+    pub stats: engine::Stats,
+}
+
+/// Groups (pid, fd) pairs by open file description.
+pub fn classify_files<C: FnMut() -> bool>(
+    refs: &[FileRef],
+    opts: FileOptions,
+    interrupted: C,
+) -> Result<Classified, Failure> {
+    let mut oracle = FileOracle::new(opts, interrupted);
+    if opts.order == GroupOrder::Kernel && !oracle.use_kcmp {
+        return Err(order_needs_kcmp());
+    }
+    let (groups, stats) =
+        engine::classify(&mut oracle, refs, opts.order, opts.missing).map_err(|f| match f {
+            Fault::Gone((pid, fd)) => Failure::NotOpen { pid, fd },
+            Fault::Fail(failure) => failure,
+        })?;
+    let (groups, undecided) = oracle.finish(groups)?;
+    Ok(Classified {
+        groups,
+        undecided,
+        stats,
+    })
+}
+
+fn order_needs_kcmp() -> Failure {
+    match support::unavailable_failure() {
+        Failure::Unavailable {
+            errno,
+            reason,
+            undecided,
+        } => Failure::Unavailable {
+            errno,
+            reason: format!("order=\"kernel\" needs kcmp(2), and {reason}"),
+            undecided,
+        },
+        other => other,
+    }
+}
+
+/// Answers the engine about tasks, for one task resource type.
+pub struct TaskOracle<C: FnMut() -> bool> {
+    ty: i32,
+    me: Pid,
+    missing: Missing,
+    tracked: Tracked,
+    interrupted: C,
+}
+
+impl<C: FnMut() -> bool> Oracle for TaskOracle<C> {
+    type Item = Pid;
+    type Error = Failure;
+
+    fn key(&mut self, pid: Pid) -> Result<Key, Fault<Pid, Failure>> {
+        match self.tracked.track(pid, self.me) {
+            Ok(()) => Ok((0, 0)),
+            Err(Errno(libc::ESRCH)) if self.missing == Missing::Skip => Err(Fault::Gone(pid)),
+            Err(Errno(libc::ESRCH)) => Err(Fault::Fail(Failure::NoProcess { pid })),
+            Err(e) => Err(Fault::Fail(os_failure(e, pid, None, "pidfd_open"))),
+        }
+    }
+
+    fn can_order(&self) -> bool {
+        true
+    }
+
+    fn compare(&mut self, a: Pid, b: Pid) -> Result<Ordering, Fault<Pid, Failure>> {
+        match sys::kcmp(a, b, self.ty, 0, 0) {
+            Ok(o) => Ok(kcmp_order(o)),
+            Err(e) => {
+                let failure = fault::diagnose(a, b, self.ty, 0, 0, e);
+                support::note_failure(&failure);
+                match failure {
+                    Failure::NoProcess { pid } if self.missing == Missing::Skip => {
+                        Err(Fault::Gone(pid))
+                    }
+                    other => Err(Fault::Fail(other)),
+                }
+            }
+        }
+    }
+
+    fn same(&mut self, _a: Pid, _b: Pid) -> Result<Option<bool>, Fault<Pid, Failure>> {
+        Ok(None)
+    }
+
+    fn checkpoint(&mut self) -> Result<(), Failure> {
+        if (self.interrupted)() {
+            Err(Failure::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn undecided(&mut self, a: Pid, _b: Pid) -> Failure {
+        Failure::NoProcess { pid: a }
+    }
+}
+
+/// Groups tasks sharing the resource `ty` (VM, FILES, FS, SIGHAND, IO, SYSVSEM).
+pub fn classify_tasks<C: FnMut() -> bool>(
+    pids: &[Pid],
+    ty: i32,
+    missing: Missing,
+    interrupted: C,
+) -> Result<Vec<Vec<Pid>>, Failure> {
+    support::require_kcmp()?;
+    let mut oracle = TaskOracle {
+        ty,
+        me: sys::getpid(),
+        missing,
+        tracked: Tracked::default(),
+        interrupted,
+    };
+    let (groups, _) =
+        engine::classify(&mut oracle, pids, GroupOrder::Fd, missing).map_err(|f| match f {
+            Fault::Gone(pid) => Failure::NoProcess { pid },
+            Fault::Fail(failure) => failure,
+        })?;
+    let vanished = oracle.tracked.vanished();
+    if let Some(&pid) = vanished.first() {
+        if missing == Missing::Raise {
+            return Err(Failure::NoProcess { pid });
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|g| {
+            g.into_iter()
+                .filter(|p| !vanished.contains(p))
+                .collect::<Vec<_>>()
+        })
+        .filter(|g| !g.is_empty())
+        .collect())
 }

@@ -8,7 +8,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyType};
 
+use crate::engine::{self, GroupOrder, Missing};
 use crate::fault::{self, Failure};
+use crate::oracle::{self, FileOptions};
 use crate::sys::{self, Fd, Pid};
 
 /// Python-side objects the binding hands out: the `Order` members (returned by the hot
@@ -26,8 +28,16 @@ fn types(py: Python<'_>) -> PyResult<&PyTypes> {
         let order = m.getattr("Order")?;
         let member = |name: &str| order.getattr(name).map(Bound::unbind);
         Ok(PyTypes {
-            orders: [member("EQUAL")?, member("LESS")?, member("GREATER")?, member("UNORDERED")?],
-            unavailable: m.getattr("KcmpUnavailableError")?.cast_into::<PyType>()?.unbind(),
+            orders: [
+                member("EQUAL")?,
+                member("LESS")?,
+                member("GREATER")?,
+                member("UNORDERED")?,
+            ],
+            unavailable: m
+                .getattr("KcmpUnavailableError")?
+                .cast_into::<PyType>()?
+                .unbind(),
         })
     })
 }
@@ -42,7 +52,9 @@ pub fn to_pyerr(py: Python<'_>, failure: &Failure) -> PyErr {
     }
     let args = (failure.errno(), failure.message());
     let built = match failure {
-        Failure::Unavailable { reason, undecided, .. } => types(py).and_then(|t| {
+        Failure::Unavailable {
+            reason, undecided, ..
+        } => types(py).and_then(|t| {
             let exc = t.unavailable.bind(py).call1(args.clone())?;
             exc.setattr("reason", reason)?;
             let undecided: Vec<(Pid, Fd)> = undecided.clone();
@@ -55,7 +67,9 @@ pub fn to_pyerr(py: Python<'_>, failure: &Failure) -> PyErr {
         Ok(exc) => exc,
         Err(e) => return e,
     };
-    let attrs = exc.setattr("pid", failure.pid()).and_then(|_| exc.setattr("fd", failure.fd()));
+    let attrs = exc
+        .setattr("pid", failure.pid())
+        .and_then(|_| exc.setattr("fd", failure.fd()));
     match attrs {
         Ok(()) => PyErr::from_value(exc),
         Err(e) => e,
@@ -67,13 +81,18 @@ pub fn to_pyerr(py: Python<'_>, failure: &Failure) -> PyErr {
 const INT_MAX: i64 = i32::MAX as i64;
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// An int in `lo..=INT_MAX`: bool and non-ints are TypeError, the rest ValueError.
 fn bounded_int(obj: &Bound<'_, PyAny>, name: &str, lo: i64, what: &str) -> PyResult<i32> {
     if obj.is_instance_of::<PyBool>() {
-        return Err(PyTypeError::new_err(format!("{name} must be an int, not bool")));
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an int, not bool"
+        )));
     }
     if !obj.is_instance_of::<pyo3::types::PyInt>() {
         return Err(PyTypeError::new_err(format!(
@@ -130,13 +149,165 @@ pub fn arg_type(obj: &Bound<'_, PyAny>, allow_file: bool) -> PyResult<i32> {
 }
 
 /// One kcmp call with a specific failure; `support` notes what kcmp refused.
-pub fn kcmp_checked(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd) -> Result<sys::KcmpOrder, Failure> {
+pub fn kcmp_checked(
+    pid1: Pid,
+    pid2: Pid,
+    ty: i32,
+    fd1: Fd,
+    fd2: Fd,
+) -> Result<sys::KcmpOrder, Failure> {
     crate::support::require_kcmp()?;
     sys::kcmp(pid1, pid2, ty, fd1, fd2).map_err(|e| {
         let failure = fault::diagnose(pid1, pid2, ty, fd1, fd2, e);
         crate::support::note_failure(&failure);
         failure
     })
+}
+
+/// A one-of-several string option, e.g. order="fd".
+fn arg_choice<T: Copy>(value: &str, name: &str, choices: &[(&str, T)]) -> PyResult<T> {
+    for (text, v) in choices {
+        if *text == value {
+            return Ok(*v);
+        }
+    }
+    let names: Vec<String> = choices.iter().map(|(t, _)| format!("{t:?}")).collect();
+    Err(PyValueError::new_err(format!(
+        "{name} must be {}, got {value:?}",
+        names.join(" or ")
+    )))
+}
+
+fn arg_missing(value: &str) -> PyResult<Missing> {
+    arg_choice(
+        value,
+        "missing",
+        &[("raise", Missing::Raise), ("skip", Missing::Skip)],
+    )
+}
+
+/// Every element of an iterable through `each`; the iterable's own errors propagate.
+fn collect<T>(
+    obj: &Bound<'_, PyAny>,
+    name: &str,
+    what: &str,
+    mut each: impl FnMut(&Bound<'_, PyAny>) -> PyResult<T>,
+) -> PyResult<Vec<T>> {
+    if obj.is_instance_of::<pyo3::types::PyString>() || obj.is_instance_of::<pyo3::types::PyBytes>()
+    {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an iterable of {what}, not {}",
+            type_name(obj)
+        )));
+    }
+    let iter = obj.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{name} must be an iterable of {what}, not {}",
+            type_name(obj)
+        ))
+    })?;
+    let mut out = Vec::with_capacity(obj.len().unwrap_or(0));
+    for item in iter {
+        out.push(each(&item?)?);
+    }
+    Ok(out)
+}
+
+fn arg_fds(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Fd>> {
+    collect(obj, "fds", "ints", |o| arg_fd(o, "each fd in fds"))
+}
+
+fn arg_refs(obj: &Bound<'_, PyAny>) -> PyResult<Vec<(Pid, Fd)>> {
+    collect(obj, "refs", "(pid, fd) pairs", |o| {
+        let pair = o
+            .cast::<pyo3::types::PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "each item of refs must be a (pid, fd) tuple, not {}",
+                    type_name(o)
+                ))
+            })?;
+        Ok((
+            arg_pid(&pair.get_item(0)?, "pid in refs")?,
+            arg_fd(&pair.get_item(1)?, "fd in refs")?,
+        ))
+    })
+}
+
+fn arg_pids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Pid>> {
+    collect(obj, "pids", "ints", |o| arg_pid(o, "each pid in pids"))
+}
+
+/// Runs `work` without the GIL; `work` gets a closure that reports a pending signal
+/// (Ctrl-C) between chunks, whose Python exception is then raised.
+fn detached<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce(&mut dyn FnMut() -> bool) -> Result<T, Failure> + Send,
+) -> PyResult<T> {
+    let mut pending: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let mut interrupted = || match Python::attach(|py| py.check_signals()) {
+            Ok(()) => false,
+            Err(e) => {
+                pending = Some(e);
+                true
+            }
+        };
+        work(&mut interrupted)
+    });
+    match (result, pending) {
+        (Ok(v), _) => Ok(v),
+        (Err(Failure::Interrupted), Some(e)) => Err(e),
+        (Err(f), _) => Err(to_pyerr(py, &f)),
+    }
+}
+
+fn tuples<'py, T: pyo3::IntoPyObject<'py> + Copy>(
+    py: Python<'py>,
+    groups: Vec<Vec<T>>,
+) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+    let list = pyo3::types::PyList::empty(py);
+    for g in groups {
+        list.append(pyo3::types::PyTuple::new(py, g)?)?;
+    }
+    Ok(list)
+}
+
+/// Groups and the refs no exact method could decide.
+type Partial<'py> = (Bound<'py, pyo3::types::PyList>, Vec<(Pid, Fd)>);
+
+/// classify_fds without the Python conversions: (groups of fds, kcmp calls made).
+fn classify_fds_impl(
+    pid: Pid,
+    fds: Option<Vec<Fd>>,
+    order: GroupOrder,
+    missing: Missing,
+    allow_pidfd_getfd: bool,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<(Vec<Vec<Fd>>, engine::Stats), Failure> {
+    let fds = match fds {
+        Some(f) => f,
+        None => oracle::open_fds(pid)?,
+    };
+    let refs: Vec<(Pid, Fd)> = fds.into_iter().map(|fd| (pid, fd)).collect();
+    let opts = FileOptions {
+        order,
+        missing,
+        allow_pidfd_getfd,
+        report_undecided: false,
+    };
+    let found = oracle::classify_files(&refs, opts, interrupted)?;
+    let stats = found.stats;
+    Ok((
+        found
+            .groups
+            .into_iter()
+            .map(|g| g.into_iter().map(|(_, fd)| fd).collect())
+            .collect(),
+        stats,
+    ))
 }
 
 #[pymodule]
@@ -245,5 +416,133 @@ pub mod _native {
             None => 0,
         };
         crate::oracle::same_epoll_target(p1, f, p2, efd, tfd, toff).map_err(|f| to_pyerr(py, &f))
+    }
+    /// open_fds(pid) -> list[int]
+    #[pyfunction]
+    fn open_fds(py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<Vec<Fd>> {
+        let pid = arg_pid(pid, "pid")?;
+        py.detach(|| oracle::open_fds(pid))
+            .map_err(|f| to_pyerr(py, &f))
+    }
+
+    /// classify_fds(pid, fds=None, *, order="fd", missing="raise", allow_pidfd_getfd=False)
+    #[pyfunction]
+    #[pyo3(signature = (pid, fds = None, *, order = "fd", missing = "raise", allow_pidfd_getfd = false))]
+    fn classify_fds<'py>(
+        py: Python<'py>,
+        pid: &Bound<'py, PyAny>,
+        fds: Option<&Bound<'py, PyAny>>,
+        order: &str,
+        missing: &str,
+        allow_pidfd_getfd: bool,
+    ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+        let pid = arg_pid(pid, "pid")?;
+        let fds = fds.map(arg_fds).transpose()?;
+        let order = arg_choice(
+            order,
+            "order",
+            &[("fd", GroupOrder::Fd), ("kernel", GroupOrder::Kernel)],
+        )?;
+        let missing = arg_missing(missing)?;
+        let (groups, _) = detached(py, |stop| {
+            classify_fds_impl(pid, fds, order, missing, allow_pidfd_getfd, stop)
+        })?;
+        tuples(py, groups)
+    }
+
+    /// The engine's counts for one classify_fds: (groups, keys, compares, sames).
+    #[pyfunction]
+    #[pyo3(signature = (pid, fds, order = "fd"))]
+    fn classify_fds_stats<'py>(
+        py: Python<'py>,
+        pid: &Bound<'py, PyAny>,
+        fds: &Bound<'py, PyAny>,
+        order: &str,
+    ) -> PyResult<(Bound<'py, pyo3::types::PyList>, u64, u64, u64)> {
+        let pid = arg_pid(pid, "pid")?;
+        let fds = arg_fds(fds)?;
+        let order = arg_choice(
+            order,
+            "order",
+            &[("fd", GroupOrder::Fd), ("kernel", GroupOrder::Kernel)],
+        )?;
+        let (groups, stats) = detached(py, |stop| {
+            classify_fds_impl(pid, Some(fds), order, Missing::Raise, false, stop)
+        })?;
+        Ok((tuples(py, groups)?, stats.keys, stats.compares, stats.sames))
+    }
+
+    /// classify_files(refs, *, missing="raise", allow_pidfd_getfd=False)
+    #[pyfunction]
+    #[pyo3(signature = (refs, *, missing = "raise", allow_pidfd_getfd = false))]
+    fn classify_files<'py>(
+        py: Python<'py>,
+        refs: &Bound<'py, PyAny>,
+        missing: &str,
+        allow_pidfd_getfd: bool,
+    ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+        let refs = arg_refs(refs)?;
+        let missing = arg_missing(missing)?;
+        let opts = FileOptions {
+            order: GroupOrder::Fd,
+            missing,
+            allow_pidfd_getfd,
+            report_undecided: false,
+        };
+        let found = detached(py, |stop| oracle::classify_files(&refs, opts, stop))?;
+        tuples(py, found.groups)
+    }
+
+    /// classify_files that returns undecided refs instead of raising: (groups, undecided).
+    #[pyfunction]
+    #[pyo3(signature = (refs, *, missing = "raise", allow_pidfd_getfd = false))]
+    fn classify_files_partial<'py>(
+        py: Python<'py>,
+        refs: &Bound<'py, PyAny>,
+        missing: &str,
+        allow_pidfd_getfd: bool,
+    ) -> PyResult<Partial<'py>> {
+        let refs = arg_refs(refs)?;
+        let missing = arg_missing(missing)?;
+        let opts = FileOptions {
+            order: GroupOrder::Fd,
+            missing,
+            allow_pidfd_getfd,
+            report_undecided: true,
+        };
+        let found = detached(py, |stop| oracle::classify_files(&refs, opts, stop))?;
+        Ok((tuples(py, found.groups)?, found.undecided))
+    }
+
+    /// classify_tasks(pids, type, *, missing="raise")
+    #[pyfunction]
+    #[pyo3(signature = (pids, r#type, *, missing = "raise"))]
+    fn classify_tasks<'py>(
+        py: Python<'py>,
+        pids: &Bound<'py, PyAny>,
+        r#type: &Bound<'py, PyAny>,
+        missing: &str,
+    ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+        let pids = arg_pids(pids)?;
+        let ty = arg_type(r#type, false)?;
+        let missing = arg_missing(missing)?;
+        let groups = detached(py, |stop| oracle::classify_tasks(&pids, ty, missing, stop))?;
+        tuples(py, groups)
+    }
+
+    /// support() -> (kcmp, dupfd_query, pidfd_getfd, reason)
+    #[pyfunction]
+    #[pyo3(signature = (*, refresh = false))]
+    fn support(refresh: bool) -> (bool, bool, bool, String) {
+        if refresh {
+            crate::support::forget();
+        }
+        crate::support::report()
+    }
+
+    /// Never issue kcmp again in this process.
+    #[pyfunction]
+    fn disable_kcmp() {
+        crate::support::disable();
     }
 }

@@ -95,7 +95,11 @@ pub fn unavailable_failure() -> Failure {
 /// Records what a call-time failure revealed about kcmp.
 pub fn note_failure(failure: &Failure) {
     if let Failure::Unavailable { errno, .. } = failure {
-        let s = if *errno == libc::ENOSYS { NO_SYS } else { POLICY };
+        let s = if *errno == libc::ENOSYS {
+            NO_SYS
+        } else {
+            POLICY
+        };
         ensure_atfork();
         KCMP.store(s, Ordering::Relaxed);
     }
@@ -125,8 +129,12 @@ pub fn dupfd_query_usable() -> bool {
 /// pidfd_getfd may copy fds of a process we can inspect (probed on ourselves).
 pub fn pidfd_getfd_usable() -> bool {
     cached(&PIDFD_GETFD, || {
-        let Ok(pidfd) = sys::pidfd_open(sys::getpid(), 0) else { return false };
-        let Ok(probe) = sys::epoll_create() else { return false };
+        let Ok(pidfd) = sys::pidfd_open(sys::getpid(), 0) else {
+            return false;
+        };
+        let Ok(probe) = sys::epoll_create() else {
+            return false;
+        };
         sys::pidfd_getfd(&pidfd, probe.as_raw_fd()).is_ok()
     })
 }

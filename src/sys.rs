@@ -15,7 +15,11 @@ pub struct Errno(pub i32);
 
 impl Errno {
     fn last() -> Self {
-        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        Errno(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
     }
 }
 
@@ -98,7 +102,12 @@ pub struct EpollSlot {
 
 /// `KCMP_EPOLL_TFD`: is `fd` of `pid1` the file registered in epoll set `slot.efd` of
 /// `pid2` under `slot.tfd` (its `slot.toff`-th registration)?
-pub fn kcmp_epoll_tfd(pid1: Pid, fd: Fd, pid2: Pid, slot: &EpollSlot) -> Result<KcmpOrder, KcmpError> {
+pub fn kcmp_epoll_tfd(
+    pid1: Pid,
+    fd: Fd,
+    pid2: Pid,
+    slot: &EpollSlot,
+) -> Result<KcmpOrder, KcmpError> {
     // SAFETY: the kernel reads 12 bytes from `slot`, a live, properly laid out
     // `#[repr(C)]` struct borrowed for the whole call.
     let r = unsafe {
@@ -156,7 +165,10 @@ pub fn fstatat_key(dir: RawFd, name: &CStr) -> Result<FileKey, Errno> {
 pub fn open_dir(path: &CStr) -> Result<OwnedFd, Errno> {
     // SAFETY: `path` is NUL-terminated; the fd returned is owned by nobody else.
     let fd = unsafe {
-        libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
     };
     if fd < 0 {
         return Err(Errno::last());
@@ -170,9 +182,7 @@ pub fn readlinkat(dir: RawFd, name: &CStr) -> Result<Vec<u8>, Errno> {
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: `buf` is writable for `buf.len()` bytes and `name` NUL-terminated.
-        let n = unsafe {
-            libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             return Err(Errno::last());
         }
@@ -197,7 +207,12 @@ pub fn read_dir_names(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
     loop {
         // SAFETY: `buf` is writable for `buf.len()` bytes; the kernel writes at most that.
         let n = unsafe {
-            libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len())
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
         };
         if n < 0 {
             return Err(Errno::last());
@@ -214,7 +229,10 @@ pub fn read_dir_names(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
                 return Err(Errno(libc::EIO));
             }
             let name_area = &filled[off + 19..off + reclen];
-            let len = name_area.iter().position(|&b| b == 0).unwrap_or(name_area.len());
+            let len = name_area
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(name_area.len());
             let name = &name_area[..len];
             if name != b"." && name != b".." {
                 names.push(name.to_vec());
@@ -271,7 +289,12 @@ pub fn pidfd_alive(pidfd: &OwnedFd) -> Result<bool, Errno> {
 pub fn pidfd_getfd(pidfd: &OwnedFd, fd: Fd) -> Result<OwnedFd, Errno> {
     // SAFETY: integers only; the kernel returns a new fd or -1.
     let r = unsafe {
-        libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd as libc::c_long, 0 as libc::c_uint)
+        libc::syscall(
+            libc::SYS_pidfd_getfd,
+            pidfd.as_raw_fd(),
+            fd as libc::c_long,
+            0 as libc::c_uint,
+        )
     };
     if r < 0 {
         return Err(Errno::last());
@@ -332,6 +355,51 @@ pub fn dup3_onto(src: Fd, target: &OwnedFd) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Reads a small /proc file whole (a few syscalls; the fd is closed before returning).
+pub fn read_small_file(path: &CStr) -> Result<Vec<u8>, Errno> {
+    // SAFETY: `path` is NUL-terminated; the fd returned is owned only by `file`.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `fd` was just opened and is not shared.
+    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut out = Vec::with_capacity(512);
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: `buf` is writable for its whole length.
+        let n = unsafe { libc::read(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+        if out.len() > 1 << 20 {
+            return Err(Errno(libc::EFBIG));
+        }
+    }
+}
+
+/// A task's start time (field 22 of /proc/PID/stat, clock ticks since boot): a pid
+/// that still shows the same start time has not been reused.
+pub fn start_time(pid: Pid) -> Result<u64, Errno> {
+    let path =
+        std::ffi::CString::new(format!("/proc/{pid}/stat")).map_err(|_| Errno(libc::EINVAL))?;
+    let text = read_small_file(&path)?;
+    // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+    let close = text
+        .iter()
+        .rposition(|&b| b == b')')
+        .ok_or(Errno(libc::EIO))?;
+    let rest = std::str::from_utf8(&text[close + 1..]).map_err(|_| Errno(libc::EIO))?;
+    rest.split_ascii_whitespace()
+        .nth(19)
+        .and_then(|f| f.parse().ok())
+        .ok_or(Errno(libc::EIO))
+}
+
 /// Runs `f` in the child after every fork() of this process (including Python's os.fork).
 pub fn atfork_child(f: extern "C" fn()) {
     // SAFETY: registers a plain function pointer that lives for the whole program; the
@@ -358,7 +426,10 @@ mod tests {
         let fd = f.as_raw_fd();
         let d = dup_cloexec(fd).unwrap();
         let other = File::open("/proc/self/status").unwrap();
-        assert_eq!(kcmp(me(), me(), KCMP_FILE, fd, d.as_raw_fd()), Ok(KcmpOrder::Equal));
+        assert_eq!(
+            kcmp(me(), me(), KCMP_FILE, fd, d.as_raw_fd()),
+            Ok(KcmpOrder::Equal)
+        );
         let o = kcmp(me(), me(), KCMP_FILE, fd, other.as_raw_fd()).unwrap();
         assert!(o == KcmpOrder::Less || o == KcmpOrder::Greater);
         let back = kcmp(me(), me(), KCMP_FILE, other.as_raw_fd(), fd).unwrap();
@@ -367,18 +438,41 @@ mod tests {
 
     #[test]
     fn task_types_equal_to_self() {
-        for ty in [KCMP_VM, KCMP_FILES, KCMP_FS, KCMP_SIGHAND, KCMP_IO, KCMP_SYSVSEM] {
-            assert_eq!(kcmp(me(), me(), ty, 0, 0), Ok(KcmpOrder::Equal), "type {ty}");
+        for ty in [
+            KCMP_VM,
+            KCMP_FILES,
+            KCMP_FS,
+            KCMP_SIGHAND,
+            KCMP_IO,
+            KCMP_SYSVSEM,
+        ] {
+            assert_eq!(
+                kcmp(me(), me(), ty, 0, 0),
+                Ok(KcmpOrder::Equal),
+                "type {ty}"
+            );
         }
     }
 
     #[test]
     fn errors_come_back_as_errno() {
-        assert_eq!(kcmp(me(), me(), KCMP_TYPES, 0, 0), Err(KcmpError::Errno(Errno(libc::EINVAL))));
-        assert_eq!(kcmp(me(), me(), KCMP_FILE, 1 << 30, 0), Err(KcmpError::Errno(Errno(libc::EBADF))));
-        assert_eq!(kcmp(0, me(), KCMP_VM, 0, 0), Err(KcmpError::Errno(Errno(libc::ESRCH))));
+        assert_eq!(
+            kcmp(me(), me(), KCMP_TYPES, 0, 0),
+            Err(KcmpError::Errno(Errno(libc::EINVAL)))
+        );
+        assert_eq!(
+            kcmp(me(), me(), KCMP_FILE, 1 << 30, 0),
+            Err(KcmpError::Errno(Errno(libc::EBADF)))
+        );
+        assert_eq!(
+            kcmp(0, me(), KCMP_VM, 0, 0),
+            Err(KcmpError::Errno(Errno(libc::ESRCH)))
+        );
         // The pointer-taking type is never issued with an integer in place of a slot.
-        assert_eq!(kcmp(me(), me(), KCMP_EPOLL_TFD, 0, 0), Err(KcmpError::Errno(Errno(libc::EINVAL))));
+        assert_eq!(
+            kcmp(me(), me(), KCMP_EPOLL_TFD, 0, 0),
+            Err(KcmpError::Errno(Errno(libc::EINVAL)))
+        );
     }
 
     #[test]
@@ -398,14 +492,29 @@ mod tests {
         let tfd = r.into_raw_fd();
         // SAFETY: test-only close of an fd this test owns.
         unsafe { libc::close(tfd) };
-        let slot = EpollSlot { efd: ep.as_raw_fd() as u32, tfd: tfd as u32, toff: 0 };
-        assert_eq!(kcmp_epoll_tfd(me(), keep.as_raw_fd(), me(), &slot), Ok(KcmpOrder::Equal));
-        let missing = EpollSlot { efd: ep.as_raw_fd() as u32, tfd: w.as_raw_fd() as u32, toff: 0 };
+        let slot = EpollSlot {
+            efd: ep.as_raw_fd() as u32,
+            tfd: tfd as u32,
+            toff: 0,
+        };
+        assert_eq!(
+            kcmp_epoll_tfd(me(), keep.as_raw_fd(), me(), &slot),
+            Ok(KcmpOrder::Equal)
+        );
+        let missing = EpollSlot {
+            efd: ep.as_raw_fd() as u32,
+            tfd: w.as_raw_fd() as u32,
+            toff: 0,
+        };
         assert_eq!(
             kcmp_epoll_tfd(me(), keep.as_raw_fd(), me(), &missing),
             Err(KcmpError::Errno(Errno(libc::ENOENT)))
         );
-        let not_epoll = EpollSlot { efd: f.as_raw_fd() as u32, tfd: 0, toff: 0 };
+        let not_epoll = EpollSlot {
+            efd: f.as_raw_fd() as u32,
+            tfd: 0,
+            toff: 0,
+        };
         assert_eq!(
             kcmp_epoll_tfd(me(), keep.as_raw_fd(), me(), &not_epoll),
             Err(KcmpError::Errno(Errno(libc::EINVAL)))
@@ -419,7 +528,10 @@ mod tests {
         assert_eq!(fstat_key(f.as_raw_fd()), fstat_key(d.as_raw_fd()));
         let dir = open_dir(&CString::new("/proc/self/fd").unwrap()).unwrap();
         let name = CString::new(f.as_raw_fd().to_string()).unwrap();
-        assert_eq!(fstatat_key(dir.as_raw_fd(), &name), fstat_key(f.as_raw_fd()));
+        assert_eq!(
+            fstatat_key(dir.as_raw_fd(), &name),
+            fstat_key(f.as_raw_fd())
+        );
         assert_eq!(fstat_key(-1), Err(Errno(libc::EBADF)));
     }
 
@@ -431,7 +543,10 @@ mod tests {
         assert!(fds.contains(&f.as_raw_fd()));
         assert!(fds.contains(&dir.as_raw_fd()));
         assert!(fds.windows(2).all(|w| w[0] < w[1]));
-        let link = readlinkat(dir.as_raw_fd(), &CString::new(f.as_raw_fd().to_string()).unwrap());
+        let link = readlinkat(
+            dir.as_raw_fd(),
+            &CString::new(f.as_raw_fd().to_string()).unwrap(),
+        );
         assert!(link.unwrap().ends_with(b"/status"));
     }
 
@@ -450,7 +565,18 @@ mod tests {
         let pidfd = pidfd_open(me(), 0).unwrap();
         assert_eq!(pidfd_alive(&pidfd), Ok(true));
         let copy = pidfd_getfd(&pidfd, f.as_raw_fd()).unwrap();
-        assert_eq!(kcmp(me(), me(), KCMP_FILE, f.as_raw_fd(), copy.as_raw_fd()), Ok(KcmpOrder::Equal));
+        assert_eq!(
+            kcmp(me(), me(), KCMP_FILE, f.as_raw_fd(), copy.as_raw_fd()),
+            Ok(KcmpOrder::Equal)
+        );
+    }
+
+    #[test]
+    fn start_time_is_stable_and_missing_pid_fails() {
+        let a = start_time(me()).unwrap();
+        assert!(a > 0);
+        assert_eq!(start_time(me()), Ok(a));
+        assert_eq!(start_time(i32::MAX), Err(Errno(libc::ENOENT)));
     }
 
     #[test]
@@ -464,11 +590,18 @@ mod tests {
         let scratch = dup_cloexec(r.as_raw_fd()).unwrap();
         epoll_add(&ep, scratch.as_raw_fd()).unwrap();
         dup3_onto(w.as_raw_fd(), &scratch).unwrap();
-        assert_eq!(epoll_add(&ep, scratch.as_raw_fd()), Ok(()), "different descriptions");
+        assert_eq!(
+            epoll_add(&ep, scratch.as_raw_fd()),
+            Ok(()),
+            "different descriptions"
+        );
         let ep2 = epoll_create().unwrap();
         let scratch2 = dup_cloexec(r.as_raw_fd()).unwrap();
         epoll_add(&ep2, scratch2.as_raw_fd()).unwrap();
         dup3_onto(r.as_raw_fd(), &scratch2).unwrap();
-        assert_eq!(epoll_add(&ep2, scratch2.as_raw_fd()), Err(Errno(libc::EEXIST)));
+        assert_eq!(
+            epoll_add(&ep2, scratch2.as_raw_fd()),
+            Err(Errno(libc::EEXIST))
+        );
     }
 }

@@ -7,24 +7,43 @@ context, SysV semaphore undo list, or epoll target.
 
 from __future__ import annotations
 
+import os as _os
 import sys as _sys
 
 if not _sys.platform.startswith("linux"):
     raise ImportError(f"kcmp_rs requires Linux (kcmp(2) is a Linux system call), not {_sys.platform}")
 
 from kcmp_rs import _native
-from kcmp_rs._native import kcmp, same_epoll_target, same_file
-from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order, Sharing
+from kcmp_rs._native import (
+    classify_fds,
+    classify_files,
+    classify_tasks,
+    disable_kcmp,
+    kcmp,
+    open_fds,
+    same_epoll_target,
+    same_file,
+)
+from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order, Sharing, Support
 
 __version__: str = _native.__version__
+
+if _os.environ.get("KCMP_RS_NO_KCMP", "") not in ("", "0"):
+    disable_kcmp()
 
 __all__ = [
     "KcmpType",
     "KcmpUnavailableError",
     "Order",
     "Sharing",
+    "Support",
     "__version__",
+    "classify_fds",
+    "classify_files",
+    "classify_tasks",
+    "disable_kcmp",
     "kcmp",
+    "open_fds",
     "same_epoll_target",
     "same_file",
     "same_files",
@@ -34,6 +53,7 @@ __all__ = [
     "same_sysvsem",
     "same_vm",
     "sharing",
+    "support",
 ]
 
 
@@ -76,3 +96,13 @@ def same_sysvsem(pid1: int, pid2: int) -> bool:
 def sharing(pid1: int, pid2: int) -> Sharing:
     """Which of the six task resources the two processes share."""
     return Sharing(*_native.sharing(pid1, pid2))
+
+
+def support(*, refresh: bool = False) -> Support:
+    """What this process can use: kcmp, F_DUPFD_QUERY, pidfd_getfd.
+
+    Probed once, lazily, and again in a forked child; ``refresh=True`` probes anew.
+    Where kcmp is unusable, ``reason`` names the cause and the fix.
+    """
+    kcmp_ok, dupfd_query, pidfd_getfd, reason = _native.support(refresh=refresh)
+    return Support(kcmp=kcmp_ok, dupfd_query=dupfd_query, pidfd_getfd=pidfd_getfd, reason=reason)

@@ -1,5 +1,8 @@
 """The compiled core of kcmp_rs. Use the names re-exported by ``kcmp_rs`` instead."""
 
+from collections.abc import Iterable
+from typing import Literal
+
 from kcmp_rs._types import KcmpType, Order
 
 __version__: str
@@ -29,3 +32,48 @@ def same_epoll_target(
 ) -> bool:
     """Whether ``fd`` of ``pid1`` is the file registered in epoll set ``epfd`` of ``pid2``
     under ``target_fd`` (its ``target_index``-th registration)."""
+
+def open_fds(pid: int) -> list[int]:
+    """The fds open in ``pid``, ascending (read from /proc/PID/fd)."""
+
+def classify_fds(
+    pid: int,
+    fds: Iterable[int] | None = None,
+    *,
+    order: Literal["fd", "kernel"] = "fd",
+    missing: Literal["raise", "skip"] = "raise",
+    allow_pidfd_getfd: bool = False,
+) -> list[tuple[int, ...]]:
+    """Group fds of ``pid`` (default: all open ones) by open file description."""
+
+def classify_fds_stats(
+    pid: int, fds: Iterable[int], order: Literal["fd", "kernel"] = "fd"
+) -> tuple[list[tuple[int, ...]], int, int, int]:
+    """classify_fds with the engine's counts: (groups, keys, kcmp calls, equality checks)."""
+
+def classify_files(
+    refs: Iterable[tuple[int, int]],
+    *,
+    missing: Literal["raise", "skip"] = "raise",
+    allow_pidfd_getfd: bool = False,
+) -> list[tuple[tuple[int, int], ...]]:
+    """Group (pid, fd) pairs across processes by open file description."""
+
+def classify_files_partial(
+    refs: Iterable[tuple[int, int]],
+    *,
+    missing: Literal["raise", "skip"] = "raise",
+    allow_pidfd_getfd: bool = False,
+) -> tuple[list[tuple[tuple[int, int], ...]], list[tuple[int, int]]]:
+    """classify_files returning the refs no exact method could decide instead of raising."""
+
+def classify_tasks(
+    pids: Iterable[int], type: KcmpType | int, *, missing: Literal["raise", "skip"] = "raise"
+) -> list[tuple[int, ...]]:
+    """Group tasks sharing the resource ``type`` (VM, FILES, FS, SIGHAND, IO, SYSVSEM)."""
+
+def support(*, refresh: bool = False) -> tuple[bool, bool, bool, str]:
+    """(kcmp, dupfd_query, pidfd_getfd, reason)."""
+
+def disable_kcmp() -> None:
+    """Never issue kcmp(2) again in this process."""

@@ -49,6 +49,22 @@ class Sharing:
     sysvsem: bool
 
 
+@dataclass(frozen=True)
+class Support:
+    """What this process may use (``support()``).
+
+    ``kcmp``: kcmp(2) answers (False in sandboxes that block it, on kernels without
+    it, or after ``disable_kcmp()``). ``dupfd_query``: fcntl F_DUPFD_QUERY (Linux
+    6.10+). ``pidfd_getfd``: copying another process's fd. ``reason``: why kcmp is
+    unusable, naming the cause and the fix; empty when it is usable.
+    """
+
+    kcmp: bool
+    dupfd_query: bool
+    pidfd_getfd: bool
+    reason: str
+
+
 class KcmpUnavailableError(OSError):
     """kcmp(2) cannot be used by this process, or no exact fallback could decide.
 
