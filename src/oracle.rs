@@ -245,25 +245,22 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    /// Starts tracking `pid`; ESRCH when it does not exist.
-    fn track(&mut self, pid: Pid, me: Pid) -> Result<(), Errno> {
+    /// Starts tracking `pid` (ESRCH when it does not exist); returns the pidfd it
+    /// opened for that, if any, which is then ours and never the caller's.
+    fn track(&mut self, pid: Pid, me: Pid) -> Result<Option<Fd>, Errno> {
         if pid == me || self.ids.contains_key(&pid) {
-            return Ok(());
+            return Ok(None);
         }
         let id = identity_of(pid, self.pidfds)?;
-        if let Identity::Pidfd(_) = id {
-            self.pidfds += 1;
-        }
-        self.ids.insert(pid, id);
-        Ok(())
-    }
-
-    /// Raw fds we hold for tracking (never to be reported as the caller's).
-    fn held_fds(&self) -> impl Iterator<Item = Fd> + '_ {
-        self.ids.values().filter_map(|id| match id {
-            Identity::Pidfd(fd) => Some(fd.as_raw_fd()),
+        let opened = match &id {
+            Identity::Pidfd(fd) => {
+                self.pidfds += 1;
+                Some(fd.as_raw_fd())
+            }
             Identity::StartTime(_) => None,
-        })
+        };
+        self.ids.insert(pid, id);
+        Ok(opened)
     }
 
     /// Pids that exited (and may have been reused) since they were first seen.
@@ -300,9 +297,9 @@ pub struct FileOracle<C: FnMut() -> bool> {
     /// Every fd number this call opened: never reported as one of the caller's.
     ours: HashSet<Fd>,
     tracked: Tracked,
+    local_pids: HashMap<Pid, bool>,
     undecided: Vec<FileRef>,
     interrupted: C,
-    pub kcmp_calls: u64,
 }
 
 impl<C: FnMut() -> bool> FileOracle<C> {
@@ -316,9 +313,9 @@ impl<C: FnMut() -> bool> FileOracle<C> {
             dir: None,
             ours: HashSet::new(),
             tracked: Tracked::default(),
+            local_pids: HashMap::new(),
             undecided: Vec::new(),
             interrupted,
-            kcmp_calls: 0,
         }
     }
 
@@ -346,9 +343,24 @@ impl<C: FnMut() -> bool> FileOracle<C> {
         }
     }
 
+    /// Whether `pid` uses our fd table (this process, or one of its threads by tid):
+    /// its fd numbers are ours, so fstat and F_DUPFD_QUERY answer for them directly.
+    fn is_local(&mut self, pid: Pid) -> bool {
+        if pid == self.me {
+            return true;
+        }
+        if let Some(&local) = self.local_pids.get(&pid) {
+            return local;
+        }
+        let local =
+            self.use_kcmp && sys::kcmp(self.me, pid, sys::KCMP_FILES, 0, 0) == Ok(KcmpOrder::Equal);
+        self.local_pids.insert(pid, local);
+        local
+    }
+
     /// A copy of `r` in this process when it is another process's fd (opt-in only).
     fn local(&mut self, r: FileRef) -> Result<Option<(Fd, Option<OwnedFd>)>, Failure> {
-        if r.0 == self.me {
+        if self.is_local(r.0) {
             return Ok(Some((r.1, None)));
         }
         if !self.opts.allow_pidfd_getfd {
@@ -444,11 +456,12 @@ pub fn open_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
     let dir = open_fd_dir(pid)?;
     let fds = sys::list_fds(&dir).map_err(|e| os_failure(e, pid, None, "reading /proc/PID/fd"))?;
     let me = sys::getpid();
+    // A thread id of ours lists our own fd table, this directory fd included.
+    let ours = pid == me
+        || (support::kcmp_usable()
+            && sys::kcmp(me, pid, sys::KCMP_FILES, 0, 0) == Ok(KcmpOrder::Equal));
     let own = dir.as_raw_fd();
-    Ok(fds
-        .into_iter()
-        .filter(|&fd| !(pid == me && fd == own))
-        .collect())
+    Ok(fds.into_iter().filter(|&fd| !(ours && fd == own)).collect())
 }
 
 fn kcmp_order(o: KcmpOrder) -> Ordering {
@@ -467,8 +480,8 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
     fn key(&mut self, r: FileRef) -> Result<Key, Fault<FileRef, Failure>> {
         let (pid, fd) = r;
         let skip = self.opts.missing == Missing::Skip;
-        if pid == self.me {
-            if self.ours.contains(&fd) || self.tracked.held_fds().any(|h| h == fd) {
+        if self.is_local(pid) {
+            if self.ours.contains(&fd) {
                 return Err(Fault::Gone(r));
             }
             return match sys::fstat_key(fd) {
@@ -477,12 +490,18 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
                 Err(e) => Err(Fault::Fail(os_failure(e, pid, Some(fd), "fstat"))),
             };
         }
-        if let Err(e) = self.tracked.track(pid, self.me) {
-            let failure = os_failure(e, pid, None, "pidfd_open");
-            return Err(match failure {
-                Failure::NoProcess { .. } if skip => Fault::Gone(r),
-                other => Fault::Fail(other),
-            });
+        match self.tracked.track(pid, self.me) {
+            Ok(Some(pidfd)) => {
+                self.ours.insert(pidfd);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let failure = os_failure(e, pid, None, "pidfd_open");
+                return Err(match failure {
+                    Failure::NoProcess { .. } if skip => Fault::Gone(r),
+                    other => Fault::Fail(other),
+                });
+            }
         }
         let dir = match self.proc_dir(pid) {
             Ok(d) => d,
@@ -494,10 +513,7 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
             Ok(k) => Ok(k),
             Err(Errno(libc::ENOENT)) | Err(Errno(libc::EBADF)) => {
                 // Every entry vanishes when the process exits: tell the two apart.
-                if sys::kcmp(pid, pid, sys::KCMP_VM, 0, 0)
-                    == Err(sys::KcmpError::Errno(Errno(libc::ESRCH)))
-                    && !skip
-                {
+                if !skip && sys::start_time(pid) == Err(Errno(libc::ENOENT)) {
                     return Err(Fault::Fail(Failure::NoProcess { pid }));
                 }
                 Err(Fault::Gone(r))
@@ -516,7 +532,6 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
     }
 
     fn compare(&mut self, a: FileRef, b: FileRef) -> Result<Ordering, Fault<FileRef, Failure>> {
-        self.kcmp_calls += 1;
         match sys::kcmp(a.0, b.0, sys::KCMP_FILE, a.1, b.1) {
             Ok(o) => Ok(kcmp_order(o)),
             Err(e) => {
@@ -528,7 +543,7 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
     }
 
     fn same(&mut self, a: FileRef, b: FileRef) -> Result<Option<bool>, Fault<FileRef, Failure>> {
-        if a.0 == self.me && b.0 == self.me && self.dupfd_query {
+        if self.dupfd_query && self.is_local(a.0) && self.is_local(b.0) {
             return match sys::dupfd_query(a.1, b.1) {
                 Ok(same) => Ok(Some(same)),
                 Err(Errno(libc::EBADF)) => {
@@ -625,7 +640,7 @@ impl<C: FnMut() -> bool> Oracle for TaskOracle<C> {
 
     fn key(&mut self, pid: Pid) -> Result<Key, Fault<Pid, Failure>> {
         match self.tracked.track(pid, self.me) {
-            Ok(()) => Ok((0, 0)),
+            Ok(_) => Ok((0, 0)),
             Err(Errno(libc::ESRCH)) if self.missing == Missing::Skip => Err(Fault::Gone(pid)),
             Err(Errno(libc::ESRCH)) => Err(Fault::Fail(Failure::NoProcess { pid })),
             Err(e) => Err(Fault::Fail(os_failure(e, pid, None, "pidfd_open"))),
