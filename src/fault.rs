@@ -13,6 +13,8 @@ pub enum Failure {
     NotOpen { pid: Pid, fd: Fd },
     /// ESRCH: `pid` does not exist (in our pid namespace).
     NoProcess { pid: Pid },
+    /// ESRCH: `pid` has exited but is not reaped yet: nothing of it is left to compare.
+    Exited { pid: Pid },
     /// EPERM: `pid` may not be inspected by this process (ptrace read access).
     Denied { pid: Pid },
     /// kcmp cannot be used here at all, or no exact method could decide some pairs.
@@ -37,8 +39,8 @@ pub const REASON_ENOSYS: &str = "kcmp(2) is not available: the kernel was built 
 CONFIG_KCMP (CONFIG_CHECKPOINT_RESTORE before Linux 5.12), or a sandbox such as gVisor \
 reports it as missing; use a kernel built with CONFIG_KCMP=y, or run outside that sandbox";
 pub const REASON_POLICY: &str = "kcmp(2) is refused by a seccomp policy (even comparing this \
-process with itself was denied, which only a policy does); in Docker or podman run the \
-container with --cap-add SYS_PTRACE, or use a seccomp profile that allows kcmp";
+process with itself was denied, which only a policy does); in Docker or podman give the \
+container CAP_SYS_PTRACE (--cap-add SYS_PTRACE), or use a seccomp profile that allows kcmp";
 pub const REASON_DISABLED: &str = "kcmp(2) is disabled by configuration \
 (KCMP_RS_NO_KCMP=1 in the environment or kcmp_rs.disable_kcmp()); unset the variable and \
 start a new process to use it";
@@ -56,7 +58,7 @@ impl Failure {
     pub fn errno(&self) -> i32 {
         match self {
             Failure::NotOpen { .. } => libc::EBADF,
-            Failure::NoProcess { .. } => libc::ESRCH,
+            Failure::NoProcess { .. } | Failure::Exited { .. } => libc::ESRCH,
             Failure::Denied { .. } => libc::EPERM,
             Failure::Unavailable { errno, .. } | Failure::Os { errno, .. } => *errno,
             Failure::Interrupted => libc::EINTR,
@@ -65,9 +67,10 @@ impl Failure {
 
     pub fn pid(&self) -> Option<Pid> {
         match self {
-            Failure::NotOpen { pid, .. } | Failure::NoProcess { pid } | Failure::Denied { pid } => {
-                Some(*pid)
-            }
+            Failure::NotOpen { pid, .. }
+            | Failure::NoProcess { pid }
+            | Failure::Exited { pid }
+            | Failure::Denied { pid } => Some(*pid),
             Failure::Os { pid, .. } => *pid,
             Failure::Unavailable { .. } | Failure::Interrupted => None,
         }
@@ -86,6 +89,10 @@ impl Failure {
         let detail = match self {
             Failure::NotOpen { pid, fd } => format!("fd {fd} is not open in process {pid}"),
             Failure::NoProcess { pid } => format!("process {pid} does not exist"),
+            Failure::Exited { pid } => format!(
+                "process {pid} has exited and awaits reaping (a zombie): \
+                 it has no resources left to compare"
+            ),
             Failure::Denied { pid } => format!(
                 "process {pid} may not be inspected by this process \
                  (kcmp needs ptrace read access: the same uid, or CAP_SYS_PTRACE)"
@@ -157,6 +164,20 @@ pub fn unavailable(errno: i32) -> Failure {
     }
 }
 
+/// A task-level "equal" between two pids is only real while both live: two zombies'
+/// absent resources compare equal too.
+pub fn check_task_equal(pid1: Pid, pid2: Pid) -> Result<(), Failure> {
+    if pid1 == pid2 {
+        return Ok(());
+    }
+    for pid in [pid1, pid2] {
+        if sys::is_zombie(pid) {
+            return Err(Failure::Exited { pid });
+        }
+    }
+    Ok(())
+}
+
 /// Turns an errno from `kcmp(pid1, pid2, ty, fd1, fd2)` into a specific failure.
 pub fn diagnose(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd, err: KcmpError) -> Failure {
     let errno = match err {
@@ -191,6 +212,11 @@ pub fn diagnose(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd, err: KcmpError)
         }
         libc::ENOSYS => unavailable(libc::ENOSYS),
         libc::EBADF if is_file => {
+            for pid in [pid1, pid2] {
+                if sys::is_zombie(pid) {
+                    return Failure::Exited { pid };
+                }
+            }
             if probe(pid1, pid1, sys::KCMP_FILE, fd1, fd1) == Some(libc::EBADF) {
                 Failure::NotOpen { pid: pid1, fd: fd1 }
             } else {

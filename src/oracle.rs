@@ -47,9 +47,12 @@ pub fn same_local(a: Fd, b: Fd) -> Result<Option<bool>, Failure> {
         return Ok(Some(true));
     }
     if support::dupfd_query_usable() {
-        return sys::dupfd_query(a, b)
-            .map(Some)
-            .map_err(|e| os_failure(e, me, Some(a), "fcntl(F_DUPFD_QUERY)"));
+        match sys::dupfd_query(a, b) {
+            Ok(same) => return Ok(Some(same)),
+            // Both passed fstat just now: an O_PATH fd that early 6.10 kernels refuse.
+            Err(Errno(libc::EBADF)) => {}
+            Err(_) => support::note_dupfd_query_refused(),
+        }
     }
     same_by_epoll(a, b).map_err(|e| os_failure(e, me, Some(a), "the epoll equality test"))
 }
@@ -61,14 +64,16 @@ fn same_by_epoll(a: Fd, b: Fd) -> Result<Option<bool>, Errno> {
     let scratch = sys::dup_cloexec(a)?;
     match sys::epoll_add(&ep, scratch.as_raw_fd()) {
         Ok(()) => {}
-        // Regular files and some devices refuse epoll: this rung cannot decide them.
-        Err(Errno(libc::EPERM)) => return Ok(None),
+        // Regular files and some devices refuse epoll (EPERM), O_PATH fds too (EBADF):
+        // this rung cannot decide them.
+        Err(Errno(libc::EPERM | libc::EBADF)) => return Ok(None),
         Err(e) => return Err(e),
     }
     sys::dup3_onto(b, &scratch)?;
     match sys::epoll_add(&ep, scratch.as_raw_fd()) {
         Err(Errno(libc::EEXIST)) => Ok(Some(true)),
-        Ok(()) | Err(Errno(libc::EPERM)) => Ok(Some(false)),
+        // `b` refusing what `a` accepted: another kind of file, so another description.
+        Ok(()) | Err(Errno(libc::EPERM | libc::EBADF)) => Ok(Some(false)),
         Err(e) => Err(e),
     }
 }
@@ -90,6 +95,20 @@ fn undecided_failure(pairs: Vec<(Pid, Fd)>) -> Failure {
     }
 }
 
+/// The (dev, ino) of an fd of any process: fstat for ours, /proc/PID/fd/N otherwise.
+fn file_key((pid, fd): (Pid, Fd), me: Pid) -> Result<sys::FileKey, Failure> {
+    if pid == me {
+        return sys::fstat_key(fd).map_err(|e| os_failure(e, pid, Some(fd), "fstat"));
+    }
+    let path =
+        CString::new(format!("/proc/{pid}/fd/{fd}")).map_err(|_| Failure::NotOpen { pid, fd })?;
+    sys::fstatat_key(libc::AT_FDCWD, &path).map_err(|e| match e.0 {
+        libc::ENOENT if sys::start_time(pid).is_err() => Failure::NoProcess { pid },
+        libc::ENOENT => Failure::NotOpen { pid, fd },
+        _ => os_failure(e, pid, Some(fd), "stat of /proc/PID/fd/N"),
+    })
+}
+
 /// Equality without kcmp, for any two (pid, fd): the fallback ladder.
 pub fn same_without_kcmp(
     a: (Pid, Fd),
@@ -97,13 +116,18 @@ pub fn same_without_kcmp(
     allow_pidfd_getfd: bool,
 ) -> Result<bool, Failure> {
     let me = sys::getpid();
+    // Different files are different descriptions, whoever holds them.
+    if file_key(a, me)? != file_key(b, me)? {
+        return Ok(false);
+    }
+    let foreign: Vec<(Pid, Fd)> = [a, b].into_iter().filter(|r| r.0 != me).collect();
+    if !foreign.is_empty() && !allow_pidfd_getfd {
+        return Err(undecided_failure(vec![a, b]));
+    }
     let mut held = Vec::new();
     let mut local = |(pid, fd): (Pid, Fd)| -> Result<Fd, Failure> {
         if pid == me {
             return Ok(fd);
-        }
-        if !allow_pidfd_getfd {
-            return Err(undecided_failure(vec![(pid, fd)]));
         }
         let copy = copy_fd(pid, fd)?;
         let raw = copy.as_raw_fd();
@@ -516,6 +540,9 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
                 if !skip && sys::start_time(pid) == Err(Errno(libc::ENOENT)) {
                     return Err(Fault::Fail(Failure::NoProcess { pid }));
                 }
+                if !skip && sys::is_zombie(pid) {
+                    return Err(Fault::Fail(Failure::Exited { pid }));
+                }
                 Err(Fault::Gone(r))
             }
             Err(e) => Err(Fault::Fail(os_failure(
@@ -544,21 +571,22 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
 
     fn same(&mut self, a: FileRef, b: FileRef) -> Result<Option<bool>, Fault<FileRef, Failure>> {
         if self.dupfd_query && self.is_local(a.0) && self.is_local(b.0) {
-            return match sys::dupfd_query(a.1, b.1) {
-                Ok(same) => Ok(Some(same)),
-                Err(Errno(libc::EBADF)) => {
-                    let gone = if sys::fstat_key(a.1).is_err() { a } else { b };
-                    Err(Fault::Gone(gone))
+            match sys::dupfd_query(a.1, b.1) {
+                Ok(same) => return Ok(Some(same)),
+                Err(Errno(libc::EBADF)) if sys::fstat_key(a.1).is_err() => {
+                    return Err(Fault::Gone(a))
                 }
-                // Some kernels refuse O_PATH fds here: let kcmp decide.
-                Err(_) if self.use_kcmp => Ok(None),
-                Err(e) => Err(Fault::Fail(os_failure(
-                    e,
-                    self.me,
-                    Some(a.1),
-                    "F_DUPFD_QUERY",
-                ))),
-            };
+                Err(Errno(libc::EBADF)) if sys::fstat_key(b.1).is_err() => {
+                    return Err(Fault::Gone(b))
+                }
+                // Both are open: an O_PATH fd, which early 6.10 kernels refuse here.
+                Err(Errno(libc::EBADF)) => {}
+                // Refused since the probe (a filter installed later): stop asking.
+                Err(_) => {
+                    self.dupfd_query = false;
+                    support::note_dupfd_query_refused();
+                }
+            }
         }
         if self.use_kcmp {
             return Ok(None);
@@ -639,6 +667,13 @@ impl<C: FnMut() -> bool> Oracle for TaskOracle<C> {
     type Error = Failure;
 
     fn key(&mut self, pid: Pid) -> Result<Key, Fault<Pid, Failure>> {
+        // A zombie's absent resources would compare equal to every other zombie's.
+        if pid != self.me && sys::is_zombie(pid) {
+            return Err(match self.missing {
+                Missing::Skip => Fault::Gone(pid),
+                Missing::Raise => Fault::Fail(Failure::Exited { pid }),
+            });
+        }
         match self.tracked.track(pid, self.me) {
             Ok(_) => Ok((0, 0)),
             Err(Errno(libc::ESRCH)) if self.missing == Missing::Skip => Err(Fault::Gone(pid)),

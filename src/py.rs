@@ -109,6 +109,44 @@ fn bounded_int(obj: &Bound<'_, PyAny>, name: &str, lo: i64, what: &str) -> PyRes
     }
 }
 
+/// An optional argument as given, so that an explicit `None` is refused like any
+/// other non-int instead of reading as "absent".
+pub enum Arg<'py> {
+    Absent,
+    Given(Bound<'py, PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Arg<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(Arg::Given(obj.to_owned()))
+    }
+}
+
+impl Arg<'_> {
+    fn fd_or_zero(&self, name: &str) -> PyResult<Fd> {
+        match self {
+            Arg::Absent => Ok(0),
+            Arg::Given(o) => arg_fd(o, name),
+        }
+    }
+
+    /// A strict bool: `1` or `"yes"` for a flag is more likely a mistake than intent.
+    fn flag(&self, name: &str) -> PyResult<bool> {
+        match self {
+            Arg::Absent => Ok(false),
+            Arg::Given(o) => match o.cast::<PyBool>() {
+                Ok(b) => Ok(b.is_true()),
+                Err(_) => Err(PyTypeError::new_err(format!(
+                    "{name} must be a bool, not {}",
+                    type_name(o)
+                ))),
+            },
+        }
+    }
+}
+
 pub fn arg_pid(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Pid> {
     bounded_int(obj, name, 1, "a pid")
 }
@@ -157,32 +195,59 @@ pub fn kcmp_checked(
     fd2: Fd,
 ) -> Result<sys::KcmpOrder, Failure> {
     crate::support::require_kcmp()?;
-    sys::kcmp(pid1, pid2, ty, fd1, fd2).map_err(|e| {
+    let order = sys::kcmp(pid1, pid2, ty, fd1, fd2).map_err(|e| {
         let failure = fault::diagnose(pid1, pid2, ty, fd1, fd2, e);
         crate::support::note_failure(&failure);
         failure
-    })
+    })?;
+    if order == sys::KcmpOrder::Equal && ty != sys::KCMP_FILE {
+        fault::check_task_equal(pid1, pid2)?;
+    }
+    Ok(order)
 }
 
-/// A one-of-several string option, e.g. order="fd".
-fn arg_choice<T: Copy>(value: &str, name: &str, choices: &[(&str, T)]) -> PyResult<T> {
-    for (text, v) in choices {
-        if *text == value {
+/// A one-of-several string option, e.g. order="fd"; the first choice is the default.
+fn arg_choice<T: Copy>(arg: &Arg<'_>, name: &str, choices: &[(&str, T)]) -> PyResult<T> {
+    let Some(&(_, default)) = choices.first() else {
+        return Err(PyValueError::new_err(format!("{name} has no choices")));
+    };
+    let obj = match arg {
+        Arg::Absent => return Ok(default),
+        Arg::Given(o) => o,
+    };
+    let Ok(text) = obj.cast::<pyo3::types::PyString>() else {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a str, not {}",
+            type_name(obj)
+        )));
+    };
+    let value = text.to_cow()?;
+    for (choice, v) in choices {
+        if *choice == value {
             return Ok(*v);
         }
     }
     let names: Vec<String> = choices.iter().map(|(t, _)| format!("{t:?}")).collect();
     Err(PyValueError::new_err(format!(
-        "{name} must be {}, got {value:?}",
-        names.join(" or ")
+        "{name} must be {}, got {}",
+        names.join(" or "),
+        obj.repr().map(|r| r.to_string()).unwrap_or_default()
     )))
 }
 
-fn arg_missing(value: &str) -> PyResult<Missing> {
+fn arg_missing(arg: &Arg<'_>) -> PyResult<Missing> {
     arg_choice(
-        value,
+        arg,
         "missing",
         &[("raise", Missing::Raise), ("skip", Missing::Skip)],
+    )
+}
+
+fn arg_order(arg: &Arg<'_>) -> PyResult<GroupOrder> {
+    arg_choice(
+        arg,
+        "order",
+        &[("fd", GroupOrder::Fd), ("kernel", GroupOrder::Kernel)],
     )
 }
 
@@ -321,38 +386,41 @@ pub mod _native {
 
     /// kcmp(pid1, pid2, type, idx1=0, idx2=0) -> Order
     #[pyfunction]
-    #[pyo3(signature = (pid1, pid2, r#type, idx1 = None, idx2 = None))]
+    #[pyo3(signature = (pid1, pid2, r#type, idx1 = Arg::Absent, idx2 = Arg::Absent))]
+    #[pyo3(text_signature = "(pid1, pid2, type, idx1=0, idx2=0)")]
     fn kcmp(
         py: Python<'_>,
         pid1: &Bound<'_, PyAny>,
         pid2: &Bound<'_, PyAny>,
         r#type: &Bound<'_, PyAny>,
-        idx1: Option<&Bound<'_, PyAny>>,
-        idx2: Option<&Bound<'_, PyAny>>,
+        idx1: Arg<'_>,
+        idx2: Arg<'_>,
     ) -> PyResult<Py<PyAny>> {
         let p1 = arg_pid(pid1, "pid1")?;
         let p2 = arg_pid(pid2, "pid2")?;
         let ty = arg_type(r#type, true)?;
-        let i1 = idx1.map(|o| arg_fd(o, "idx1")).transpose()?.unwrap_or(0);
-        let i2 = idx2.map(|o| arg_fd(o, "idx2")).transpose()?.unwrap_or(0);
+        let i1 = idx1.fd_or_zero("idx1")?;
+        let i2 = idx2.fd_or_zero("idx2")?;
         let order = kcmp_checked(p1, p2, ty, i1, i2).map_err(|f| to_pyerr(py, &f))?;
         Ok(types(py)?.orders[order as usize].clone_ref(py))
     }
 
     /// same_file(pid1, fd1, pid2, fd2) -> bool
     #[pyfunction]
-    #[pyo3(signature = (pid1, fd1, pid2, fd2, *, allow_pidfd_getfd = false))]
+    #[pyo3(signature = (pid1, fd1, pid2, fd2, *, allow_pidfd_getfd = Arg::Absent))]
+    #[pyo3(text_signature = "(pid1, fd1, pid2, fd2, *, allow_pidfd_getfd=False)")]
     fn same_file(
         py: Python<'_>,
         pid1: &Bound<'_, PyAny>,
         fd1: &Bound<'_, PyAny>,
         pid2: &Bound<'_, PyAny>,
         fd2: &Bound<'_, PyAny>,
-        allow_pidfd_getfd: bool,
+        allow_pidfd_getfd: Arg<'_>,
     ) -> PyResult<bool> {
         let a = (arg_pid(pid1, "pid1")?, arg_fd(fd1, "fd1")?);
         let b = (arg_pid(pid2, "pid2")?, arg_fd(fd2, "fd2")?);
-        crate::oracle::same_file(a, b, allow_pidfd_getfd).map_err(|f| to_pyerr(py, &f))
+        let allow = allow_pidfd_getfd.flag("allow_pidfd_getfd")?;
+        crate::oracle::same_file(a, b, allow).map_err(|f| to_pyerr(py, &f))
     }
 
     /// same_task(pid1, pid2, type) -> bool, for the task resource types.
@@ -396,7 +464,8 @@ pub mod _native {
 
     /// same_epoll_target(pid1, fd, pid2, epfd, target_fd, target_index=0) -> bool
     #[pyfunction]
-    #[pyo3(signature = (pid1, fd, pid2, epfd, target_fd, target_index = None))]
+    #[pyo3(signature = (pid1, fd, pid2, epfd, target_fd, target_index = Arg::Absent))]
+    #[pyo3(text_signature = "(pid1, fd, pid2, epfd, target_fd, target_index=0)")]
     fn same_epoll_target(
         py: Python<'_>,
         pid1: &Bound<'_, PyAny>,
@@ -404,16 +473,16 @@ pub mod _native {
         pid2: &Bound<'_, PyAny>,
         epfd: &Bound<'_, PyAny>,
         target_fd: &Bound<'_, PyAny>,
-        target_index: Option<&Bound<'_, PyAny>>,
+        target_index: Arg<'_>,
     ) -> PyResult<bool> {
         let p1 = arg_pid(pid1, "pid1")?;
         let f = arg_fd(fd, "fd")?;
         let p2 = arg_pid(pid2, "pid2")?;
         let efd = arg_fd(epfd, "epfd")?;
         let tfd = arg_fd(target_fd, "target_fd")?;
-        let toff = match target_index {
-            Some(o) => bounded_int(o, "target_index", 0, "an index")?,
-            None => 0,
+        let toff = match &target_index {
+            Arg::Given(o) => bounded_int(o, "target_index", 0, "an index")?,
+            Arg::Absent => 0,
         };
         crate::oracle::same_epoll_target(p1, f, p2, efd, tfd, toff).map_err(|f| to_pyerr(py, &f))
     }
@@ -427,45 +496,42 @@ pub mod _native {
 
     /// classify_fds(pid, fds=None, *, order="fd", missing="raise", allow_pidfd_getfd=False)
     #[pyfunction]
-    #[pyo3(signature = (pid, fds = None, *, order = "fd", missing = "raise", allow_pidfd_getfd = false))]
+    #[pyo3(signature = (pid, fds = None, *, order = Arg::Absent, missing = Arg::Absent, allow_pidfd_getfd = Arg::Absent))]
+    #[pyo3(
+        text_signature = "(pid, fds=None, *, order='fd', missing='raise', allow_pidfd_getfd=False)"
+    )]
     fn classify_fds<'py>(
         py: Python<'py>,
         pid: &Bound<'py, PyAny>,
         fds: Option<&Bound<'py, PyAny>>,
-        order: &str,
-        missing: &str,
-        allow_pidfd_getfd: bool,
+        order: Arg<'py>,
+        missing: Arg<'py>,
+        allow_pidfd_getfd: Arg<'_>,
     ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
         let pid = arg_pid(pid, "pid")?;
         let fds = fds.map(arg_fds).transpose()?;
-        let order = arg_choice(
-            order,
-            "order",
-            &[("fd", GroupOrder::Fd), ("kernel", GroupOrder::Kernel)],
-        )?;
-        let missing = arg_missing(missing)?;
+        let allow = allow_pidfd_getfd.flag("allow_pidfd_getfd")?;
+        let order = arg_order(&order)?;
+        let missing = arg_missing(&missing)?;
         let (groups, _) = detached(py, |stop| {
-            classify_fds_impl(pid, fds, order, missing, allow_pidfd_getfd, stop)
+            classify_fds_impl(pid, fds, order, missing, allow, stop)
         })?;
         tuples(py, groups)
     }
 
     /// The engine's counts for one classify_fds: (groups, keys, compares, sames).
     #[pyfunction]
-    #[pyo3(signature = (pid, fds, order = "fd"))]
+    #[pyo3(signature = (pid, fds, order = Arg::Absent))]
+    #[pyo3(text_signature = "(pid, fds, order='fd')")]
     fn classify_fds_stats<'py>(
         py: Python<'py>,
         pid: &Bound<'py, PyAny>,
         fds: &Bound<'py, PyAny>,
-        order: &str,
+        order: Arg<'py>,
     ) -> PyResult<(Bound<'py, pyo3::types::PyList>, u64, u64, u64)> {
         let pid = arg_pid(pid, "pid")?;
         let fds = arg_fds(fds)?;
-        let order = arg_choice(
-            order,
-            "order",
-            &[("fd", GroupOrder::Fd), ("kernel", GroupOrder::Kernel)],
-        )?;
+        let order = arg_order(&order)?;
         let (groups, stats) = detached(py, |stop| {
             classify_fds_impl(pid, Some(fds), order, Missing::Raise, false, stop)
         })?;
@@ -474,19 +540,20 @@ pub mod _native {
 
     /// classify_files(refs, *, missing="raise", allow_pidfd_getfd=False)
     #[pyfunction]
-    #[pyo3(signature = (refs, *, missing = "raise", allow_pidfd_getfd = false))]
+    #[pyo3(signature = (refs, *, missing = Arg::Absent, allow_pidfd_getfd = Arg::Absent))]
+    #[pyo3(text_signature = "(refs, *, missing='raise', allow_pidfd_getfd=False)")]
     fn classify_files<'py>(
         py: Python<'py>,
         refs: &Bound<'py, PyAny>,
-        missing: &str,
-        allow_pidfd_getfd: bool,
+        missing: Arg<'py>,
+        allow_pidfd_getfd: Arg<'_>,
     ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
         let refs = arg_refs(refs)?;
-        let missing = arg_missing(missing)?;
+        let missing = arg_missing(&missing)?;
         let opts = FileOptions {
             order: GroupOrder::Fd,
             missing,
-            allow_pidfd_getfd,
+            allow_pidfd_getfd: allow_pidfd_getfd.flag("allow_pidfd_getfd")?,
             report_undecided: false,
         };
         let found = detached(py, |stop| oracle::classify_files(&refs, opts, stop))?;
@@ -495,19 +562,20 @@ pub mod _native {
 
     /// classify_files that returns undecided refs instead of raising: (groups, undecided).
     #[pyfunction]
-    #[pyo3(signature = (refs, *, missing = "raise", allow_pidfd_getfd = false))]
+    #[pyo3(signature = (refs, *, missing = Arg::Absent, allow_pidfd_getfd = Arg::Absent))]
+    #[pyo3(text_signature = "(refs, *, missing='raise', allow_pidfd_getfd=False)")]
     fn classify_files_partial<'py>(
         py: Python<'py>,
         refs: &Bound<'py, PyAny>,
-        missing: &str,
-        allow_pidfd_getfd: bool,
+        missing: Arg<'py>,
+        allow_pidfd_getfd: Arg<'_>,
     ) -> PyResult<Partial<'py>> {
         let refs = arg_refs(refs)?;
-        let missing = arg_missing(missing)?;
+        let missing = arg_missing(&missing)?;
         let opts = FileOptions {
             order: GroupOrder::Fd,
             missing,
-            allow_pidfd_getfd,
+            allow_pidfd_getfd: allow_pidfd_getfd.flag("allow_pidfd_getfd")?,
             report_undecided: true,
         };
         let found = detached(py, |stop| oracle::classify_files(&refs, opts, stop))?;
@@ -516,28 +584,30 @@ pub mod _native {
 
     /// classify_tasks(pids, type, *, missing="raise")
     #[pyfunction]
-    #[pyo3(signature = (pids, r#type, *, missing = "raise"))]
+    #[pyo3(signature = (pids, r#type, *, missing = Arg::Absent))]
+    #[pyo3(text_signature = "(pids, type, *, missing='raise')")]
     fn classify_tasks<'py>(
         py: Python<'py>,
         pids: &Bound<'py, PyAny>,
         r#type: &Bound<'py, PyAny>,
-        missing: &str,
+        missing: Arg<'py>,
     ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
         let pids = arg_pids(pids)?;
         let ty = arg_type(r#type, false)?;
-        let missing = arg_missing(missing)?;
+        let missing = arg_missing(&missing)?;
         let groups = detached(py, |stop| oracle::classify_tasks(&pids, ty, missing, stop))?;
         tuples(py, groups)
     }
 
     /// support() -> (kcmp, dupfd_query, pidfd_getfd, reason)
     #[pyfunction]
-    #[pyo3(signature = (*, refresh = false))]
-    fn support(refresh: bool) -> (bool, bool, bool, String) {
-        if refresh {
+    #[pyo3(signature = (*, refresh = Arg::Absent))]
+    #[pyo3(text_signature = "(*, refresh=False)")]
+    fn support(refresh: Arg<'_>) -> PyResult<(bool, bool, bool, String)> {
+        if refresh.flag("refresh")? {
             crate::support::forget();
         }
-        crate::support::report()
+        Ok(crate::support::report())
     }
 
     /// Never issue kcmp again in this process.

@@ -126,6 +126,12 @@ pub fn dupfd_query_usable() -> bool {
     })
 }
 
+/// F_DUPFD_QUERY failed at call time although the probe allowed it (a filter installed
+/// since): later calls go straight to the next rung, and `support()` says so.
+pub fn note_dupfd_query_refused() {
+    DUPFD_QUERY.store(NO_SYS, Ordering::Relaxed);
+}
+
 /// pidfd_getfd may copy fds of a process we can inspect (probed on ourselves).
 pub fn pidfd_getfd_usable() -> bool {
     cached(&PIDFD_GETFD, || {

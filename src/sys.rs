@@ -400,6 +400,22 @@ pub fn start_time(pid: Pid) -> Result<u64, Errno> {
         .ok_or(Errno(libc::EIO))
 }
 
+/// Whether `pid` has exited and awaits reaping (state Z or X in /proc/PID/stat): such
+/// a task keeps its pid but no longer has an address space, fd table and so on, and
+/// kcmp compares those absent objects as equal.
+pub fn is_zombie(pid: Pid) -> bool {
+    let Ok(path) = std::ffi::CString::new(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Ok(text) = read_small_file(&path) else {
+        return false;
+    };
+    let Some(close) = text.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    matches!(text.get(close + 2), Some(b'Z' | b'X'))
+}
+
 /// Runs `f` in the child after every fork() of this process (including Python's os.fork).
 pub fn atfork_child(f: extern "C" fn()) {
     // SAFETY: registers a plain function pointer that lives for the whole program; the
@@ -569,6 +585,30 @@ mod tests {
             kcmp(me(), me(), KCMP_FILE, f.as_raw_fd(), copy.as_raw_fd()),
             Ok(KcmpOrder::Equal)
         );
+    }
+
+    #[test]
+    fn zombies_are_told_apart() {
+        assert!(!is_zombie(me()));
+        // SAFETY: test-only fork; the child exits at once without touching Rust state.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: immediate exit of the forked child.
+            unsafe { libc::_exit(0) };
+        }
+        let mut waited = false;
+        for _ in 0..1000 {
+            if is_zombie(child) {
+                waited = true;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let mut status = 0;
+        // SAFETY: reaps the child this test forked.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        assert!(waited, "the unreaped child should show as a zombie");
+        assert!(!is_zombie(child));
     }
 
     #[test]

@@ -1,0 +1,231 @@
+//! Benchmark helper: the syscall floor of one fd classification.
+//!
+//! Runs the real classification once through a recording wrapper around
+//! [`FileOracle`], then replays exactly the recorded syscalls (`fstat` /
+//! `fstatat` for keys, `kcmp` for compares, `F_DUPFD_QUERY` for equality
+//! tests) in a tight loop with no engine logic, no allocation and no PyO3. The
+//! time of a replay is what the kernel work alone costs; the engine's time
+//! over it is the library's overhead. The full engine (same oracle, same
+//! input, no Python conversions) is timed too, so a caller can split the
+//! overhead into engine/oracle logic and binding conversions.
+//!
+//! Plain Rust, no PyO3; only used by benchmarks.
+
+use std::cmp::Ordering;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Instant;
+
+use crate::engine::{self, Fault, GroupOrder, Key, Missing, Oracle, Stats};
+use crate::fault::Failure;
+use crate::oracle::{self, FileOptions, FileOracle, FileRef};
+use crate::support;
+use crate::sys::{self, Fd, Pid};
+
+/// One oracle operation that reached the kernel, with its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `fstat(fd)` (the caller's own fd) or `fstatat(/proc/PID/fd, "N")`.
+    Key(FileRef),
+    /// `kcmp(a.pid, b.pid, KCMP_FILE, a.fd, b.fd)`.
+    Compare(FileRef, FileRef),
+    /// `fcntl(a, F_DUPFD_QUERY, b)` (both fds of this process).
+    Same(Fd, Fd),
+}
+
+/// Delegates every call to the inner oracle and records the ones that made a
+/// syscall. A `same` the inner oracle answered `None` without asking the
+/// kernel (another process's fds, kcmp available) is not recorded.
+struct Recorder<O> {
+    inner: O,
+    me: Pid,
+    dupfd_query: bool,
+    ops: Vec<Op>,
+}
+
+impl<O: Oracle<Item = FileRef>> Oracle for Recorder<O> {
+    type Item = FileRef;
+    type Error = O::Error;
+
+    fn key(&mut self, item: FileRef) -> Result<Key, Fault<FileRef, O::Error>> {
+        self.ops.push(Op::Key(item));
+        self.inner.key(item)
+    }
+
+    fn can_order(&self) -> bool {
+        self.inner.can_order()
+    }
+
+    fn compare(&mut self, a: FileRef, b: FileRef) -> Result<Ordering, Fault<FileRef, O::Error>> {
+        self.ops.push(Op::Compare(a, b));
+        self.inner.compare(a, b)
+    }
+
+    fn same(&mut self, a: FileRef, b: FileRef) -> Result<Option<bool>, Fault<FileRef, O::Error>> {
+        if a.0 == self.me && b.0 == self.me && self.dupfd_query {
+            self.ops.push(Op::Same(a.1, b.1));
+        }
+        self.inner.same(a, b)
+    }
+
+    fn checkpoint(&mut self) -> Result<(), O::Error> {
+        self.inner.checkpoint()
+    }
+
+    fn undecided(&mut self, a: FileRef, b: FileRef) -> O::Error {
+        self.inner.undecided(a, b)
+    }
+}
+
+/// A recorded op ready to replay: paths and names are built beforehand, so the
+/// replay loop does syscalls only.
+enum Replay {
+    /// `fstat` of one of our own fds.
+    Fstat(Fd),
+    /// First sight of another pid: what `Tracked::track` does (a pidfd for the
+    /// first [`PIDFD_CAP`] pids, then a read of /proc/PID/stat for the start time).
+    Track(Pid),
+    /// The oracle switches to another pid's /proc/PID/fd (closing the previous one).
+    OpenDir(CString),
+    /// `fstatat` of /proc/PID/fd/N in the current directory.
+    Fstatat(CString),
+    Kcmp(Pid, Pid, Fd, Fd),
+    DupfdQuery(Fd, Fd),
+}
+
+/// Pidfds the oracle holds per batch before it falls back to start times
+/// (mirrors `oracle::PIDFD_CAP`).
+const PIDFD_CAP: usize = 128;
+
+/// What [`syscall_floor`] measured, in seconds per round.
+pub struct Floor {
+    /// Replays of the recorded syscalls alone.
+    pub floor: Vec<f64>,
+    /// Full classifications (engine + FileOracle, no Python), same input.
+    pub engine: Vec<f64>,
+    /// The engine's counts for the recorded run.
+    pub stats: Stats,
+    /// Operations replayed per round (each one syscall, except a start-time
+    /// read of /proc/PID/stat: open, read, close).
+    pub syscalls: usize,
+}
+
+fn opts() -> FileOptions {
+    FileOptions {
+        order: GroupOrder::Fd,
+        missing: Missing::Raise,
+        allow_pidfd_getfd: false,
+        report_undecided: false,
+    }
+}
+
+fn classify_once(refs: &[FileRef]) -> Result<Stats, Failure> {
+    oracle::classify_files(refs, opts(), || false).map(|c| c.stats)
+}
+
+/// Times `rounds` replays of the syscalls one `classify_files(refs)` makes (for
+/// `classify_fds(pid, fds)`: refs = (pid, fd) pairs), and `rounds` full
+/// classifications (interleaved, so drift hits both alike).
+pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Floor, Failure> {
+    let me = sys::getpid();
+    let mut rec = Recorder {
+        inner: FileOracle::new(opts(), || false),
+        me,
+        dupfd_query: support::dupfd_query_usable(),
+        ops: Vec::new(),
+    };
+    let (groups, stats) = engine::classify(&mut rec, refs, GroupOrder::Fd, Missing::Raise)
+        .map_err(|f| match f {
+            Fault::Gone((pid, fd)) => Failure::NotOpen { pid, fd },
+            Fault::Fail(failure) => failure,
+        })?;
+    rec.inner.finish(groups)?;
+
+    // Per-process bookkeeping is replayed too (tracking each pid, opening its
+    // /proc/PID/fd, checking at the end that no pid was reused): it is kernel
+    // work the classification cannot avoid.
+    let mut plan = Vec::with_capacity(rec.ops.len());
+    let mut tracked: Vec<Pid> = Vec::new();
+    let mut dir_pid: Option<Pid> = None;
+    for op in &rec.ops {
+        match *op {
+            Op::Key((p, fd)) if p == me => plan.push(Replay::Fstat(fd)),
+            Op::Key((p, fd)) => {
+                if !tracked.contains(&p) {
+                    tracked.push(p);
+                    plan.push(Replay::Track(p));
+                }
+                if dir_pid != Some(p) {
+                    dir_pid = Some(p);
+                    let path = CString::new(format!("/proc/{p}/fd"))
+                        .map_err(|_| Failure::NoProcess { pid: p })?;
+                    plan.push(Replay::OpenDir(path));
+                }
+                let name =
+                    CString::new(fd.to_string()).map_err(|_| Failure::NotOpen { pid: p, fd })?;
+                plan.push(Replay::Fstatat(name));
+            }
+            Op::Compare(a, b) => plan.push(Replay::Kcmp(a.0, b.0, a.1, b.1)),
+            Op::Same(a, b) => plan.push(Replay::DupfdQuery(a, b)),
+        }
+    }
+
+    let replay = || {
+        let mut pidfds: Vec<OwnedFd> = Vec::new();
+        let mut start_times: Vec<Pid> = Vec::new();
+        let mut dir: Option<OwnedFd> = None;
+        for step in &plan {
+            // Answers are discarded: only their cost matters here.
+            let _ = std::hint::black_box(match step {
+                Replay::Fstat(fd) => sys::fstat_key(*fd).is_ok(),
+                Replay::Track(p) if pidfds.len() < PIDFD_CAP => match sys::pidfd_open(*p, 0) {
+                    Ok(fd) => {
+                        pidfds.push(fd);
+                        true
+                    }
+                    Err(_) => false,
+                },
+                Replay::Track(p) => {
+                    start_times.push(*p);
+                    sys::start_time(*p).is_ok()
+                }
+                Replay::OpenDir(path) => {
+                    drop(dir.take()); // closes the previous directory first, as the oracle does
+                    dir = sys::open_dir(path).ok();
+                    dir.is_some()
+                }
+                Replay::Fstatat(name) => match &dir {
+                    Some(d) => sys::fstatat_key(d.as_raw_fd(), name).is_ok(),
+                    None => false,
+                },
+                Replay::Kcmp(p1, p2, a, b) => sys::kcmp(*p1, *p2, sys::KCMP_FILE, *a, *b).is_ok(),
+                Replay::DupfdQuery(a, b) => sys::dupfd_query(*a, *b).is_ok(),
+            });
+        }
+        drop(dir);
+        // `Tracked::vanished`: each pid checked once more.
+        for fd in &pidfds {
+            let _ = std::hint::black_box(sys::pidfd_alive(fd));
+        }
+        for &p in &start_times {
+            let _ = std::hint::black_box(sys::start_time(p));
+        }
+    };
+
+    let mut floor = Vec::with_capacity(rounds);
+    let mut full = Vec::with_capacity(rounds);
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        replay();
+        floor.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        std::hint::black_box(classify_once(refs)?);
+        full.push(t.elapsed().as_secs_f64());
+    }
+    Ok(Floor {
+        floor,
+        engine: full,
+        stats,
+        syscalls: plan.len() + tracked.len(),
+    })
+}
