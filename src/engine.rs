@@ -85,7 +85,18 @@ pub trait Oracle {
     }
     /// Called when neither `same` nor `compare` can decide whether `a` and `b` share an object; return the error to abort with (the oracle records the undecided pair in it).
     fn undecided(&mut self, a: Self::Item, b: Self::Item) -> Self::Error;
+    /// `Some(error)` turns on the end-of-batch check that every group still holds
+    /// together (each member still equals its rep, each sorted bucket still ascends).
+    /// Items can change while a batch runs (an fd dup2'ed over a rep makes every later
+    /// answer through it stale); a failed check reruns the batch, and `error` is what
+    /// ends it when the items keep changing. `None` (the default): no check.
+    fn instability(&mut self) -> Option<Self::Error> {
+        None
+    }
 }
+
+/// Runs of a batch before a check that keeps failing gives up.
+pub const MAX_ATTEMPTS: usize = 4;
 
 /// Oracle operations (`key` + `compare` + `same` calls) between two checkpoints.
 pub const CHECKPOINT_EVERY: usize = 1024;
@@ -134,28 +145,63 @@ pub fn classify<O: Oracle>(
 
     let can_order = oracle.can_order();
     oracle.checkpoint().map_err(Fault::Fail)?;
-    let mut engine = Engine {
-        oracle,
-        missing,
-        can_order,
-        stats: Stats::default(),
-        ops: 0,
-        groups: Vec::new(),
-        buckets: Vec::new(),
-        bucket_of_key: HashMap::new(),
-        group_of: HashMap::with_capacity(todo.len()),
-    };
-    // Ascending processing keeps every group's member list ascending by
-    // plain appends, and makes a group's first member its rep.
-    for &item in &todo {
-        engine.add(item)?;
+    let mut unstable = oracle.instability();
+    let mut stats = Stats::default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut engine = Engine {
+            oracle: &mut *oracle,
+            missing,
+            can_order,
+            stats: Stats::default(),
+            ops: 0,
+            groups: Vec::new(),
+            buckets: Vec::new(),
+            bucket_of_key: HashMap::new(),
+            group_of: HashMap::with_capacity(todo.len()),
+        };
+        // Ascending processing keeps every group's member list ascending by
+        // plain appends, and makes a group's first member its rep.
+        let mut placed = Ok(());
+        for &item in &todo {
+            placed = engine.add(item);
+            if placed.is_err() {
+                break;
+            }
+        }
+        let consistent = match placed {
+            Ok(()) if unstable.is_some() => engine.verify(),
+            other => other.map(|()| true),
+        };
+        let outcome = match consistent {
+            Ok(true) if order == GroupOrder::Kernel && can_order => {
+                engine.kernel_order().map_err(Some)
+            }
+            Ok(true) => Ok(engine.fd_order()),
+            Ok(false) => Err(None),
+            Err(fault) => Err(Some(fault)),
+        };
+        stats.add(engine.stats);
+        match outcome {
+            Ok(groups) => return Ok((groups, stats)),
+            Err(Some(fault)) => return Err(fault),
+            Err(None) if attempt >= MAX_ATTEMPTS => {
+                if let Some(e) = unstable.take() {
+                    return Err(Fault::Fail(e));
+                }
+            }
+            Err(None) => {}
+        }
     }
-    let groups = if order == GroupOrder::Kernel && can_order {
-        engine.kernel_order()?
-    } else {
-        engine.fd_order()
-    };
-    Ok((groups, engine.stats))
+}
+
+impl Stats {
+    pub fn add(&mut self, more: Stats) {
+        self.keys += more.keys;
+        self.compares += more.compares;
+        self.sames += more.sames;
+    }
 }
 
 /// One group: the items found to share one object.
@@ -504,6 +550,58 @@ impl<O: Oracle> Engine<'_, O> {
         }
     }
 
+    // ---- consistency ----
+
+    /// Whether the groups still hold together: every member equals its group's rep,
+    /// and every sorted bucket still ascends. Anything that vanished meanwhile counts
+    /// as a change (under `Missing::Raise` it ends the batch as usual).
+    fn verify(&mut self) -> Res<bool, O> {
+        for gid in 0..self.groups.len() {
+            let Some(rep) = self.rep(gid) else { continue };
+            let mut i = 1;
+            while let Some(&member) = self.groups.get(gid).and_then(|g| g.members.get(i)) {
+                i += 1;
+                let same = match self.same(member, rep) {
+                    Ok(Some(same)) => Ok(same),
+                    Ok(None) if self.can_order => {
+                        self.compare(member, rep).map(|o| o == Ordering::Equal)
+                    }
+                    Ok(None) => Ok(true),
+                    Err(stop) => Err(stop),
+                };
+                match same {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(false),
+                    Err(stop) => {
+                        self.absorb(stop)?;
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        for b in 0..self.buckets.len() {
+            if !self.buckets[b].sorted {
+                continue;
+            }
+            let reps: Vec<O::Item> = self.buckets[b]
+                .reps
+                .iter()
+                .filter_map(|&g| self.rep(g))
+                .collect();
+            for pair in reps.windows(2) {
+                match self.compare(pair[0], pair[1]) {
+                    Ok(Ordering::Less) => {}
+                    Ok(_) => return Ok(false),
+                    Err(stop) => {
+                        self.absorb(stop)?;
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
     // ---- output ----
 
     fn fd_order(&mut self) -> Vec<Vec<O::Item>> {
@@ -600,6 +698,7 @@ mod tests {
     enum TErr {
         Undecided(u32, u32),
         Interrupted,
+        Unstable,
     }
 
     #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1279,5 +1378,103 @@ mod tests {
             assert_eq!(groups.len(), 200);
             assert!(stats.compares < 200 * 9 + merge_sort_bound(SMALL + 1) as u64);
         }
+    }
+
+    /// An fd table that changes under the engine: after `key(trigger)` answers, item
+    /// `replaced` refers to object `to` (a dup2 over a rep), and, with `flap`, every
+    /// `same` answer flips on each call (a table that never holds still).
+    struct Churn {
+        objects: HashMap<u32, u32>,
+        trigger: u32,
+        replaced: u32,
+        to: u32,
+        flap: bool,
+        flips: u64,
+        verify: bool,
+    }
+
+    impl Oracle for Churn {
+        type Item = u32;
+        type Error = TErr;
+        fn key(&mut self, item: u32) -> Result<Key, Fault<u32, TErr>> {
+            if item == self.trigger {
+                self.objects.insert(self.replaced, self.to);
+            }
+            Ok((0, 0))
+        }
+        fn can_order(&self) -> bool {
+            true
+        }
+        fn compare(&mut self, a: u32, b: u32) -> Result<Ordering, Fault<u32, TErr>> {
+            Ok(self.objects[&a].cmp(&self.objects[&b]))
+        }
+        fn same(&mut self, a: u32, b: u32) -> Result<Option<bool>, Fault<u32, TErr>> {
+            self.flips += 1;
+            let truth = self.objects[&a] == self.objects[&b];
+            Ok(Some(if self.flap && self.flips % 2 == 0 {
+                !truth
+            } else {
+                truth
+            }))
+        }
+        fn undecided(&mut self, a: u32, b: u32) -> TErr {
+            TErr::Undecided(a, b)
+        }
+        fn instability(&mut self) -> Option<TErr> {
+            self.verify.then_some(TErr::Unstable)
+        }
+    }
+
+    fn churn(verify: bool, flap: bool) -> Churn {
+        // Items 0..8 all refer to object 5 until item 0, the first rep, is replaced.
+        Churn {
+            objects: (0..8).map(|i| (i, 5)).collect(),
+            trigger: 2,
+            replaced: 0,
+            to: 9,
+            flap,
+            flips: 0,
+            verify,
+        }
+    }
+
+    #[test]
+    fn a_rep_replaced_mid_batch_is_caught_and_the_batch_rerun() {
+        let items: Vec<u32> = (0..8).collect();
+        // Without the check, fds that never changed come back split around the stale rep.
+        let (split, _) = classify(
+            &mut churn(false, false),
+            &items,
+            GroupOrder::Fd,
+            Missing::Raise,
+        )
+        .unwrap();
+        assert_eq!(split, vec![vec![0, 1], vec![2, 3, 4, 5, 6, 7]]);
+        // With it, the rerun sees the table as it is now: 0 alone, the stable fds together.
+        let (groups, stats) = classify(
+            &mut churn(true, false),
+            &items,
+            GroupOrder::Fd,
+            Missing::Raise,
+        )
+        .unwrap();
+        assert_eq!(groups, vec![vec![0], vec![1, 2, 3, 4, 5, 6, 7]]);
+        assert_eq!(stats.keys, 16, "two runs of eight keys");
+        let (kernel, _) = classify(
+            &mut churn(true, false),
+            &items,
+            GroupOrder::Kernel,
+            Missing::Raise,
+        )
+        .unwrap();
+        assert_eq!(kernel, vec![vec![1, 2, 3, 4, 5, 6, 7], vec![0]]);
+    }
+
+    #[test]
+    fn a_table_that_never_holds_still_ends_in_the_oracles_error() {
+        let items: Vec<u32> = (0..8).collect();
+        let mut oracle = churn(true, true);
+        let err = classify(&mut oracle, &items, GroupOrder::Fd, Missing::Skip).unwrap_err();
+        assert_eq!(err, Fault::Fail(TErr::Unstable));
     }
 }

@@ -120,9 +120,10 @@ pub fn same_without_kcmp(
     if file_key(a, me)? != file_key(b, me)? {
         return Ok(false);
     }
-    let foreign: Vec<(Pid, Fd)> = [a, b].into_iter().filter(|r| r.0 != me).collect();
-    if !foreign.is_empty() && !allow_pidfd_getfd {
-        return Err(undecided_failure(vec![a, b]));
+    let mut pair = vec![a, b];
+    pair.sort_unstable();
+    if (a.0 != me || b.0 != me) && !allow_pidfd_getfd {
+        return Err(undecided_failure(pair));
     }
     let mut held = Vec::new();
     let mut local = |(pid, fd): (Pid, Fd)| -> Result<Fd, Failure> {
@@ -140,7 +141,7 @@ pub fn same_without_kcmp(
     drop(held);
     match answer? {
         Some(same) => Ok(same),
-        None => Err(undecided_failure(vec![a, b])),
+        None => Err(undecided_failure(pair)),
     }
 }
 
@@ -287,6 +288,11 @@ impl Tracked {
         Ok(opened)
     }
 
+    /// Whether `pid` is no longer the process first seen under it.
+    fn has_vanished(&self, pid: Pid) -> bool {
+        self.ids.get(&pid).is_some_and(|id| !still_same(pid, id))
+    }
+
     /// Pids that exited (and may have been reused) since they were first seen.
     fn vanished(&self) -> Vec<Pid> {
         let mut gone: Vec<Pid> = self
@@ -425,39 +431,14 @@ impl<C: FnMut() -> bool> FileOracle<C> {
         }
     }
 
-    /// After the engine: pids reused meanwhile, and undecided pairs.
-    pub fn finish(
-        &mut self,
-        groups: Vec<Vec<FileRef>>,
-    ) -> Result<(Vec<Vec<FileRef>>, Vec<FileRef>), Failure> {
-        self.dir = None;
-        let vanished = self.tracked.vanished();
-        if let Some(&pid) = vanished.first() {
-            if self.opts.missing == Missing::Raise {
-                return Err(Failure::NoProcess { pid });
-            }
-        }
-        let dead: HashSet<Pid> = vanished.into_iter().collect();
-        let groups: Vec<Vec<FileRef>> = groups
-            .into_iter()
-            .map(|g| {
-                g.into_iter()
-                    .filter(|r| !dead.contains(&r.0))
-                    .collect::<Vec<_>>()
-            })
-            .filter(|g| !g.is_empty())
-            .collect();
-        let mut undecided: Vec<FileRef> = self
-            .undecided
-            .iter()
-            .copied()
-            .filter(|r| !dead.contains(&r.0))
-            .collect();
+    /// The refs no exact method could decide, or the error naming them.
+    fn undecided_refs(&mut self) -> Result<Vec<FileRef>, Failure> {
+        let mut undecided = std::mem::take(&mut self.undecided);
         undecided.sort_unstable();
         if !undecided.is_empty() && !self.opts.report_undecided {
             return Err(undecided_failure(undecided));
         }
-        Ok((groups, undecided))
+        Ok(undecided)
     }
 }
 
@@ -537,7 +518,10 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
             Ok(k) => Ok(k),
             Err(Errno(libc::ENOENT)) | Err(Errno(libc::EBADF)) => {
                 // Every entry vanishes when the process exits: tell the two apart.
-                if !skip && sys::start_time(pid) == Err(Errno(libc::ENOENT)) {
+                if !skip
+                    && (self.tracked.has_vanished(pid)
+                        || sys::start_time(pid) == Err(Errno(libc::ENOENT)))
+                {
                     return Err(Fault::Fail(Failure::NoProcess { pid }));
                 }
                 if !skip && sys::is_zombie(pid) {
@@ -559,13 +543,22 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
     }
 
     fn compare(&mut self, a: FileRef, b: FileRef) -> Result<Ordering, Fault<FileRef, Failure>> {
-        match sys::kcmp(a.0, b.0, sys::KCMP_FILE, a.1, b.1) {
-            Ok(o) => Ok(kcmp_order(o)),
-            Err(e) => {
-                let failure = fault::diagnose(a.0, b.0, sys::KCMP_FILE, a.1, b.1, e);
-                support::note_failure(&failure);
-                Err(self.gone_or_fail(failure, a, b))
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let err = match sys::kcmp(a.0, b.0, sys::KCMP_FILE, a.1, b.1) {
+                Ok(o) => return Ok(kcmp_order(o)),
+                Err(e) => e,
+            };
+            // EBADF although both are open now: one was closed and reopened between the
+            // call and this look. Ask again rather than blame the fd that never changed.
+            let open = |(pid, fd): FileRef| sys::kcmp(pid, pid, sys::KCMP_FILE, fd, fd).is_ok();
+            if err == sys::KcmpError::Errno(Errno(libc::EBADF)) && tries < 3 && open(a) && open(b) {
+                continue;
             }
+            let failure = fault::diagnose(a.0, b.0, sys::KCMP_FILE, a.1, b.1, err);
+            support::note_failure(&failure);
+            return Err(self.gone_or_fail(failure, a, b));
         }
     }
 
@@ -605,6 +598,10 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
     fn undecided(&mut self, a: FileRef, b: FileRef) -> Failure {
         undecided_failure(vec![a, b])
     }
+
+    fn instability(&mut self) -> Option<Failure> {
+        Some(churning())
+    }
 }
 
 /// What a file classification found.
@@ -619,23 +616,60 @@ pub struct Classified {
 pub fn classify_files<C: FnMut() -> bool>(
     refs: &[FileRef],
     opts: FileOptions,
-    interrupted: C,
+    mut interrupted: C,
 ) -> Result<Classified, Failure> {
-    let mut oracle = FileOracle::new(opts, interrupted);
-    if opts.order == GroupOrder::Kernel && !oracle.use_kcmp {
-        return Err(order_needs_kcmp());
+    let mut refs = refs.to_vec();
+    let mut stats = engine::Stats::default();
+    for _ in 0..engine::MAX_ATTEMPTS {
+        let mut oracle = FileOracle::new(opts, &mut interrupted);
+        if opts.order == GroupOrder::Kernel && !oracle.use_kcmp {
+            return Err(order_needs_kcmp());
+        }
+        let outcome = engine::classify(&mut oracle, &refs, opts.order, opts.missing);
+        let groups = match outcome {
+            Ok((groups, more)) => {
+                stats.add(more);
+                groups
+            }
+            // An fd "not open" in a pid that is no longer the process first seen there.
+            Err(Fault::Gone((pid, _))) if oracle.tracked.has_vanished(pid) => {
+                return Err(Failure::NoProcess { pid })
+            }
+            Err(Fault::Gone((pid, fd))) => return Err(Failure::NotOpen { pid, fd }),
+            Err(Fault::Fail(failure)) => return Err(failure),
+        };
+        oracle.dir = None;
+        let vanished = oracle.tracked.vanished();
+        if vanished.is_empty() {
+            let undecided = oracle.undecided_refs()?;
+            return Ok(Classified {
+                groups,
+                undecided,
+                stats,
+            });
+        }
+        if opts.missing == Missing::Raise {
+            return Err(Failure::NoProcess { pid: vanished[0] });
+        }
+        // Answers given through a pid that was reused meanwhile may have misplaced the
+        // others' fds too: classify again without that pid.
+        refs.retain(|r| !vanished.contains(&r.0));
     }
-    let (groups, stats) =
-        engine::classify(&mut oracle, refs, opts.order, opts.missing).map_err(|f| match f {
-            Fault::Gone((pid, fd)) => Failure::NotOpen { pid, fd },
-            Fault::Fail(failure) => failure,
-        })?;
-    let (groups, undecided) = oracle.finish(groups)?;
-    Ok(Classified {
-        groups,
-        undecided,
-        stats,
-    })
+    Err(churning())
+}
+
+/// The error of a batch whose processes or fds kept changing under every attempt.
+fn churning() -> Failure {
+    Failure::Os {
+        errno: libc::EAGAIN,
+        pid: None,
+        fd: None,
+        detail: format!(
+            "the fds or processes kept changing while they were classified \
+             ({} attempts); try again",
+            engine::MAX_ATTEMPTS
+        ),
+    }
 }
 
 fn order_needs_kcmp() -> Failure {
@@ -724,34 +758,32 @@ pub fn classify_tasks<C: FnMut() -> bool>(
     pids: &[Pid],
     ty: i32,
     missing: Missing,
-    interrupted: C,
+    mut interrupted: C,
 ) -> Result<Vec<Vec<Pid>>, Failure> {
     support::require_kcmp()?;
-    let mut oracle = TaskOracle {
-        ty,
-        me: sys::getpid(),
-        missing,
-        tracked: Tracked::default(),
-        interrupted,
-    };
-    let (groups, _) =
-        engine::classify(&mut oracle, pids, GroupOrder::Fd, missing).map_err(|f| match f {
-            Fault::Gone(pid) => Failure::NoProcess { pid },
-            Fault::Fail(failure) => failure,
-        })?;
-    let vanished = oracle.tracked.vanished();
-    if let Some(&pid) = vanished.first() {
-        if missing == Missing::Raise {
-            return Err(Failure::NoProcess { pid });
+    let mut pids = pids.to_vec();
+    for _ in 0..engine::MAX_ATTEMPTS {
+        let mut oracle = TaskOracle {
+            ty,
+            me: sys::getpid(),
+            missing,
+            tracked: Tracked::default(),
+            interrupted: &mut interrupted,
+        };
+        let (groups, _) =
+            engine::classify(&mut oracle, &pids, GroupOrder::Fd, missing).map_err(|f| match f {
+                Fault::Gone(pid) => Failure::NoProcess { pid },
+                Fault::Fail(failure) => failure,
+            })?;
+        let vanished = oracle.tracked.vanished();
+        if vanished.is_empty() {
+            return Ok(groups);
         }
+        if missing == Missing::Raise {
+            return Err(Failure::NoProcess { pid: vanished[0] });
+        }
+        // Answers through a reused pid may have misplaced the others: again without it.
+        pids.retain(|p| !vanished.contains(p));
     }
-    Ok(groups
-        .into_iter()
-        .map(|g| {
-            g.into_iter()
-                .filter(|p| !vanished.contains(p))
-                .collect::<Vec<_>>()
-        })
-        .filter(|g| !g.is_empty())
-        .collect())
+    Err(churning())
 }
