@@ -105,6 +105,11 @@ impl<O: Oracle<Item = FileRef>> Oracle for Recorder<O> {
     fn undecided(&mut self, a: FileRef, b: FileRef) -> O::Error {
         self.inner.undecided(a, b)
     }
+
+    fn instability(&mut self) -> Option<O::Error> {
+        // Forwarded: the end-of-batch check makes syscalls of its own.
+        self.inner.instability()
+    }
 }
 
 /// A recorded op ready to replay: paths and names are built beforehand, so the
@@ -244,12 +249,13 @@ pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Floor, Failure> 
         local: HashMap::new(),
         ops: Vec::new(),
     };
-    let (groups, stats) = engine::classify(&mut rec, refs, GroupOrder::Fd, Missing::Raise)
-        .map_err(|f| match f {
+    // The end-of-batch reuse check of `classify_files` is replayed below (each
+    // tracked pid checked once more); a batch it would rerun is not expected here.
+    let (_, stats) =
+        engine::classify(&mut rec, refs, GroupOrder::Fd, Missing::Raise).map_err(|f| match f {
             Fault::Gone((pid, fd)) => Failure::NotOpen { pid, fd },
             Fault::Fail(failure) => failure,
         })?;
-    rec.inner.finish(groups)?;
     let (steps, tracked) = plan(&rec.ops)?;
 
     let mut floor = Vec::with_capacity(rounds);

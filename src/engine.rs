@@ -96,7 +96,7 @@ pub trait Oracle {
 }
 
 /// Runs of a batch before a check that keeps failing gives up.
-pub const MAX_ATTEMPTS: usize = 4;
+pub const MAX_ATTEMPTS: usize = 8;
 
 /// Oracle operations (`key` + `compare` + `same` calls) between two checkpoints.
 pub const CHECKPOINT_EVERY: usize = 1024;
@@ -145,55 +145,44 @@ pub fn classify<O: Oracle>(
 
     let can_order = oracle.can_order();
     oracle.checkpoint().map_err(Fault::Fail)?;
-    let mut unstable = oracle.instability();
-    let mut stats = Stats::default();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut engine = Engine {
-            oracle: &mut *oracle,
-            missing,
-            can_order,
-            stats: Stats::default(),
-            ops: 0,
-            groups: Vec::new(),
-            buckets: Vec::new(),
-            bucket_of_key: HashMap::new(),
-            group_of: HashMap::with_capacity(todo.len()),
-        };
-        // Ascending processing keeps every group's member list ascending by
-        // plain appends, and makes a group's first member its rep.
-        let mut placed = Ok(());
-        for &item in &todo {
-            placed = engine.add(item);
-            if placed.is_err() {
+    let unstable = oracle.instability();
+    let mut engine = Engine {
+        oracle,
+        missing,
+        can_order,
+        stats: Stats::default(),
+        ops: 0,
+        groups: Vec::new(),
+        buckets: Vec::new(),
+        bucket_of_key: HashMap::new(),
+        group_of: HashMap::with_capacity(todo.len()),
+    };
+    // Ascending processing makes a group's first member its rep.
+    for &item in &todo {
+        engine.add(item)?;
+    }
+    // Only the buckets that no longer hold together are classified again: a rerun
+    // of everything would rarely finish while some unrelated fds keep changing.
+    if let Some(error) = unstable {
+        let mut attempt = 1;
+        loop {
+            let failing = engine.verify()?;
+            if failing.is_empty() {
                 break;
             }
-        }
-        let consistent = match placed {
-            Ok(()) if unstable.is_some() => engine.verify(),
-            other => other.map(|()| true),
-        };
-        let outcome = match consistent {
-            Ok(true) if order == GroupOrder::Kernel && can_order => {
-                engine.kernel_order().map_err(Some)
+            if attempt >= MAX_ATTEMPTS {
+                return Err(Fault::Fail(error));
             }
-            Ok(true) => Ok(engine.fd_order()),
-            Ok(false) => Err(None),
-            Err(fault) => Err(Some(fault)),
-        };
-        stats.add(engine.stats);
-        match outcome {
-            Ok(groups) => return Ok((groups, stats)),
-            Err(Some(fault)) => return Err(fault),
-            Err(None) if attempt >= MAX_ATTEMPTS => {
-                if let Some(e) = unstable.take() {
-                    return Err(Fault::Fail(e));
-                }
-            }
-            Err(None) => {}
+            attempt += 1;
+            engine.redo(&failing)?;
         }
     }
+    let groups = if order == GroupOrder::Kernel && can_order {
+        engine.kernel_order()?
+    } else {
+        engine.fd_order()
+    };
+    Ok((groups, engine.stats))
 }
 
 impl Stats {
@@ -206,9 +195,9 @@ impl Stats {
 
 /// One group: the items found to share one object.
 struct Group<I> {
-    /// Ascending. The first member is the group's rep; when it goes away the
-    /// next one (same object, hence same sort position) takes over for free.
-    /// Empty means the group is dead.
+    /// In joining order (ascending but for items a redo added). The first member is
+    /// the group's rep; when it goes away the next one (same object, hence same sort
+    /// position) takes over for free. Empty means the group is dead. Sorted on output.
     members: Vec<I>,
     bucket: usize,
 }
@@ -353,7 +342,8 @@ impl<O: Oracle> Engine<'_, O> {
         let Some(group) = self.groups.get_mut(gid) else {
             return;
         };
-        if let Ok(pos) = group.members.binary_search(&item) {
+        // Members are ascending except after a redo appended some: search linearly.
+        if let Some(pos) = group.members.iter().position(|&m| m == item) {
             group.members.remove(pos);
         }
         if group.members.is_empty() {
@@ -552,12 +542,14 @@ impl<O: Oracle> Engine<'_, O> {
 
     // ---- consistency ----
 
-    /// Whether the groups still hold together: every member equals its group's rep,
-    /// and every sorted bucket still ascends. Anything that vanished meanwhile counts
-    /// as a change (under `Missing::Raise` it ends the batch as usual).
-    fn verify(&mut self) -> Res<bool, O> {
+    /// The buckets whose groups no longer hold together: a member that no longer
+    /// equals its group's rep, or a sorted bucket that no longer ascends. Anything that
+    /// vanished meanwhile counts as a change (under `Missing::Raise` it ends the batch).
+    fn verify(&mut self) -> Res<Vec<usize>, O> {
+        let mut failing = vec![false; self.buckets.len()];
         for gid in 0..self.groups.len() {
             let Some(rep) = self.rep(gid) else { continue };
+            let bucket = self.groups[gid].bucket;
             let mut i = 1;
             while let Some(&member) = self.groups.get(gid).and_then(|g| g.members.get(i)) {
                 i += 1;
@@ -569,18 +561,23 @@ impl<O: Oracle> Engine<'_, O> {
                     Ok(None) => Ok(true),
                     Err(stop) => Err(stop),
                 };
-                match same {
-                    Ok(true) => {}
-                    Ok(false) => return Ok(false),
+                let holds = match same {
+                    Ok(same) => same,
                     Err(stop) => {
                         self.absorb(stop)?;
-                        return Ok(false);
+                        false
                     }
+                };
+                if !holds {
+                    if let Some(f) = failing.get_mut(bucket) {
+                        *f = true;
+                    }
+                    break;
                 }
             }
         }
-        for b in 0..self.buckets.len() {
-            if !self.buckets[b].sorted {
+        for (b, fail) in failing.iter_mut().enumerate() {
+            if *fail || !self.buckets[b].sorted {
                 continue;
             }
             let reps: Vec<O::Item> = self.buckets[b]
@@ -589,17 +586,51 @@ impl<O: Oracle> Engine<'_, O> {
                 .filter_map(|&g| self.rep(g))
                 .collect();
             for pair in reps.windows(2) {
-                match self.compare(pair[0], pair[1]) {
-                    Ok(Ordering::Less) => {}
-                    Ok(_) => return Ok(false),
+                let ascends = match self.compare(pair[0], pair[1]) {
+                    Ok(o) => o == Ordering::Less,
                     Err(stop) => {
                         self.absorb(stop)?;
-                        return Ok(false);
+                        false
                     }
+                };
+                if !ascends {
+                    *fail = true;
+                    break;
                 }
             }
         }
-        Ok(true)
+        Ok(failing
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| **f)
+            .map(|(b, _)| b)
+            .collect())
+    }
+
+    /// Classifies the items of the given buckets again, from their keys on (a changed
+    /// item may now belong to another bucket).
+    fn redo(&mut self, buckets: &[usize]) -> Res<(), O> {
+        let mut items = Vec::new();
+        for &b in buckets {
+            let Some(bucket) = self.buckets.get_mut(b) else {
+                continue;
+            };
+            let gids = std::mem::take(&mut bucket.reps);
+            bucket.sorted = false;
+            for gid in gids {
+                if let Some(g) = self.groups.get_mut(gid) {
+                    items.append(&mut g.members);
+                }
+            }
+        }
+        for item in &items {
+            self.group_of.remove(item);
+        }
+        items.sort_unstable();
+        for item in items {
+            self.add(item)?;
+        }
+        Ok(())
     }
 
     // ---- output ----
@@ -607,7 +638,10 @@ impl<O: Oracle> Engine<'_, O> {
     fn fd_order(&mut self) -> Vec<Vec<O::Item>> {
         let mut out: Vec<Vec<O::Item>> = std::mem::take(&mut self.groups)
             .into_iter()
-            .map(|g| g.members)
+            .map(|mut g| {
+                g.members.sort_unstable();
+                g.members
+            })
             .filter(|m| !m.is_empty())
             .collect();
         // Items' own Ord is a real total order, so std's sort is safe here.
@@ -630,7 +664,9 @@ impl<O: Oracle> Engine<'_, O> {
         for gid in order {
             if let Some(g) = self.groups.get_mut(gid) {
                 if !g.members.is_empty() {
-                    out.push(std::mem::take(&mut g.members));
+                    let mut members = std::mem::take(&mut g.members);
+                    members.sort_unstable();
+                    out.push(members);
                 }
             }
         }

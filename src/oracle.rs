@@ -223,9 +223,14 @@ use crate::engine::{self, Fault, GroupOrder, Key, Missing, Oracle};
 /// A (pid, fd) pair: the item the file oracle classifies.
 pub type FileRef = (Pid, Fd);
 
-/// How many pidfds a batch may hold; beyond it, a pid's start time guards reuse, so a
-/// scan of thousands of processes stays far below the default limit of 1024 fds.
-const PIDFD_CAP: usize = 128;
+/// How many pidfds a batch may hold at most; beyond it (or a sixteenth of the soft fd
+/// limit, if lower), a pid's start time guards reuse instead, so a batch over
+/// thousands of processes holds a small, bounded number of fds.
+const PIDFD_CAP: usize = 64;
+
+fn pidfd_cap() -> usize {
+    sys::soft_fd_limit().map_or(PIDFD_CAP, |limit| PIDFD_CAP.min(limit / 16))
+}
 
 /// Proof that a pid still names the process first seen under it.
 enum Identity {
@@ -233,8 +238,8 @@ enum Identity {
     StartTime(u64),
 }
 
-fn identity_of(pid: Pid, held: usize) -> Result<Identity, Errno> {
-    if held < PIDFD_CAP {
+fn identity_of(pid: Pid, held: usize, cap: usize) -> Result<Identity, Errno> {
+    if held < cap {
         match sys::pidfd_open(pid, 0) {
             Ok(fd) => return Ok(Identity::Pidfd(fd)),
             // A thread id needs PIDFD_THREAD (Linux 6.9+); older kernels refuse it.
@@ -267,6 +272,7 @@ fn still_same(pid: Pid, id: &Identity) -> bool {
 pub struct Tracked {
     ids: HashMap<Pid, Identity>,
     pidfds: usize,
+    cap: Option<usize>,
 }
 
 impl Tracked {
@@ -276,7 +282,8 @@ impl Tracked {
         if pid == me || self.ids.contains_key(&pid) {
             return Ok(None);
         }
-        let id = identity_of(pid, self.pidfds)?;
+        let cap = *self.cap.get_or_insert_with(pidfd_cap);
+        let id = identity_of(pid, self.pidfds, cap)?;
         let opened = match &id {
             Identity::Pidfd(fd) => {
                 self.pidfds += 1;
@@ -366,7 +373,9 @@ impl<C: FnMut() -> bool> FileOracle<C> {
     fn gone_or_fail(&self, failure: Failure, a: FileRef, b: FileRef) -> Fault<FileRef, Failure> {
         match failure {
             Failure::NotOpen { pid, fd } => Fault::Gone((pid, fd)),
-            Failure::NoProcess { pid } if self.opts.missing == Missing::Skip => {
+            Failure::NoProcess { pid } | Failure::Exited { pid }
+                if self.opts.missing == Missing::Skip =>
+            {
                 Fault::Gone(if a.0 == pid { a } else { b })
             }
             other => Fault::Fail(other),
@@ -543,23 +552,30 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
     }
 
     fn compare(&mut self, a: FileRef, b: FileRef) -> Result<Ordering, Fault<FileRef, Failure>> {
-        let mut tries = 0;
-        loop {
-            tries += 1;
+        for _ in 0..8 {
             let err = match sys::kcmp(a.0, b.0, sys::KCMP_FILE, a.1, b.1) {
                 Ok(o) => return Ok(kcmp_order(o)),
                 Err(e) => e,
             };
-            // EBADF although both are open now: one was closed and reopened between the
-            // call and this look. Ask again rather than blame the fd that never changed.
-            let open = |(pid, fd): FileRef| sys::kcmp(pid, pid, sys::KCMP_FILE, fd, fd).is_ok();
-            if err == sys::KcmpError::Errno(Errno(libc::EBADF)) && tries < 3 && open(a) && open(b) {
-                continue;
+            if err != sys::KcmpError::Errno(Errno(libc::EBADF)) {
+                let failure = fault::diagnose(a.0, b.0, sys::KCMP_FILE, a.1, b.1, err);
+                support::note_failure(&failure);
+                return Err(self.gone_or_fail(failure, a, b));
             }
-            let failure = fault::diagnose(a.0, b.0, sys::KCMP_FILE, a.1, b.1, err);
-            support::note_failure(&failure);
-            return Err(self.gone_or_fail(failure, a, b));
+            // Blame only an fd seen closed: one closed and reopened since the call
+            // looks open, and the other one may never have changed.
+            for (pid, fd) in [a, b] {
+                if sys::kcmp(pid, pid, sys::KCMP_FILE, fd, fd).is_err() {
+                    let failure = if sys::is_zombie(pid) {
+                        Failure::Exited { pid }
+                    } else {
+                        Failure::NotOpen { pid, fd }
+                    };
+                    return Err(self.gone_or_fail(failure, a, b));
+                }
+            }
         }
+        Err(Fault::Fail(churning()))
     }
 
     fn same(&mut self, a: FileRef, b: FileRef) -> Result<Option<bool>, Fault<FileRef, Failure>> {

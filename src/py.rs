@@ -265,13 +265,28 @@ fn collect<T>(
             type_name(obj)
         )));
     }
-    let iter = obj.try_iter().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{name} must be an iterable of {what}, not {}",
-            type_name(obj)
-        ))
-    })?;
-    let mut out = Vec::with_capacity(obj.len().unwrap_or(0));
+    let iter = match obj.try_iter() {
+        Ok(iter) => iter,
+        // Not iterable at all: say what was expected. An __iter__ that raised keeps
+        // its own exception.
+        Err(e) if e.is_instance_of::<PyTypeError>(obj.py()) && !obj.hasattr("__iter__")? => {
+            return Err(PyTypeError::new_err(format!(
+                "{name} must be an iterable of {what}, not {}",
+                type_name(obj)
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    // Only a real list or tuple's length is trusted for preallocation: any other
+    // __len__ is user code that may raise or lie.
+    let hint = if obj.is_exact_instance_of::<pyo3::types::PyList>()
+        || obj.is_exact_instance_of::<pyo3::types::PyTuple>()
+    {
+        obj.len()?
+    } else {
+        0
+    };
+    let mut out = Vec::with_capacity(hint);
     for item in iter {
         out.push(each(&item?)?);
     }
@@ -353,7 +368,13 @@ fn classify_fds_impl(
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<(Vec<Vec<Fd>>, engine::Stats), Failure> {
     let fds = match fds {
-        Some(f) => f,
+        Some(f) => {
+            // With missing="skip" an absent pid would otherwise read as "no fds open".
+            if pid != sys::getpid() && sys::start_time(pid) == Err(sys::Errno(libc::ENOENT)) {
+                return Err(Failure::NoProcess { pid });
+            }
+            f
+        }
         None => oracle::open_fds(pid)?,
     };
     let refs: Vec<(Pid, Fd)> = fds.into_iter().map(|fd| (pid, fd)).collect();

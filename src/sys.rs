@@ -416,6 +416,17 @@ pub fn is_zombie(pid: Pid) -> bool {
     matches!(text.get(close + 2), Some(b'Z' | b'X'))
 }
 
+/// The soft RLIMIT_NOFILE of this process.
+pub fn soft_fd_limit() -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (r == 0).then(|| usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
+}
+
 /// Runs `f` in the child after every fork() of this process (including Python's os.fork).
 pub fn atfork_child(f: extern "C" fn()) {
     // SAFETY: registers a plain function pointer that lives for the whole program; the

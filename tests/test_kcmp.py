@@ -185,6 +185,10 @@ def _selftest_child(
             kcmp_rs.kcmp(pid1, pid2, KcmpType.IO),
             kcmp_rs.kcmp(pid1, pid2, KcmpType.SYSVSEM),
         ],
+        "io_sysvsem_baseline": [
+            baseline.kcmp(pid1, pid2, KcmpType.IO),
+            baseline.kcmp(pid1, pid2, KcmpType.SYSVSEM),
+        ],
         "invalid": outcome(kcmp_rs.kcmp, pid1, pid2, 9),
         "invalid_baseline": outcome(baseline.kcmp, pid1, pid2, 9),
         "epoll_target": kcmp_rs.same_epoll_target(pid1, pipe_w, pid1, epfd, tfd),
@@ -228,7 +232,9 @@ def test_kernel_selftest_port(tmp_path: Path, fd_leak_check: None) -> None:
         assert got["tasks_baseline"][name] is order, name
     assert all(o is Order.EQUAL for o in got["self1"].values())
     assert all(o is Order.EQUAL for o in got["self2"].values())
-    assert got["io_sysvsem"] == [Order.EQUAL, Order.EQUAL]
+    # EQUAL when neither has one; but a process that ever started a thread has a SysV
+    # undo list its forked child lacks, so only agreement with the raw call is certain.
+    assert got["io_sysvsem"] == got["io_sysvsem_baseline"]
     invalid = unraise(got["invalid"])
     assert type(invalid) is ValueError
     assert str(invalid) == "type must be a KcmpType (0..7), got 9"
@@ -530,7 +536,9 @@ def test_same_file_falls_back_without_kcmp(
     assert got["remote_both"] is True
     refused = unraise(got["remote_refused"])
     assert isinstance(refused, KcmpUnavailableError)
-    assert refused.errno == errno.EPERM and refused.undecided == ((other.pid, pr),)
+    assert refused.errno == errno.EPERM and refused.undecided == tuple(
+        sorted([(other.pid, pr), (me, pr)])
+    )
     if dupfd_query_errno is None and _dupfd_query_works():
         assert got["file_dup"] is True
         assert got["file_reopen"] is False

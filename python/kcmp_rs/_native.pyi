@@ -16,9 +16,7 @@ def kcmp(pid1: int, pid2: int, type: KcmpType | int, idx1: int = 0, idx2: int = 
     ``fd`` naming what was at fault.
     """
 
-def same_file(
-    pid1: int, fd1: int, pid2: int, fd2: int, *, allow_pidfd_getfd: bool = False
-) -> bool:
+def same_file(pid1: int, fd1: int, pid2: int, fd2: int, *, allow_pidfd_getfd: bool = False) -> bool:
     """Whether fd1 of pid1 and fd2 of pid2 refer to one open file description."""
 
 def same_task(pid1: int, pid2: int, type: KcmpType | int) -> bool:

@@ -1,0 +1,370 @@
+"""Shared machinery of the benchmarks: fd sets with known sharing, children holding
+them, timing through pytest-benchmark, and the results the summary prints.
+
+Benchmarks report, they never assert timings; they do assert that every
+implementation found the groups the fd set was built with.
+
+Fd sets (``build``), each with its true grouping:
+
+- ``distinct``: n separate files, one fd each (n buckets of one description).
+- ``dup``: n/4 files, each opened once and dup'ed to 4 fds.
+- ``one-inode``: n/4 separate opens of ONE file, each dup'ed to 4 fds (one bucket
+  holding n/4 descriptions: the case that needs kcmp).
+- ``mix``: a quarter of each of the above plus a quarter pipe ends (both ends of a
+  pipe share an inode but are two descriptions).
+
+``where``: ``self`` (the fds are this process's) or ``child`` (a forked child builds
+them, reports them over a pipe and waits; this process classifies the child's pid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+SCENARIOS = ("distinct", "dup", "one-inode", "mix")
+SIZES = (100, 1_000, 10_000)
+WHERES = ("self", "child")
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    """One line of the summary: a figure, its case, the measurement, its target."""
+
+    figure: str
+    case: str
+    measured: str
+    target: str = ""
+    met: bool | None = None  # None: no target (informational)
+    note: str = ""
+
+
+@dataclass
+class ClassifyCase:
+    """Figure 1: medians (seconds) of the three implementations on one fd set."""
+
+    native: float | None = None
+    sorted: float | None = None
+    planned: float | None = None
+    stats: tuple[int, int, int, int] | None = None  # groups, keys, compares, sames
+
+
+@dataclass
+class Results:
+    classify: dict[tuple[str, str, int], ClassifyCase] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    load_at_start: str = ""
+
+    def case(self, scenario: str, where: str, n: int) -> ClassifyCase:
+        return self.classify.setdefault((scenario, where, n), ClassifyCase())
+
+    def add(self, *args: Any, **kw: Any) -> Row:
+        row = Row(*args, **kw)
+        self.rows.append(row)
+        return row
+
+
+RESULTS = Results()
+
+#: Figure 1 targets at n = 10,000: speed-up of native over the sorted baseline.
+SORTED_TARGETS = {
+    ("distinct", "self"): 15.0,
+    ("dup", "self"): 15.0,
+    ("mix", "self"): 8.0,
+    ("one-inode", "self"): 2.5,
+    ("distinct", "child"): 5.0,
+    ("dup", "child"): 4.5,
+    ("mix", "child"): 4.0,
+    ("one-inode", "child"): 2.0,
+}
+#: ... and over the planned baseline (calling process only).
+PLANNED_TARGET_SELF = 2.5
+
+
+def fmt_time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    if t >= 1.0:
+        return f"{t:.2f} s"
+    if t >= 1e-3:
+        return f"{t * 1e3:.2f} ms"
+    return f"{t * 1e6:.2f} us"
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den
+
+
+def machine() -> str:
+    cpu = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"nproc {os.cpu_count()}, kernel {platform.release()} ({platform.machine()}), "
+        f"{cpu}, Python {platform.python_version()}"
+    )
+
+
+# ---------------------------------------------------------------- timing
+
+
+def measure(
+    benchmark: Any,
+    fn: Callable[[], Any],
+    *,
+    budget: float = 0.5,
+    min_rounds: int = 3,
+    max_rounds: int = 200,
+) -> tuple[Any, float]:
+    """Times ``fn`` with pytest-benchmark's pedantic mode, sized from one probe call so
+    slow calls get few rounds; returns (fn's result, median seconds per call)."""
+    t0 = time.perf_counter()
+    fn()
+    t = time.perf_counter() - t0
+    iterations = 1 if t >= 1e-3 else min(1000, math.ceil(1e-3 / max(t, 1e-7)))
+    rounds = max(min_rounds, min(max_rounds, int(budget / max(t * iterations, 1e-9))))
+    result = benchmark.pedantic(fn, rounds=rounds, iterations=iterations, warmup_rounds=0)
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and getattr(stats, "stats", None) is not None:
+        return result, float(stats.stats.median)
+    # Benchmarks disabled (--benchmark-disable): time it ourselves.
+    return result, median_time(fn, rounds=min_rounds)
+
+
+def interleaved(
+    benchmark: Any,
+    fns: dict[str, Callable[[], Any]],
+    *,
+    budget: float = 1.0,
+    min_rounds: int = 3,
+    max_rounds: int = 200,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Times several implementations round by round, interleaved (the order rotates
+    each round), so load from other work on the machine hits them alike.
+
+    Each implementation is called enough times per round to take about 1 ms (or once,
+    if slower). pytest-benchmark records the rounds (its entry is the time of one
+    whole round); returns ({name: result of its first call}, {name: median seconds
+    per call}).
+    """
+    results: dict[str, Any] = {}
+    iters: dict[str, int] = {}
+    round_time = 0.0
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        results[name] = fn()
+        t = time.perf_counter() - t0
+        iters[name] = 1 if t >= 1e-3 else min(1000, math.ceil(1e-3 / max(t, 1e-7)))
+        round_time += t * iters[name]
+    rounds = max(min_rounds, min(max_rounds, int(budget / max(round_time, 1e-9))))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    turn = 0
+
+    def one_round() -> None:
+        nonlocal turn
+        k = turn % len(names)
+        turn += 1
+        for name in names[k:] + names[:k]:
+            fn, n = fns[name], iters[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / n)
+
+    benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
+    if not samples[names[0]]:  # benchmarks disabled: pedantic did not run the rounds
+        for _ in range(min_rounds):
+            one_round()
+    return results, {name: statistics.median(v) for name, v in samples.items()}
+
+
+def median_time(fn: Callable[[], Any], *, rounds: int = 5, iterations: int = 1) -> float:
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            fn()
+        times.append((time.perf_counter() - t0) / iterations)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- fd sets
+
+
+@dataclass
+class FileSet:
+    """Empty files to open: ``paths[i]`` distinct files, ``one`` a file of its own."""
+
+    paths: list[str]
+    one: str
+
+
+def scratch_dir() -> str | None:
+    """Where to create the files: tmpfs (/dev/shm) when usable, so no disk writeback
+    of thousands of new inodes runs under the measurements; else the default."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+def load_average() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def make_files(directory: str, count: int) -> FileSet:
+    paths = []
+    for i in range(count):
+        p = os.path.join(directory, f"f{i:05d}")
+        os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
+        paths.append(p)
+    one = os.path.join(directory, "one")
+    os.close(os.open(one, os.O_CREAT | os.O_WRONLY, 0o600))
+    return FileSet(paths, one)
+
+
+Groups = list[tuple[int, ...]]
+
+
+def normalise(groups: list[list[int]]) -> Groups:
+    """Each group ascending, groups by smallest fd: the shape classify_fds returns."""
+    return sorted((tuple(sorted(g)) for g in groups), key=lambda g: g[0])
+
+
+def build(scenario: str, n: int, files: FileSet) -> tuple[list[int], Groups]:
+    """Opens an fd set in the calling process: (fds ascending, true groups)."""
+    groups: list[list[int]] = []
+    nxt = 0  # next unused distinct file
+
+    def distinct(count: int) -> None:
+        nonlocal nxt
+        for _ in range(count):
+            groups.append([os.open(files.paths[nxt], os.O_RDONLY)])
+            nxt += 1
+
+    def dupped(count: int, path: Callable[[], str]) -> None:
+        for _ in range(count):
+            fd = os.open(path(), os.O_RDONLY)
+            groups.append([fd, os.dup(fd), os.dup(fd), os.dup(fd)])
+
+    def fresh() -> str:
+        nonlocal nxt
+        nxt += 1
+        return files.paths[nxt - 1]
+
+    try:
+        if scenario == "distinct":
+            distinct(n)
+        elif scenario == "dup":
+            dupped(n // 4, fresh)
+        elif scenario == "one-inode":
+            dupped(n // 4, lambda: files.one)
+        elif scenario == "mix":
+            q = n // 4
+            distinct(q)
+            dupped(q // 4, fresh)
+            dupped(q // 4, lambda: files.one)
+            for _ in range(q // 2):
+                r, w = os.pipe()
+                groups += [[r], [w]]
+            distinct(n - sum(len(g) for g in groups))
+        else:
+            raise ValueError(scenario)
+    except BaseException:
+        close_all([fd for g in groups for fd in g])
+        raise
+    fds = sorted(fd for g in groups for fd in g)
+    assert len(fds) == n, (scenario, n, len(fds))
+    return fds, normalise(groups)
+
+
+def close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+@dataclass
+class FdSet:
+    """An fd set held by ``pid`` (this process or a child), with its true groups."""
+
+    scenario: str
+    where: str
+    n: int
+    pid: int
+    fds: list[int]
+    truth: Groups
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def child_holding(setup: Callable[[], Any]) -> Iterator[tuple[int, Any]]:
+    """Forks a child that runs ``setup()`` (opening fds), sends its JSON result back
+    and waits until released; yields (child pid, result). Ends with os._exit."""
+    data_r, data_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(data_r)
+            os.close(hold_w)
+            payload = json.dumps(setup()).encode()
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(data_w, view) :]
+            os.close(data_w)
+            os.read(hold_r, 1)  # EOF when the parent releases us
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(data_w)
+    os.close(hold_r)
+    try:
+        raw = _read_all(data_r)
+        os.close(data_r)
+        if not raw:
+            raise RuntimeError(f"benchmark child {pid} failed to set up")
+        yield pid, json.loads(raw)
+    finally:
+        os.close(hold_w)
+        os.waitpid(pid, 0)
+
+
+@contextlib.contextmanager
+def fd_set(scenario: str, where: str, n: int, files: FileSet) -> Iterator[FdSet]:
+    if where == "self":
+        fds, truth = build(scenario, n, files)
+        try:
+            yield FdSet(scenario, where, n, os.getpid(), fds, truth)
+        finally:
+            close_all(fds)
+    else:
+        with child_holding(lambda: build(scenario, n, files)) as (pid, (fds, truth)):
+            yield FdSet(scenario, where, n, pid, fds, [tuple(g) for g in truth])

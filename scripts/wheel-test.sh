@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# wheel-test: what a user gets from `pip install`, tested as a user gets it.
+#
+#  1. Builds the abi3 wheel (`maturin build --release`, manylinux-tagged and checked by
+#     maturin's auditwheel against pyproject's `compatibility`) and the sdist.
+#  2. For the oldest (>= 3.9) and the newest CPython in ~/.pyenv/versions (else python3):
+#     a fresh venv, the wheel plus pytest and hypothesis, then the whole test suite run
+#     from a temporary copy of tests/ (the repo's python/ is never importable there),
+#     with pytest's config still taken from the repo's pyproject.toml. Also checks that
+#     kcmp_rs is imported from site-packages and that `kcmp-rs --version` is its version.
+#  3. Builds a wheel from the sdist alone (`pip wheel`, isolated build, empty directory),
+#     installs it and checks it answers kcmp_rs.same_file.
+#
+# Ends with "wheel-test: N passed, M failed" (N and M count test-suite tests and this
+# script's own checks); exits non-zero if anything failed.
+#
+# Environment:
+#   WHEEL_TEST_PYTHONS  interpreters to use instead of the oldest/newest found
+#   WHEEL_TEST_ZIG=0    link with the host toolchain instead of `--zig`. The host's glibc
+#                       is newer than manylinux2014's 2.17 (Rust's std and the libc crate
+#                       then pull in symbols up to GLIBC_2.34), so only in a manylinux
+#                       container will auditwheel accept that build.
+#   WHEEL_TEST_KEEP=1   keep the temporary directory (its path is printed)
+set -uo pipefail
+
+cd "$(dirname "$0")/.." || exit 2
+ROOT=$(pwd)
+# Make exports the dev venv for cargo and maturin; nothing of it may leak in here.
+unset VIRTUAL_ENV PYO3_PYTHON PYTHONPATH PYTHONHOME PYTHONSTARTUP CARGO_TARGET_DIR
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/kcmp-wheel-test.XXXXXX")
+if [ "${WHEEL_TEST_KEEP:-0}" = 1 ]; then
+    echo "wheel-test: keeping $WORK"
+else
+    trap 'rm -rf "$WORK"' EXIT
+fi
+DIST=$WORK/dist
+START=$SECONDS
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+FAILURES=()
+
+section() { printf '\n==== %s ====\n' "$*"; }
+ok() {
+    echo "ok: $*"
+    PASSED=$((PASSED + 1))
+}
+fail() {
+    echo "FAIL: $*"
+    FAILED=$((FAILED + 1))
+    FAILURES+=("$*")
+}
+die() {
+    fail "$*"
+    finish
+}
+finish() {
+    section "summary ($((SECONDS - START)) s)"
+    for f in "${FAILURES[@]+"${FAILURES[@]}"}"; do
+        echo "failed: $f"
+    done
+    local skipped=""
+    [ "$SKIPPED" -gt 0 ] && skipped=", $SKIPPED skipped"
+    echo "wheel-test: $PASSED passed, $FAILED failed$skipped"
+    [ "$FAILED" -eq 0 ]
+    exit $?
+}
+
+# ---- interpreters ----
+
+# "IMPL ABIFLAGS X.Y.Z PATH" for an interpreter; runs on Python 2 as well.
+PROBE='import platform, sys
+sys.stdout.write("%s %s %d.%d.%d %s\n" % ((platform.python_implementation(),
+    getattr(sys, "abiflags", "") or "-") + tuple(sys.version_info[:3]) + (sys.executable,)))'
+
+pick_pythons() {
+    if [ -n "${WHEEL_TEST_PYTHONS:-}" ]; then
+        echo "$WHEEL_TEST_PYTHONS" | tr ' ' '\n'
+        return
+    fi
+    local found
+    # CPython >= 3.9 with the GIL (abi3 wheels do not load in free-threaded builds).
+    found=$(for py in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/bin/python; do
+        [ -x "$py" ] && "$py" -c "$PROBE" 2>/dev/null
+    done | awk '$1 == "CPython" && $2 !~ /t/ {
+                    split($3, v, "."); if (v[1] == 3 && v[2] >= 9 || v[1] > 3) print $3, $4 }' |
+        sort -V)
+    if [ -z "$found" ]; then
+        command -v python3
+        return
+    fi
+    echo "$found" | head -n1 | cut -d' ' -f2
+    echo "$found" | tail -n1 | cut -d' ' -f2
+}
+
+section "interpreters"
+mapfile -t PYTHONS < <(pick_pythons | awk 'NF && !seen[$0]++')
+[ "${#PYTHONS[@]}" -gt 0 ] || die "no Python interpreter found"
+for py in "${PYTHONS[@]}"; do
+    "$py" -c 'import sys; assert sys.version_info >= (3, 9), sys.version' ||
+        die "$py is older than 3.9"
+    echo "$("$py" -c 'import sys; print(sys.version.split()[0])')  $py"
+done
+NEWEST=${PYTHONS[${#PYTHONS[@]} - 1]}
+OLDEST=${PYTHONS[0]}
+
+# ---- build ----
+
+section "build tools (maturin$([ "${WHEEL_TEST_ZIG:-1}" = 0 ] || echo ", ziglang"))"
+TOOLS=$WORK/tools
+"$NEWEST" -m venv "$TOOLS" || die "cannot create the tools venv"
+tool_reqs=("maturin>=1.9.4,<2")
+[ "${WHEEL_TEST_ZIG:-1}" = 0 ] || tool_reqs+=(ziglang)
+"$TOOLS/bin/python" -m pip install -q "${tool_reqs[@]}" || die "cannot install ${tool_reqs[*]}"
+"$TOOLS/bin/maturin" --version
+
+section "wheel: maturin build --release"
+zig=()
+[ "${WHEEL_TEST_ZIG:-1}" = 0 ] || zig=(--zig)
+# Its own target dir: --zig links differently from `make build`, and keeping it makes
+# the next run incremental.
+PATH="$TOOLS/bin:$PATH" "$TOOLS/bin/maturin" build --release "${zig[@]}" --out "$DIST" \
+    --interpreter "$NEWEST" --target-dir "$ROOT/target/wheel-test" ||
+    die "maturin build (manylinux policy from pyproject.toml; see WHEEL_TEST_ZIG above)"
+mapfile -t WHEELS < <(ls "$DIST"/*.whl 2>/dev/null)
+[ "${#WHEELS[@]}" -eq 1 ] || die "expected one wheel in $DIST, found ${#WHEELS[@]}"
+WHEEL=${WHEELS[0]}
+name=$(basename "$WHEEL")
+echo "$name"
+case "$name" in
+*-cp39-abi3-manylinux*"$(uname -m)".whl) ok "wheel is abi3 (cp39) and manylinux-tagged" ;;
+*) fail "wheel $name is not a cp39-abi3 manylinux wheel" ;;
+esac
+if "$NEWEST" - "$WHEEL" <<'EOF'; then
+import sys, zipfile
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+wanted = {"kcmp_rs/__init__.py", "kcmp_rs/_native.abi3.so", "kcmp_rs/_native.pyi",
+          "kcmp_rs/py.typed", "kcmp_rs/cli.py"}
+missing = sorted(wanted - names)
+sys.exit("missing from the wheel: %s" % missing if missing else 0)
+EOF
+    ok "wheel holds the native module, its stub, py.typed and the CLI"
+else
+    fail "wheel contents"
+fi
+
+section "sdist: maturin sdist"
+"$TOOLS/bin/maturin" sdist --out "$DIST" || die "maturin sdist"
+mapfile -t SDISTS < <(ls "$DIST"/*.tar.gz 2>/dev/null)
+[ "${#SDISTS[@]}" -eq 1 ] || die "expected one sdist in $DIST, found ${#SDISTS[@]}"
+SDIST=${SDISTS[0]}
+echo "$(basename "$SDIST")"
+
+# ---- the installed wheel under each interpreter ----
+
+# Prints where kcmp_rs and its native module come from; fails unless both are in this
+# venv's site-packages.
+CHECK_LOCATION='import sysconfig, kcmp_rs, kcmp_rs._native as n
+site = sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]
+print(kcmp_rs.__file__)
+print(n.__file__)
+assert kcmp_rs.__file__.startswith(site) and n.__file__.startswith(site), "not site-packages"'
+
+# kcmp-rs --version must name kcmp_rs.__version__.
+check_cli_version() {
+    local venv=$1 cli version
+    cli=$("$venv/bin/kcmp-rs" --version 2>&1) || {
+        fail "$2: kcmp-rs --version exited non-zero: $cli"
+        return
+    }
+    version=$("$venv/bin/python" -c 'import kcmp_rs; print(kcmp_rs.__version__)')
+    if [ "$(echo "$cli" | awk '{print $NF}')" = "$version" ]; then
+        ok "$2: kcmp-rs --version says $version ($cli)"
+    else
+        fail "$2: kcmp-rs --version says '$cli', kcmp_rs.__version__ is $version"
+    fi
+}
+
+# Adds the counts of pytest's closing line to the totals.
+count_pytest() {
+    local line=$1 n word
+    for word in passed failed 'errors?' skipped; do
+        n=$(echo "$line" | grep -oE "[0-9]+ $word\b" | head -n1 | cut -d' ' -f1)
+        n=${n:-0}
+        case $word in
+        passed) PASSED=$((PASSED + n)) ;;
+        skipped) SKIPPED=$((SKIPPED + n)) ;;
+        *) FAILED=$((FAILED + n)) ;;
+        esac
+    done
+}
+
+for py in "${PYTHONS[@]}"; do
+    ver=$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+    section "Python $ver: install the wheel into a fresh venv"
+    venv=$WORK/venv-$ver
+    run=$WORK/run-$ver
+    if ! "$py" -m venv "$venv" ||
+        ! "$venv/bin/python" -m pip install -q "$WHEEL" pytest hypothesis; then
+        fail "Python $ver: venv or install"
+        continue
+    fi
+    "$venv/bin/python" -m pip list 2>/dev/null | grep -iE '^(kcmp-rs|pytest|hypothesis) '
+    # The tests and the project's metadata (pytest's config in pyproject.toml; the
+    # version in Cargo.toml, which a test compares with kcmp_rs.__version__), no code.
+    mkdir -p "$run"
+    cp -r "$ROOT/tests" "$run/tests"
+    cp "$ROOT/pyproject.toml" "$ROOT/Cargo.toml" "$run/"
+    rm -rf "$run/tests/__pycache__"
+    if (cd "$run" && "$venv/bin/python" -c "$CHECK_LOCATION"); then
+        ok "Python $ver: kcmp_rs imported from site-packages"
+    else
+        fail "Python $ver: kcmp_rs not imported from the installed wheel"
+    fi
+    check_cli_version "$venv" "Python $ver"
+
+    section "Python $ver: test suite against the installed wheel"
+    log=$WORK/pytest-$ver.log
+    # From the copy, so neither the repo's python/ nor its tests/ are on sys.path; the
+    # config (filterwarnings = error, xfail_strict, ...) is the repo's pyproject.toml.
+    (cd "$run" && "$venv/bin/python" -m pytest -p no:cacheprovider -q \
+        -c "$run/pyproject.toml" --rootdir "$run" tests 2>&1) | tee "$log"
+    status=${PIPESTATUS[0]}
+    summary=$(grep -E '^=*.*[0-9]+ (passed|failed|errors?|skipped|xfailed|deselected)' "$log" | tail -n1)
+    if [ -z "$summary" ]; then
+        fail "Python $ver: pytest printed no summary (exit $status)"
+        continue
+    fi
+    count_pytest "$summary"
+    if [ "$status" -ne 0 ] && ! echo "$summary" | grep -qE '[0-9]+ (failed|errors?)'; then
+        fail "Python $ver: pytest exited $status"
+    fi
+done
+
+# ---- a wheel from the sdist alone ----
+
+section "sdist: pip wheel in an empty directory (isolated build), with Python $OLDEST"
+sdist_dir=$WORK/from-sdist
+sdist_venv=$WORK/venv-sdist
+mkdir -p "$sdist_dir/out"
+# --no-cache-dir: never a wheel pip built from an earlier sdist.
+if (cd "$sdist_dir" && "$OLDEST" -m venv "$sdist_venv" &&
+    "$sdist_venv/bin/python" -m pip wheel -q --no-deps --no-cache-dir -w out "$SDIST"); then
+    built=$(ls "$sdist_dir"/out/*.whl)
+    ok "wheel built from the sdist: $(basename "$built")"
+    if "$sdist_venv/bin/python" -m pip install -q "$built" &&
+        (cd "$sdist_dir" && "$sdist_venv/bin/python" -c "$CHECK_LOCATION" &&
+            "$sdist_venv/bin/python" - <<'EOF'); then
+import os, kcmp_rs
+me = os.getpid()
+r, w = os.pipe()
+d = os.dup(r)
+assert kcmp_rs.same_file(me, r, me, d) is True
+assert kcmp_rs.same_file(me, r, me, w) is False
+assert kcmp_rs.classify_fds(me, [r, w, d]) == [(r, d), (w,)]
+print("same_file and classify_fds answer correctly")
+EOF
+        ok "the sdist's wheel imports from site-packages and answers same_file"
+        check_cli_version "$sdist_venv" "sdist wheel"
+    else
+        fail "the wheel built from the sdist does not work"
+    fi
+else
+    fail "pip wheel of the sdist"
+fi
+
+finish

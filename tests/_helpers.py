@@ -1,0 +1,450 @@
+"""Shared test helpers: processes the tests start themselves, and fd leak checks.
+
+- ``spawned(setup)``: a context manager forking a child that runs ``setup()`` (opens
+  fds, sets up an epoll set, ...), reports its JSON-able result back, and stays alive
+  until the context exits; it is then released, reaped and its exit status checked.
+- ``run_in_child(func, *args)``: runs ``func`` in a forked child and returns what it
+  returned or raised as data (``ChildResult``), with the child's wait status; for
+  things that must not happen in the test process (seccomp filters, dropping
+  privileges).
+- ``fd_snapshot()``: this process's open fds and their targets, for leak checks.
+
+Every child ends with ``os._exit``: none of pytest's cleanup ever runs twice. The
+fixtures in ``conftest.py`` wrap these for tests that want teardown done for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import pickle
+import select
+import signal
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+__all__ = [
+    "ChildError",
+    "ChildProcess",
+    "ChildResult",
+    "ExceptionInfo",
+    "fd_snapshot",
+    "fork",
+    "run_in_child",
+    "spawned",
+    "thread_count",
+]
+
+T = TypeVar("T")
+
+#: How long a child may take to report or to exit before it is killed (seconds).
+DEFAULT_TIMEOUT = 30.0
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.restype = ctypes.c_int
+_libc.prctl.argtypes = [
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
+
+
+class ChildError(AssertionError):
+    """A child failed in a way the test did not ask for (crashed, hung, setup raised)."""
+
+
+# ---- fork ----
+
+
+def thread_count() -> int:
+    """The number of OS threads of this process (from /proc, so Rust threads count)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise RuntimeError("no Threads: line in /proc/self/status")
+
+
+def fork() -> int:
+    """``os.fork()`` that stays quiet under ``filterwarnings = error`` on Python 3.12+.
+
+    Forking a multi-threaded process can deadlock the child on a lock another thread
+    held (3.12+ warns with a DeprecationWarning, which pytest turns into an error). We
+    fork when this process is single-threaded; threads that were just joined may take
+    a moment to disappear from /proc, so we wait briefly for that. If threads are still
+    running, the warning is suppressed for this one call: our children only run the
+    test's function and ``os._exit``, and every read from a child has a timeout, so a
+    deadlocked child fails its test instead of hanging the run.
+    """
+    deadline = time.monotonic() + 1.0
+    while thread_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if thread_count() == 1:
+        return os.fork()
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r".*use of fork\(\) may lead to deadlocks",
+            category=DeprecationWarning,
+        )
+        return os.fork()
+
+
+def _child_exit(code: int) -> None:
+    """Leaves a child at once: no atexit handlers, no pytest teardown, no buffers."""
+    os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """Asks the kernel to SIGKILL this child if the test process dies first."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _read_all(fd: int, deadline: float) -> bytes | None:
+    """Reads ``fd`` to EOF; None when the deadline passes first."""
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _wait(pid: int, deadline: float) -> int | None:
+    """waitpid with a deadline: the raw wait status, or None if still running."""
+    while True:
+        got, status = os.waitpid(pid, os.WNOHANG)
+        if got == pid:
+            return status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.005)
+
+
+def _kill_and_reap(pid: int) -> int:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
+
+
+def describe_status(status: int) -> str:
+    """A wait status in words: "exited with 0", "killed by SIGSYS"."""
+    if os.WIFEXITED(status):
+        return f"exited with {os.WEXITSTATUS(status)}"
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"wait status {status:#x}"
+
+
+# ---- long-lived children ----
+
+# Control pipes of children still alive: every new child closes them, so that only the
+# test process holds a child's release pipe (otherwise a sibling's inherited copy
+# would keep it open and the child would never see EOF).
+_live_controls: set[int] = set()
+
+
+@dataclass
+class ChildProcess:
+    """A child started by ``spawned``: its pid, the data its setup reported, and, once
+    it has been stopped, its wait status."""
+
+    pid: int
+    data: Any
+    _control: int = field(repr=False)
+    status: int | None = None
+
+    @property
+    def exitcode(self) -> int | None:
+        """The exit code if the child exited normally, else None."""
+        if self.status is None or not os.WIFEXITED(self.status):
+            return None
+        return os.WEXITSTATUS(self.status)
+
+    @property
+    def killed_by(self) -> int | None:
+        """The signal that killed the child, if one did."""
+        if self.status is None or not os.WIFSIGNALED(self.status):
+            return None
+        return os.WTERMSIG(self.status)
+
+    def stop(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Releases the child (it exits 0) and reaps it; SIGKILL if it does not exit
+        within ``timeout``. Returns the wait status; idempotent."""
+        if self.status is not None:
+            return self.status
+        if self._control >= 0:
+            _live_controls.discard(self._control)
+            os.close(self._control)
+            self._control = -1
+        status = _wait(self.pid, time.monotonic() + timeout)
+        self.status = status if status is not None else _kill_and_reap(self.pid)
+        return self.status
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        """Sends ``sig``, then reaps the child (see ``stop``). Returns the wait status."""
+        if self.status is None:
+            os.kill(self.pid, sig)
+        return self.stop()
+
+
+def _spawned_child_main(setup: Callable[[], Any] | None, report_w: int, control_r: int) -> None:
+    """The child side of ``spawned``: never returns."""
+    code = 0
+    try:
+        _die_with_parent()
+        for fd in _live_controls:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        try:
+            payload = {"data": setup() if setup is not None else None}
+        except BaseException:
+            payload = {"error": traceback.format_exc()}
+            code = 1
+        os.write(report_w, json.dumps(payload).encode())
+        os.close(report_w)
+        if code == 0:
+            # Block until the test process closes its end (or dies).
+            while os.read(control_r, 1):
+                pass
+    except BaseException:
+        code = 2
+    _child_exit(code)
+
+
+@contextlib.contextmanager
+def spawned(
+    setup: Callable[[], Any] | None = None,
+    *,
+    expect_exit: int | None = 0,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Iterator[ChildProcess]:
+    """Forks a child that runs ``setup()`` and stays alive until the context exits.
+
+    ``setup`` runs in the child right after the fork (the child inherits the test
+    process's fds); its return value, which must be JSON-able (fd numbers, a dict of
+    them), is available as ``child.data``. If ``setup`` raises, ``ChildError`` carries
+    the child's traceback. On exit the child is released: it exits 0 unless something
+    killed it earlier; with ``expect_exit`` an int, the exit code is checked (pass None
+    when the test kills the child or checks ``child.status`` itself). A child that
+    does not report or exit within ``timeout`` seconds is killed and ChildError raised.
+
+    Example::
+
+        def setup() -> dict[str, int]:
+            r, w = os.pipe()
+            return {"r": r, "w": w}
+
+        with spawned(setup) as child:
+            same_file(child.pid, child.data["r"], child.pid, child.data["w"])
+    """
+    report_r, report_w = os.pipe()
+    control_r, control_w = os.pipe()
+    pid = fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        os.close(report_r)
+        os.close(control_w)
+        _spawned_child_main(setup, report_w, control_r)
+    os.close(report_w)
+    os.close(control_r)
+    _live_controls.add(control_w)
+    child = ChildProcess(pid=pid, data=None, _control=control_w)
+    try:
+        raw = _read_all(report_r, time.monotonic() + timeout)
+        os.close(report_r)
+        if raw is None:
+            child.kill()
+            raise ChildError(f"child {pid} did not report within {timeout}s")
+        if not raw:
+            status = child.stop()
+            raise ChildError(f"child {pid} {describe_status(status)} before reporting")
+        payload = json.loads(raw)
+        if "error" in payload:
+            child.stop()
+            raise ChildError(f"setup failed in child {pid}:\n{payload['error']}")
+        child.data = payload["data"]
+        yield child
+    finally:
+        status = child.stop(timeout)
+    if expect_exit is not None and child.exitcode != expect_exit:
+        raise ChildError(f"child {pid} {describe_status(status)}, expected exit code {expect_exit}")
+
+
+# ---- one-shot children ----
+
+
+@dataclass(frozen=True)
+class ExceptionInfo:
+    """An exception raised in a child, as plain data (it crossed a pipe pickled).
+
+    ``exception`` is the exception itself when it survived pickling (the kcmp_rs ones
+    do, with their attributes), else None; the other fields are always filled.
+    """
+
+    type_name: str  # "module.QualName"
+    message: str  # str(exc)
+    errno: int | None
+    strerror: str | None
+    attributes: dict[str, Any]  # the picklable entries of exc.__dict__ (pid, fd, ...)
+    traceback: str
+    exception: BaseException | None
+
+
+@dataclass(frozen=True)
+class ChildResult(Generic[T]):
+    """What ``run_in_child`` saw: the wait status, and the value or the exception."""
+
+    pid: int
+    status: int
+    returned: bool
+    value: T | None
+    error: ExceptionInfo | None
+
+    @property
+    def exitcode(self) -> int | None:
+        return os.WEXITSTATUS(self.status) if os.WIFEXITED(self.status) else None
+
+    @property
+    def killed_by(self) -> int | None:
+        return os.WTERMSIG(self.status) if os.WIFSIGNALED(self.status) else None
+
+    def unwrap(self) -> T:
+        """The value returned; ChildError (with the child's traceback) otherwise."""
+        if self.error is not None:
+            raise ChildError(f"child {self.pid} raised:\n{self.error.traceback}")
+        if not self.returned or self.exitcode != 0:
+            raise ChildError(f"child {self.pid} {describe_status(self.status)} without a result")
+        return self.value  # type: ignore[return-value]
+
+    def raised(self) -> BaseException:
+        """The exception the child raised (after a normal exit with code 1)."""
+        if self.error is None or self.exception is None:
+            raise ChildError(
+                f"child {self.pid} {describe_status(self.status)}, returned={self.returned}, "
+                f"value={self.value!r}: no exception came back"
+            )
+        assert self.exitcode == 1, describe_status(self.status)
+        return self.exception
+
+    @property
+    def exception(self) -> BaseException | None:
+        return None if self.error is None else self.error.exception
+
+
+def _exception_info(exc: BaseException) -> ExceptionInfo:
+    attributes: dict[str, Any] = {}
+    for name, value in vars(exc).items():
+        try:
+            pickle.dumps(value)
+        except Exception:
+            continue
+        attributes[name] = value
+    try:
+        pickle.loads(pickle.dumps(exc))
+        kept: BaseException | None = exc
+    except Exception:
+        kept = None
+    return ExceptionInfo(
+        type_name=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        message=str(exc),
+        errno=getattr(exc, "errno", None),
+        strerror=getattr(exc, "strerror", None),
+        attributes=attributes,
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        exception=kept,
+    )
+
+
+def run_in_child(
+    func: Callable[..., T], *args: Any, timeout: float = DEFAULT_TIMEOUT
+) -> ChildResult[T]:
+    """Runs ``func(*args)`` in a forked child; returns its outcome as a ``ChildResult``.
+
+    The child exits 0 after returning (the value must pickle), 1 after raising (the
+    exception comes back as ``ExceptionInfo``), 2 if the outcome could not be sent.
+    Anything the child does to itself (seccomp filters, setuid) stays in the child.
+    Check ``result.unwrap()`` / ``result.raised()`` / ``result.status``: the wait status
+    is the test's to check. A child still running after ``timeout`` is killed and
+    ChildError raised.
+    """
+    report_r, report_w = os.pipe()
+    pid = fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        code = 2
+        try:
+            os.close(report_r)
+            _die_with_parent()
+            for fd in _live_controls:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            try:
+                outcome: tuple[bool, Any] = (True, func(*args))
+                code = 0
+            except BaseException as exc:
+                outcome = (False, _exception_info(exc))
+                code = 1
+            try:
+                data = pickle.dumps(outcome)
+            except Exception as exc:
+                data = pickle.dumps((False, _exception_info(exc)))
+                code = 2
+            view = memoryview(data)
+            while view:
+                view = view[os.write(report_w, view) :]
+            os.close(report_w)
+        except BaseException:
+            code = 2
+        _child_exit(code)
+    os.close(report_w)
+    deadline = time.monotonic() + timeout
+    try:
+        raw = _read_all(report_r, deadline)
+    finally:
+        os.close(report_r)
+    if raw is None:
+        _kill_and_reap(pid)
+        raise ChildError(f"child {pid} running {func!r} did not finish within {timeout}s")
+    status = _wait(pid, deadline)
+    if status is None:
+        _kill_and_reap(pid)
+        raise ChildError(f"child {pid} running {func!r} did not exit within {timeout}s")
+    if not raw:
+        return ChildResult(pid=pid, status=status, returned=False, value=None, error=None)
+    returned, payload = pickle.loads(raw)
+    if returned:
+        return ChildResult(pid=pid, status=status, returned=True, value=payload, error=None)
+    return ChildResult(pid=pid, status=status, returned=False, value=None, error=payload)
+
+
+# ---- leak checks ----
+
+
+def fd_snapshot() -> frozenset[tuple[int, str]]:
+    """This process's open fds as ``(fd, target)`` pairs (``readlink`` of
+    ``/proc/self/fd/N``), for leak checks: take one before and one after, compare.
+
+    The fd ``os.listdir`` itself used is closed by the time its target is read and is
+    left out.
+    """
+    pairs = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            pairs.add((int(name), os.readlink(f"/proc/self/fd/{name}")))
+        except FileNotFoundError:
+            continue
+    return frozenset(pairs)

@@ -1,0 +1,55 @@
+"""Fixtures shared by the test modules (helpers themselves live in ``_helpers.py``).
+
+- ``spawn``: starts children with ``_helpers.spawned``; all are released, reaped and
+  their exit status checked at teardown.
+- ``fd_leak_check``: fails the test if it leaves this process with fds it did not have.
+- ``me``: this process's pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import pytest
+from _helpers import ChildProcess, fd_snapshot, spawned
+
+
+class Spawn(Protocol):
+    """The ``spawn`` fixture: ``spawn(setup=None, *, expect_exit=0) -> ChildProcess``."""
+
+    def __call__(
+        self, setup: Callable[[], Any] | None = None, *, expect_exit: int | None = 0
+    ) -> ChildProcess: ...
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Starts a child running ``setup`` (see ``_helpers.spawned``); it lives until the
+    test ends, then it is released and reaped, and with ``expect_exit`` an int (the
+    default 0), its exit code is checked."""
+    with contextlib.ExitStack() as stack:
+
+        def start(
+            setup: Callable[[], Any] | None = None, *, expect_exit: int | None = 0
+        ) -> ChildProcess:
+            return stack.enter_context(spawned(setup, expect_exit=expect_exit))
+
+        yield start
+
+
+@pytest.fixture
+def fd_leak_check() -> Iterator[None]:
+    """Asserts the test closed every fd it opened in this process."""
+    before = fd_snapshot()
+    yield
+    after = fd_snapshot()
+    assert after - before == set(), f"fds leaked: {sorted(after - before)}"
+
+
+@pytest.fixture
+def me() -> int:
+    """This process's pid."""
+    return os.getpid()

@@ -1,0 +1,421 @@
+"""The ``kcmp-rs`` command, run as ``python -m kcmp_rs`` on processes the tests start:
+every subcommand and output mode, exit statuses, usage errors, hostile names."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import kcmp_rs
+import pytest
+from _helpers import run_in_child
+from _scan_helpers import (
+    NOBODY,
+    OTHER_UID,
+    check_description,
+    check_scan_document,
+    doc_groups,
+    drop_privileges,
+    missing_pid,
+    parse_table,
+    run_cli,
+    scan_table_rows,
+    shared_refs,
+)
+from conftest import Spawn
+from kcmp_rs import cli
+from kcmp_rs._family import HOSTILE_NAME, Family, build_family
+
+N_PROCS = 6
+FDS_PER_PROC = 12
+
+
+@pytest.fixture
+def family() -> Iterator[Family]:
+    with build_family(N_PROCS, FDS_PER_PROC) as fam:
+        yield fam
+
+
+def pid_list(family: Family) -> str:
+    return ",".join(map(str, family.pids))
+
+
+# ---- help, version, usage errors ----
+
+
+@pytest.mark.parametrize(
+    ("args", "example"),
+    [
+        ([], "kcmp-rs scan --example"),
+        (["demo"], "kcmp-rs demo"),
+        (["fds"], "kcmp-rs fds 1234"),
+        (["share"], "kcmp-rs share 1234 1240"),
+        (["scan"], "kcmp-rs scan -p 1234,1240"),
+    ],
+)
+def test_help_has_an_example(args: list[str], example: str) -> None:
+    done = run_cli(*args, "--help")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert out.startswith("usage: kcmp-rs")
+    assert "example" in out and example in out
+    assert done.stderr == b""
+
+
+def test_version() -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0
+    assert done.stdout.decode() == f"kcmp-rs {kcmp_rs.__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["fds"], "the following arguments are required: PID"),
+        (["fds", "abc"], "argument PID: not a process id: 'abc'"),
+        (["fds", "0"], "not a process id: '0'"),
+        (["fds", "-5"], "not a process id: '-5'"),
+        (["fds", "1_000"], "not a process id: '1_000'"),
+        (["fds", "99999999999"], "not a process id: '99999999999'"),
+        (["share", "12"], "the following arguments are required: PID2"),
+        (["share", "12", "x"], "argument PID2: not a process id: 'x'"),
+        (["scan", "-p"], "argument -p/--pid: expected one argument"),
+        (["scan", "-p", "12,x"], "not a process id: 'x'"),
+        (["scan", "-p", "12,"], "not a process id: ''"),
+        (["scan", "--bogus"], "unrecognized arguments: --bogus"),
+        (["scan", "-J", "-j"], "not allowed with argument"),
+        (["scan", "--example", "-p", "12"], "--example scans its own processes"),
+        (["demo", "extra"], "unrecognized arguments: extra"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], message: str) -> None:
+    done = run_cli(*args)
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert "usage: kcmp-rs" in err
+    assert message in err
+    assert done.stdout == b""
+
+
+def test_missing_process_exits_1(spawn: Spawn) -> None:
+    gone = missing_pid()
+    alive = spawn().pid
+    for args in (["fds", str(gone)], ["share", str(gone), str(alive)], ["scan", "-p", str(gone)]):
+        done = run_cli(*args)
+        assert done.returncode == 1, args
+        assert f"kcmp-rs: process {gone} does not exist\n" in done.stderr.decode(), args
+    done = run_cli("scan", "-p", str(gone))
+    assert done.stderr.decode().endswith("kcmp-rs: no process could be read\n")
+
+
+def _main_as_other_user(args: list[str]) -> tuple[int, str, str]:
+    """``kcmp-rs ARGS`` as another unprivileged user, in a forked child: python itself
+    may live where that user may not exec it, so it runs in-process."""
+    drop_privileges(OTHER_UID)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(args)
+    return status, out.getvalue(), err.getvalue()
+
+
+def _drop_to_nobody() -> None:
+    drop_privileges(NOBODY)
+
+
+def test_permission_denied_exits_1(spawn: Spawn) -> None:
+    denier = spawn(_drop_to_nobody).pid
+    for args in (["fds", str(denier)], ["share", str(denier), str(denier)]):
+        status, out, err = run_in_child(_main_as_other_user, args).unwrap()
+        assert status == 1, (args, err)
+        assert err.startswith(f"kcmp-rs: permission denied for process {denier} "), err
+        assert out == ""
+    status, out, err = run_in_child(_main_as_other_user, ["scan", "-p", str(denier)]).unwrap()
+    assert status == 1
+    assert f"kcmp-rs: permission denied for process {denier} " in err
+    assert err.endswith("kcmp-rs: no process could be read\n")
+    assert out.endswith("0 processes read, 0 fds classified, 0 descriptions shared, "
+                        "1 process skipped (1 permission denied)\n")  # fmt: skip
+
+
+# ---- demo ----
+
+_DEMO = re.compile(
+    r"Parent PID is (?P<parent>\d+)\n"
+    r"Parent opened file on FD (?P<fd1>\d+)\n"
+    r"\n"
+    r"PID of child of fork\(\) is (?P<child>\d+)\n"
+    r"\tCompare duplicate FDs from different processes:\n"
+    r"\t\tkcmp\((?P=child), (?P=parent), KCMP_FILE, (?P=fd1), (?P=fd1)\) ==> (?P<v1>\w+)\n"
+    r"Child opened file on FD (?P<fd2>\d+)\n"
+    r"\tCompare FDs from distinct open\(\)s in same process:\n"
+    r"\t\tkcmp\((?P=child), (?P=child), KCMP_FILE, (?P=fd1), (?P=fd2)\) ==> (?P<v2>\w+)\n"
+    r"Child duplicated FD (?P=fd1) to create FD (?P<fd3>\d+)\n"
+    r"\tCompare duplicated FDs in same process:\n"
+    r"\t\tkcmp\((?P=child), (?P=child), KCMP_FILE, (?P=fd1), (?P=fd3)\) ==> (?P<v3>\w+)\n"
+)
+
+
+def test_demo_reproduces_the_manual_page(tmp_path: Path) -> None:
+    done = run_cli("demo", env={"TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""
+    match = _DEMO.fullmatch(done.stdout.decode())
+    assert match, done.stdout.decode()
+    assert (match["v1"], match["v2"], match["v3"]) == ("same", "different", "same")
+    assert match["parent"] != match["child"]
+    assert len({match["fd1"], match["fd2"], match["fd3"]}) == 3
+    assert list(tmp_path.iterdir()) == []  # its temporary directory is gone
+
+
+def test_demo_fails_when_kcmp_is_unavailable(tmp_path: Path) -> None:
+    done = run_cli("demo", env={"TMPDIR": str(tmp_path), "KCMP_RS_NO_KCMP": "1"})
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert "kcmp-rs: demo: kcmp(2) is unavailable here" in err
+    assert re.search(r"kcmp-rs: demo: the child process \d+ exited with 1\n$", err), err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- fds, share ----
+
+
+def _fds_setup() -> dict[str, int]:
+    r, w = os.pipe()
+    dup = os.dup(w)
+    null = os.open(os.devnull, os.O_RDONLY)
+    return {"r": r, "w": w, "dup": dup, "null": null}
+
+
+def test_fds_groups_one_process(spawn: Spawn) -> None:
+    child = spawn(_fds_setup)
+    fds = child.data
+    done = run_cli("fds", str(child.pid))
+    assert done.returncode == 0, done.stderr
+    rows, rest = parse_table(done.stdout.decode())
+    assert rest == []
+    by_fds = {row["FDS"][0]: (row["MODE"][0], row["TARGET"][0]) for row in rows}
+    assert sorted(int(fd) for cell in by_fds for fd in cell.split(",")) == sorted(
+        int(n) for n in os.listdir(f"/proc/{child.pid}/fd")
+    )
+    mode, target = by_fds[f"{fds['w']},{fds['dup']}"]
+    assert mode == "w" and re.fullmatch(r"pipe:\[\d+\]", target)
+    mode, target = by_fds[str(fds["r"])]
+    assert mode == "r" and re.fullmatch(r"pipe:\[\d+\]", target)
+    assert by_fds[str(fds["null"])] == ("r", "/dev/null")
+
+
+def test_share_two_processes(family: Family) -> None:
+    pid1, pid2 = family.pids[:2]  # a pair: they share the lifeline, a file, a passed fd
+    done = run_cli("share", str(pid1), str(pid2))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""
+    first, second = done.stdout.decode().split("\n\n")
+    rows, _ = parse_table(first)
+    shared = {row["RESOURCE"][0]: row["SHARED"][0] for row in rows}
+    assert list(shared) == ["VM", "FILES", "FS", "SIGHAND", "IO", "SYSVSEM"]
+    assert shared["VM"] == shared["FILES"] == shared["FS"] == shared["SIGHAND"] == "no"
+    notes = {row["RESOURCE"][0]: " ".join(row["NOTE"]) for row in rows}
+    assert "neither process has an I/O context" in notes["IO"]
+    assert "neither process has a SysV semaphore undo list" in notes["SYSVSEM"]
+
+    title, table = second.split("\n", 1)
+    truth = [g for g in family.groups if {pid1, pid2} <= {p for p, _ in g}]
+    assert title == f"Open file descriptions shared by {pid1} and {pid2}: {len(truth)}"
+    rows, _ = parse_table(table)
+    found = [(row[f"FDS OF {pid1}"][0], row[f"FDS OF {pid2}"][0], row["MODE"][0]) for row in rows]
+    expected = [
+        (
+            ",".join(str(fd) for p, fd in g if p == pid1),
+            ",".join(str(fd) for p, fd in g if p == pid2),
+            family.mode(next(r for r in g if r[0] == pid1)),
+        )
+        for g in truth
+    ]
+    assert found == expected and len(found) == 3
+
+
+def test_share_unrelated_processes(family: Family) -> None:
+    pid1, pid2 = family.pids[0], family.pids[2]  # only the lifeline in common
+    done = run_cli("share", str(pid1), str(pid2))
+    assert done.returncode == 0
+    out = done.stdout.decode()
+    assert f"Open file descriptions shared by {pid1} and {pid2}: 1\n" in out
+
+
+# ---- scan ----
+
+
+def test_scan_table_matches_ground_truth(family: Family) -> None:
+    done = run_cli("scan", "-p", pid_list(family))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""  # no progress when stderr is not a terminal
+    rows, summary = scan_table_rows(done.stdout.decode())
+    assert [shared_refs(row["SHARED"]) for row in rows] == family.groups
+    assert all(line.split(",")[1] == "kcmp-family" for row in rows for line in row["SHARED"])
+    assert summary == (
+        f"{N_PROCS} processes read, {N_PROCS * FDS_PER_PROC} fds classified, "
+        f"{len(family.groups)} descriptions shared, 0 processes skipped"
+    )
+    for row in rows:
+        ref = shared_refs(row["SHARED"])[0]
+        assert row["MODE"] == [family.mode(ref)]
+
+
+def test_scan_pids_may_repeat_and_be_given_twice(family: Family) -> None:
+    first, rest = family.pids[0], family.pids[1:]
+    done = run_cli("scan", "-p", f"{first},{first}", "-p", ",".join(map(str, rest)), "-J")
+    assert done.returncode == 0
+    doc = json.loads(done.stdout)
+    assert doc_groups(doc["descriptions"]) == family.groups
+
+
+def test_scan_json_document(family: Family) -> None:
+    done = run_cli("scan", "-p", pid_list(family), "-J")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout.decode("utf-8"))
+    check_scan_document(doc)
+    assert doc_groups(doc["descriptions"]) == family.groups
+    assert doc["skipped"] == [] and doc["undecided"] == [] and doc["fd_table_shared"] == []
+    assert doc["processes_read"] == N_PROCS
+    assert doc["fds_classified"] == N_PROCS * FDS_PER_PROC
+
+
+def test_scan_json_lines(family: Family) -> None:
+    done = run_cli("scan", "-p", pid_list(family), "--json-lines")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode("utf-8").splitlines()
+    descriptions = [json.loads(line) for line in lines]
+    for i, d in enumerate(descriptions):
+        check_description(d, f"line {i + 1}")
+    assert doc_groups(descriptions) == family.groups
+
+
+def test_scan_all_lists_unshared_descriptions_too(family: Family) -> None:
+    done = run_cli("scan", "-p", pid_list(family), "--all", "-J")
+    assert done.returncode == 0
+    doc = json.loads(done.stdout)
+    check_scan_document(doc)
+    found = doc_groups(doc["descriptions"])
+    assert sorted(r for g in found for r in g) == sorted(family.labels)
+    assert [g for g in found if len(g) > 1] == family.groups
+
+
+def test_scan_reports_missing_process_and_goes_on(family: Family) -> None:
+    gone = missing_pid()
+    done = run_cli("scan", "-p", f"{pid_list(family)},{gone}")
+    assert done.returncode == 0
+    assert done.stderr.decode() == f"kcmp-rs: process {gone} does not exist\n"
+    rows, summary = scan_table_rows(done.stdout.decode())
+    assert [shared_refs(row["SHARED"]) for row in rows] == family.groups
+    assert summary.endswith("1 process skipped (1 no such process)")
+
+
+def test_scan_hostile_names() -> None:
+    command = b"fam\x1b[31m\xff"
+    with build_family(2, 8, hostile_names=True, command=command) as fam:
+        table = run_cli("scan", "-p", pid_list(fam))
+        document = run_cli("scan", "-p", pid_list(fam), "-J")
+        lines = run_cli("scan", "-p", pid_list(fam), "-j")
+        pair = next(r for r, label in fam.labels.items() if label == "pair:0")
+        raw = fam.target(pair)
+    assert raw is not None and HOSTILE_NAME in raw
+    for done in (table, document, lines):
+        assert done.returncode == 0, done.stderr
+
+    # Table: escaped, so no escape sequence reaches the terminal, and all still shows.
+    text = table.stdout.decode("ascii")
+    assert "\x1b" not in text
+    assert "evil\\n\\x1b[31mred\\xff-pair-0" in text
+    assert "fam\\x1b[31m\\xff" in text
+    rows, _ = scan_table_rows(text)
+    assert any(row["TARGET"][0].endswith("evil\\n\\x1b[31mred\\xff-pair-0") for row in rows)
+
+    # JSON: the name whole (a real newline and ESC), the exact bytes in base64.
+    doc = json.loads(document.stdout.decode("utf-8"))
+    check_scan_document(doc)
+    described = next(
+        d for d in doc["descriptions"] if list(pair) in [[m["pid"], m["fd"]] for m in d["members"]]
+    )
+    assert described["target"] == raw.decode("utf-8", "replace")
+    assert "\n\x1b[31mred\ufffd-pair-0" in described["target"]
+    assert base64.b64decode(described["target_bytes_b64"]) == raw
+    member = described["members"][0]
+    assert member["command"] == "fam\x1b[31m\ufffd"
+    assert base64.b64decode(member["command_bytes_b64"]) == command
+    jsonl = [json.loads(line) for line in lines.stdout.decode("utf-8").splitlines()]
+    assert jsonl == doc["descriptions"]
+
+
+def test_scan_example(tmp_path: Path) -> None:
+    done = run_cli("scan", "--example", env={"TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    pids = [int(p) for p in re.search(r"Example: \d+ processes \(([\d, ]+)\)", out)[1].split(", ")]  # type: ignore[index]
+    assert re.search(r"\nAll \d+ shared descriptions found, as built\.\n$", out)
+    table = out.split("\n\n")[1]
+    rows, summary = scan_table_rows(table)
+    assert {p for row in rows for p, _ in shared_refs(row["SHARED"])} == set(pids)
+    assert summary.startswith(f"{len(pids)} processes read")
+    assert list(tmp_path.iterdir()) == []
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}"), pid
+
+
+def test_scan_example_json(tmp_path: Path) -> None:
+    done = run_cli("scan", "--example", "-J", env={"TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    check_scan_document(doc)
+    assert doc["descriptions"] and doc["skipped"] == []
+
+
+def test_scan_with_kcmp_unavailable(family: Family) -> None:
+    env = {"KCMP_RS_NO_KCMP": "1"}
+    done = run_cli("scan", "-p", pid_list(family), "-J", env=env)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    check_scan_document(doc)
+    assert doc["undecided"]
+    assert re.fullmatch(
+        r"kcmp-rs: \d+ fds could not be classified: .*--allow-pidfd-getfd\)\n",
+        done.stderr.decode(),
+    )
+    done = run_cli("scan", "-p", pid_list(family), "-J", "--allow-pidfd-getfd", env=env)
+    assert done.returncode == 0
+    assert done.stderr == b""
+    doc = json.loads(done.stdout)
+    assert doc["undecided"] == [] and doc_groups(doc["descriptions"]) == family.groups
+
+
+def test_progress_only_on_a_terminal_after_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Tty()
+    monkeypatch.setattr("sys.stderr", err)
+    progress = cli._Progress()
+    progress(1, 10)
+    assert err.getvalue() == ""  # under a second: nothing
+    progress.start -= 2
+    progress(2, 10)
+    progress(10, 10)
+    progress.clear()
+    assert err.getvalue() == (
+        "\rkcmp-rs: read 2/10 processes\x1b[K"
+        "\rkcmp-rs: read 10/10 processes, classifying...\x1b[K"
+        "\r\x1b[K"
+    )
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    quiet = cli._Progress()
+    quiet.start -= 2
+    quiet(5, 10)
+    assert not quiet.shown
