@@ -15,6 +15,8 @@ PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi)
 
 run: build
 	$(PY) -m kcmp_rs demo
+	@echo
+	$(PY) -m kcmp_rs scan --example
 
 test: build lint test-rust test-py
 

@@ -27,6 +27,7 @@ cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 # Make exports the dev venv for cargo and maturin; nothing of it may leak in here.
 unset VIRTUAL_ENV PYO3_PYTHON PYTHONPATH PYTHONHOME PYTHONSTARTUP CARGO_TARGET_DIR
+PATH=$(echo "$PATH" | tr ':' '\n' | grep -vxF "$ROOT/.venv/bin" | paste -sd: -)
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kcmp-wheel-test.XXXXXX")

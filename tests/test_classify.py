@@ -723,10 +723,7 @@ def test_iterable_exception_propagates_unchanged(
 ) -> None:
     for exc in [Boom("boom"), KeyError(3), OSError(errno.EIO, "eio"), KeyboardInterrupt()]:
         it: Iterable[Any]
-        if where == "midway":
-            it = raising_midway(good, exc)
-        else:
-            it = IterRaises(exc)
+        it = raising_midway(good, exc) if where == "midway" else IterRaises(exc)
         with pytest.raises(type(exc)) as info:
             call(it)
         assert info.value is exc

@@ -696,7 +696,6 @@ def _apis() -> list[Api]:
 def _bad_cases() -> Iterator[Any]:
     for api in _apis():
         for i, (param, kind) in enumerate(api.params):
-            optional = param in ("idx1", "idx2", "target_index")
             if kind == "type":
                 for value, tname in [
                     (True, "bool"),

@@ -11,7 +11,9 @@ import os as _os
 import sys as _sys
 
 if not _sys.platform.startswith("linux"):
-    raise ImportError(f"kcmp_rs requires Linux (kcmp(2) is a Linux system call), not {_sys.platform}")
+    raise ImportError(
+        f"kcmp_rs requires Linux (kcmp(2) is a Linux system call), not {_sys.platform}"
+    )
 
 from kcmp_rs import _native
 from kcmp_rs._native import (

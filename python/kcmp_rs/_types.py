@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 
 class KcmpType(enum.IntEnum):
@@ -74,8 +74,8 @@ class KcmpUnavailableError(OSError):
     exact method could classify, where that applies.
     """
 
-    pid: Optional[int]
-    fd: Optional[int]
+    pid: int | None
+    fd: int | None
     reason: str
     undecided: tuple[tuple[int, int], ...]
 

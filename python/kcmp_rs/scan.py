@@ -22,10 +22,12 @@ What the scan guarantees:
   set, smallest pid first, and the members of the descriptions name that pid only.
 - Targets (``readlink /proc/PID/fd/N``), modes (``/proc/PID/fdinfo/N``) and commands
   (``/proc/PID/comm``) are read only for the descriptions reported.
-- Its own reads of /proc hold one fd at a time, whatever the number of processes
-  (each file is opened, read and closed in turn; targets are read with readlink).
-  Note: the native ``classify_tasks`` / ``classify_files`` calls currently hold one
-  pidfd per process for their duration.
+- It holds a small, bounded number of fds whatever the number of processes: its own
+  reads of /proc hold one fd at a time (each file is opened, read and closed in turn;
+  targets are read with readlink), and the native ``classify_tasks`` /
+  ``classify_files`` calls hold one /proc directory plus at most 64 pidfds (fewer
+  under a low ``RLIMIT_NOFILE``: a sixteenth of the soft limit); past that, a pid's
+  start time guards it against reuse instead.
 - Where kcmp(2) is blocked (seccomp, gVisor), ``classify_files`` decides what its
   exact fallbacks can (``allow_pidfd_getfd`` as given); the ``(pid, fd)`` pairs left
   undecided are listed in ``Scan.undecided`` and in no description.
