@@ -34,12 +34,13 @@ $(VENV)/.built: $(VENV)/.deps $(RUST_SOURCES) pyproject.toml $(PY_SOURCES)
 	$(PY) -m maturin develop --release --quiet
 	touch $@
 
-lint: $(VENV)/.deps
+lint: build
 	$(PY) -m ruff check python tests benches
 	$(PY) -m ruff format --check python tests benches
 	cargo fmt --check
 	cargo clippy --all-targets --quiet -- -D warnings
 	$(PY) -m mypy --strict python/kcmp_rs tests
+	$(PY) -m mypy.stubtest kcmp_rs._native --allowlist stubtest-allowlist.txt
 
 test-rust:
 	cargo test --quiet
@@ -49,6 +50,9 @@ test-py: build
 
 bench: build
 	$(PY) -m pytest -q benches --benchmark-columns=median,ops --benchmark-sort=name -s
+
+wheel-test: $(VENV)/.deps
+	bash scripts/wheel-test.sh
 
 clean:
 	rm -rf $(VENV) target dist

@@ -13,6 +13,8 @@ pub enum Failure {
     NotOpen { pid: Pid, fd: Fd },
     /// ESRCH: `pid` does not exist (in our pid namespace).
     NoProcess { pid: Pid },
+    /// ESRCH: `pid` exited during a batch; the pid may already name another process.
+    Vanished { pid: Pid },
     /// ESRCH: `pid` has exited but is not reaped yet: nothing of it is left to compare.
     Exited { pid: Pid },
     /// EPERM: `pid` may not be inspected by this process (ptrace read access).
@@ -58,7 +60,9 @@ impl Failure {
     pub fn errno(&self) -> i32 {
         match self {
             Failure::NotOpen { .. } => libc::EBADF,
-            Failure::NoProcess { .. } | Failure::Exited { .. } => libc::ESRCH,
+            Failure::NoProcess { .. } | Failure::Exited { .. } | Failure::Vanished { .. } => {
+                libc::ESRCH
+            }
             Failure::Denied { .. } => libc::EPERM,
             Failure::Unavailable { errno, .. } | Failure::Os { errno, .. } => *errno,
             Failure::Interrupted => libc::EINTR,
@@ -70,6 +74,7 @@ impl Failure {
             Failure::NotOpen { pid, .. }
             | Failure::NoProcess { pid }
             | Failure::Exited { pid }
+            | Failure::Vanished { pid }
             | Failure::Denied { pid } => Some(*pid),
             Failure::Os { pid, .. } => *pid,
             Failure::Unavailable { .. } | Failure::Interrupted => None,
@@ -89,6 +94,9 @@ impl Failure {
         let detail = match self {
             Failure::NotOpen { pid, fd } => format!("fd {fd} is not open in process {pid}"),
             Failure::NoProcess { pid } => format!("process {pid} does not exist"),
+            Failure::Vanished { pid } => format!(
+                "process {pid} exited during the call (its pid may now name another process)"
+            ),
             Failure::Exited { pid } => format!(
                 "process {pid} has exited and awaits reaping (a zombie): \
                  it has no resources left to compare"

@@ -527,10 +527,10 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
             Ok(k) => Ok(k),
             Err(Errno(libc::ENOENT)) | Err(Errno(libc::EBADF)) => {
                 // Every entry vanishes when the process exits: tell the two apart.
-                if !skip
-                    && (self.tracked.has_vanished(pid)
-                        || sys::start_time(pid) == Err(Errno(libc::ENOENT)))
-                {
+                if !skip && self.tracked.has_vanished(pid) {
+                    return Err(Fault::Fail(Failure::Vanished { pid }));
+                }
+                if !skip && sys::start_time(pid) == Err(Errno(libc::ENOENT)) {
                     return Err(Fault::Fail(Failure::NoProcess { pid }));
                 }
                 if !skip && sys::is_zombie(pid) {
@@ -649,7 +649,7 @@ pub fn classify_files<C: FnMut() -> bool>(
             }
             // An fd "not open" in a pid that is no longer the process first seen there.
             Err(Fault::Gone((pid, _))) if oracle.tracked.has_vanished(pid) => {
-                return Err(Failure::NoProcess { pid })
+                return Err(Failure::Vanished { pid })
             }
             Err(Fault::Gone((pid, fd))) => return Err(Failure::NotOpen { pid, fd }),
             Err(Fault::Fail(failure)) => return Err(failure),
@@ -665,7 +665,7 @@ pub fn classify_files<C: FnMut() -> bool>(
             });
         }
         if opts.missing == Missing::Raise {
-            return Err(Failure::NoProcess { pid: vanished[0] });
+            return Err(Failure::Vanished { pid: vanished[0] });
         }
         // Answers given through a pid that was reused meanwhile may have misplaced the
         // others' fds too: classify again without that pid.
@@ -796,7 +796,7 @@ pub fn classify_tasks<C: FnMut() -> bool>(
             return Ok(groups);
         }
         if missing == Missing::Raise {
-            return Err(Failure::NoProcess { pid: vanished[0] });
+            return Err(Failure::Vanished { pid: vanished[0] });
         }
         // Answers through a reused pid may have misplaced the others: again without it.
         pids.retain(|p| !vanished.contains(p));
