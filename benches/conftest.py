@@ -169,6 +169,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     tr.write_line(f"machine: {machine()}")
     tr.write_line(
         f"load average (1/5/15 min): {RESULTS.load_at_start} at start, {load_average()} at "
-        "end (other work on the machine skews timings; the ratios compare runs made "
-        "back to back)"
+        "end (figure 6 itself forks up to 1000 processes; other work on the machine skews "
+        "timings, so each ratio compares runs interleaved round by round)"
     )

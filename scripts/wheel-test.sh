@@ -206,10 +206,11 @@ for py in "${PYTHONS[@]}"; do
     fi
     "$venv/bin/python" -m pip list 2>/dev/null | grep -iE '^(kcmp-rs|pytest|hypothesis) '
     # The tests and the project's metadata (pytest's config in pyproject.toml; the
-    # version in Cargo.toml, which a test compares with kcmp_rs.__version__), no code.
+    # version in Cargo.toml, which a test compares with kcmp_rs.__version__; the README,
+    # whose API tour a test runs against the installed wheel), no code.
     mkdir -p "$run"
     cp -r "$ROOT/tests" "$run/tests"
-    cp "$ROOT/pyproject.toml" "$ROOT/Cargo.toml" "$run/"
+    cp "$ROOT/pyproject.toml" "$ROOT/Cargo.toml" "$ROOT/README.md" "$run/"
     rm -rf "$run/tests/__pycache__"
     if (cd "$run" && "$venv/bin/python" -c "$CHECK_LOCATION"); then
         ok "Python $ver: kcmp_rs imported from site-packages"
