@@ -44,14 +44,26 @@ def scan_command(pids: tuple[int, ...]) -> list[str]:
 
 
 def run(cmd: list[str], out_path: str) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit status) of one run, stdout to ``out_path``."""
-    with open(out_path, "wb") as out:
+    """(wall seconds, peak RSS in MB, exit status) of one run, stdout to ``out_path``,
+    stderr to ``out_path + ".err"``."""
+    with open(out_path, "wb") as out, open(out_path + ".err", "wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4 already
     return wall, usage.ru_maxrss / 1024.0, proc.returncode
+
+
+def check_status(status: int, out_path: str, what: str) -> None:
+    """A failed scan is reported in the summary (with its stderr) and fails the test."""
+    if status == 0:
+        return
+    with open(out_path + ".err", "rb") as f:
+        err = f.read().decode(errors="replace").strip().splitlines()
+    tail = err[-1] if err else ""
+    RESULTS.add("6 scan exit status", what, f"exit {status}", "0", False, note=tail[:200])
+    raise AssertionError(f"{what}: scan exited {status}: {' / '.join(err[-5:])}")
 
 
 def check_scan(out_path: str, family: Any) -> None:
@@ -73,13 +85,14 @@ def test_scan_vs_lsof(benchmark: Any) -> None:
         out = os.path.join(d, "out")
         scan_cmd = scan_command(family.pids)
         lsof_cmd = [lsof, "-p", ",".join(map(str, family.pids))]
+        case = f"{n_procs} procs x {n_fds} fds"
         wall, _, status = run(scan_cmd, out)  # warm-up, and the correctness check
-        assert status == 0
+        check_status(status, out, case)
         check_scan(out, family)
         scans, lsofs = [], []
         for _ in range(RUNS_SMALL):
             wall, _, status = run(scan_cmd, out)
-            assert status == 0
+            check_status(status, out, case)
             scans.append(wall)
             wall, _, status = run(lsof_cmd, out)
             assert status in (0, 1)  # 1: lsof found nothing for some pid (none expected)
@@ -87,14 +100,14 @@ def test_scan_vs_lsof(benchmark: Any) -> None:
 
         # The table entry: the scan alone, through pytest-benchmark.
         def once() -> None:
-            assert run(scan_cmd, out)[2] == 0
+            check_status(run(scan_cmd, out)[2], out, case)
 
         benchmark.pedantic(once, rounds=1, iterations=1)
     s, lo = statistics.median(scans), statistics.median(lsofs)
     x = s / lo
     RESULTS.add(
         "6 scan vs lsof",
-        f"{n_procs} procs x {n_fds} fds",
+        case,
         f"{x:.2f}x (scan {fmt_time(s)}, lsof {fmt_time(lo)}; medians of {RUNS_SMALL})",
         f"<= {LSOF_RATIO}x",
         x <= LSOF_RATIO,
@@ -103,20 +116,20 @@ def test_scan_vs_lsof(benchmark: Any) -> None:
 
 def test_scan_big() -> None:
     n_procs, n_fds = BIG
+    case = f"{n_procs} procs x {n_fds} fds"
     with family_mod.build_family(n_procs, n_fds) as family, tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "out")
         cmd = scan_command(family.pids)
         walls, rss = [], []
         for i in range(RUNS_BIG):
             wall, peak, status = run(cmd, out)
-            assert status == 0
+            check_status(status, out, case)
             if i == 0:
                 check_scan(out, family)
             walls.append(wall)
             rss.append(peak)
     wall = statistics.median(walls)
     peak = max(rss)
-    case = f"{n_procs} procs x {n_fds} fds"
     RESULTS.add(
         "6 scan wall time",
         case,

@@ -566,7 +566,9 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
             // looks open, and the other one may never have changed.
             for (pid, fd) in [a, b] {
                 if sys::kcmp(pid, pid, sys::KCMP_FILE, fd, fd).is_err() {
-                    let failure = if sys::is_zombie(pid) {
+                    // Never for our own pid: this process is no zombie, and reading
+                    // /proc would open an fd while the caller's threads change theirs.
+                    let failure = if pid != self.me && sys::is_zombie(pid) {
                         Failure::Exited { pid }
                     } else {
                         Failure::NotOpen { pid, fd }

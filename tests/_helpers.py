@@ -20,6 +20,7 @@ import ctypes
 import json
 import os
 import pickle
+import resource
 import select
 import signal
 import time
@@ -28,6 +29,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+import pytest
 
 __all__ = [
     "ChildError",
@@ -448,3 +451,20 @@ def fd_snapshot() -> frozenset[tuple[int, str]]:
         except FileNotFoundError:
             continue
     return frozenset(pairs)
+
+
+@contextlib.contextmanager
+def nofile(extra: int) -> Iterator[None]:
+    """Room for ``extra`` more fds: raises the soft RLIMIT_NOFILE (within the hard
+    limit) for the duration, restored after; skips the test when the hard limit is too
+    low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = len(fd_snapshot()) + extra + 64
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"needs {need} fds, RLIMIT_NOFILE hard limit is {hard}")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -7,13 +7,11 @@ Ctrl-C and memory: ``test_classify_stress.py``.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import errno
 import math
 import os
 import re
-import resource
 import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any, Callable, Literal
 
 import kcmp_rs
 import pytest
-from _helpers import fd_snapshot, run_in_child
+from _helpers import fd_snapshot, nofile, run_in_child
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kcmp_rs import KcmpType, Order, baseline
@@ -260,22 +258,6 @@ def ceil_log2(x: int) -> int:
 
 def stats(fds: list[int], order: OrderName = "fd") -> tuple[Groups, int, int, int]:
     return classify_fds_stats(os.getpid(), fds, order)
-
-
-@contextlib.contextmanager
-def nofile(extra: int) -> Iterator[None]:
-    """Room for ``extra`` more fds: raises the soft RLIMIT_NOFILE (within the hard
-    limit) for the duration; skips the test when the hard limit is too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = len(fd_snapshot()) + extra + 64
-    if hard != resource.RLIM_INFINITY and hard < need:
-        pytest.skip(f"needs {need} fds, RLIMIT_NOFILE hard limit is {hard}")
-    if soft != resource.RLIM_INFINITY and soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_counts_distinct_files_need_no_comparison(files: list[Path]) -> None:

@@ -96,6 +96,14 @@ def _pid_list(text: str) -> list[int]:
     return [_pid(part) for part in text.split(",")]
 
 
+def _allow_pidfd_getfd(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-pidfd-getfd",
+        action="store_true",
+        help="where kcmp is blocked, let pidfd_getfd(2) copy fds to compare them",
+    )
+
+
 def _command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -148,11 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         example="  kcmp-rs fds 1234\n  kcmp-rs fds $$",
     )
     fds.add_argument("pid", type=_pid, metavar="PID")
-    fds.add_argument(
-        "--allow-pidfd-getfd",
-        action="store_true",
-        help="where kcmp is blocked, let pidfd_getfd(2) copy fds to compare them",
-    )
+    _allow_pidfd_getfd(fds)
     fds.set_defaults(func=_cmd_fds, parser=fds)
 
     share = _command(
@@ -165,11 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     share.add_argument("pid1", type=_pid, metavar="PID1")
     share.add_argument("pid2", type=_pid, metavar="PID2")
-    share.add_argument(
-        "--allow-pidfd-getfd",
-        action="store_true",
-        help="where kcmp is blocked, let pidfd_getfd(2) copy fds to compare them",
-    )
+    _allow_pidfd_getfd(share)
     share.set_defaults(func=_cmd_share, parser=share)
 
     scan = _command(
@@ -204,11 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument(
         "-j", "--json-lines", action="store_true", help="JSON Lines: one description per line"
     )
-    scan.add_argument(
-        "--allow-pidfd-getfd",
-        action="store_true",
-        help="where kcmp is blocked, let pidfd_getfd(2) copy fds to compare them",
-    )
+    _allow_pidfd_getfd(scan)
     scan.add_argument(
         "--example",
         action="store_true",
