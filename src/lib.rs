@@ -11,4 +11,5 @@ pub mod oracle;
 pub mod support;
 pub mod sys;
 
+mod bench_floor;
 mod py;

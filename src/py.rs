@@ -355,6 +355,10 @@ fn tuples<'py, T: pyo3::IntoPyObject<'py> + Copy>(
     Ok(list)
 }
 
+/// bench_syscall_floor's figures: floor and engine seconds per round, keys, compares,
+/// sames, operations replayed per round.
+type FloorFigures = (Vec<f64>, Vec<f64>, u64, u64, u64, usize);
+
 /// Groups and the refs no exact method could decide.
 type Partial<'py> = (Bound<'py, pyo3::types::PyList>, Vec<(Pid, Fd)>);
 
@@ -635,5 +639,24 @@ pub mod _native {
     #[pyfunction]
     fn disable_kcmp() {
         crate::support::disable();
+    }
+
+    /// Benchmark helper (benches/test_overhead.py): replays the syscalls one
+    /// classify_files(refs) makes, recorded from a real run, without engine logic, and
+    /// times full native classifications of the same refs (no Python conversions).
+    /// Returns (floor seconds per round, engine seconds per round, keys, compares,
+    /// sames, operations replayed per round).
+    #[pyfunction]
+    #[pyo3(signature = (refs, rounds = 5))]
+    fn bench_syscall_floor(
+        py: Python<'_>,
+        refs: &Bound<'_, PyAny>,
+        rounds: usize,
+    ) -> PyResult<FloorFigures> {
+        let refs = arg_refs(refs)?;
+        let f = py
+            .detach(|| crate::bench_floor::syscall_floor(&refs, rounds))
+            .map_err(|f| to_pyerr(py, &f))?;
+        Ok((f.floor, f.engine, f.stats.keys, f.stats.compares, f.stats.sames, f.syscalls))
     }
 }

@@ -75,3 +75,8 @@ def support(*, refresh: bool = False) -> tuple[bool, bool, bool, str]:
 
 def disable_kcmp() -> None:
     """Never issue kcmp(2) again in this process."""
+
+def bench_syscall_floor(
+    refs: Iterable[tuple[int, int]], rounds: int = 5
+) -> tuple[list[float], list[float], int, int, int, int]:
+    """Benchmark helper: (floor s/round, engine s/round, keys, compares, sames, ops)."""
