@@ -25,7 +25,9 @@
 //! result is "correct as observed": a partition of the surviving input.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::hash::Hash;
 
 /// A cheap bucketing key (e.g. (st_dev, st_ino)); items with different keys NEVER share a description.
@@ -154,8 +156,10 @@ pub fn classify<O: Oracle>(
         ops: 0,
         groups: Vec::new(),
         buckets: Vec::new(),
-        bucket_of_key: HashMap::new(),
-        group_of: HashMap::with_capacity(todo.len()),
+        // Fast, non-cryptographic hashing: keys and items are kernel-given or
+        // caller-given integers, and a caller crafting collisions only slows itself.
+        bucket_of_key: HashMap::with_capacity_and_hasher(todo.len(), Default::default()),
+        group_of: HashMap::with_capacity_and_hasher(todo.len(), Default::default()),
     };
     // Ascending processing makes a group's first member its rep.
     for &item in &todo {
@@ -208,6 +212,9 @@ struct Bucket {
     reps: Vec<usize>,
     /// Once sorted, a bucket stays sorted (inserts keep the order).
     sorted: bool,
+    /// The group an item of this bucket last joined or started: fds made by dup()
+    /// usually sit next to their original, so it is tried before the binary search.
+    last: Option<usize>,
 }
 
 /// Internal failure of one oracle call, before `Missing` is applied.
@@ -317,6 +324,9 @@ impl<O: Oracle> Engine<'_, O> {
         if let Some(g) = self.groups.get_mut(gid) {
             g.members.push(item);
             self.group_of.insert(item, gid);
+            if let Some(bucket) = self.buckets.get_mut(g.bucket) {
+                bucket.last = Some(gid);
+            }
         }
     }
 
@@ -327,8 +337,9 @@ impl<O: Oracle> Engine<'_, O> {
             bucket: b,
         });
         self.group_of.insert(item, gid);
-        let reps = &mut self.buckets[b].reps;
-        reps.insert(pos.min(reps.len()), gid);
+        let bucket = &mut self.buckets[b];
+        bucket.reps.insert(pos.min(bucket.reps.len()), gid);
+        bucket.last = Some(gid);
     }
 
     /// Drops a placed item that vanished. Its group's next member becomes the
@@ -374,6 +385,7 @@ impl<O: Oracle> Engine<'_, O> {
                 self.buckets.push(Bucket {
                     reps: Vec::new(),
                     sorted: false,
+                    last: None,
                 });
                 self.bucket_of_key.insert(key, self.buckets.len() - 1);
                 self.buckets.len() - 1
@@ -392,7 +404,11 @@ impl<O: Oracle> Engine<'_, O> {
                 return Ok(());
             }
             let probe = if bucket.sorted {
-                self.search(item, b)
+                match self.recent(item, b) {
+                    Ok(Some(gid)) => Ok(Probe::Join(gid)),
+                    Ok(None) => self.search(item, b),
+                    Err(stop) => Err(stop),
+                }
             } else if self.can_order && bucket.reps.len() > SMALL {
                 Ok(Probe::NeedSort)
             } else {
@@ -418,6 +434,22 @@ impl<O: Oracle> Engine<'_, O> {
                 }
             }
         }
+    }
+
+    /// Whether `item` belongs to the bucket's most recent group: one check that
+    /// settles a dup next to its original, and costs one more otherwise.
+    fn recent(&mut self, item: O::Item, b: usize) -> StopRes<Option<usize>, O> {
+        let Some(gid) = self.buckets[b].last else {
+            return Ok(None);
+        };
+        let Some(rep) = self.rep(gid) else {
+            return Ok(None);
+        };
+        let same = match self.same(item, rep)? {
+            Some(same) => same,
+            None => self.compare(item, rep)? == Ordering::Equal,
+        };
+        Ok(same.then_some(gid))
     }
 
     /// Linear `same()` scan of an unsorted bucket.
@@ -682,7 +714,7 @@ impl<O: Oracle> Engine<'_, O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::{BTreeMap, BTreeSet, HashSet};
+    use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
     // ---------- helpers ----------
 
@@ -893,13 +925,15 @@ mod tests {
     /// Runs Fd classification with the given same mode and checks the
     /// partition and the per-item call bounds. Bound asserted, with k = reps
     /// in the item's bucket when it arrives (distinct objects seen so far):
-    /// * bucket already sorted: 0 sames, <= ceil(log2(k+1)) compares;
+    /// * bucket already sorted: <= 1 same and <= ceil(log2(k+1)) + 1 compares (the
+    ///   check against the bucket's most recent group, then the binary search);
     /// * otherwise <= min(k, SMALL) sames and <= ceil(log2(k+1)) compares plus
     ///   merge_sort_bound(min(k, SMALL+1)) (<= 8) for the one item whose probe
     ///   sorts the bucket; with `same` answering that item is the first with
     ///   k > SMALL (and earlier items make no compares); with `same` never
     ///   answering it is the first with k = 1, so the sort is free and the bound
-    ///   is exactly ceil(log2(k+1)) compares and <= 1 same.
+    ///   is ceil(log2(k+1)) compares and <= 1 same; the sorting item may also
+    ///   make the one recent-group check.
     fn run_checked(table: &HashMap<u32, (Key, u32)>, items: &[u32], mode: SameMode) -> Stats {
         let mut fake = Fake::new(table.clone());
         fake.same_mode = mode;
@@ -919,21 +953,24 @@ mod tests {
             let k = objs.len();
             let (c, s) = fake.per_item.get(&i).copied().unwrap_or_default();
             let log = ceil_log2(k + 1);
+            // `recent`: in a sorted bucket, one check against the bucket's most
+            // recent group comes before the binary search (a same, and a compare
+            // where the same cannot answer).
             if sorted_buckets.contains(&key) {
-                assert_eq!(s, 0, "item {i}: sames in a sorted bucket");
-                assert!(c <= log, "item {i}: {c} compares, k={k}");
+                assert!(s <= 1, "item {i}: {s} sames in a sorted bucket");
+                assert!(c <= log + 1, "item {i}: {c} compares, k={k}");
             } else {
                 // Any compare means this item's probe sorted the bucket first.
                 if c > 0 {
                     sorted_buckets.insert(key);
                 }
                 let sort = merge_sort_bound(k.min(SMALL + 1));
-                assert!(s <= k.min(SMALL), "item {i}: {s} sames, k={k}");
-                assert!(c <= log + sort, "item {i}: {c} compares, k={k}");
+                assert!(s <= k.min(SMALL) + 1, "item {i}: {s} sames, k={k}");
+                assert!(c <= log + sort + 1, "item {i}: {c} compares, k={k}");
                 match mode {
                     SameMode::Answer if k <= SMALL => assert_eq!(c, 0),
-                    SameMode::Answer => assert_eq!(s, 0),
-                    SameMode::Never => assert!(s <= 1 && c <= log),
+                    SameMode::Answer => assert!(s <= 1),
+                    SameMode::Never => assert!(s <= 2 && c <= log + 1),
                     SameMode::NoneForOdd => {}
                 }
             }
@@ -968,7 +1005,9 @@ mod tests {
             for mode in [SameMode::Answer, SameMode::Never, SameMode::NoneForOdd] {
                 let s = run_checked(&table, &items, mode);
                 if mode == SameMode::Never {
-                    assert!(s.sames <= keys as u64);
+                    // One unanswered same per bucket (its sort), plus the recent-group
+                    // check each later item makes first.
+                    assert!(s.sames <= (keys + n) as u64);
                 }
             }
         }

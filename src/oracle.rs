@@ -215,7 +215,7 @@ pub fn same_epoll_target(
 // ---- the engine's oracles ----
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::ffi::CString;
 
 use crate::engine::{self, Fault, GroupOrder, Key, Missing, Oracle};
@@ -348,9 +348,9 @@ impl<C: FnMut() -> bool> FileOracle<C> {
             dupfd_query: support::dupfd_query_usable(),
             opts,
             dir: None,
-            ours: HashSet::new(),
+            ours: HashSet::default(),
             tracked: Tracked::default(),
-            local_pids: HashMap::new(),
+            local_pids: HashMap::default(),
             undecided: Vec::new(),
             interrupted,
         }

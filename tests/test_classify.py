@@ -335,7 +335,9 @@ def test_counts_binary_search_not_linear(files: list[Path]) -> None:
         fds = sorted(s.owned)
         _, _, c_all, s_all = stats(fds)
         _, _, c_less, s_less = stats(fds[:-1])
-        assert (c_all + s_all) - (c_less + s_less) <= ceil_log2(1001) + 1
+        # The binary search, plus one check against the most recent group before it
+        # and one end-of-batch check that the new rep still sits in order.
+        assert (c_all + s_all) - (c_less + s_less) <= ceil_log2(1001) + 2
 
 
 # ---- the package's own fds ----
