@@ -377,7 +377,9 @@ class _Progress:
 
 def _print_scan(result: scanning.Scan, args: argparse.Namespace) -> None:
     if args.json:
-        _write_utf8(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n")
+        # Compact: CPython's fast C encoder only serves indent=None, and a host-wide
+        # scan's document is large (pipe it through `python -m json.tool` to read it).
+        _write_utf8(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
     elif args.json_lines:
         _write_utf8(
             "".join(json.dumps(d.to_dict(), ensure_ascii=False) + "\n" for d in result.descriptions)
