@@ -158,13 +158,36 @@ pub fn classify<O: Oracle>(
         buckets: Vec::new(),
         // Fast, non-cryptographic hashing: keys and items are kernel-given or
         // caller-given integers, and a caller crafting collisions only slows itself.
-        bucket_of_key: HashMap::with_capacity_and_hasher(todo.len(), Default::default()),
-        group_of: HashMap::with_capacity_and_hasher(todo.len(), Default::default()),
+        bucket_of_key: HashMap::default(),
+        group_of: HashMap::default(),
+        singles: Vec::new(),
     };
-    // Ascending processing makes a group's first member its rep.
+    // Key everything first and sort by key. An item alone under its key (most fds,
+    // usually) is a group by itself and never touches the engine's maps: that keeps
+    // the working set small, and a large one measurably slows the kernel's own
+    // stat path. Kernel order merges every group, so there all go through the maps.
+    let mut keyed: Vec<(Key, O::Item)> = Vec::with_capacity(todo.len());
     for &item in &todo {
-        engine.add(item)?;
+        if let Some(key) = engine.key_of(item)? {
+            keyed.push((key, item));
+        }
     }
+    drop(todo);
+    // Plain data with a real total order: std's sort is safe here.
+    keyed.sort_unstable();
+    let singles_allowed = order == GroupOrder::Fd || !can_order;
+    for run in keyed.chunk_by(|x, y| x.0 == y.0) {
+        match run {
+            [single] if singles_allowed => engine.singles.push(*single),
+            _ => {
+                // Ascending within a key makes a group's first member its rep.
+                for &(key, item) in run {
+                    engine.add_keyed(item, key)?;
+                }
+            }
+        }
+    }
+    drop(keyed);
     // Only the buckets that no longer hold together are classified again: a rerun
     // of everything would rarely finish while some unrelated fds keep changing.
     if let Some(error) = unstable {
@@ -247,6 +270,8 @@ struct Engine<'a, O: Oracle> {
     bucket_of_key: HashMap<Key, usize>,
     /// Live placed item -> its group; lets a `Gone` naming any item be resolved.
     group_of: HashMap<O::Item, usize>,
+    /// Items alone under their key, by key: groups of one that need no comparison.
+    singles: Vec<(Key, O::Item)>,
 }
 
 type Res<T, O> = Result<T, Fault<<O as Oracle>::Item, <O as Oracle>::Error>>;
@@ -367,18 +392,29 @@ impl<O: Oracle> Engine<'_, O> {
     // ---- placement ----
 
     fn add(&mut self, item: O::Item) -> Res<(), O> {
-        let key = loop {
+        match self.key_of(item)? {
+            Some(key) => self.add_keyed(item, key),
+            None => Ok(()),
+        }
+    }
+
+    /// The item's key; `None` when it vanished (and `Missing::Skip` drops it).
+    fn key_of(&mut self, item: O::Item) -> Res<Option<Key>, O> {
+        loop {
             match self.key(item) {
-                Ok(key) => break key,
+                Ok(key) => return Ok(Some(key)),
                 Err(stop) => {
                     let victim = self.absorb(stop)?;
                     if victim == item {
-                        return Ok(());
+                        return Ok(None);
                     }
                     self.remove(victim);
                 }
             }
-        };
+        }
+    }
+
+    fn add_keyed(&mut self, item: O::Item, key: Key) -> Res<(), O> {
         let b = match self.bucket_of_key.get(&key) {
             Some(&b) => b,
             None => {
@@ -387,8 +423,15 @@ impl<O: Oracle> Engine<'_, O> {
                     sorted: false,
                     last: None,
                 });
-                self.bucket_of_key.insert(key, self.buckets.len() - 1);
-                self.buckets.len() - 1
+                let b = self.buckets.len() - 1;
+                self.bucket_of_key.insert(key, b);
+                // A redone item may now share the key of an item that was alone
+                // under it: that one becomes a group of the bucket first.
+                if let Ok(pos) = self.singles.binary_search_by(|(k, _)| k.cmp(&key)) {
+                    let (_, single) = self.singles.remove(pos);
+                    self.new_group(single, b, 0);
+                }
+                b
             }
         };
         self.place(item, b)
@@ -668,6 +711,7 @@ impl<O: Oracle> Engine<'_, O> {
     // ---- output ----
 
     fn fd_order(&mut self) -> Vec<Vec<O::Item>> {
+        let singles = std::mem::take(&mut self.singles);
         let mut out: Vec<Vec<O::Item>> = std::mem::take(&mut self.groups)
             .into_iter()
             .map(|mut g| {
@@ -675,6 +719,7 @@ impl<O: Oracle> Engine<'_, O> {
                 g.members
             })
             .filter(|m| !m.is_empty())
+            .chain(singles.into_iter().map(|(_, item)| vec![item]))
             .collect();
         // Items' own Ord is a real total order, so std's sort is safe here.
         out.sort_unstable_by_key(|m| m.first().copied());
@@ -795,8 +840,7 @@ mod tests {
         sames: u64,
         checkpoints: u64,
         fail_checkpoint_at: Option<u64>,
-        current: Option<u32>,
-        per_item: HashMap<u32, (usize, usize)>,
+        per_key: HashMap<Key, (usize, usize)>,
     }
 
     impl Fake {
@@ -813,8 +857,7 @@ mod tests {
                 sames: 0,
                 checkpoints: 0,
                 fail_checkpoint_at: None,
-                current: None,
-                per_item: HashMap::new(),
+                per_key: HashMap::new(),
             }
         }
         fn rank(obj: u32) -> u32 {
@@ -833,9 +876,10 @@ mod tests {
             }
             Ok(())
         }
-        fn bump(&mut self, compare: bool) {
-            if let Some(c) = self.current {
-                let e = self.per_item.entry(c).or_default();
+        fn bump(&mut self, a: u32, compare: bool) {
+            // Both items of a call share a key: count per key (bucket).
+            if let Some(&(key, _)) = self.table.get(&a) {
+                let e = self.per_key.entry(key).or_default();
                 if compare {
                     e.0 += 1
                 } else {
@@ -850,7 +894,6 @@ mod tests {
         type Error = TErr;
         fn key(&mut self, item: u32) -> Result<Key, Fault<u32, TErr>> {
             self.keys += 1;
-            self.current = Some(item);
             self.check(item, item)?;
             if let Some(v) = self.vanish_after_key.get(&item) {
                 self.gone.extend(v.iter().copied());
@@ -863,13 +906,13 @@ mod tests {
         fn compare(&mut self, a: u32, b: u32) -> Result<Ordering, Fault<u32, TErr>> {
             assert!(self.can_order, "compare called although !can_order");
             self.compares += 1;
-            self.bump(true);
+            self.bump(a, true);
             self.check(a, b)?;
             Ok(Self::rank(self.obj(a)).cmp(&Self::rank(self.obj(b))))
         }
         fn same(&mut self, a: u32, b: u32) -> Result<Option<bool>, Fault<u32, TErr>> {
             self.sames += 1;
-            self.bump(false);
+            self.bump(a, false);
             if self.same_mode == SameMode::Never {
                 return Ok(None);
             }
@@ -922,18 +965,16 @@ mod tests {
         (table, items)
     }
 
-    /// Runs Fd classification with the given same mode and checks the
-    /// partition and the per-item call bounds. Bound asserted, with k = reps
-    /// in the item's bucket when it arrives (distinct objects seen so far):
-    /// * bucket already sorted: <= 1 same and <= ceil(log2(k+1)) + 1 compares (the
-    ///   check against the bucket's most recent group, then the binary search);
-    /// * otherwise <= min(k, SMALL) sames and <= ceil(log2(k+1)) compares plus
-    ///   merge_sort_bound(min(k, SMALL+1)) (<= 8) for the one item whose probe
-    ///   sorts the bucket; with `same` answering that item is the first with
-    ///   k > SMALL (and earlier items make no compares); with `same` never
-    ///   answering it is the first with k = 1, so the sort is free and the bound
-    ///   is ceil(log2(k+1)) compares and <= 1 same; the sorting item may also
-    ///   make the one recent-group check.
+    /// Runs Fd classification with the given same mode and checks the partition and
+    /// the call bounds of each bucket (key), summed over its items: with k the
+    /// distinct objects the bucket holds when an item arrives (items arrive in
+    /// ascending order within a key),
+    /// * compares <= sum of (ceil(log2(k+1)) + 1) plus merge_sort_bound(SMALL+1) for
+    ///   the one sort of the bucket (the + 1: the check against the bucket's most
+    ///   recent group before each binary search);
+    /// * sames <= sum of (min(k, SMALL) + 1);
+    /// * with `same` answering, a bucket that never holds more than SMALL objects
+    ///   makes no compare at all.
     fn run_checked(table: &HashMap<u32, (Key, u32)>, items: &[u32], mode: SameMode) -> Stats {
         let mut fake = Fake::new(table.clone());
         fake.same_mode = mode;
@@ -946,35 +987,23 @@ mod tests {
         let distinct: BTreeSet<u32> = items.iter().copied().collect();
         assert_eq!(stats.keys, distinct.len() as u64);
         let mut seen: HashMap<Key, HashSet<u32>> = HashMap::new();
-        let mut sorted_buckets: HashSet<Key> = HashSet::new();
+        let mut bound: HashMap<Key, (usize, usize)> = HashMap::new();
         for &i in &distinct {
             let (key, obj) = table[&i];
             let objs = seen.entry(key).or_default();
             let k = objs.len();
-            let (c, s) = fake.per_item.get(&i).copied().unwrap_or_default();
-            let log = ceil_log2(k + 1);
-            // `recent`: in a sorted bucket, one check against the bucket's most
-            // recent group comes before the binary search (a same, and a compare
-            // where the same cannot answer).
-            if sorted_buckets.contains(&key) {
-                assert!(s <= 1, "item {i}: {s} sames in a sorted bucket");
-                assert!(c <= log + 1, "item {i}: {c} compares, k={k}");
-            } else {
-                // Any compare means this item's probe sorted the bucket first.
-                if c > 0 {
-                    sorted_buckets.insert(key);
-                }
-                let sort = merge_sort_bound(k.min(SMALL + 1));
-                assert!(s <= k.min(SMALL) + 1, "item {i}: {s} sames, k={k}");
-                assert!(c <= log + sort + 1, "item {i}: {c} compares, k={k}");
-                match mode {
-                    SameMode::Answer if k <= SMALL => assert_eq!(c, 0),
-                    SameMode::Answer => assert!(s <= 1),
-                    SameMode::Never => assert!(s <= 2 && c <= log + 1),
-                    SameMode::NoneForOdd => {}
-                }
-            }
+            let b = bound.entry(key).or_insert((merge_sort_bound(SMALL + 1), 0));
+            b.0 += ceil_log2(k + 1) + 1;
+            b.1 += k.min(SMALL) + 1;
             objs.insert(obj);
+        }
+        for (key, (c_max, s_max)) in bound {
+            let (c, s) = fake.per_key.get(&key).copied().unwrap_or_default();
+            assert!(c <= c_max, "key {key:?}: {c} compares > {c_max}");
+            assert!(s <= s_max, "key {key:?}: {s} sames > {s_max}");
+            if mode == SameMode::Answer && seen[&key].len() <= SMALL {
+                assert_eq!(c, 0, "key {key:?}: compares in a small bucket");
+            }
         }
         stats
     }
@@ -1455,9 +1484,9 @@ mod tests {
         }
     }
 
-    /// An fd table that changes under the engine: after `key(trigger)` answers, item
-    /// `replaced` refers to object `to` (a dup2 over a rep), and, with `flap`, every
-    /// `same` answer flips on each call (a table that never holds still).
+    /// An fd table that changes under the engine: after `trigger` `same` calls have
+    /// answered, item `replaced` refers to object `to` (a dup2 over a rep), and, with
+    /// `flap`, every `same` answer flips on each call (a table that never holds still).
     struct Churn {
         objects: HashMap<u32, u32>,
         trigger: u32,
@@ -1471,10 +1500,7 @@ mod tests {
     impl Oracle for Churn {
         type Item = u32;
         type Error = TErr;
-        fn key(&mut self, item: u32) -> Result<Key, Fault<u32, TErr>> {
-            if item == self.trigger {
-                self.objects.insert(self.replaced, self.to);
-            }
+        fn key(&mut self, _item: u32) -> Result<Key, Fault<u32, TErr>> {
             Ok((0, 0))
         }
         fn can_order(&self) -> bool {
@@ -1486,6 +1512,9 @@ mod tests {
         fn same(&mut self, a: u32, b: u32) -> Result<Option<bool>, Fault<u32, TErr>> {
             self.flips += 1;
             let truth = self.objects[&a] == self.objects[&b];
+            if self.flips == u64::from(self.trigger) {
+                self.objects.insert(self.replaced, self.to);
+            }
             Ok(Some(if self.flap && self.flips % 2 == 0 {
                 !truth
             } else {
@@ -1504,7 +1533,7 @@ mod tests {
         // Items 0..8 all refer to object 5 until item 0, the first rep, is replaced.
         Churn {
             objects: (0..8).map(|i| (i, 5)).collect(),
-            trigger: 2,
+            trigger: 1,
             replaced: 0,
             to: 9,
             flap,

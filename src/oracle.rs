@@ -214,8 +214,8 @@ pub fn same_epoll_target(
 
 // ---- the engine's oracles ----
 
-use std::cmp::Ordering;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::cmp::Ordering;
 use std::ffi::CString;
 
 use crate::engine::{self, Fault, GroupOrder, Key, Missing, Oracle};

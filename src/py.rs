@@ -657,6 +657,13 @@ pub mod _native {
         let f = py
             .detach(|| crate::bench_floor::syscall_floor(&refs, rounds))
             .map_err(|f| to_pyerr(py, &f))?;
-        Ok((f.floor, f.engine, f.stats.keys, f.stats.compares, f.stats.sames, f.syscalls))
+        Ok((
+            f.floor,
+            f.engine,
+            f.stats.keys,
+            f.stats.compares,
+            f.stats.sames,
+            f.syscalls,
+        ))
     }
 }
