@@ -348,11 +348,11 @@ fn tuples<'py, T: pyo3::IntoPyObject<'py> + Copy>(
     py: Python<'py>,
     groups: Vec<Vec<T>>,
 ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
-    let list = pyo3::types::PyList::empty(py);
-    for g in groups {
-        list.append(pyo3::types::PyTuple::new(py, g)?)?;
-    }
-    Ok(list)
+    let tuples = groups
+        .into_iter()
+        .map(|g| pyo3::types::PyTuple::new(py, g))
+        .collect::<PyResult<Vec<_>>>()?;
+    pyo3::types::PyList::new(py, tuples)
 }
 
 /// bench_syscall_floor's figures: floor and engine seconds per round, keys, compares,
