@@ -522,6 +522,8 @@ def test_many_calls_leak_no_fds_and_little_memory(spawn: Spawn) -> None:
             _expect(case, exc, err)
         gc.collect()
         grown = rss_kib() - rss_before
+        # The README's Reliability figures come from these lines (pytest -s).
+        print(f"\nleak check: 100,000 calls over {len(cases)} cases, RSS {grown:+d} KiB")
         assert fd_snapshot() == fds_before
         assert grown < 1024, f"RSS grew {grown} KiB over 100,000 calls"
     finally:
@@ -540,6 +542,7 @@ def test_a_million_kcmp_calls_keep_rss_flat() -> None:
         kcmp(me, me, vm)
     gc.collect()
     grown = rss_kib() - before
+    print(f"\nleak check: 1,000,000 kcmp() calls, RSS {grown:+d} KiB")
     assert grown < 1024, f"RSS grew {grown} KiB over 1,000,000 kcmp calls"
 
 
@@ -604,6 +607,7 @@ def test_fallback_paths_leak_nothing(spawn: Spawn) -> None:
     finally:
         os.close(r)
         os.close(w)
+    print(f"\nleak check: 20,000 fallback calls, {new_fds} fds left, RSS {grown:+d} KiB")
     assert problems == []
     assert new_fds == 0
     assert grown < 1024, f"RSS grew {grown} KiB"
@@ -854,6 +858,10 @@ def test_stress_mutating_fds_and_children(spawn: Spawn, tmp_path: Any) -> None:
             t.join(timeout=30)
         stuck = [t.name for t in background + classifiers if t.is_alive()]
         assert not stuck, f"threads still running (deadlock?): {stuck}"
+        print(
+            f"\nstress: {counts['calls']} classifier calls, {counts['children']} children, "
+            f"{sum(m.rounds for m in mutators)} mutator rounds"
+        )
         assert failures == []
         assert counts["calls"] == 3 * calls_per_classifier
         assert sum(m.rounds for m in mutators) > 1000, "the fds barely changed"
@@ -916,6 +924,7 @@ def test_stable_fds_stay_together_while_other_fds_of_their_file_churn(missing: s
             view = _stable_view(groups, set(stable))
             assert view == [tuple(stable)], f"stable fds {stable} grouped {view}; {outcomes}"
             outcomes["grouped"] += 1
+        print(f"\nchurn ({missing}): {outcomes}")
         assert sum(outcomes.values()) > 100, outcomes
     finally:
         os.kill(pid, signal.SIGKILL)

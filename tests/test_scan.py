@@ -145,6 +145,26 @@ def test_scan_holds_a_bounded_number_of_fds(family: Family, fd_leak_check: None)
     assert seen and max(seen) <= before
 
 
+def _scan_under_fd_limit(pids: list[int], limit: int) -> tuple[int, int]:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    result = scan(pids)
+    return result.processes_read, len(result.descriptions)
+
+
+def test_scan_of_many_processes_fits_a_low_fd_limit() -> None:
+    """The native batches pin each pid with a pidfd only up to a bound (a sixteenth of
+    the soft fd limit, at most 64), then by start time: 120 processes fit 32 fds."""
+    with build_family(120, MIN_FDS) as fam:
+        expected = scan(fam.pids)
+        result = run_in_child(_scan_under_fd_limit, list(fam.pids), 32)
+        read, shared = result.unwrap()
+    assert read == expected.processes_read == 120
+    assert shared == len(expected.descriptions) > 0
+
+
 def test_pid_arguments_are_checked() -> None:
     with pytest.raises(TypeError, match="pids must be ints"):
         scan([True])
