@@ -27,7 +27,7 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::hash::Hash;
 
 /// A cheap bucketing key (e.g. (st_dev, st_ino)); items with different keys NEVER share a description.
@@ -161,6 +161,7 @@ pub fn classify<O: Oracle>(
         bucket_of_key: HashMap::default(),
         group_of: HashMap::default(),
         singles: Vec::new(),
+        volatile: HashSet::default(),
     };
     // Key everything first and sort by key. An item alone under its key (most fds,
     // usually) is a group by itself and never touches the engine's maps: that keeps
@@ -193,15 +194,16 @@ pub fn classify<O: Oracle>(
     if let Some(error) = unstable {
         let mut attempt = 1;
         loop {
-            let failing = engine.verify()?;
-            if failing.is_empty() {
+            let check = engine.verify()?;
+            if check.buckets.is_empty() {
                 break;
             }
             if attempt >= MAX_ATTEMPTS {
                 return Err(Fault::Fail(error));
             }
             attempt += 1;
-            engine.redo(&failing)?;
+            engine.volatile.extend(check.volatile);
+            engine.redo(&check.buckets)?;
         }
     }
     let groups = if order == GroupOrder::Kernel && can_order {
@@ -251,6 +253,14 @@ enum Stop<I, E> {
     Fail(E),
 }
 
+/// What the end-of-batch check found (see `Engine::verify`).
+struct Check<I> {
+    /// Buckets to classify again.
+    buckets: Vec<usize>,
+    /// Reps of groups that no longer hold together.
+    volatile: Vec<I>,
+}
+
 /// Outcome of probing a bucket for an item.
 enum Probe {
     Join(usize),
@@ -272,6 +282,8 @@ struct Engine<'a, O: Oracle> {
     group_of: HashMap<O::Item, usize>,
     /// Items alone under their key, by key: groups of one that need no comparison.
     singles: Vec<(Key, O::Item)>,
+    /// Reps seen to change during the batch: placed last when their bucket is redone.
+    volatile: HashSet<O::Item>,
 }
 
 type Res<T, O> = Result<T, Fault<<O as Oracle>::Item, <O as Oracle>::Error>>;
@@ -617,17 +629,26 @@ impl<O: Oracle> Engine<'_, O> {
 
     // ---- consistency ----
 
-    /// The buckets whose groups no longer hold together: a member that no longer
-    /// equals its group's rep, or a sorted bucket that no longer ascends. Anything that
-    /// vanished meanwhile counts as a change (under `Missing::Raise` it ends the batch).
-    fn verify(&mut self) -> Res<Vec<usize>, O> {
+    /// What no longer holds together: a group whose member differs from its rep, or
+    /// a sorted bucket that no longer ascends. Its bucket is classified again
+    /// (`buckets`), with the reps of such groups (`volatile`) placed last, so that
+    /// fds that stay put tend to become the reps. Anything that vanished counts as a
+    /// change (under `Missing::Raise` it ends the batch, as everywhere).
+    fn verify(&mut self) -> Res<Check<O::Item>, O> {
         let mut failing = vec![false; self.buckets.len()];
+        let mut check = Check {
+            buckets: Vec::new(),
+            volatile: Vec::new(),
+        };
         for gid in 0..self.groups.len() {
             let Some(rep) = self.rep(gid) else { continue };
             let bucket = self.groups[gid].bucket;
-            let mut i = 1;
-            while let Some(&member) = self.groups.get(gid).and_then(|g| g.members.get(i)) {
-                i += 1;
+            let members: Vec<O::Item> = self.groups[gid].members.iter().skip(1).copied().collect();
+            if members.is_empty() {
+                continue;
+            }
+            let mut differ = Vec::new();
+            for &member in &members {
                 let same = match self.same(member, rep) {
                     Ok(Some(same)) => Ok(same),
                     Ok(None) if self.can_order => {
@@ -636,19 +657,27 @@ impl<O: Oracle> Engine<'_, O> {
                     Ok(None) => Ok(true),
                     Err(stop) => Err(stop),
                 };
-                let holds = match same {
-                    Ok(same) => same,
+                match same {
+                    Ok(true) => {}
+                    Ok(false) => differ.push(member),
                     Err(stop) => {
-                        self.absorb(stop)?;
-                        false
+                        let victim = self.absorb(stop)?;
+                        if victim == rep {
+                            differ = members.clone();
+                            break;
+                        }
+                        differ.push(member);
                     }
-                };
-                if !holds {
-                    if let Some(f) = failing.get_mut(bucket) {
-                        *f = true;
-                    }
-                    break;
                 }
+            }
+            // Which side changed cannot be told from here: a rep and a member that
+            // flipped together would match each other. So the bucket is redone
+            // whenever a member differs, with the rep placed last.
+            if !differ.is_empty() {
+                if let Some(f) = failing.get_mut(bucket) {
+                    *f = true;
+                }
+                check.volatile.push(rep);
             }
         }
         for (b, fail) in failing.iter_mut().enumerate() {
@@ -674,16 +703,17 @@ impl<O: Oracle> Engine<'_, O> {
                 }
             }
         }
-        Ok(failing
+        check.buckets = failing
             .iter()
             .enumerate()
             .filter(|(_, f)| **f)
             .map(|(b, _)| b)
-            .collect())
+            .collect();
+        Ok(check)
     }
 
     /// Classifies the items of the given buckets again, from their keys on (a changed
-    /// item may now belong to another bucket).
+    /// item may now belong to another bucket), items seen to change last.
     fn redo(&mut self, buckets: &[usize]) -> Res<(), O> {
         let mut items = Vec::new();
         for &b in buckets {
@@ -692,6 +722,7 @@ impl<O: Oracle> Engine<'_, O> {
             };
             let gids = std::mem::take(&mut bucket.reps);
             bucket.sorted = false;
+            bucket.last = None;
             for gid in gids {
                 if let Some(g) = self.groups.get_mut(gid) {
                     items.append(&mut g.members);
@@ -701,7 +732,8 @@ impl<O: Oracle> Engine<'_, O> {
         for item in &items {
             self.group_of.remove(item);
         }
-        items.sort_unstable();
+        let volatile = &self.volatile;
+        items.sort_unstable_by_key(|i| (volatile.contains(i), *i));
         for item in items {
             self.add(item)?;
         }
