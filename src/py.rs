@@ -400,7 +400,9 @@ fn classify_fds_impl(
     ))
 }
 
-#[pymodule]
+// Free-threading safe: the only global state is atomics (`support`) and a
+// once-initialised cache of Python objects (`TYPES`).
+#[pymodule(gil_used = false)]
 pub mod _native {
     use super::*;
 
