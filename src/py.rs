@@ -362,6 +362,24 @@ type FloorFigures = (Vec<f64>, Vec<f64>, u64, u64, u64, usize);
 /// Groups and the refs no exact method could decide.
 type Partial<'py> = (Bound<'py, pyo3::types::PyList>, Vec<(Pid, Fd)>);
 
+/// classify_files and classify_files_partial after their argument checks.
+fn classify_refs(
+    py: Python<'_>,
+    refs: &Bound<'_, PyAny>,
+    missing: &Arg<'_>,
+    allow_pidfd_getfd: &Arg<'_>,
+    report_undecided: bool,
+) -> PyResult<oracle::Classified> {
+    let refs = arg_refs(refs)?;
+    let opts = FileOptions {
+        order: GroupOrder::Fd,
+        missing: arg_missing(missing)?,
+        allow_pidfd_getfd: allow_pidfd_getfd.flag("allow_pidfd_getfd")?,
+        report_undecided,
+    };
+    detached(py, |stop| oracle::classify_files(&refs, opts, stop))
+}
+
 /// classify_fds without the Python conversions: (groups of fds, kcmp calls made).
 fn classify_fds_impl(
     pid: Pid,
@@ -575,15 +593,7 @@ pub mod _native {
         missing: Arg<'py>,
         allow_pidfd_getfd: Arg<'_>,
     ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
-        let refs = arg_refs(refs)?;
-        let missing = arg_missing(&missing)?;
-        let opts = FileOptions {
-            order: GroupOrder::Fd,
-            missing,
-            allow_pidfd_getfd: allow_pidfd_getfd.flag("allow_pidfd_getfd")?,
-            report_undecided: false,
-        };
-        let found = detached(py, |stop| oracle::classify_files(&refs, opts, stop))?;
+        let found = classify_refs(py, refs, &missing, &allow_pidfd_getfd, false)?;
         tuples(py, found.groups)
     }
 
@@ -597,15 +607,7 @@ pub mod _native {
         missing: Arg<'py>,
         allow_pidfd_getfd: Arg<'_>,
     ) -> PyResult<Partial<'py>> {
-        let refs = arg_refs(refs)?;
-        let missing = arg_missing(&missing)?;
-        let opts = FileOptions {
-            order: GroupOrder::Fd,
-            missing,
-            allow_pidfd_getfd: allow_pidfd_getfd.flag("allow_pidfd_getfd")?,
-            report_undecided: true,
-        };
-        let found = detached(py, |stop| oracle::classify_files(&refs, opts, stop))?;
+        let found = classify_refs(py, refs, &missing, &allow_pidfd_getfd, true)?;
         Ok((tuples(py, found.groups)?, found.undecided))
     }
 

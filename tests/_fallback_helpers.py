@@ -28,6 +28,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from _helpers import pairwise_groups
+
 __all__ = [
     "FdMix",
     "Outcome",
@@ -137,25 +139,6 @@ def canonical(groups: Iterable[Iterable[Any]]) -> list[tuple[Any, ...]]:
         return tuple(x) if isinstance(x, list) else x
 
     return sorted(tuple(sorted(norm(x) for x in g)) for g in groups)
-
-
-def pairwise_groups(refs: Sequence[Ref], same: Callable[[Ref, Ref], bool]) -> list[tuple[Ref, ...]]:
-    """Groups ``refs`` by asking ``same`` about every pair (the brute-force truth)."""
-    parent = list(range(len(refs)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    for i in range(len(refs)):
-        for j in range(i + 1, len(refs)):
-            if same(refs[i], refs[j]):
-                parent[root(j)] = root(i)
-    groups: dict[int, list[Ref]] = {}
-    for i, r in enumerate(refs):
-        groups.setdefault(root(i), []).append(r)
-    return canonical(groups.values())
 
 
 # ---- fd mixes ----

@@ -26,7 +26,7 @@ import signal
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -39,8 +39,10 @@ __all__ = [
     "ExceptionInfo",
     "fd_snapshot",
     "fork",
+    "pairwise_groups",
     "run_in_child",
     "spawned",
+    "status_value",
     "thread_count",
 ]
 
@@ -68,13 +70,18 @@ class ChildError(AssertionError):
 # ---- fork ----
 
 
-def thread_count() -> int:
-    """The number of OS threads of this process (from /proc, so Rust threads count)."""
+def status_value(field: str) -> int:
+    """A numeric field of /proc/self/status, e.g. "Threads" or "VmRSS" (KiB)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("Threads:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError("no Threads: line in /proc/self/status")
+    raise RuntimeError(f"no {field}: line in /proc/self/status")
+
+
+def thread_count() -> int:
+    """The number of OS threads of this process (from /proc, so Rust threads count)."""
+    return status_value("Threads")
 
 
 def fork() -> int:
@@ -468,3 +475,32 @@ def nofile(extra: int) -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def pairwise_groups(
+    refs: Sequence[tuple[int, int]],
+    same: Callable[[tuple[int, int], tuple[int, int]], bool] | None = None,
+) -> list[tuple[tuple[int, int], ...]]:
+    """The brute-force truth: ``same`` (default: the ctypes baseline's same_file) asked
+    about every pair, union-find; groups ascending, ordered by their smallest ref."""
+    from kcmp_rs import baseline
+
+    def baseline_same(a: tuple[int, int], b: tuple[int, int]) -> bool:
+        return baseline.same_file(a[0], a[1], b[0], b[1])
+
+    ask = same or baseline_same
+    parent = list(range(len(refs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(len(refs)):
+        for j in range(i + 1, len(refs)):
+            if ask(refs[i], refs[j]):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for i, r in enumerate(refs):
+        groups.setdefault(root(i), []).append(r)
+    return sorted(tuple(sorted(g)) for g in groups.values())

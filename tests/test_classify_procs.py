@@ -19,7 +19,7 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _helpers import fd_snapshot, fork, run_in_child, spawned, thread_count
+from _helpers import fd_snapshot, fork, pairwise_groups, run_in_child, spawned, thread_count
 from conftest import Spawn
 from kcmp_rs import KcmpType, Order, baseline
 
@@ -35,24 +35,8 @@ TASK_TYPES = [
 
 
 def brute_files(refs: Iterable[Ref]) -> list[tuple[Ref, ...]]:
-    """The truth by brute force: ctypes kcmp on every pair, union-find, groups ascending
-    and ordered by their smallest (pid, fd)."""
-    unique = sorted(set(refs))
-    parent = {r: r for r in unique}
-
-    def root(r: Ref) -> Ref:
-        while parent[r] != r:
-            r = parent[r]
-        return r
-
-    for i, a in enumerate(unique):
-        for b in unique[i + 1 :]:
-            if baseline.same_file(a[0], a[1], b[0], b[1]):
-                parent[root(b)] = root(a)
-    groups: dict[Ref, list[Ref]] = {}
-    for r in unique:
-        groups.setdefault(root(r), []).append(r)
-    return sorted(tuple(g) for g in groups.values())
+    """The truth by brute force: ctypes kcmp on every pair."""
+    return pairwise_groups(sorted(set(refs)))
 
 
 def brute_tasks(pids: Iterable[int], ty: KcmpType) -> list[tuple[int, ...]]:

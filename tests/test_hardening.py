@@ -38,7 +38,7 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _helpers import ChildProcess, fd_snapshot, run_in_child, spawned
+from _helpers import ChildProcess, fd_snapshot, pairwise_groups, run_in_child, spawned, status_value
 from conftest import Spawn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -69,11 +69,7 @@ def partition(labels: dict[Any, int]) -> list[tuple[Any, ...]]:
 
 def rss_kib() -> int:
     """This process's resident set (VmRSS) in KiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS: line in /proc/self/status")
+    return status_value("VmRSS")
 
 
 def describe(exc: BaseException) -> str:
@@ -1065,22 +1061,8 @@ class World:
 
 
 def _pairwise(refs: Sequence[tuple[int, int]]) -> list[tuple[tuple[int, int], ...]]:
-    """Brute force through the ctypes baseline: same_file on every pair, union-find."""
-    parent = {r: r for r in refs}
-
-    def root(r: tuple[int, int]) -> tuple[int, int]:
-        while parent[r] != r:
-            r = parent[r]
-        return r
-
-    for i, a in enumerate(refs):
-        for b in refs[i + 1 :]:
-            if baseline.same_file(a[0], a[1], b[0], b[1]):
-                parent[root(b)] = root(a)
-    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for r in refs:
-        groups.setdefault(root(r), []).append(r)
-    return normalise(groups.values())
+    """Brute force through the ctypes baseline: same_file on every pair."""
+    return pairwise_groups(refs)
 
 
 @pytest.fixture(scope="module")
