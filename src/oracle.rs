@@ -563,9 +563,13 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
                 return Err(self.gone_or_fail(failure, a, b));
             }
             // Blame only an fd seen closed: one closed and reopened since the call
-            // looks open, and the other one may never have changed.
+            // looks open, and the other one may never have changed. kcmp itself can
+            // answer EBADF for an fd that another thread is dup2-ing over at that
+            // instant, so a closed fd is confirmed by stat (which opens no fd) too.
             for (pid, fd) in [a, b] {
-                if sys::kcmp(pid, pid, sys::KCMP_FILE, fd, fd).is_err() {
+                if sys::kcmp(pid, pid, sys::KCMP_FILE, fd, fd).is_err()
+                    && file_key((pid, fd), self.me).is_err()
+                {
                     // Never for our own pid: this process is no zombie, and reading
                     // /proc would open an fd while the caller's threads change theirs.
                     let failure = if pid != self.me && sys::is_zombie(pid) {
