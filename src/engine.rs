@@ -27,7 +27,7 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 use std::hash::Hash;
 
 /// A cheap bucketing key (e.g. (st_dev, st_ino)); items with different keys NEVER share a description.
@@ -97,6 +97,12 @@ pub trait Oracle {
     }
 }
 
+/// Buckets of at most this many items have every pair of items checked at the end.
+pub const PAIRWISE_ITEMS: usize = 16;
+
+/// Larger buckets of at most this many groups have every pair of reps checked.
+pub const PAIRWISE_REPS: usize = 16;
+
 /// Runs of a batch before a check that keeps failing gives up.
 pub const MAX_ATTEMPTS: usize = 8;
 
@@ -161,7 +167,7 @@ pub fn classify<O: Oracle>(
         bucket_of_key: HashMap::default(),
         group_of: HashMap::default(),
         singles: Vec::new(),
-        volatile: HashSet::default(),
+        volatile: HashMap::default(),
     };
     // Key everything first and sort by key. An item alone under its key (most fds,
     // usually) is a group by itself and never touches the engine's maps: that keeps
@@ -202,7 +208,9 @@ pub fn classify<O: Oracle>(
                 return Err(Fault::Fail(error));
             }
             attempt += 1;
-            engine.volatile.extend(check.volatile);
+            for (item, seen) in check.volatile {
+                *engine.volatile.entry(item).or_insert(0) += seen;
+            }
             engine.redo(&check.buckets)?;
         }
     }
@@ -257,8 +265,8 @@ enum Stop<I, E> {
 struct Check<I> {
     /// Buckets to classify again.
     buckets: Vec<usize>,
-    /// Reps of groups that no longer hold together.
-    volatile: Vec<I>,
+    /// Fds in a mismatch, each with how many it took part in.
+    volatile: Vec<(I, u32)>,
 }
 
 /// Outcome of probing a bucket for an item.
@@ -282,8 +290,9 @@ struct Engine<'a, O: Oracle> {
     group_of: HashMap<O::Item, usize>,
     /// Items alone under their key, by key: groups of one that need no comparison.
     singles: Vec<(Key, O::Item)>,
-    /// Reps seen to change during the batch: placed last when their bucket is redone.
-    volatile: HashSet<O::Item>,
+    /// Fds seen in mismatches during the batch, with how often: when their bucket is
+    /// redone the most suspect go last, so that fds that stay put become the reps.
+    volatile: HashMap<O::Item, u32>,
 }
 
 type Res<T, O> = Result<T, Fault<<O as Oracle>::Item, <O as Oracle>::Error>>;
@@ -640,9 +649,28 @@ impl<O: Oracle> Engine<'_, O> {
             buckets: Vec::new(),
             volatile: Vec::new(),
         };
+        // Small buckets get every pair of items checked: the only check that fds
+        // changing under it cannot fool for the fds that stay put.
+        let mut sizes = vec![0usize; self.buckets.len()];
+        for g in &self.groups {
+            if let Some(n) = sizes.get_mut(g.bucket) {
+                *n += g.members.len();
+            }
+        }
+        for (b, &n) in sizes.iter().enumerate() {
+            if (2..=PAIRWISE_ITEMS).contains(&n) {
+                if let Some(pair) = self.misgrouped_pair(b)? {
+                    failing[b] = true;
+                    check.volatile.extend(pair.map(|r| (r, 1)));
+                }
+            }
+        }
         for gid in 0..self.groups.len() {
             let Some(rep) = self.rep(gid) else { continue };
             let bucket = self.groups[gid].bucket;
+            if sizes.get(bucket).is_some_and(|&n| n <= PAIRWISE_ITEMS) {
+                continue;
+            }
             let members: Vec<O::Item> = self.groups[gid].members.iter().skip(1).copied().collect();
             if members.is_empty() {
                 continue;
@@ -677,11 +705,14 @@ impl<O: Oracle> Engine<'_, O> {
                 if let Some(f) = failing.get_mut(bucket) {
                     *f = true;
                 }
-                check.volatile.push(rep);
+                // The rep is in every mismatch of its group, a member only in its own:
+                // an fd that keeps changing collects the most, and goes last.
+                check.volatile.push((rep, differ.len() as u32 + 1));
+                check.volatile.extend(differ.iter().map(|&m| (m, 1)));
             }
         }
         for (b, fail) in failing.iter_mut().enumerate() {
-            if *fail || !self.buckets[b].sorted {
+            if *fail || sizes.get(b).is_some_and(|&n| n <= PAIRWISE_ITEMS) {
                 continue;
             }
             let reps: Vec<O::Item> = self.buckets[b]
@@ -689,18 +720,9 @@ impl<O: Oracle> Engine<'_, O> {
                 .iter()
                 .filter_map(|&g| self.rep(g))
                 .collect();
-            for pair in reps.windows(2) {
-                let ascends = match self.compare(pair[0], pair[1]) {
-                    Ok(o) => o == Ordering::Less,
-                    Err(stop) => {
-                        self.absorb(stop)?;
-                        false
-                    }
-                };
-                if !ascends {
-                    *fail = true;
-                    break;
-                }
+            if let Some(pair) = self.misplaced_reps(&reps, self.buckets[b].sorted)? {
+                *fail = true;
+                check.volatile.extend(pair.map(|r| (r, 1)));
             }
         }
         check.buckets = failing
@@ -710,6 +732,88 @@ impl<O: Oracle> Engine<'_, O> {
             .map(|(b, _)| b)
             .collect();
         Ok(check)
+    }
+
+    /// Two items of bucket `b` whose grouping the kernel now contradicts: equal but
+    /// in two groups, or in one group but different.
+    fn misgrouped_pair(&mut self, b: usize) -> Res<Option<[O::Item; 2]>, O> {
+        let mut items: Vec<(O::Item, usize)> = Vec::new();
+        for &gid in &self.buckets[b].reps {
+            if let Some(g) = self.groups.get(gid) {
+                items.extend(g.members.iter().map(|&m| (m, gid)));
+            }
+        }
+        for (i, &(x, gx)) in items.iter().enumerate() {
+            for &(y, gy) in &items[i + 1..] {
+                let same = match self.same(x, y) {
+                    Ok(Some(same)) => Ok(Some(same)),
+                    Ok(None) if self.can_order => {
+                        self.compare(x, y).map(|o| Some(o == Ordering::Equal))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(stop) => Err(stop),
+                };
+                let holds = match same {
+                    Ok(Some(same)) => same == (gx == gy),
+                    Ok(None) => true,
+                    Err(stop) => {
+                        self.absorb(stop)?;
+                        false
+                    }
+                };
+                if !holds {
+                    return Ok(Some([x, y]));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// A pair of a bucket's reps that contradicts the bucket: in a sorted bucket,
+    /// neighbours that no longer ascend; in a bucket of at most `PAIRWISE_REPS`
+    /// groups, any two reps that are now one object. Each check sees each fd at a
+    /// slightly different moment, so fds changing fast enough can slip through the
+    /// neighbour checks; the direct checks of small buckets close most of that gap
+    /// where it is cheap.
+    fn misplaced_reps(&mut self, reps: &[O::Item], sorted: bool) -> Res<Option<[O::Item; 2]>, O> {
+        if sorted {
+            for pair in reps.windows(2) {
+                let ascends = match self.compare(pair[0], pair[1]) {
+                    Ok(o) => o == Ordering::Less,
+                    Err(stop) => {
+                        self.absorb(stop)?;
+                        false
+                    }
+                };
+                if !ascends {
+                    return Ok(Some([pair[0], pair[1]]));
+                }
+            }
+        }
+        if reps.len() > PAIRWISE_REPS {
+            return Ok(None);
+        }
+        for (i, &x) in reps.iter().enumerate() {
+            for &y in &reps[i + 1..] {
+                let same = match self.same(x, y) {
+                    Ok(Some(same)) => Ok(same),
+                    Ok(None) if self.can_order => self.compare(x, y).map(|o| o == Ordering::Equal),
+                    Ok(None) => Ok(false),
+                    Err(stop) => Err(stop),
+                };
+                let distinct = match same {
+                    Ok(same) => !same,
+                    Err(stop) => {
+                        self.absorb(stop)?;
+                        false
+                    }
+                };
+                if !distinct {
+                    return Ok(Some([x, y]));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Classifies the items of the given buckets again, from their keys on (a changed
@@ -733,7 +837,7 @@ impl<O: Oracle> Engine<'_, O> {
             self.group_of.remove(item);
         }
         let volatile = &self.volatile;
-        items.sort_unstable_by_key(|i| (volatile.contains(i), *i));
+        items.sort_unstable_by_key(|i| (volatile.get(i).copied().unwrap_or(0), *i));
         for item in items {
             self.add(item)?;
         }
