@@ -509,11 +509,18 @@ impl<O: Oracle> Engine<'_, O> {
         let Some(rep) = self.rep(gid) else {
             return Ok(None);
         };
-        let same = match self.same(item, rep)? {
-            Some(same) => same,
-            None => self.compare(item, rep)? == Ordering::Equal,
-        };
+        let same = self.equal(item, rep)?.unwrap_or(false);
         Ok(same.then_some(gid))
+    }
+
+    /// Whether two items are one object: `same` where it answers, else `compare`;
+    /// `None` when neither can tell.
+    fn equal(&mut self, a: O::Item, b: O::Item) -> StopRes<Option<bool>, O> {
+        match self.same(a, b)? {
+            Some(same) => Ok(Some(same)),
+            None if self.can_order => Ok(Some(self.compare(a, b)? == Ordering::Equal)),
+            None => Ok(None),
+        }
     }
 
     /// Linear `same()` scan of an unsorted bucket.
@@ -677,14 +684,8 @@ impl<O: Oracle> Engine<'_, O> {
             }
             let mut differ = Vec::new();
             for &member in &members {
-                let same = match self.same(member, rep) {
-                    Ok(Some(same)) => Ok(same),
-                    Ok(None) if self.can_order => {
-                        self.compare(member, rep).map(|o| o == Ordering::Equal)
-                    }
-                    Ok(None) => Ok(true),
-                    Err(stop) => Err(stop),
-                };
+                // Undecidable pairs were recorded by the oracle: nothing to recheck.
+                let same = self.equal(member, rep).map(|e| e.unwrap_or(true));
                 match same {
                     Ok(true) => {}
                     Ok(false) => differ.push(member),
@@ -745,14 +746,7 @@ impl<O: Oracle> Engine<'_, O> {
         }
         for (i, &(x, gx)) in items.iter().enumerate() {
             for &(y, gy) in &items[i + 1..] {
-                let same = match self.same(x, y) {
-                    Ok(Some(same)) => Ok(Some(same)),
-                    Ok(None) if self.can_order => {
-                        self.compare(x, y).map(|o| Some(o == Ordering::Equal))
-                    }
-                    Ok(None) => Ok(None),
-                    Err(stop) => Err(stop),
-                };
+                let same = self.equal(x, y);
                 let holds = match same {
                     Ok(Some(same)) => same == (gx == gy),
                     Ok(None) => true,
@@ -795,12 +789,7 @@ impl<O: Oracle> Engine<'_, O> {
         }
         for (i, &x) in reps.iter().enumerate() {
             for &y in &reps[i + 1..] {
-                let same = match self.same(x, y) {
-                    Ok(Some(same)) => Ok(same),
-                    Ok(None) if self.can_order => self.compare(x, y).map(|o| o == Ordering::Equal),
-                    Ok(None) => Ok(false),
-                    Err(stop) => Err(stop),
-                };
+                let same = self.equal(x, y).map(|e| e.unwrap_or(false));
                 let distinct = match same {
                     Ok(same) => !same,
                     Err(stop) => {

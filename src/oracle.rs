@@ -610,11 +610,7 @@ impl<C: FnMut() -> bool> Oracle for FileOracle<C> {
     }
 
     fn checkpoint(&mut self) -> Result<(), Failure> {
-        if (self.interrupted)() {
-            Err(Failure::Interrupted)
-        } else {
-            Ok(())
-        }
+        checkpoint(&mut self.interrupted)
     }
 
     fn undecided(&mut self, a: FileRef, b: FileRef) -> Failure {
@@ -632,6 +628,15 @@ pub struct Classified {
     /// Refs no exact method could decide (only with `report_undecided`).
     pub undecided: Vec<FileRef>,
     pub stats: engine::Stats,
+}
+
+/// Ctrl-C between chunks of a batch: the binding's check of pending signals.
+fn checkpoint(interrupted: &mut impl FnMut() -> bool) -> Result<(), Failure> {
+    if interrupted() {
+        Err(Failure::Interrupted)
+    } else {
+        Ok(())
+    }
 }
 
 /// Groups (pid, fd) pairs by open file description.
@@ -763,11 +768,7 @@ impl<C: FnMut() -> bool> Oracle for TaskOracle<C> {
     }
 
     fn checkpoint(&mut self) -> Result<(), Failure> {
-        if (self.interrupted)() {
-            Err(Failure::Interrupted)
-        } else {
-            Ok(())
-        }
+        checkpoint(&mut self.interrupted)
     }
 
     fn undecided(&mut self, a: Pid, _b: Pid) -> Failure {
