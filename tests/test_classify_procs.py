@@ -243,8 +243,9 @@ def test_zombie_process(tmpfile: Path) -> None:
             with pytest.raises(OSError) as info:
                 kcmp_rs.classify_files(refs)
             e: Any = info.value
-            assert e.errno in (errno.EBADF, errno.ESRCH)
+            assert type(e) is ProcessLookupError and e.errno == errno.ESRCH
             assert e.pid == pid
+            assert f"process {pid} has exited and awaits reaping (a zombie)" in str(e)
             assert kcmp_rs.classify_fds(pid, [r], missing="skip") == []
             assert kcmp_rs.classify_fds(pid) == []
             # Two zombies' absent resources would compare equal: never grouped.
@@ -260,7 +261,18 @@ def test_zombie_process(tmpfile: Path) -> None:
                     assert got == [(me,)], ty
                     with pytest.raises(ProcessLookupError) as info:
                         kcmp_rs.classify_tasks([other, me, pid], ty)
-                    assert getattr(info.value, "pid", None) in (pid, other)
+                    zombie = getattr(info.value, "pid", None)
+                    assert zombie in (pid, other)
+                    assert "has exited and awaits reaping" in str(info.value)
+                # The single calls: two zombies are not "sharing" anything.
+                with pytest.raises(ProcessLookupError) as info:
+                    kcmp_rs.same_vm(pid, other)
+                assert getattr(info.value, "pid", None) in (pid, other)
+                assert "awaits reaping" in str(info.value)
+                with pytest.raises(ProcessLookupError) as info:
+                    kcmp_rs.same_file(pid, 0, me, 0)
+                assert getattr(info.value, "pid", None) == pid
+                assert f"process {pid} has exited and awaits reaping" in str(info.value)
             finally:
                 os.waitpid(other, 0)
         finally:

@@ -1103,3 +1103,12 @@ def test_spawned_child_reports_and_exits_cleanly() -> None:
     assert result.exitcode == 3 and not result.returned
     failed = run_in_child(int, "x")
     assert type(failed.raised()) is ValueError and failed.exitcode == 1
+
+
+def test_support_refresh_and_target_index_are_checked() -> None:
+    with pytest.raises(TypeError, match=r"^refresh must be a bool, not int$"):
+        kcmp_rs.support(refresh=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^target_index must be an int, not float$"):
+        kcmp_rs.same_epoll_target(ME, 0, ME, 0, 0, 1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^target_index must be an index in 0\.\.2147483647"):
+        kcmp_rs.same_epoll_target(ME, 0, ME, 0, 0, -1)
