@@ -109,42 +109,6 @@ fn file_key((pid, fd): (Pid, Fd), me: Pid) -> Result<sys::FileKey, Failure> {
     })
 }
 
-/// Equality without kcmp, for any two (pid, fd): the fallback ladder.
-pub fn same_without_kcmp(
-    a: (Pid, Fd),
-    b: (Pid, Fd),
-    allow_pidfd_getfd: bool,
-) -> Result<bool, Failure> {
-    let me = sys::getpid();
-    // Different files are different descriptions, whoever holds them.
-    if file_key(a, me)? != file_key(b, me)? {
-        return Ok(false);
-    }
-    let mut pair = vec![a, b];
-    pair.sort_unstable();
-    if (a.0 != me || b.0 != me) && !allow_pidfd_getfd {
-        return Err(undecided_failure(pair));
-    }
-    let mut held = Vec::new();
-    let mut local = |(pid, fd): (Pid, Fd)| -> Result<Fd, Failure> {
-        if pid == me {
-            return Ok(fd);
-        }
-        let copy = copy_fd(pid, fd)?;
-        let raw = copy.as_raw_fd();
-        held.push(copy);
-        Ok(raw)
-    };
-    let la = local(a)?;
-    let lb = local(b)?;
-    let answer = same_local(la, lb);
-    drop(held);
-    match answer? {
-        Some(same) => Ok(same),
-        None => Err(undecided_failure(pair)),
-    }
-}
-
 pub fn same_file(a: (Pid, Fd), b: (Pid, Fd), allow_pidfd_getfd: bool) -> Result<bool, Failure> {
     if support::kcmp_usable() {
         match sys::kcmp(a.0, b.0, sys::KCMP_FILE, a.1, b.1) {
@@ -158,7 +122,18 @@ pub fn same_file(a: (Pid, Fd), b: (Pid, Fd), allow_pidfd_getfd: bool) -> Result<
             }
         }
     }
-    same_without_kcmp(a, b, allow_pidfd_getfd)
+    // Without kcmp: the batch's fallback ladder on a batch of two.
+    let opts = FileOptions {
+        order: GroupOrder::Fd,
+        missing: Missing::Raise,
+        allow_pidfd_getfd,
+        report_undecided: false,
+    };
+    let found = classify_files(&[a, b], opts, || false)?;
+    Ok(found
+        .groups
+        .iter()
+        .any(|g| g.contains(&a) && g.contains(&b)))
 }
 
 pub fn same_epoll_target(
