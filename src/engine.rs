@@ -735,6 +735,16 @@ impl<O: Oracle> Engine<'_, O> {
         Ok(check)
     }
 
+    /// A check's outcome: an item that vanished during it counts as a contradiction
+    /// (its bucket is redone without it), except under `Missing::Raise`, where it ends
+    /// the batch as everywhere.
+    fn observed(&self, answer: StopRes<bool, O>) -> Res<bool, O> {
+        match answer {
+            Ok(holds) => Ok(holds),
+            Err(stop) => self.absorb(stop).map(|_| false),
+        }
+    }
+
     /// Two items of bucket `b` whose grouping the kernel now contradicts: equal but
     /// in two groups, or in one group but different.
     fn misgrouped_pair(&mut self, b: usize) -> Res<Option<[O::Item; 2]>, O> {
@@ -746,16 +756,10 @@ impl<O: Oracle> Engine<'_, O> {
         }
         for (i, &(x, gx)) in items.iter().enumerate() {
             for &(y, gy) in &items[i + 1..] {
-                let same = self.equal(x, y);
-                let holds = match same {
-                    Ok(Some(same)) => same == (gx == gy),
-                    Ok(None) => true,
-                    Err(stop) => {
-                        self.absorb(stop)?;
-                        false
-                    }
-                };
-                if !holds {
+                let answer = self
+                    .equal(x, y)
+                    .map(|e| e.map_or(true, |same| same == (gx == gy)));
+                if !self.observed(answer)? {
                     return Ok(Some([x, y]));
                 }
             }
@@ -772,14 +776,8 @@ impl<O: Oracle> Engine<'_, O> {
     fn misplaced_reps(&mut self, reps: &[O::Item], sorted: bool) -> Res<Option<[O::Item; 2]>, O> {
         if sorted {
             for pair in reps.windows(2) {
-                let ascends = match self.compare(pair[0], pair[1]) {
-                    Ok(o) => o == Ordering::Less,
-                    Err(stop) => {
-                        self.absorb(stop)?;
-                        false
-                    }
-                };
-                if !ascends {
+                let ascends = self.compare(pair[0], pair[1]).map(|o| o == Ordering::Less);
+                if !self.observed(ascends)? {
                     return Ok(Some([pair[0], pair[1]]));
                 }
             }
@@ -789,15 +787,8 @@ impl<O: Oracle> Engine<'_, O> {
         }
         for (i, &x) in reps.iter().enumerate() {
             for &y in &reps[i + 1..] {
-                let same = self.equal(x, y).map(|e| e.unwrap_or(false));
-                let distinct = match same {
-                    Ok(same) => !same,
-                    Err(stop) => {
-                        self.absorb(stop)?;
-                        false
-                    }
-                };
-                if !distinct {
+                let distinct = self.equal(x, y).map(|e| e != Some(true));
+                if !self.observed(distinct)? {
                     return Ok(Some([x, y]));
                 }
             }
