@@ -323,9 +323,7 @@ def _cmd_share(args: argparse.Namespace) -> int:
     ]
     _out(scanning.render_table(["RESOURCE", "SHARED", "NOTE"], rows))
 
-    groups, undecided, error = scanning.classify_refs(
-        refs, allow_pidfd_getfd=args.allow_pidfd_getfd
-    )
+    groups, undecided = scanning.classify_refs(refs, allow_pidfd_getfd=args.allow_pidfd_getfd)
     both = []
     for group in groups:
         fds1 = [fd for pid, fd in group if pid == pid1]
@@ -340,8 +338,8 @@ def _cmd_share(args: argparse.Namespace) -> int:
         ]
         _out(scanning.render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "MODE", "TARGET"], rows))
     if undecided:
-        cause = _explain(error) if error is not None else "kcmp(2) is unavailable here"
-        _err(f"{len(undecided)} fds could not be compared: {cause}")
+        reason = kcmp_rs.support().reason or "kcmp(2) is unavailable here"
+        _err(f"{len(undecided)} fds could not be compared: {reason}")
     return 0
 
 

@@ -84,6 +84,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import kcmp_rs
+from kcmp_rs import _native
 from kcmp_rs._types import KcmpType, KcmpUnavailableError
 
 __all__ = [
@@ -343,28 +344,20 @@ def _fd_tables(pids: list[int], skipped: dict[int, str]) -> list[tuple[int, ...]
 
 def classify_refs(
     refs: Sequence[Ref], *, allow_pidfd_getfd: bool = False
-) -> tuple[list[tuple[Ref, ...]], list[Ref], KcmpUnavailableError | None]:
+) -> tuple[list[tuple[Ref, ...]], list[Ref]]:
     """``classify_files(refs, missing="skip")`` that survives a blocked kcmp.
 
-    Returns ``(groups, undecided, error)``: when kcmp is unavailable, the refs no
-    exact fallback could decide are set aside and the rest classified again;
-    ``error`` is the last KcmpUnavailableError seen (None if there was none).
+    Returns ``(groups, undecided)``: when kcmp is unavailable, the refs no exact
+    fallback could decide are listed in ``undecided`` and left out of every group.
     """
-    pending = list(refs)
-    undecided: set[Ref] = set()
-    error: KcmpUnavailableError | None = None
-    while pending:
-        try:
-            groups = kcmp_rs.classify_files(
-                pending, missing="skip", allow_pidfd_getfd=allow_pidfd_getfd
-            )
-            return groups, sorted(undecided), error
-        except KcmpUnavailableError as err:
-            error = err
-            named = set(err.undecided).intersection(pending) or set(pending)
-            undecided |= named
-            pending = [r for r in pending if r not in named]
-    return [], sorted(undecided), error
+    groups, undecided = _native.classify_files_partial(
+        refs, missing="skip", allow_pidfd_getfd=allow_pidfd_getfd
+    )
+    if not undecided:
+        return groups, []
+    unknown = set(undecided)
+    kept = (tuple(r for r in g if r not in unknown) for g in groups)
+    return [g for g in kept if g], undecided
 
 
 def _describe(group: Sequence[Ref], commands: dict[int, str]) -> Description:
@@ -435,7 +428,7 @@ def scan(
     if progress is not None and not tables and total:
         progress(total, total)  # every process was gone before its turn
 
-    groups, undecided, _ = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
+    groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
 
     # A reader none of whose fds came back from classify_files exited in between.
     listed = {pid for pid, _ in refs}
