@@ -1,4 +1,4 @@
-"""Helpers for ``test_fallback.py``: fd mixes, brute-force truths, outcomes as data.
+"""Helpers for ``test_fallback.py``: fd mixes and outcomes as data.
 
 - ``FdMix``: opens a named mix of fds (pipes, dups, socketpairs, eventfds, FIFOs and
   regular files opened several times, /dev/null) and says which of them the epoll
@@ -6,12 +6,14 @@
 - ``attempt(func, ...)``: calls ``func`` and returns what happened as an ``Outcome``
   (value, or the exception's class, errno, message, reason and undecided refs), with
   the fds the call left open or closed in this process: a child reports many calls
-  as plain data, and the parent checks them.
-- ``pairwise_groups`` / ``canonical``: the brute-force truth (``same_file`` on every
-  pair, while kcmp works) and a comparable form of a classification.
+  as plain data (JSON-able, so a subprocess can print them), and the parent checks
+  them. (``_checks.outcome`` is the other form: it keeps the exception object itself,
+  for checks of its exact class and attributes after pickling.)
 - ``subprocess_main``: run as a script (``python _fallback_helpers.py SPEC``), it
   optionally installs the seccomp filter, then imports kcmp_rs (so the import reads
   KCMP_RS_NO_KCMP from this environment) and prints one JSON line per call.
+
+The brute-force truth (``pairwise_groups``) and ``canonical`` are in ``_helpers.py``.
 """
 
 from __future__ import annotations
@@ -28,14 +30,13 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from _helpers import pairwise_groups
+from _helpers import dup_at_least, fd_snapshot, libc
 
 __all__ = [
     "FdMix",
     "Outcome",
     "attempt",
-    "canonical",
-    "pairwise_groups",
+    "open_eventfd",
     "subprocess_main",
 ]
 
@@ -89,23 +90,13 @@ class Outcome:
         )
 
 
-def _fd_table() -> frozenset[tuple[int, str]]:
-    pairs = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            pairs.add((int(name), os.readlink(f"/proc/self/fd/{name}")))
-        except FileNotFoundError:  # the directory fd listdir used, closed by now
-            continue
-    return frozenset(pairs)
-
-
 def attempt(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Outcome:
     """Calls ``func``; returns its value or its exception as an ``Outcome``."""
-    before = _fd_table()
+    before = fd_snapshot()
     try:
         value = func(*args, **kwargs)
     except Exception as exc:
-        after = _fd_table()
+        after = fd_snapshot()
         undecided = getattr(exc, "undecided", ())
         if not isinstance(undecided, tuple) or not all(
             isinstance(r, tuple) and len(r) == 2 for r in undecided
@@ -121,24 +112,12 @@ def attempt(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Outcome:
             leaked=tuple(sorted(after - before)),
             lost=tuple(sorted(before - after)),
         )
-    after = _fd_table()
+    after = fd_snapshot()
     return Outcome(
         value=value,
         leaked=tuple(sorted(after - before)),
         lost=tuple(sorted(before - after)),
     )
-
-
-# ---- truths ----
-
-
-def canonical(groups: Iterable[Iterable[Any]]) -> list[tuple[Any, ...]]:
-    """A classification as a sorted list of sorted tuples (lists from JSON become tuples)."""
-
-    def norm(x: Any) -> Any:
-        return tuple(x) if isinstance(x, list) else x
-
-    return sorted(tuple(sorted(norm(x) for x in g)) for g in groups)
 
 
 # ---- fd mixes ----
@@ -151,7 +130,6 @@ def open_eventfd() -> int:
     make = getattr(os, "eventfd", None)
     if make is not None:
         return int(make(0, _EFD_CLOEXEC))
-    libc = ctypes.CDLL(None, use_errno=True)
     fd = int(libc.eventfd(0, _EFD_CLOEXEC))
     if fd < 0:
         e = ctypes.get_errno()
@@ -221,7 +199,7 @@ class FdMix:
     def dup(self, name: str, of: str, at_least: int = 0) -> None:
         """Another fd for the description behind ``of`` (at or above ``at_least``)."""
         fd = self.fds[of]
-        new = os.dup(fd) if at_least == 0 else _dup_at_least(fd, at_least)
+        new = os.dup(fd) if at_least == 0 else dup_at_least(fd, at_least)
         self._add(name, new, of in self.pollable)
 
     def names(self, *, pollable_only: bool = False) -> list[str]:
@@ -297,15 +275,6 @@ class FdMix:
                 at_least = rng.choice([0, 0, rng.randint(100, 400)])
                 mix.dup(f"{name}+{len(mix.fds)}", name, at_least)
         return mix
-
-
-_F_DUPFD_CLOEXEC = 1030
-
-
-def _dup_at_least(fd: int, at_least: int) -> int:
-    import fcntl
-
-    return int(fcntl.fcntl(fd, _F_DUPFD_CLOEXEC, at_least))
 
 
 # ---- the KCMP_RS_NO_KCMP subprocess ----

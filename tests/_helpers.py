@@ -1,22 +1,33 @@
-"""Shared test helpers: processes the tests start themselves, and fd leak checks.
+"""Shared test helpers: processes the tests start themselves, fds, and groupings.
 
 - ``spawned(setup)``: a context manager forking a child that runs ``setup()`` (opens
   fds, sets up an epoll set, ...), reports its JSON-able result back, and stays alive
   until the context exits; it is then released, reaped and its exit status checked.
+  ``Spawn`` is the type of the ``spawn`` fixture (``conftest.py``) that wraps it.
 - ``run_in_child(func, *args)``: runs ``func`` in a forked child and returns what it
   returned or raised as data (``ChildResult``), with the child's wait status; for
   things that must not happen in the test process (seccomp filters, dropping
-  privileges).
-- ``fd_snapshot()``: this process's open fds and their targets, for leak checks.
+  privileges: ``drop_to_nobody``).
+- ``fd_snapshot()``: this process's open fds and their targets, for leak checks;
+  ``nofile(extra)`` makes room for more fds; ``dup_at_least`` places a copy high up;
+  ``dupfd_query_works()`` says whether the kernel has F_DUPFD_QUERY.
+- ``pairwise_groups`` (the brute-force truth), ``canonical`` (an order-free form of a
+  classification) and ``partition`` (the groups of labelled items).
+- ``libc``: one ctypes handle on the C library for every test module.
 
 Every child ends with ``os._exit``: none of pytest's cleanup ever runs twice. The
 fixtures in ``conftest.py`` wrap these for tests that want teardown done for them.
+
+This module never imports kcmp_rs at import time: ``_fallback_helpers.py``, run as a
+script, imports it before it installs a seccomp filter and only then imports kcmp_rs.
+Skip marks and checks that need the package live in ``_checks.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import pickle
@@ -26,20 +37,30 @@ import signal
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import pytest
+from _seccomp import F_DUPFD_QUERY
 
 __all__ = [
     "ChildError",
     "ChildProcess",
     "ChildResult",
     "ExceptionInfo",
+    "Spawn",
+    "canonical",
+    "describe_status",
+    "drop_to_nobody",
+    "dup_at_least",
+    "dupfd_query_works",
     "fd_snapshot",
     "fork",
+    "libc",
+    "nofile",
     "pairwise_groups",
+    "partition",
     "run_in_child",
     "spawned",
     "status_value",
@@ -52,9 +73,10 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 30.0
 
 _PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.prctl.restype = ctypes.c_int
-_libc.prctl.argtypes = [
+#: The C library, with ``use_errno`` so ``ctypes.get_errno()`` is meaningful after a call.
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.restype = ctypes.c_int
+libc.prctl.argtypes = [
     ctypes.c_int,
     ctypes.c_ulong,
     ctypes.c_ulong,
@@ -116,7 +138,7 @@ def _child_exit(code: int) -> None:
 
 def _die_with_parent() -> None:
     """Asks the kernel to SIGKILL this child if the test process dies first."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _read_all(fd: int, deadline: float) -> bytes | None:
@@ -152,6 +174,20 @@ def _kill_and_reap(pid: int) -> int:
     return os.waitpid(pid, 0)[1]
 
 
+def _exit_code(status: int | None) -> int | None:
+    """The exit code of a wait status after a normal exit, else None."""
+    if status is None or not os.WIFEXITED(status):
+        return None
+    return os.WEXITSTATUS(status)
+
+
+def _killing_signal(status: int | None) -> int | None:
+    """The signal that ended a process, from its wait status, if one did."""
+    if status is None or not os.WIFSIGNALED(status):
+        return None
+    return os.WTERMSIG(status)
+
+
 def describe_status(status: int) -> str:
     """A wait status in words: "exited with 0", "killed by SIGSYS"."""
     if os.WIFEXITED(status):
@@ -182,16 +218,12 @@ class ChildProcess:
     @property
     def exitcode(self) -> int | None:
         """The exit code if the child exited normally, else None."""
-        if self.status is None or not os.WIFEXITED(self.status):
-            return None
-        return os.WEXITSTATUS(self.status)
+        return _exit_code(self.status)
 
     @property
     def killed_by(self) -> int | None:
         """The signal that killed the child, if one did."""
-        if self.status is None or not os.WIFSIGNALED(self.status):
-            return None
-        return os.WTERMSIG(self.status)
+        return _killing_signal(self.status)
 
     def stop(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """Releases the child (it exits 0) and reaps it; SIGKILL if it does not exit
@@ -295,6 +327,14 @@ def spawned(
         raise ChildError(f"child {pid} {describe_status(status)}, expected exit code {expect_exit}")
 
 
+class Spawn(Protocol):
+    """The ``spawn`` fixture: ``spawn(setup=None, *, expect_exit=0) -> ChildProcess``."""
+
+    def __call__(
+        self, setup: Callable[[], Any] | None = None, *, expect_exit: int | None = 0
+    ) -> ChildProcess: ...
+
+
 # ---- one-shot children ----
 
 
@@ -327,11 +367,11 @@ class ChildResult(Generic[T]):
 
     @property
     def exitcode(self) -> int | None:
-        return os.WEXITSTATUS(self.status) if os.WIFEXITED(self.status) else None
+        return _exit_code(self.status)
 
     @property
     def killed_by(self) -> int | None:
-        return os.WTERMSIG(self.status) if os.WIFSIGNALED(self.status) else None
+        return _killing_signal(self.status)
 
     def unwrap(self) -> T:
         """The value returned; ChildError (with the child's traceback) otherwise."""
@@ -441,7 +481,15 @@ def run_in_child(
     return ChildResult(pid=pid, status=status, returned=False, value=None, error=payload)
 
 
-# ---- leak checks ----
+def drop_to_nobody() -> None:
+    """Becomes uid/gid 65534 with no supplementary groups: irreversible, so for a child
+    (``run_in_child``) started as root."""
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+# ---- fds ----
 
 
 def fd_snapshot() -> frozenset[tuple[int, str]]:
@@ -477,6 +525,46 @@ def nofile(extra: int) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def dup_at_least(fd: int, at_least: int) -> int:
+    """A close-on-exec copy of ``fd`` numbered ``at_least`` or above (out of the way of
+    low numbers a test dup2s onto, or so that fd order differs from open order)."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, at_least)
+
+
+def dupfd_query_works() -> bool:
+    """Whether this kernel has ``fcntl(F_DUPFD_QUERY)`` (Linux 6.10+), asked directly
+    rather than through the package, so tests can check what the package reports."""
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        return fcntl.fcntl(fd, F_DUPFD_QUERY, fd) == 1
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+# ---- groupings ----
+
+
+def canonical(groups: Iterable[Iterable[Any]]) -> list[tuple[Any, ...]]:
+    """A classification as a sorted list of sorted tuples (lists from JSON become
+    tuples): two classifications are the same partition iff their forms are equal."""
+
+    def norm(x: Any) -> Any:
+        return tuple(x) if isinstance(x, list) else x
+
+    return sorted(tuple(sorted(norm(x) for x in g)) for g in groups)
+
+
+def partition(labels: dict[Any, int]) -> list[tuple[Any, ...]]:
+    """The partition of ``labels``' keys by label, in ``canonical`` form: the truth when
+    each label names an open file description."""
+    by_label: dict[int, list[Any]] = {}
+    for item, label in labels.items():
+        by_label.setdefault(label, []).append(item)
+    return canonical(by_label.values())
+
+
 def pairwise_groups(
     refs: Sequence[tuple[int, int]],
     same: Callable[[tuple[int, int], tuple[int, int]], bool] | None = None,
@@ -503,4 +591,4 @@ def pairwise_groups(
     groups: dict[int, list[tuple[int, int]]] = {}
     for i, r in enumerate(refs):
         groups.setdefault(root(i), []).append(r)
-    return sorted(tuple(sorted(g)) for g in groups.values())
+    return canonical(groups.values())

@@ -3,6 +3,7 @@
 - ``spawn``: starts children with ``_helpers.spawned``; all are released, reaped and
   their exit status checked at teardown.
 - ``fd_leak_check``: fails the test if it leaves this process with fds it did not have.
+- ``pipe``: a pipe ``(read end, write end)`` in this process, closed after the test.
 - ``me``: this process's pid.
 """
 
@@ -11,18 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
-from _helpers import ChildProcess, fd_snapshot, spawned
+from _helpers import ChildProcess, Spawn, fd_snapshot, spawned
 
-
-class Spawn(Protocol):
-    """The ``spawn`` fixture: ``spawn(setup=None, *, expect_exit=0) -> ChildProcess``."""
-
-    def __call__(
-        self, setup: Callable[[], Any] | None = None, *, expect_exit: int | None = 0
-    ) -> ChildProcess: ...
+# ``Spawn`` is defined in _helpers; test_scan.py and test_cli.py import it from here.
+__all__ = ["Spawn", "fd_leak_check", "me", "pipe", "spawn"]
 
 
 @pytest.fixture
@@ -47,6 +43,15 @@ def fd_leak_check() -> Iterator[None]:
     yield
     after = fd_snapshot()
     assert after - before == set(), f"fds leaked: {sorted(after - before)}"
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    """A pipe of this process, as ``(r, w)``; children forked during the test inherit it."""
+    r, w = os.pipe()
+    yield r, w
+    os.close(r)
+    os.close(w)
 
 
 @pytest.fixture

@@ -19,7 +19,15 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _helpers import fd_snapshot, fork, pairwise_groups, run_in_child, spawned, thread_count
+from _helpers import (
+    fd_snapshot,
+    fork,
+    libc,
+    pairwise_groups,
+    run_in_child,
+    spawned,
+    thread_count,
+)
 from conftest import Spawn
 from kcmp_rs import KcmpType, Order, baseline
 
@@ -412,7 +420,6 @@ CLONE_NAMES = [
     ("FILES", CLONE_FILES),
     ("SIGHAND", CLONE_SIGHAND),
 ]
-_libc = ctypes.CDLL(None, use_errno=True)
 _CHILD_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 
 
@@ -430,10 +437,10 @@ def cloned(flags: int) -> Iterator[int]:
     size = 1 << 16
     stack = ctypes.create_string_buffer(size)
     top = (ctypes.addressof(stack) + size - 256) & ~0xF
-    clone = _libc.clone
+    clone = libc.clone
     clone.restype = ctypes.c_int
     clone.argtypes = [_CHILD_FN, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-    fn = ctypes.cast(_libc.pause, _CHILD_FN)
+    fn = ctypes.cast(libc.pause, _CHILD_FN)
     pid = clone(fn, ctypes.c_void_p(top), flags | signal.SIGCHLD, None)
     if pid < 0:
         err = ctypes.get_errno()

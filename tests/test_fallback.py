@@ -26,21 +26,23 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _fallback_helpers import FdMix, Outcome, attempt, canonical, pairwise_groups
-from _helpers import ChildProcess, describe_status, run_in_child
-from _seccomp import SeccompUnsupported, install_filter, syscall_numbers
+from _checks import needs_seccomp
+from _fallback_helpers import FdMix, Outcome, attempt
+from _helpers import (
+    ChildProcess,
+    canonical,
+    describe_status,
+    fd_snapshot,
+    pairwise_groups,
+    run_in_child,
+)
+from _seccomp import install_filter
 from kcmp_rs import KcmpType, KcmpUnavailableError, Support
-
-try:
-    syscall_numbers()
-    _SECCOMP = ""
-except SeccompUnsupported as exc:
-    _SECCOMP = str(exc)
 
 # The truth comes from kcmp in this process, before any filter.
 _HERE = kcmp_rs.support()
 pytestmark = [
-    pytest.mark.skipif(bool(_SECCOMP), reason=_SECCOMP or "-"),
+    needs_seccomp,
     pytest.mark.skipif(not _HERE.kcmp, reason=f"kcmp unusable here: {_HERE.reason}"),
 ]
 
@@ -658,7 +660,7 @@ def test_no_kcmp_env_var_and_a_closed_fd_of_another_process(mix: FdMix) -> None:
         "kill": True,
         "fds": dup,
         "other": [(me, fd) for fd in dup],
-        "gone_fd": max(int(n) for n in os.listdir("/proc/self/fd")) + 100,
+        "gone_fd": max(fd for fd, _ in fd_snapshot()) + 100,
         "steps": ["classify_files_gone"],
     }
     proc, steps = _run_script(spec, "1", dup)

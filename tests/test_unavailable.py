@@ -1,0 +1,221 @@
+"""The single calls where kcmp(2) is refused, under a seccomp filter in a forked child
+the way sandboxes refuse it (EPERM like Docker, ENOSYS like gVisor, or a filter that
+kills): KcmpUnavailableError's errno, reason and message, and that it pickles;
+same_file's exact fallbacks (fstat, F_DUPFD_QUERY or the epoll trick, pidfd_getfd
+for another process's fds when allowed); a filter installed after the first,
+successful use. The batch calls and support() without kcmp are in
+``test_fallback.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import signal
+from pathlib import Path
+from typing import Any
+
+import kcmp_rs
+import pytest
+from _checks import assert_pickles, needs_kcmp, needs_seccomp, outcome, unraise
+from _helpers import ChildResult, dupfd_query_works, fd_snapshot, libc, run_in_child
+from _seccomp import KcmpAction, install_filter
+from conftest import Spawn
+from kcmp_rs import KcmpType, KcmpUnavailableError, Order, baseline
+
+# ---- KcmpUnavailableError ----
+
+
+def _sandboxed(
+    action: KcmpAction, dupfd_query_errno: int | None, fd: int, other: int
+) -> dict[str, Any]:
+    """Runs in a child under the filter: what each call says when kcmp is refused."""
+    install_filter(action, dupfd_query_errno)
+    me = os.getpid()
+    before = fd_snapshot()
+    got = {
+        "me": me,
+        "kcmp": outcome(kcmp_rs.kcmp, me, me, KcmpType.VM),
+        "kcmp_file": outcome(kcmp_rs.kcmp, me, me, KcmpType.FILE, fd, fd),
+        "same_vm": outcome(kcmp_rs.same_vm, me, me),
+        "sharing": outcome(kcmp_rs.sharing, me, me),
+        "epoll": outcome(kcmp_rs.same_epoll_target, me, fd, me, fd, fd),
+        "remote": outcome(kcmp_rs.same_file, me, fd, other, fd),
+        "baseline": outcome(baseline.kcmp, me, me, KcmpType.VM),
+    }
+    got["leaked"] = sorted(fd_snapshot() - before)
+    return got
+
+
+def _check_unavailable(e: BaseException, err: int, must_mention: tuple[str, ...]) -> None:
+    assert type(e) is KcmpUnavailableError, repr(e)
+    assert isinstance(e, KcmpUnavailableError)
+    assert e.errno == err
+    assert e.strerror == f"{os.strerror(err)}: {e.reason}"
+    assert str(e) == f"[Errno {err}] {e.strerror}"
+    for word in must_mention:
+        assert word in e.reason, (word, e.reason)
+    assert e.pid is None and e.fd is None
+    assert e.undecided == ()
+    assert_pickles(e)
+
+
+@needs_kcmp
+@needs_seccomp
+@pytest.mark.parametrize(
+    ("err", "words"),
+    [
+        (errno.EPERM, ("seccomp", "SYS_PTRACE")),
+        (errno.ENOSYS, ("CONFIG_KCMP",)),
+    ],
+    ids=["EPERM", "ENOSYS"],
+)
+def test_kcmp_unavailable_under_seccomp(
+    spawn: Spawn, pipe: tuple[int, int], err: int, words: tuple[str, ...]
+) -> None:
+    other = spawn()
+    r, _ = pipe
+    result: ChildResult[dict[str, Any]] = run_in_child(
+        _sandboxed, ("errno", err), None, r, other.pid
+    )
+    got = result.unwrap()
+    for key in ("kcmp", "kcmp_file", "same_vm", "sharing", "epoll"):
+        _check_unavailable(unraise(got[key]), err, words)
+    # Another process's fd cannot be compared without kcmp unless pidfd_getfd is allowed.
+    remote = unraise(got["remote"])
+    assert type(remote) is KcmpUnavailableError
+    assert isinstance(remote, KcmpUnavailableError)
+    assert remote.errno == err
+    # Both fds are named (the sandboxed child's own and the other process's).
+    assert len(remote.undecided) == 2 and (other.pid, r) in remote.undecided
+    assert f"fd {r} of process {other.pid}" in str(remote)
+    assert_pickles(remote)
+    raw = unraise(got["baseline"])
+    assert isinstance(raw, OSError) and raw.errno == err
+    assert got["leaked"] == []
+
+
+# ---- what same_file decides without kcmp ----
+
+
+def _fallbacks(
+    dupfd_query_errno: int | None, path: str, other: int, pr: int, pw: int
+) -> dict[str, Any]:
+    """Under an EPERM filter: what same_file can still decide without kcmp.
+
+    ``pr``/``pw``: a pipe this child and ``other`` both inherited.
+    """
+    install_filter(("errno", errno.EPERM), dupfd_query_errno)
+    me = os.getpid()
+    r, w = os.pipe()
+    r2 = os.dup(r)
+    f = os.open(path, os.O_RDONLY)
+    f2 = os.dup(f)
+    g = os.open(path, os.O_RDONLY)
+    before = fd_snapshot()
+    got = {
+        "me": me,
+        "fds": {"f": f, "f2": f2, "g": g},
+        "pipe_dup": outcome(kcmp_rs.same_file, me, r, me, r2),
+        "pipe_ends": outcome(kcmp_rs.same_file, me, r, me, w),
+        "file_dup": outcome(kcmp_rs.same_file, me, f, me, f2),
+        "file_reopen": outcome(kcmp_rs.same_file, me, f, me, g),
+        "file_pipe": outcome(kcmp_rs.same_file, me, f, me, r),
+        "remote_same": outcome(kcmp_rs.same_file, me, pr, other, pr, allow_pidfd_getfd=True),
+        "remote_other_end": outcome(kcmp_rs.same_file, other, pw, me, pr, allow_pidfd_getfd=True),
+        "remote_both": outcome(kcmp_rs.same_file, other, pr, other, pr, allow_pidfd_getfd=True),
+        "remote_refused": outcome(kcmp_rs.same_file, me, pr, other, pr),
+    }
+    got["leaked"] = sorted(fd_snapshot() - before)
+    return got
+
+
+@needs_kcmp
+@needs_seccomp
+@pytest.mark.parametrize(
+    "dupfd_query_errno", [None, errno.EINVAL], ids=["F_DUPFD_QUERY", "epoll-trick"]
+)
+def test_same_file_falls_back_without_kcmp(
+    spawn: Spawn, tmp_path: Path, pipe: tuple[int, int], dupfd_query_errno: int | None
+) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(b"x")
+    pr, pw = pipe
+    other = spawn()  # inherits the pipe
+    result: ChildResult[dict[str, Any]] = run_in_child(
+        _fallbacks, dupfd_query_errno, str(path), other.pid, pr, pw
+    )
+    got = result.unwrap()
+    me, fds = got["me"], got["fds"]
+    # fstat tells different inodes apart; F_DUPFD_QUERY or the epoll trick the rest.
+    assert got["pipe_dup"] is True
+    assert got["pipe_ends"] is False  # one inode, two descriptions
+    assert got["file_pipe"] is False
+    # Another process's fds: copied with pidfd_getfd when allowed, refused otherwise.
+    assert got["remote_same"] is True
+    assert got["remote_other_end"] is False
+    assert got["remote_both"] is True
+    refused = unraise(got["remote_refused"])
+    assert isinstance(refused, KcmpUnavailableError)
+    assert refused.errno == errno.EPERM and refused.undecided == tuple(
+        sorted([(other.pid, pr), (me, pr)])
+    )
+    if dupfd_query_errno is None and dupfd_query_works():
+        assert got["file_dup"] is True
+        assert got["file_reopen"] is False
+    else:
+        # Regular files refuse epoll: nothing exact is left for a same-inode pair.
+        for key, second in (("file_dup", "f2"), ("file_reopen", "g")):
+            e = unraise(got[key])
+            assert type(e) is KcmpUnavailableError and isinstance(e, KcmpUnavailableError)
+            f, f2 = fds["f"], fds[second]
+            assert e.errno == errno.EPERM
+            assert e.undecided == ((me, f), (me, f2))
+            assert e.pid is None and e.fd is None
+            assert e.strerror == (
+                f"{os.strerror(errno.EPERM)}: no exact method could decide "
+                f"fd {f} of process {me}, fd {f2} of process {me}: {e.reason}"
+            )
+            assert "seccomp" in e.reason
+            assert_pickles(e)
+    assert got["leaked"] == []
+
+
+# ---- a filter installed late; a filter that kills ----
+
+
+def _filter_after_first_use(fd: int) -> dict[str, Any]:
+    me = os.getpid()
+    before = kcmp_rs.kcmp(me, me, KcmpType.FILE, fd, fd)  # probes: usable
+    install_filter(("errno", errno.EPERM))
+    return {
+        "before": before,
+        "after": outcome(kcmp_rs.same_vm, me, me),
+        "again": outcome(kcmp_rs.same_vm, me, me),
+    }
+
+
+@needs_kcmp
+@needs_seccomp
+def test_filter_installed_after_first_use(pipe: tuple[int, int]) -> None:
+    got: dict[str, Any] = run_in_child(_filter_after_first_use, pipe[0]).unwrap()
+    assert got["before"] is Order.EQUAL
+    for key in ("after", "again"):
+        _check_unavailable(unraise(got[key]), errno.EPERM, ("seccomp",))
+
+
+def _killed_on_kcmp() -> None:
+    # No core dump from the SIGSYS: not to a file, nor to a core_pattern pipe.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    install_filter(("kill",))
+    me = os.getpid()
+    baseline.kcmp(me, me, KcmpType.VM)
+
+
+@needs_seccomp
+def test_kill_filter_kills_the_child() -> None:
+    result = run_in_child(_killed_on_kcmp)
+    assert result.killed_by == signal.SIGSYS
+    assert not result.returned and result.error is None
