@@ -494,7 +494,8 @@ def drop_to_nobody() -> None:
 
 def fd_snapshot() -> frozenset[tuple[int, str]]:
     """This process's open fds as ``(fd, target)`` pairs (``readlink`` of
-    ``/proc/self/fd/N``), for leak checks: take one before and one after, compare.
+    ``/proc/self/fd/N``): for leak checks (take one before and one after, compare), and
+    to see which fds a call holds while it runs.
 
     The fd ``os.listdir`` itself used is closed by the time its target is read and is
     left out.

@@ -66,13 +66,6 @@ def build_fds(ops: list[tuple[str, Any]]) -> dict[int, int]:
     return desc
 
 
-def truth(desc: dict[int, int]) -> list[tuple[int, ...]]:
-    groups: dict[int, list[int]] = {}
-    for fd in sorted(desc):
-        groups.setdefault(desc[fd], []).append(fd)
-    return sorted((tuple(g) for g in groups.values()), key=lambda g: g[0])
-
-
 @needs_kcmp
 @settings(max_examples=50, deadline=None)
 @given(ops=OPS)
