@@ -40,6 +40,20 @@ def _prose(name: str, doc: str | None) -> str:
     return "\n".join(lines).strip()
 
 
+def _help_signature(name: str, func: Callable[..., Any]) -> str:
+    """The parameter list ``help(func)`` shows (Python 3.13 spreads a long one over
+    several lines)."""
+    shown = pydoc.plain(pydoc.render_doc(func))
+    found = re.search(rf"^{re.escape(name)}\(", shown, flags=re.M)
+    assert found, f"help({name}) shows no signature:\n{shown}"
+    depth = 0
+    for end in range(found.end() - 1, len(shown)):
+        depth += {"(": 1, ")": -1}.get(shown[end], 0)
+        if depth == 0:
+            break
+    return shown[found.end() - 1 : end + 1]
+
+
 def assert_documented(name: str, func: Callable[..., Any]) -> None:
     """``func`` has a signature naming each parameter, shown by ``help()``, and a
     docstring with at least one sentence beyond its signature line."""
@@ -48,10 +62,9 @@ def assert_documented(name: str, func: Callable[..., Any]) -> None:
     assert not [p for p in signature.parameters.values() if p.kind in catch_all], (
         f"{name}{signature} hides its parameters"
     )
-    shown = pydoc.plain(pydoc.render_doc(func))
-    head = next(line for line in shown.splitlines() if line.startswith(f"{name}("))
+    listed = _help_signature(name, func)
     for parameter in signature.parameters:
-        assert re.search(rf"\b{parameter}\b", head), f"help({name}) omits {parameter}: {head}"
+        assert re.search(rf"\b{parameter}\b", listed), f"help({name}) omits {parameter}: {listed}"
     prose = _prose(name, func.__doc__)
     words = re.findall(r"[A-Za-z]{2,}", prose)
     assert len(words) >= 3 and re.search(r"[.:!?]", prose), (
