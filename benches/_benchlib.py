@@ -251,51 +251,65 @@ def normalise(groups: list[list[int]]) -> Groups:
     return sorted((tuple(sorted(g)) for g in groups), key=lambda g: g[0])
 
 
-def build(scenario: str, n: int, files: FileSet) -> tuple[list[int], Groups]:
-    """Opens an fd set in the calling process: (fds ascending, true groups)."""
-    groups: list[list[int]] = []
-    nxt = 0  # next unused distinct file
+class _Opener:
+    """Opens fds in the calling process and records the true groups as it goes."""
 
-    def distinct(count: int) -> None:
-        nonlocal nxt
+    def __init__(self, files: FileSet) -> None:
+        self.files = files
+        self.groups: list[list[int]] = []
+        self.next = 0  # next unused distinct file
+
+    def fresh(self) -> str:
+        self.next += 1
+        return self.files.paths[self.next - 1]
+
+    def distinct(self, count: int) -> None:
         for _ in range(count):
-            groups.append([os.open(files.paths[nxt], os.O_RDONLY)])
-            nxt += 1
+            self.groups.append([os.open(self.fresh(), os.O_RDONLY)])
 
-    def dupped(count: int, path: Callable[[], str]) -> None:
+    def dupped(self, count: int, path: Callable[[], str]) -> None:
         for _ in range(count):
             fd = os.open(path(), os.O_RDONLY)
-            groups.append([fd, os.dup(fd), os.dup(fd), os.dup(fd)])
+            self.groups.append([fd, os.dup(fd), os.dup(fd), os.dup(fd)])
 
-    def fresh() -> str:
-        nonlocal nxt
-        nxt += 1
-        return files.paths[nxt - 1]
+    def pipes(self, count: int) -> None:
+        for _ in range(count):
+            r, w = os.pipe()
+            self.groups += [[r], [w]]
 
+    def held(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+
+def _open_scenario(opener: _Opener, scenario: str, n: int) -> None:
+    if scenario == "distinct":
+        opener.distinct(n)
+    elif scenario == "dup":
+        opener.dupped(n // 4, opener.fresh)
+    elif scenario == "one-inode":
+        opener.dupped(n // 4, lambda: opener.files.one)
+    elif scenario == "mix":
+        q = n // 4
+        opener.distinct(q)
+        opener.dupped(q // 4, opener.fresh)
+        opener.dupped(q // 4, lambda: opener.files.one)
+        opener.pipes(q // 2)
+        opener.distinct(n - opener.held())
+    else:
+        raise ValueError(scenario)
+
+
+def build(scenario: str, n: int, files: FileSet) -> tuple[list[int], Groups]:
+    """Opens an fd set in the calling process: (fds ascending, true groups)."""
+    opener = _Opener(files)
     try:
-        if scenario == "distinct":
-            distinct(n)
-        elif scenario == "dup":
-            dupped(n // 4, fresh)
-        elif scenario == "one-inode":
-            dupped(n // 4, lambda: files.one)
-        elif scenario == "mix":
-            q = n // 4
-            distinct(q)
-            dupped(q // 4, fresh)
-            dupped(q // 4, lambda: files.one)
-            for _ in range(q // 2):
-                r, w = os.pipe()
-                groups += [[r], [w]]
-            distinct(n - sum(len(g) for g in groups))
-        else:
-            raise ValueError(scenario)
+        _open_scenario(opener, scenario, n)
     except BaseException:
-        close_all([fd for g in groups for fd in g])
+        close_all([fd for g in opener.groups for fd in g])
         raise
-    fds = sorted(fd for g in groups for fd in g)
+    fds = sorted(fd for g in opener.groups for fd in g)
     assert len(fds) == n, (scenario, n, len(fds))
-    return fds, normalise(groups)
+    return fds, normalise(opener.groups)
 
 
 def close_all(fds: list[int]) -> None:

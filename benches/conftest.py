@@ -1,5 +1,7 @@
 """Session set-up of the benchmarks and the summary printed at the end of ``make bench``.
 
+- ``tests/`` on ``sys.path``: figure 6 builds its process families with the tests'
+  ``_family.py``, imported by name like the tests' own helpers.
 - ``nofile_limit`` (autouse, session): raises the RLIMIT_NOFILE soft limit to the hard
   limit for the session (10,000-fd sets need it) and restores it afterwards.
 - ``files``: a temporary directory of empty files to open (removed at the end).
@@ -10,8 +12,10 @@
 from __future__ import annotations
 
 import datetime
+import os
 import resource
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +37,12 @@ from _benchlib import (
     ratio,
     scratch_dir,
 )
+
+# The benchmarks' modules are imported after this file, so they find the tests' helpers;
+# a missing helper then fails the import loudly instead of skipping a figure.
+_TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

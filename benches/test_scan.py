@@ -1,6 +1,6 @@
 """Figure 6: ``kcmp-rs scan`` (issue 5) on process families with known sharing.
 
-- 200 processes x 100 fds (``kcmp_rs._family.build_family``): wall time of
+- 200 processes x 100 fds (``build_family`` of the tests' ``_family.py``): wall time of
   ``kcmp-rs scan -J -p <pids>`` vs ``lsof -p <pids>``, runs interleaved, medians.
   Target: scan <= 0.5x lsof. The scan's JSON must list exactly the family's shared
   descriptions.
@@ -25,8 +25,7 @@ from typing import Any
 
 import pytest
 from _benchlib import RESULTS, fmt_time
-
-family_mod = pytest.importorskip("kcmp_rs._family")
+from _family import Family, build_family
 
 SMALL = (200, 100)
 BIG = (1000, 200)
@@ -66,7 +65,7 @@ def check_status(status: int, out_path: str, what: str) -> None:
     raise AssertionError(f"{what}: scan exited {status}: {' / '.join(err[-5:])}")
 
 
-def check_scan(out_path: str, family: Any) -> None:
+def check_scan(out_path: str, family: Family) -> None:
     with open(out_path, "rb") as f:
         doc = json.load(f)
     found = [tuple((m["pid"], m["fd"]) for m in d["members"]) for d in doc["descriptions"]]
@@ -81,7 +80,7 @@ def test_scan_vs_lsof(benchmark: Any) -> None:
         pytest.skip("lsof not installed: no baseline for the scan")
     benchmark.group = "scan"
     n_procs, n_fds = SMALL
-    with family_mod.build_family(n_procs, n_fds) as family, tempfile.TemporaryDirectory() as d:
+    with build_family(n_procs, n_fds) as family, tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "out")
         scan_cmd = scan_command(family.pids)
         lsof_cmd = [lsof, "-p", ",".join(map(str, family.pids))]
@@ -117,7 +116,7 @@ def test_scan_vs_lsof(benchmark: Any) -> None:
 def test_scan_big() -> None:
     n_procs, n_fds = BIG
     case = f"{n_procs} procs x {n_fds} fds"
-    with family_mod.build_family(n_procs, n_fds) as family, tempfile.TemporaryDirectory() as d:
+    with build_family(n_procs, n_fds) as family, tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "out")
         cmd = scan_command(family.pids)
         walls, rss = [], []

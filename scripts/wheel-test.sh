@@ -139,11 +139,15 @@ if "$NEWEST" - "$WHEEL" <<'EOF'; then
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 wanted = {"kcmp_rs/__init__.py", "kcmp_rs/_native.abi3.so", "kcmp_rs/_native.pyi",
-          "kcmp_rs/py.typed", "kcmp_rs/cli.py"}
+          "kcmp_rs/py.typed", "kcmp_rs/cli.py", "kcmp_rs/_scan.py", "kcmp_rs/_example.py"}
+# The tests' family lives in tests/; a kcmp_rs/scan.py would shadow kcmp_rs.scan().
+unwanted = {"kcmp_rs/_family.py", "kcmp_rs/scan.py"}
 missing = sorted(wanted - names)
-sys.exit("missing from the wheel: %s" % missing if missing else 0)
+extra = sorted(unwanted & names)
+sys.exit("missing from the wheel: %s; not for the wheel: %s" % (missing, extra)
+         if missing or extra else 0)
 EOF
-    ok "wheel holds the native module, its stub, py.typed and the CLI"
+    ok "wheel holds the native module, its stub, py.typed, the scan and the CLI, no test code"
 else
     fail "wheel contents"
 fi

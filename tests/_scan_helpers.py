@@ -1,6 +1,6 @@
 """Helpers of ``test_scan.py`` and ``test_cli.py``: running ``kcmp-rs`` as a
 subprocess, reading its tables back, and checking its JSON against the schema
-documented in ``kcmp_rs.scan``."""
+documented in ``help(kcmp_rs.scan)``."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def shared_refs(cell_lines: Sequence[str]) -> tuple[Ref, ...]:
     return tuple(refs)
 
 
-# ---- the JSON schema of kcmp_rs.scan, checked by hand ----
+# ---- the JSON schema of kcmp_rs.scan (its docstring), checked by hand ----
 
 
 def _check_keys(obj: Any, required: dict[str, type], optional: dict[str, type], where: str) -> None:
@@ -146,7 +146,7 @@ def check_description(obj: Any, where: str = "description") -> None:
 
 
 def check_scan_document(doc: Any) -> None:
-    """Asserts ``doc`` follows the schema of ``Scan.to_dict()`` (kcmp_rs.scan)."""
+    """Asserts ``doc`` follows the schema of ``Scan.to_dict()`` (``help(kcmp_rs.scan)``)."""
     _check_keys(
         doc,
         {

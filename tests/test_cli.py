@@ -9,11 +9,14 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import kcmp_rs
 import pytest
+from _family import HOSTILE_NAME, Family, build_family
 from _helpers import run_in_child
 from _scan_helpers import (
     NOBODY,
@@ -30,7 +33,6 @@ from _scan_helpers import (
 )
 from conftest import Spawn
 from kcmp_rs import cli
-from kcmp_rs._family import HOSTILE_NAME, Family, build_family
 
 N_PROCS = 6
 FDS_PER_PROC = 12
@@ -143,6 +145,26 @@ def test_permission_denied_exits_1(spawn: Spawn) -> None:
     assert err.endswith("kcmp-rs: no process could be read\n")
     assert out.endswith("0 processes read, 0 fds classified, 0 descriptions shared, "
                         "1 process skipped (1 permission denied)\n")  # fmt: skip
+
+
+def test_only_scan_example_imports_the_family_builder(spawn: Spawn) -> None:
+    # The builder forks and carries the example's whole machinery: no other command
+    # may pay for importing it.
+    pid = spawn().pid
+    code = (
+        "import sys\n"
+        "from kcmp_rs import cli\n"
+        "for args in sys.argv[1:]:\n"
+        "    assert cli.main(args.split()) == 0, args\n"
+        "    print('kcmp_rs._example' in sys.modules)\n"
+    )
+    runs = [f"fds {pid}", f"share {pid} {pid}", f"scan -J -p {pid}", "scan --example -J"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *runs], capture_output=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    flags = [line for line in done.stdout.decode().splitlines() if line in ("True", "False")]
+    assert flags == ["False", "False", "False", "True"]
 
 
 # ---- demo ----

@@ -1,12 +1,17 @@
-"""kcmp_rs.scan on process families the tests build (kcmp_rs._family): the shared
+"""kcmp_rs.scan on process families the tests build (_family.py): the shared
 descriptions found equal the ground truth; processes that exit or deny access are
 reported, never fatal; names are escaped in tables and whole in JSON."""
 
 from __future__ import annotations
 
 import base64
+import importlib
+import importlib.util
+import inspect
 import json
 import os
+import pkgutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +19,7 @@ from typing import Any
 
 import kcmp_rs
 import pytest
+from _family import HOSTILE_NAME, MIN_FDS, Family, build_family
 from _helpers import fork, run_in_child
 from _scan_helpers import (
     NOBODY,
@@ -24,9 +30,8 @@ from _scan_helpers import (
     missing_pid,
 )
 from conftest import Spawn
-from kcmp_rs import scan as scanning
-from kcmp_rs._family import HOSTILE_NAME, MIN_FDS, Family, build_family
-from kcmp_rs.scan import Description, Member, Scan, Skipped, escape, render_table, scan
+from kcmp_rs import Description, Member, Scan, Skipped, _scan
+from kcmp_rs._table import escape, format_table, render_table, summary
 
 Ref = tuple[int, int]
 
@@ -48,6 +53,26 @@ def without(truth: list[tuple[Ref, ...]], pid: int) -> list[tuple[Ref, ...]]:
 def family() -> Iterator[Family]:
     with build_family(N_PROCS, FDS_PER_PROC) as fam:
         yield fam
+
+
+# ---- the API: kcmp_rs.scan ----
+
+
+def test_scan_is_a_function_of_the_package_not_a_module() -> None:
+    # A submodule named scan, once imported, would rebind kcmp_rs.scan to itself.
+    for info in pkgutil.iter_modules(kcmp_rs.__path__):
+        importlib.import_module(f"kcmp_rs.{info.name}")
+    assert importlib.util.find_spec("kcmp_rs.scan") is None
+    assert inspect.isfunction(kcmp_rs.scan) and "scan" in kcmp_rs.__all__
+
+
+def test_result_types_are_exported() -> None:
+    for cls in (Scan, Description, Member, Skipped):
+        assert cls.__name__ in kcmp_rs.__all__
+        assert getattr(kcmp_rs, cls.__name__) is cls
+    # The return annotation alone: evaluating `X | None` ones needs Python 3.10.
+    module = sys.modules[kcmp_rs.scan.__module__]
+    assert eval(kcmp_rs.scan.__annotations__["return"], vars(module)) is Scan
 
 
 # ---- the family itself ----
@@ -81,7 +106,7 @@ def test_family_cleans_up() -> None:
 
 
 def test_shared_descriptions_equal_ground_truth(family: Family) -> None:
-    result = scan(family.pids)
+    result = kcmp_rs.scan(family.pids)
     assert groups(result) == family.groups
     assert result.skipped == ()
     assert result.processes_read == N_PROCS
@@ -106,7 +131,7 @@ def test_shared_descriptions_equal_ground_truth(family: Family) -> None:
 
 
 def test_include_unshared_lists_every_fd_once(family: Family) -> None:
-    result = scan(family.pids, include_unshared=True)
+    result = kcmp_rs.scan(family.pids, include_unshared=True)
     found = groups(result)
     assert sorted(r for g in found for r in g) == sorted(family.labels)
     for g in found:
@@ -123,13 +148,13 @@ def test_include_unshared_lists_every_fd_once(family: Family) -> None:
 
 def test_scan_of_every_process_reads_proc(family: Family, monkeypatch: pytest.MonkeyPatch) -> None:
     # pids=None means every process in /proc; the test limits "every" to its family.
-    monkeypatch.setattr(scanning, "list_pids", lambda: list(family.pids))
-    assert groups(scan()) == family.groups
+    monkeypatch.setattr(_scan, "list_pids", lambda: list(family.pids))
+    assert groups(kcmp_rs.scan()) == family.groups
 
 
 def test_progress_is_called_per_process(family: Family) -> None:
     calls: list[tuple[int, int]] = []
-    scan(family.pids, progress=lambda done, total: calls.append((done, total)))
+    kcmp_rs.scan(family.pids, progress=lambda done, total: calls.append((done, total)))
     assert [c[1] for c in calls] == [N_PROCS] * len(calls)
     assert [c[0] for c in calls] == list(range(1, N_PROCS + 1))
 
@@ -137,7 +162,7 @@ def test_progress_is_called_per_process(family: Family) -> None:
 def test_scan_holds_a_bounded_number_of_fds(family: Family, fd_leak_check: None) -> None:
     before = len(os.listdir("/proc/self/fd"))
     seen: list[int] = []
-    scan(
+    kcmp_rs.scan(
         family.pids,
         include_unshared=True,
         progress=lambda done, total: seen.append(len(os.listdir("/proc/self/fd"))),
@@ -150,7 +175,7 @@ def _scan_under_fd_limit(pids: list[int], limit: int) -> tuple[int, int]:
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-    result = scan(pids)
+    result = kcmp_rs.scan(pids)
     return result.processes_read, len(result.descriptions)
 
 
@@ -158,7 +183,7 @@ def test_scan_of_many_processes_fits_a_low_fd_limit() -> None:
     """The native batches pin each pid with a pidfd only up to a bound (a sixteenth of
     the soft fd limit, at most 64), then by start time: 120 processes fit 32 fds."""
     with build_family(120, MIN_FDS) as fam:
-        expected = scan(fam.pids)
+        expected = kcmp_rs.scan(fam.pids)
         result = run_in_child(_scan_under_fd_limit, list(fam.pids), 32)
         read, shared = result.unwrap()
     assert read == expected.processes_read == 120
@@ -167,11 +192,11 @@ def test_scan_of_many_processes_fits_a_low_fd_limit() -> None:
 
 def test_pid_arguments_are_checked() -> None:
     with pytest.raises(TypeError, match="pids must be ints"):
-        scan([True])
+        kcmp_rs.scan([True])
     with pytest.raises(TypeError, match="pids must be ints"):
-        scan(["12"])  # type: ignore[list-item]
+        kcmp_rs.scan(["12"])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="pid must be positive"):
-        scan([0])
+        kcmp_rs.scan([0])
 
 
 # ---- processes that cannot be read ----
@@ -186,7 +211,7 @@ def test_process_exiting_before_its_fds_are_read(family: Family) -> None:
         if len(calls) == 1:
             family.kill(victim)
 
-    result = scan(family.pids, progress=progress)
+    result = kcmp_rs.scan(family.pids, progress=progress)
     assert result.skipped == (Skipped(victim, "exited"),)
     assert result.processes_read == N_PROCS - 1
     assert groups(result) == without(family.groups, victim)
@@ -200,7 +225,7 @@ def test_process_exiting_after_its_fds_were_read(family: Family) -> None:
         if done == total:  # every fd listed, none classified yet
             family.kill(victim)
 
-    result = scan(family.pids, progress=progress)
+    result = kcmp_rs.scan(family.pids, progress=progress)
     assert result.skipped == (Skipped(victim, "exited"),)
     assert result.processes_read == N_PROCS - 1
     assert groups(result) == without(family.groups, victim)
@@ -208,7 +233,7 @@ def test_process_exiting_after_its_fds_were_read(family: Family) -> None:
 
 def test_missing_process_is_skipped(family: Family) -> None:
     gone = missing_pid()
-    result = scan([*family.pids, gone])
+    result = kcmp_rs.scan([*family.pids, gone])
     assert result.skipped == (Skipped(gone, "no such process"),)
     assert groups(result) == family.groups
 
@@ -224,7 +249,7 @@ def test_zombie_is_reported_exited() -> None:
                 if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
                     break
             time.sleep(0.005)
-        result = scan([pid])
+        result = kcmp_rs.scan([pid])
         assert result.skipped == (Skipped(pid, "exited"),)
         assert result.processes_read == 0
     finally:
@@ -241,7 +266,7 @@ def _scan_as_other_user(denier: int) -> dict[str, Any]:
     own, and scan it together with ``denier`` (a process of yet another user)."""
     drop_privileges(OTHER_UID)
     with build_family(4, 10) as family:
-        result = scan([*family.pids, denier])
+        result = kcmp_rs.scan([*family.pids, denier])
         return {"scan": result.to_dict(), "truth": family.groups}
 
 
@@ -279,7 +304,7 @@ def test_processes_sharing_an_fd_table_are_read_once(spawn: Spawn) -> None:
     child = spawn(_start_thread)
     pid, tid = child.pid, child.data["tid"]
     reader = min(pid, tid)
-    result = scan([pid, tid])
+    result = kcmp_rs.scan([pid, tid])
     assert result.fd_table_shared == ((reader, max(pid, tid)),)
     assert result.processes_read == 2
     assert result.skipped == ()
@@ -294,7 +319,7 @@ def test_processes_sharing_an_fd_table_are_read_once(spawn: Spawn) -> None:
 
 def _scan_without_kcmp(pids: tuple[int, ...], allow_pidfd_getfd: bool) -> dict[str, Any]:
     kcmp_rs.disable_kcmp()
-    return scan(pids, allow_pidfd_getfd=allow_pidfd_getfd).to_dict()
+    return kcmp_rs.scan(pids, allow_pidfd_getfd=allow_pidfd_getfd).to_dict()
 
 
 def test_blocked_kcmp_reports_undecided_fds(family: Family) -> None:
@@ -323,7 +348,7 @@ def test_blocked_kcmp_with_pidfd_getfd_decides_everything(family: Family) -> Non
 def test_hostile_names_escaped_in_tables_and_whole_in_json() -> None:
     command = b"fam\x1b[31m\xff"
     with build_family(2, MIN_FDS, hostile_names=True, command=command) as fam:
-        result = scan(fam.pids)
+        result = kcmp_rs.scan(fam.pids)
         pair = next(r for r, label in fam.labels.items() if label == "pair:0")
         raw = fam.target(pair)
     assert raw is not None and HOSTILE_NAME in raw
@@ -340,7 +365,7 @@ def test_hostile_names_escaped_in_tables_and_whole_in_json() -> None:
     text = json.dumps(result.to_dict(), ensure_ascii=False)
     assert json.loads(text.encode("utf-8").decode("utf-8")) == result.to_dict()
 
-    table = scanning.format_table(result)
+    table = format_table(result)
     table.encode("ascii")  # every control character and foreign byte escaped
     assert "evil\\n\\x1b[31mred\\xff-pair-0" in table
     assert "fam\\x1b[31m\\xff" in table
@@ -393,7 +418,7 @@ def test_summary_counts_skipped_by_reason() -> None:
         ((5, 4),),
         ((8, 9),),
     )
-    assert scanning.summary(result) == (
+    assert summary(result) == (
         "1 process read, 3 fds classified, 0 descriptions shared, 1 fd table shared, "
         "1 fd undecided, 3 processes skipped (2 exited, 1 permission denied)"
     )

@@ -2,7 +2,8 @@
 
 Which processes share which kernel resources: the same open file description behind
 two fds, the same address space, fd table, filesystem context, signal handlers, I/O
-context, SysV semaphore undo list, or epoll target.
+context, SysV semaphore undo list, or epoll target. ``scan()`` answers it for many
+processes at once: the open file descriptions they share (``kcmp-rs scan``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from kcmp_rs._native import (
     same_epoll_target,
     same_file,
 )
+from kcmp_rs._results import Description, Member, Scan, Skipped
+from kcmp_rs._scan import scan
 from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order, Sharing, Support
 
 __version__: str = _native.__version__
@@ -34,10 +37,14 @@ if _os.environ.get("KCMP_RS_NO_KCMP", "") not in ("", "0"):
     disable_kcmp()
 
 __all__ = [
+    "Description",
     "KcmpType",
     "KcmpUnavailableError",
+    "Member",
     "Order",
+    "Scan",
     "Sharing",
+    "Skipped",
     "Support",
     "__version__",
     "classify_fds",
@@ -54,6 +61,7 @@ __all__ = [
     "same_sighand",
     "same_sysvsem",
     "same_vm",
+    "scan",
     "sharing",
     "support",
 ]

@@ -20,12 +20,17 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import kcmp_rs
-from kcmp_rs import scan as scanning
-from kcmp_rs._family import Family, build_family
+from kcmp_rs._proc import read_mode, read_target
+from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, Scan
+from kcmp_rs._scan import classify_refs
+from kcmp_rs._table import escape, format_table, render_table
 from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order
+
+if TYPE_CHECKING:
+    from kcmp_rs._example import Family
 
 __all__ = ["build_parser", "main"]
 
@@ -33,8 +38,9 @@ PROG = "kcmp-rs"
 _PID_MAX = 2**31 - 1
 
 
-class Failure(Exception):
-    """An operational error: its message goes to stderr, the exit status is 1."""
+class CommandError(Exception):
+    """A subcommand could not do its job: ``main`` prints the message on stderr (after
+    ``kcmp-rs: ``) and exits with status 1. Usage errors go through argparse (status 2)."""
 
 
 # ---- output ----
@@ -272,7 +278,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             if os.WIFEXITED(status)
             else f"was killed by signal {os.WTERMSIG(status)}"
         )
-        raise Failure(f"demo: the child process {pid} {how}")
+        raise CommandError(f"demo: the child process {pid} {how}")
     finally:
         if fd1 >= 0:
             os.close(fd1)
@@ -283,8 +289,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _mode_and_target(pid: int, fd: int) -> tuple[str, str]:
-    target = scanning.read_target(pid, fd)
-    return scanning.read_mode(pid, fd), scanning.escape(target if target is not None else "?")
+    target = read_target(pid, fd)
+    return read_mode(pid, fd), escape(target if target is not None else "?")
 
 
 def _cmd_fds(args: argparse.Namespace) -> int:
@@ -292,9 +298,9 @@ def _cmd_fds(args: argparse.Namespace) -> int:
     try:
         groups = kcmp_rs.classify_fds(pid, missing="skip", allow_pidfd_getfd=args.allow_pidfd_getfd)
     except OSError as err:
-        raise Failure(_explain(err, pid)) from None
+        raise CommandError(_explain(err, pid)) from None
     rows = [[",".join(map(str, fds)), *_mode_and_target(pid, fds[0])] for fds in groups]
-    _out(scanning.render_table(["FDS", "MODE", "TARGET"], rows))
+    _out(render_table(["FDS", "MODE", "TARGET"], rows))
     return 0
 
 
@@ -317,13 +323,13 @@ def _cmd_share(args: argparse.Namespace) -> int:
         for pid in dict.fromkeys((pid1, pid2)):
             refs += [(pid, fd) for fd in kcmp_rs.open_fds(pid)]
     except OSError as err:
-        raise Failure(_explain(err, pid1)) from None
+        raise CommandError(_explain(err, pid1)) from None
     rows = [
         [name, "yes" if getattr(shared, attr) else "no", note] for name, attr, note in _RESOURCES
     ]
-    _out(scanning.render_table(["RESOURCE", "SHARED", "NOTE"], rows))
+    _out(render_table(["RESOURCE", "SHARED", "NOTE"], rows))
 
-    groups, undecided = scanning.classify_refs(refs, allow_pidfd_getfd=args.allow_pidfd_getfd)
+    groups, undecided = classify_refs(refs, allow_pidfd_getfd=args.allow_pidfd_getfd)
     both = []
     for group in groups:
         fds1 = [fd for pid, fd in group if pid == pid1]
@@ -336,7 +342,7 @@ def _cmd_share(args: argparse.Namespace) -> int:
             [",".join(map(str, fds1)), ",".join(map(str, fds2)), *_mode_and_target(pid1, fds1[0])]
             for fds1, fds2 in both
         ]
-        _out(scanning.render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "MODE", "TARGET"], rows))
+        _out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "MODE", "TARGET"], rows))
     if undecided:
         reason = kcmp_rs.support().reason or "kcmp(2) is unavailable here"
         _err(f"{len(undecided)} fds could not be compared: {reason}")
@@ -373,7 +379,7 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _print_scan(result: scanning.Scan, args: argparse.Namespace) -> None:
+def _print_scan(result: Scan, args: argparse.Namespace) -> None:
     if args.json:
         # Compact: CPython's fast C encoder only serves indent=None, and a host-wide
         # scan's document is large (pipe it through `python -m json.tool` to read it).
@@ -383,19 +389,19 @@ def _print_scan(result: scanning.Scan, args: argparse.Namespace) -> None:
             "".join(json.dumps(d.to_dict(), ensure_ascii=False) + "\n" for d in result.descriptions)
         )
     else:
-        _out(scanning.format_table(result))
+        _out(format_table(result))
 
 
-def _report_problems(result: scanning.Scan, explicit: bool) -> None:
+def _report_problems(result: Scan, explicit: bool) -> None:
     if explicit:
         for s in result.skipped:
-            if s.reason in (scanning.NO_SUCH_PROCESS, scanning.EXITED):
+            if s.reason in (NO_SUCH_PROCESS, EXITED):
                 _err(
                     f"process {s.pid} does not exist"
-                    if s.reason == scanning.NO_SUCH_PROCESS
+                    if s.reason == NO_SUCH_PROCESS
                     else f"process {s.pid} exited during the scan"
                 )
-            elif s.reason == scanning.PERMISSION_DENIED:
+            elif s.reason == PERMISSION_DENIED:
                 _err(_denied(s.pid))
             else:
                 _err(f"process {s.pid}: {s.reason}")
@@ -407,15 +413,19 @@ def _report_problems(result: scanning.Scan, explicit: bool) -> None:
 
 
 def _scan_example(args: argparse.Namespace) -> int:
+    # Here, not at the top: only this subcommand forks a family, and every other run
+    # of the command would pay for importing the builder.
+    from kcmp_rs._example import build_family
+
     try:
         with build_family(n_procs=4, fds_per_proc=12) as family:
-            _example(family, args)
+            _show_example(family, args)
     except RuntimeError as err:  # the family could not be built
-        raise Failure(f"scan --example: {err}") from None
+        raise CommandError(f"scan --example: {err}") from None
     return 0
 
 
-def _example(family: Family, args: argparse.Namespace) -> None:
+def _show_example(family: Family, args: argparse.Namespace) -> None:
     table = not (args.json or args.json_lines)
     if table:
         _out(
@@ -425,7 +435,7 @@ def _example(family: Family, args: argparse.Namespace) -> None:
             "(SCM_RIGHTS), and holds the two ends of a pipe, one each (never shared); fds "
             "0-2 and some others are dup()s within a process.\n\n"
         )
-    result = scanning.scan(
+    result = kcmp_rs.scan(
         family.pids,
         include_unshared=args.include_unshared,
         allow_pidfd_getfd=args.allow_pidfd_getfd,
@@ -433,7 +443,7 @@ def _example(family: Family, args: argparse.Namespace) -> None:
     _print_scan(result, args)
     found = [tuple((m.pid, m.fd) for m in d.members) for d in result.shared]
     if found != family.groups or result.skipped:
-        raise Failure("scan --example: the scan does not match how the family was built")
+        raise CommandError("scan --example: the scan does not match how the family was built")
     if table:
         _out(f"\nAll {len(found)} shared descriptions found, as built.\n")
 
@@ -447,7 +457,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     pids = [p for chunk in args.pids for p in chunk] if explicit else None
     progress = _Progress()
     try:
-        result = scanning.scan(
+        result = kcmp_rs.scan(
             pids,
             include_unshared=args.include_unshared,
             allow_pidfd_getfd=args.allow_pidfd_getfd,
@@ -458,7 +468,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     _print_scan(result, args)
     _report_problems(result, explicit)
     if result.processes_read == 0:
-        raise Failure("no process could be read")
+        raise CommandError("no process could be read")
     return 0
 
 
@@ -466,7 +476,12 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``kcmp-rs`` with ``argv`` (default: ``sys.argv[1:]``); the exit status."""
+    """Runs ``kcmp-rs`` with ``argv`` (default: ``sys.argv[1:]``); the exit status.
+
+    Returns 0 when the subcommand did its job, 1 when it could not (the cause is
+    printed on stderr), 130 on Ctrl-C. A usage error exits through argparse's
+    ``SystemExit(2)`` after printing the usage on stderr.
+    """
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
     parser = build_parser()
@@ -474,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.func(args)
         sys.stdout.flush()
-    except Failure as err:
+    except CommandError as err:
         _err(str(err))
         return 1
     except BrokenPipeError:

@@ -1,5 +1,4 @@
-"""A family of processes with known fd sharing, for ``kcmp-rs scan --example``, the
-tests and the benchmarks.
+"""The process family of ``kcmp-rs scan --example``: processes with known fd sharing.
 
 ``build_family(n_procs, fds_per_proc)`` starts ``n_procs`` processes. Each holds
 exactly ``fds_per_proc`` fds (at least ``MIN_FDS``), and the builder records which
@@ -16,17 +15,22 @@ description), so the sharing is known in advance:
   description in two processes); ``sock0:k`` / ``sock1:k``, the ends of that socket
   pair, one in each; ``pipe-r:k`` / ``pipe-w:k``, the ends of a pipe, the read end in
   ``2k`` and the write end in ``2k+1``: two descriptions that must never be grouped
-  together (``Family.apart``);
-- the remaining fds: separate opens of one file per process, modes r / w / rw in
+  together;
+- the remaining fds: separate opens of one file per process, modes ``OPEN_MODES`` in
   turn, every fourth one a dup() of the one before (shared within the process).
 
-How it scales (1000 x 200 builds in seconds): the processes are forked by a small
-helper process (the "zygote", forked first, while the caller is still small), not by
-the caller, whose memory grows as it records the truth and would make every later
-fork slower; the zygote also reaps them, so a killed member disappears from /proc at
-once. The members inherit nothing else: each closes every other fd right after the
-fork, and raises its own RLIMIT_NOFILE soft limit only if ``fds_per_proc`` needs it.
-The caller and the zygote hold a few fds each, whatever ``n_procs``.
+How it scales (1000 x 200 builds in seconds, which the benchmarks use): the processes
+are forked by a small helper process (the "zygote", forked first, while the caller is
+still small), not by the caller, whose memory grows as it records the truth and would
+make every later fork slower; the zygote also reaps them, so a killed member
+disappears from /proc at once. The members inherit nothing else: each closes every
+other fd right after the fork, and raises its own RLIMIT_NOFILE soft limit only if
+``fds_per_proc`` needs it. The caller and the zygote hold a few fds each, whatever
+``n_procs``.
+
+Only ``kcmp-rs scan --example`` imports this module, when it runs (it forks; no other
+command needs it). The tests and benchmarks build on it in ``tests/_family.py``, which
+adds what only they use (hostile file names, the truth per fd, killing a member).
 """
 
 from __future__ import annotations
@@ -42,37 +46,26 @@ import shutil
 import signal
 import socket
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
-__all__ = ["HOSTILE_NAME", "MIN_FDS", "Family", "build_family"]
+__all__ = ["COMMAND", "MIN_FDS", "OPEN_MODES", "Family", "build_family"]
 
 Ref = tuple[int, int]
 
 #: The fewest fds a member holds: 0-2, lifeline, pair, passed, socket end, pipe end.
 MIN_FDS = 8
 
+#: The members' command name (comm) unless the builder is given another.
+COMMAND = b"kcmp-family"
+
+#: The access modes of a member's separate opens (``private:INDEX:N``): ``N % 3``.
+OPEN_MODES = (os.O_RDONLY, os.O_WRONLY, os.O_RDWR)
+
 #: How many members may be setting up at once (the zygote holds a pipe for each).
 _IN_FLIGHT = 16
-
-#: With ``hostile_names=True``, every file name starts with these bytes: a newline, a
-#: terminal escape sequence and a byte that is not UTF-8.
-HOSTILE_NAME = b"evil\n\x1b[31mred\xff-"
-
-_MODES = (os.O_RDONLY, os.O_WRONLY, os.O_RDWR)
-_MODE_NAMES = {os.O_RDONLY: "r", os.O_WRONLY: "w", os.O_RDWR: "rw"}
-_FIXED_MODES = {"devnull": "rw", "lifeline": "r", "pair": "rw", "passed": "rw", "sock0": "rw",
-                "sock1": "rw", "pipe-r": "r", "pipe-w": "w"}  # fmt: skip
-
-
-def _label_mode(label: str) -> str:
-    kind, _, rest = label.partition(":")
-    if kind == "private":
-        return _MODE_NAMES[_MODES[int(rest.split(":")[1]) % 3]]
-    return _FIXED_MODES[kind]
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,7 +73,8 @@ class Family:
     """The processes of ``build_family`` and the truth about their fds.
 
     ``labels[(pid, fd)]`` names the open file description of each fd (equal labels:
-    the same description). ``command`` is the members' command name (comm).
+    the same description). ``command`` is the members' command name (comm); every file
+    name in ``directory`` starts with ``prefix``.
     """
 
     pids: tuple[int, ...]
@@ -88,7 +82,6 @@ class Family:
     command: str
     labels: Mapping[Ref, str]
     prefix: bytes = b""
-    _gone: set[int] = field(default_factory=set, repr=False)
 
     @property
     def groups(self) -> list[tuple[Ref, ...]]:
@@ -98,49 +91,6 @@ class Family:
         for ref, label in self.labels.items():
             by_label.setdefault(label, []).append(ref)
         return sorted(tuple(sorted(refs)) for refs in by_label.values() if len(refs) > 1)
-
-    @property
-    def apart(self) -> list[tuple[Ref, Ref]]:
-        """Pairs of fds in different processes that must NOT be found shared (the two
-        ends of a pipe)."""
-        where = {label: ref for ref, label in self.labels.items()}
-        return [
-            (where[label], where["pipe-w" + label[len("pipe-r") :]])
-            for label in sorted(where)
-            if label.startswith("pipe-r:")
-        ]
-
-    def refs(self, pid: int) -> list[Ref]:
-        """Every (pid, fd) of one member, ascending."""
-        return sorted(ref for ref in self.labels if ref[0] == pid)
-
-    def mode(self, ref: Ref) -> str:
-        """The access mode of an fd: "r", "w" or "rw"."""
-        return _label_mode(self.labels[ref])
-
-    def target(self, ref: Ref) -> bytes | None:
-        """What ``readlink /proc/PID/fd/N`` gives for a file fd (None for pipes and
-        sockets)."""
-        kind, _, rest = self.labels[ref].partition(":")
-        if kind == "devnull":
-            return os.fsencode(os.devnull)
-        if kind not in ("pair", "passed", "private"):
-            return None
-        number = rest.split(":")[0]
-        return os.path.join(os.fsencode(self.directory), self.prefix + f"{kind}-{number}".encode())
-
-    def kill(self, pid: int, timeout: float = 10.0) -> None:
-        """Kills one member and waits until it is gone from /proc (a test making a
-        process exit mid-scan). Safe from pid reuse: a member is not reaped before it
-        dies, and ``kill`` sends no second signal."""
-        if pid in self._gone or pid not in self.pids:
-            return
-        self._gone.add(pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + timeout
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-            time.sleep(0.002)
 
 
 def _keep_only(keep: dict[str, int]) -> dict[str, int]:
@@ -231,7 +181,7 @@ def _member(index: int, plan: _Plan, inherited: dict[str, int], report_w: int) -
             if n % 4 == 3:
                 held.append((os.dup(held[-1][0]), held[-1][1]))
             else:
-                held.append((os.open(private, _MODES[n % 3]), f"private:{index}:{n}"))
+                held.append((os.open(private, OPEN_MODES[n % 3]), f"private:{index}:{n}"))
             n += 1
         with open("/proc/self/comm", "wb") as f:
             f.write(plan.command)
@@ -259,6 +209,12 @@ def _reap(live: set[int]) -> None:
         live.discard(pid)
 
 
+def _kill(live: set[int]) -> None:
+    for pid in live:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _forward(pid: int, report_r: int, feed_w: int) -> None:
     """Passes a member's report on to the builder, once the member has sent it all."""
     try:
@@ -270,62 +226,74 @@ def _forward(pid: int, report_r: int, feed_w: int) -> None:
         raise RuntimeError(f"member {pid} failed")
 
 
-def _zygote(plan: _Plan, lifeline_r: int, feed_w: int) -> NoReturn:
-    """Forks the members (a few setting up at a time), forwards each report to the
-    builder as a JSON line, in order, then reaps members as they die. On SIGTERM it
-    kills every live member (its own children: their pids cannot have been reused)."""
-    code = 1
-    live: set[int] = set()
+def _pair_fds(plan: _Plan, k: int) -> dict[str, int]:
+    """What pair ``k`` inherits: one open file, a socket pair and a pipe."""
+    pair = os.path.join(plan.directory, plan.prefix + b"pair-%d" % k)
+    carried = {"pair": os.open(pair, os.O_RDWR | os.O_CREAT, 0o600)}
+    carried["sock0"], carried["sock1"] = (s.detach() for s in socket.socketpair())
+    carried["pipe-r"], carried["pipe-w"] = os.pipe()
+    return carried
+
+
+def _inherited(index: int, lifeline_r: int, carried: dict[str, int]) -> dict[str, int]:
+    """The fds member ``index`` keeps: the lifeline, and its side of its pair's fds."""
+    inherited = {"lifeline": lifeline_r}
+    if carried:
+        first = index % 2 == 0
+        inherited["pair"] = carried["pair"]
+        inherited["sock"] = carried["sock0" if first else "sock1"]
+        inherited["pipe"] = carried["pipe-r" if first else "pipe-w"]
+    return inherited
+
+
+def _start_members(plan: _Plan, lifeline_r: int, feed_w: int, live: set[int]) -> None:
+    """Forks the members (a few setting up at a time, each added to ``live``) and
+    forwards each report to the builder as a JSON line, in order, then "done"."""
     carried: dict[str, int] = {}  # what the current pair inherits
     in_flight: collections.deque[tuple[int, int]] = collections.deque()  # (pid, report_r)
+    for index in range(plan.n_procs):
+        if index % 2 == 0 and index + 1 < plan.n_procs:
+            carried = _pair_fds(plan, index // 2)
+        inherited = _inherited(index, lifeline_r, carried)
+        report_r, report_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - a member never returns
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGCHLD})
+            _member(index, plan, inherited, report_w)
+        live.add(pid)
+        os.close(report_w)
+        in_flight.append((pid, report_r))
+        if len(in_flight) >= _IN_FLIGHT:
+            _forward(*in_flight.popleft(), feed_w)
+        if carried and index % 2 == 1:
+            for fd in carried.values():
+                os.close(fd)
+            carried = {}
+    while in_flight:
+        _forward(*in_flight.popleft(), feed_w)
+    _write_all(feed_w, b'{"done": true}\n')
+    os.close(feed_w)
+
+
+def _zygote(plan: _Plan, lifeline_r: int, feed_w: int) -> NoReturn:
+    """Starts the members (``_start_members``), then reaps them as they die. On SIGTERM
+    it kills every live member (its own children: their pids cannot have been reused)."""
+    code = 1
+    live: set[int] = set()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGCHLD})
     try:
         kept = _keep_only({"lifeline": lifeline_r, "feed": feed_w})
         lifeline_r, feed_w = kept["lifeline"], kept["feed"]
-        for index in range(plan.n_procs):
-            k = index // 2
-            if index % 2 == 0 and index + 1 < plan.n_procs:
-                pair = os.path.join(plan.directory, plan.prefix + b"pair-%d" % k)
-                carried["pair"] = os.open(pair, os.O_RDWR | os.O_CREAT, 0o600)
-                carried["sock0"], carried["sock1"] = (s.detach() for s in socket.socketpair())
-                carried["pipe-r"], carried["pipe-w"] = os.pipe()
-            inherited = {"lifeline": lifeline_r}
-            if carried:
-                first = index % 2 == 0
-                inherited["pair"] = carried["pair"]
-                inherited["sock"] = carried["sock0" if first else "sock1"]
-                inherited["pipe"] = carried["pipe-r" if first else "pipe-w"]
-            report_r, report_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - a member never returns
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGCHLD})
-                _member(index, plan, inherited, report_w)
-            live.add(pid)
-            os.close(report_w)
-            in_flight.append((pid, report_r))
-            if len(in_flight) >= _IN_FLIGHT:
-                _forward(*in_flight.popleft(), feed_w)
-            if carried and index % 2 == 1:
-                for fd in carried.values():
-                    os.close(fd)
-                carried.clear()
-        while in_flight:
-            _forward(*in_flight.popleft(), feed_w)
-        _write_all(feed_w, b'{"done": true}\n')
-        os.close(feed_w)
+        _start_members(plan, lifeline_r, feed_w, live)
         code = 0
     except BaseException as exc:
         with contextlib.suppress(BaseException):
             _write_all(feed_w, json.dumps({"error": repr(exc)}).encode() + b"\n")
-        for pid in live:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        _kill(live)
     _reap(live)
     while live:
         if signal.sigwaitinfo({signal.SIGTERM, signal.SIGCHLD}).si_signo == signal.SIGTERM:
-            for pid in live:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+            _kill(live)
         _reap(live)
     os._exit(code)
 
@@ -358,36 +326,55 @@ def _lines(fd: int) -> Iterator[Any]:
             yield json.loads(line)
 
 
+def _collect(feed_r: int) -> tuple[list[int], dict[Ref, str]]:
+    """The members' pids and the labels of their fds, as the zygote reports them; each
+    member's /proc/PID/fd must list exactly the fds it reported."""
+    pids: list[int] = []
+    labels: dict[Ref, str] = {}
+    for message in _lines(feed_r):
+        if "error" in message:
+            raise RuntimeError(f"building the process family failed: {message['error']}")
+        if message.get("done"):
+            return pids, labels
+        pid, report = message["pid"], message["report"]
+        if not isinstance(report, list):
+            why = report["error"] if isinstance(report, dict) else "no report"
+            raise RuntimeError(f"family member {len(pids)} (pid {pid}) failed: {why}")
+        pids.append(pid)
+        for fd, label in report:
+            labels[(pid, fd)] = label
+        listed = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+        if listed != sorted(fd for fd, _ in report):
+            raise RuntimeError(f"family member {pid} holds {listed}, reported {report}")
+    raise RuntimeError("the process family's zygote exited before finishing")
+
+
 @contextlib.contextmanager
 def build_family(
     n_procs: int = 4,
     fds_per_proc: int = MIN_FDS,
     *,
-    hostile_names: bool = False,
-    command: bytes | None = None,
-    check: bool = True,
+    prefix: bytes = b"",
+    command: bytes = COMMAND,
 ) -> Iterator[Family]:
     """Starts a family of ``n_procs`` processes with known sharing (module docstring);
     yields a ``Family``; on exit kills and reaps them and removes their files.
 
-    ``hostile_names``: file names start with ``HOSTILE_NAME``. ``command``: the
-    members' command name (comm: 15 bytes at most; default ``kcmp-family``).
-    ``check``: verify each member's /proc/PID/fd lists exactly the fds it reported.
-    Call it from a single-threaded process (it forks).
+    ``prefix``: the start of every file name. ``command``: the members' command name
+    (comm: 15 bytes at most). RuntimeError if a member fails to set up or does not
+    hold exactly the fds it reported. Call it from a single-threaded process (it
+    forks).
     """
     if n_procs < 1:
         raise ValueError(f"n_procs must be at least 1, got {n_procs}")
-    comm = (command if command is not None else b"kcmp-family")[:15]
     directory = tempfile.mkdtemp(prefix="kcmp-family-")
     plan = _Plan(
         n_procs=n_procs,
         fds_per_proc=max(fds_per_proc, MIN_FDS),
         directory=os.fsencode(directory),
-        prefix=HOSTILE_NAME if hostile_names else b"",
-        command=comm,
+        prefix=prefix,
+        command=command[:15],
     )
-    labels: dict[Ref, str] = {}
-    pids: list[int] = []
     zygote = 0
     lifeline_r, lifeline_w = os.pipe()
     try:
@@ -400,27 +387,10 @@ def build_family(
             os.close(feed_w)
             os.close(lifeline_r)
             lifeline_r = -1
-            for message in _lines(feed_r):
-                if "error" in message:
-                    raise RuntimeError(f"building the process family failed: {message['error']}")
-                if message.get("done"):
-                    break
-                pid, report = message["pid"], message["report"]
-                if not isinstance(report, list):
-                    why = report["error"] if isinstance(report, dict) else "no report"
-                    raise RuntimeError(f"family member {len(pids)} (pid {pid}) failed: {why}")
-                pids.append(pid)
-                for fd, label in report:
-                    labels[(pid, fd)] = label
-                if check:
-                    listed = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
-                    if listed != sorted(fd for fd, _ in report):
-                        raise RuntimeError(f"family member {pid} holds {listed}, reported {report}")
-            else:
-                raise RuntimeError("the process family's zygote exited before finishing")
+            pids, labels = _collect(feed_r)
         finally:
             os.close(feed_r)
-        yield Family(tuple(pids), directory, os.fsdecode(comm), labels, plan.prefix)
+        yield Family(tuple(pids), directory, os.fsdecode(plan.command), labels, plan.prefix)
     finally:
         if lifeline_r >= 0:
             os.close(lifeline_r)

@@ -1,0 +1,310 @@
+"""Scanning many processes at once: which open file descriptions they share.
+
+Orchestration only: ``scan()`` sorts the processes by fd table and lists their fds
+through the native module, groups every fd with one batched ``classify_files`` call,
+then reads /proc (``_proc``) for the descriptions it reports. The result types live in
+``_results``, the text output in ``_table``; the contract (guarantees, name rules, JSON
+schema) is ``scan()``'s docstring, which ``help(kcmp_rs.scan)`` shows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Callable
+
+from kcmp_rs._native import classify_files_partial, classify_tasks, kcmp, open_fds
+from kcmp_rs._proc import (
+    _is_zombie,
+    _pid_gone,
+    file_type,
+    list_pids,
+    read_command,
+    read_mode,
+    read_target,
+)
+from kcmp_rs._results import (
+    EXITED,
+    NO_SUCH_PROCESS,
+    OWNER_EXITED,
+    PERMISSION_DENIED,
+    Description,
+    Member,
+    Ref,
+    Scan,
+    Skipped,
+)
+from kcmp_rs._types import KcmpType, KcmpUnavailableError
+
+__all__ = ["classify_refs", "scan"]
+
+
+def _reason(err: OSError) -> str:
+    if isinstance(err, ProcessLookupError):
+        return EXITED
+    if isinstance(err, PermissionError):
+        return PERMISSION_DENIED
+    return f"error: {err.strerror or err}"
+
+
+# ---- fd tables ----
+
+
+def _comparable(pids: list[int], skipped: dict[int, str]) -> list[int] | None:
+    """The pids kcmp may compare, found with one call each; the others go to
+    ``skipped`` with their reason. None if kcmp turns out to be unusable."""
+    allowed = []
+    for pid in pids:
+        try:
+            kcmp(pid, pid, KcmpType.FILES)
+        except KcmpUnavailableError:
+            return None
+        except ProcessLookupError:
+            skipped[pid] = NO_SUCH_PROCESS
+        except OSError as err:
+            skipped[pid] = _reason(err)
+        else:
+            allowed.append(pid)
+    return allowed
+
+
+def _fd_tables(pids: list[int], skipped: dict[int, str]) -> list[tuple[int, ...]]:
+    """The pids grouped by fd table, each group ascending; pids that could not be
+    compared go to ``skipped``."""
+    try:
+        groups = classify_tasks(pids, KcmpType.FILES, missing="skip")
+    except KcmpUnavailableError:
+        return [(p,) for p in pids]  # cannot tell: read every process
+    except OSError:
+        # Some process refuses comparison (another user's): find which, one call each.
+        allowed = _comparable(pids, skipped)
+        if allowed is None:
+            return [(p,) for p in pids if p not in skipped]
+        try:
+            groups = classify_tasks(allowed, KcmpType.FILES, missing="skip")
+        except OSError:  # a race with a process that changed meanwhile: read each
+            return [(p,) for p in allowed]
+    tables = [tuple(sorted(g)) for g in groups]
+    seen = {p for g in tables for p in g}
+    for pid in pids:
+        if pid not in seen and pid not in skipped:  # left out as missing: a zombie, or gone
+            skipped[pid] = EXITED if os.path.exists(b"/proc/%d" % pid) else NO_SUCH_PROCESS
+    return tables
+
+
+def _list_fds(
+    tables: list[tuple[int, ...]],
+    skipped: dict[int, str],
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[Ref], list[tuple[int, ...]]]:
+    """The fds of one process per fd table, and the tables read: the reader (the
+    smallest pid whose fds could be listed) first, then its sharers."""
+    refs: list[Ref] = []
+    read_tables: list[tuple[int, ...]] = []
+    done = len(skipped)
+    for table in tables:
+        members = list(table)
+        while members:
+            pid = members.pop(0)
+            try:
+                fds = open_fds(pid)
+            except OSError as err:
+                skipped[pid] = _reason(err)
+                continue
+            if not fds and _is_zombie(pid):
+                skipped[pid] = EXITED
+                continue
+            refs.extend((pid, fd) for fd in fds)
+            read_tables.append((pid, *members))
+            break
+        done += len(table)
+        if progress is not None:
+            progress(done, total)
+    if progress is not None and not tables and total:
+        progress(total, total)  # every process was gone before its turn
+    return refs, read_tables
+
+
+def _tally_readers(
+    read_tables: list[tuple[int, ...]],
+    refs: list[Ref],
+    groups: list[tuple[Ref, ...]],
+    undecided: list[Ref],
+    skipped: dict[int, str],
+) -> tuple[int, list[tuple[int, ...]]]:
+    """``(processes read, fd tables shared)``; a reader none of whose fds came back
+    from classify_files exited in between, and goes to ``skipped`` with its sharers."""
+    listed = {pid for pid, _ in refs}
+    answered = {pid for group in groups for pid, _ in group} | {pid for pid, _ in undecided}
+    processes_read = 0
+    fd_table_shared = []
+    for table in read_tables:
+        reader, sharers = table[0], table[1:]
+        if reader in listed and reader not in answered and _pid_gone(reader):
+            skipped[reader] = EXITED
+            for pid in sharers:
+                skipped[pid] = EXITED if _pid_gone(pid) else OWNER_EXITED
+            continue
+        processes_read += len(table)
+        if sharers:
+            fd_table_shared.append(table)
+    return processes_read, fd_table_shared
+
+
+# ---- classification ----
+
+
+def classify_refs(
+    refs: Sequence[Ref], *, allow_pidfd_getfd: bool = False
+) -> tuple[list[tuple[Ref, ...]], list[Ref]]:
+    """``classify_files(refs, missing="skip")`` that survives a blocked kcmp.
+
+    Returns ``(groups, undecided)``: when kcmp is unavailable, the refs no exact
+    fallback could decide are listed in ``undecided`` and left out of every group.
+    """
+    groups, undecided = classify_files_partial(
+        refs, missing="skip", allow_pidfd_getfd=allow_pidfd_getfd
+    )
+    if not undecided:
+        return groups, []
+    unknown = set(undecided)
+    kept = (tuple(r for r in g if r not in unknown) for g in groups)
+    return [g for g in kept if g], undecided
+
+
+def _describe(group: Sequence[Ref], commands: dict[int, str]) -> Description:
+    members = []
+    for pid, fd in sorted(group):
+        if pid not in commands:
+            commands[pid] = read_command(pid)
+        members.append(Member(pid, fd, commands[pid]))
+    for m in members:  # the first member whose fd is still there names the target
+        target = read_target(m.pid, m.fd)
+        if target is not None:
+            mode = read_mode(m.pid, m.fd)
+            return Description(target, mode, tuple(members), file_type(m.pid, m.fd, target))
+    return Description("?", "?", tuple(members), "?")
+
+
+def _checked_pids(pids: Iterable[int]) -> list[int]:
+    wanted = []
+    for pid in pids:
+        if isinstance(pid, bool) or not isinstance(pid, int):
+            raise TypeError(f"pids must be ints, not {type(pid).__name__}")
+        if pid <= 0:
+            raise ValueError(f"pid must be positive, got {pid}")
+        wanted.append(pid)
+    return sorted(set(wanted))
+
+
+def scan(
+    pids: Iterable[int] | None = None,
+    *,
+    include_unshared: bool = False,
+    allow_pidfd_getfd: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Scan:
+    """Which open file descriptions do processes share? A scan of many processes at once.
+
+    Lists the fds of each process, groups them by open file description with one
+    batched ``classify_files`` call, and returns the descriptions held by more than
+    one fd, each with its target, access mode and members::
+
+        >>> result = kcmp_rs.scan([1234, 1235])
+        >>> for d in result.descriptions:
+        ...     print(d.mode, d.target, [(m.pid, m.fd) for m in d.members])
+
+    Parameters:
+
+    - ``pids``: the processes to read (None: every process in /proc). TypeError for
+      a pid that is not an int, ValueError for one that is not positive.
+    - ``include_unshared``: report every description, not only those held by two
+      fds or more (``Scan.shared`` still picks those).
+    - ``allow_pidfd_getfd``: where kcmp is blocked, let ``classify_files`` copy fds
+      (pidfd_getfd(2)) to decide.
+    - ``progress(done, total)``: called as the fds of each process have been read
+      (``total``: the number of processes; the classification follows).
+
+    What the scan guarantees:
+
+    - A process whose fds cannot be listed (it exited, or access is denied) is reported
+      in ``Scan.skipped`` with a reason and never aborts the scan. Reasons:
+      ``"no such process"`` (gone before the scan reached it, or never existed),
+      ``"exited"`` (exited while being scanned; a zombie counts as exited),
+      ``"permission denied"``, ``"fd table owner exited"`` (it shares its fd table with a
+      process that exited mid-scan), or ``"error: <message>"``.
+    - Processes sharing one fd table (CLONE_FILES: threads given by tid, some runtimes)
+      are read once, under the smallest pid: ``Scan.fd_table_shared`` lists each such
+      set, smallest pid first, and the members of the descriptions name that pid only.
+    - Targets (``readlink /proc/PID/fd/N``), modes (``lstat`` of that link) and commands
+      (``/proc/PID/comm``) are read only for the descriptions reported.
+    - It holds a small, bounded number of fds whatever the number of processes: its own
+      reads of /proc hold one fd at a time (each file is opened, read and closed in turn;
+      targets are read with readlink), and the native ``classify_tasks`` /
+      ``classify_files`` calls hold one /proc directory plus at most 64 pidfds (fewer
+      under a low ``RLIMIT_NOFILE``: a sixteenth of the soft limit); past that, a pid's
+      start time guards it against reuse instead.
+    - Where kcmp(2) is blocked (seccomp, gVisor), ``classify_files`` decides what its
+      exact fallbacks can (``allow_pidfd_getfd`` as given); the ``(pid, fd)`` pairs left
+      undecided are listed in ``Scan.undecided`` and in no description.
+
+    Names. /proc gives file and command names as bytes; they are kept as ``str`` decoded
+    with ``os.fsdecode`` (bytes that are not UTF-8 become lone surrogates U+DC80..U+DCFF,
+    and ``os.fsencode`` gives the exact bytes back).
+
+    - Tables (the ``kcmp-rs`` commands): every character that could drive a terminal
+      is shown escaped, so the rest of the name still shows: ``\\n``, ``\\t``, ``\\r``,
+      ``\\\\`` for a backslash, ``\\xNN`` for other ASCII control characters and for each
+      byte that is not UTF-8, ``\\uNNNN`` / ``\\UNNNNNNNN`` for other unprintable
+      characters (C1 controls, bidi overrides, line separators).
+    - JSON (``to_dict()``): names keep every character (a newline stays a newline in the
+      JSON string). A name that is not valid UTF-8 is given as ``target`` with each
+      invalid byte replaced by U+FFFD, plus ``target_bytes_b64``: the standard base64 of
+      the exact bytes. The ``*_bytes_b64`` field is present only then, so its absence
+      means the text field is exact. Commands follow the same rule (``command`` /
+      ``command_bytes_b64``). The documents are valid UTF-8.
+
+    JSON schema of ``Scan.to_dict()`` (``kcmp-rs scan -J`` prints exactly this; ``-j``
+    prints one description object per line)::
+
+        {
+          "descriptions": [                  # ordered by smallest member (pid, fd)
+            {
+              "type": str,                   # REG DIR CHR BLK FIFO SOCK LNK, an anon
+                                             # inode's name (eventfd, ...), or "?"
+              "mode": str,                   # "r", "w", "rw", "path" (O_PATH) or "?"
+              "target": str,                 # readlink of /proc/PID/fd/N ("?" if gone)
+              "target_bytes_b64": str,       # only when the target is not UTF-8
+              "members": [                   # ascending (pid, fd)
+                {"pid": int, "fd": int, "command": str,
+                 "command_bytes_b64": str}   # only when the command is not UTF-8
+              ]
+            }
+          ],
+          "skipped": [{"pid": int, "reason": str}],   # ascending pid
+          "processes_read": int,             # processes whose fds were read (sharers of
+                                             # a read fd table included)
+          "fds_classified": int,
+          "undecided": [{"pid": int, "fd": int}],
+          "fd_table_shared": [[int, ...]]    # pids sharing one fd table, smallest first
+        }
+    """
+    wanted = list_pids() if pids is None else _checked_pids(pids)
+    skipped: dict[int, str] = {}
+    tables = _fd_tables(wanted, skipped)
+    refs, read_tables = _list_fds(tables, skipped, len(wanted), progress)
+    groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
+    processes_read, fd_table_shared = _tally_readers(read_tables, refs, groups, undecided, skipped)
+    commands: dict[int, str] = {}
+    descriptions = tuple(
+        _describe(group, commands) for group in groups if include_unshared or len(group) > 1
+    )
+    return Scan(
+        descriptions=descriptions,
+        skipped=tuple(Skipped(pid, reason) for pid, reason in sorted(skipped.items())),
+        processes_read=processes_read,
+        fds_classified=sum(len(group) for group in groups),
+        undecided=tuple(undecided),
+        fd_table_shared=tuple(fd_table_shared),
+    )

@@ -1,0 +1,163 @@
+"""The public API documents itself at runtime: for every function ``help()`` and
+``inspect.signature()`` show each parameter and the docstring says in prose what it
+does; ``help(kcmp_rs.scan)`` carries the JSON schema ``kcmp-rs scan -J`` follows.
+
+The native functions get the same checks in ``test_docs_native.py`` (their docs come
+from the Rust binding)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import pydoc
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import kcmp_rs
+import pytest
+from kcmp_rs import Description, Member, Scan, Skipped, cli
+
+
+def public_routines(*, native: bool) -> list[str]:
+    """The names in ``kcmp_rs.__all__`` that are functions: native (PyO3) or Python."""
+    return [
+        name
+        for name in kcmp_rs.__all__
+        if inspect.isroutine(getattr(kcmp_rs, name))
+        and inspect.isbuiltin(getattr(kcmp_rs, name)) == native
+    ]
+
+
+def _prose(name: str, doc: str | None) -> str:
+    """The docstring without a first line that only restates the signature, as PyO3
+    writes one (``name(a, b) -> T``)."""
+    lines = (doc or "").strip().splitlines()
+    if lines and re.fullmatch(rf"{re.escape(name)}\(.*\)(\s*->\s*\S.*)?", lines[0].strip()):
+        lines = lines[1:]
+    return "\n".join(lines).strip()
+
+
+def _help_signature(name: str, func: Callable[..., Any]) -> str:
+    """The parameter list ``help(func)`` shows (Python 3.13 spreads a long one over
+    several lines)."""
+    shown = pydoc.plain(pydoc.render_doc(func))
+    found = re.search(rf"^{re.escape(name)}\(", shown, flags=re.M)
+    assert found, f"help({name}) shows no signature:\n{shown}"
+    depth = 0
+    for end in range(found.end() - 1, len(shown)):
+        depth += {"(": 1, ")": -1}.get(shown[end], 0)
+        if depth == 0:
+            break
+    return shown[found.end() - 1 : end + 1]
+
+
+def assert_documented(name: str, func: Callable[..., Any]) -> None:
+    """``func`` has a signature naming each parameter, shown by ``help()``, and a
+    docstring with at least one sentence beyond its signature line."""
+    signature = inspect.signature(func)  # ValueError: no signature at runtime
+    catch_all = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    assert not [p for p in signature.parameters.values() if p.kind in catch_all], (
+        f"{name}{signature} hides its parameters"
+    )
+    listed = _help_signature(name, func)
+    for parameter in signature.parameters:
+        assert re.search(rf"\b{parameter}\b", listed), f"help({name}) omits {parameter}: {listed}"
+    prose = _prose(name, func.__doc__)
+    words = re.findall(r"[A-Za-z]{2,}", prose)
+    assert len(words) >= 3 and re.search(r"[.:!?]", prose), (
+        f"{name}: no prose beyond the signature line: {func.__doc__!r}"
+    )
+
+
+# ---- every Python function in __all__, and the CLI's main ----
+
+
+def test_all_holds_only_native_and_python_functions() -> None:
+    # Anything else (a partial, a callable object) would escape both lists below.
+    python = public_routines(native=False)
+    native = public_routines(native=True)
+    for name in kcmp_rs.__all__:
+        obj = getattr(kcmp_rs, name)
+        if callable(obj) and not inspect.isclass(obj):
+            assert name in python or name in native, name
+            assert inspect.isfunction(obj) or inspect.isbuiltin(obj), name
+    assert {"scan", "sharing", "support", "same_vm"} <= set(python)
+    assert {"kcmp", "same_file", "classify_fds", "classify_files"} <= set(native)
+
+
+@pytest.mark.parametrize("name", public_routines(native=False))
+def test_python_function_is_documented(name: str) -> None:
+    assert_documented(name, getattr(kcmp_rs, name))
+
+
+def test_cli_main_is_documented() -> None:
+    assert_documented("main", cli.main)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in kcmp_rs.__all__ if inspect.isclass(getattr(kcmp_rs, n))]
+)
+def test_public_class_is_documented(name: str) -> None:
+    # A dataclass without a docstring gets its signature as __doc__: not prose.
+    cls = getattr(kcmp_rs, name)
+    prose = _prose(name, cls.__doc__)
+    assert len(re.findall(r"[A-Za-z]{2,}", prose)) >= 3, f"{name}: {cls.__doc__!r}"
+
+
+# ---- help(kcmp_rs.scan): the contract of the scan ----
+
+
+def _schema(doc: str) -> str:
+    start = doc.index("JSON schema of ``Scan.to_dict()``")
+    return doc[start:]
+
+
+def _keys(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+def test_scan_docstring_schema_names_every_json_key() -> None:
+    # Names that are not UTF-8 bring in the optional *_bytes_b64 keys.
+    not_utf8 = os.fsdecode(b"x\xff")
+    result = Scan(
+        (Description(not_utf8, "rw", (Member(1, 2, not_utf8),), "REG"),),
+        (Skipped(3, "exited"),),
+        1,
+        1,
+        ((4, 5),),
+        ((6, 7),),
+    )
+    documented = set(re.findall(r'"(\w+)":', _schema(kcmp_rs.scan.__doc__ or "")))
+    assert documented == _keys(result.to_dict())
+
+
+def test_help_of_scan_shows_guarantees_and_schema() -> None:
+    # The pointer the CLI's help gives: `python -m pydoc kcmp_rs.scan`.
+    done = subprocess.run(
+        [sys.executable, "-m", "pydoc", "kcmp_rs.scan"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PAGER": "cat", "TERM": "dumb"},
+    )
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode()
+    assert "function scan" in text
+    for phrase in (
+        "include_unshared",
+        "allow_pidfd_getfd",
+        "progress",
+        '"fd table owner exited"',
+        "RLIMIT_NOFILE",
+        "Scan.undecided",
+        "target_bytes_b64",
+        '"fd_table_shared": [[int, ...]]',
+    ):
+        assert phrase in text, phrase
