@@ -420,7 +420,8 @@ def _exception_info(exc: BaseException) -> ExceptionInfo:
     )
 
 
-def run_in_child(
+# Over the mccabe limit: fork, run, report and reap read better as one function.
+def run_in_child(  # noqa: C901
     func: Callable[..., T], *args: Any, timeout: float = DEFAULT_TIMEOUT
 ) -> ChildResult[T]:
     """Runs ``func(*args)`` in a forked child; returns its outcome as a ``ChildResult``.
