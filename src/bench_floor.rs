@@ -22,7 +22,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use crate::engine::{self, Fault, GroupOrder, Key, Missing, Oracle, Stats};
+use crate::engine::{self, GroupOrder, Key, Missing, Oracle, OracleError, Stats};
 use crate::fault::Failure;
 use crate::oracle::{self, FileOptions, FileOracle, FileRef};
 use crate::support;
@@ -76,7 +76,7 @@ impl<O: Oracle<Item = FileRef>> Oracle for Recorder<O> {
     type Item = FileRef;
     type Error = O::Error;
 
-    fn key(&mut self, r: FileRef) -> Result<Key, Fault<FileRef, O::Error>> {
+    fn key(&mut self, r: FileRef) -> Result<Key, OracleError<FileRef, O::Error>> {
         let local = self.is_local(r.0);
         self.ops.push(Op::Key { r, local });
         self.inner.key(r)
@@ -86,12 +86,20 @@ impl<O: Oracle<Item = FileRef>> Oracle for Recorder<O> {
         self.inner.can_order()
     }
 
-    fn compare(&mut self, a: FileRef, b: FileRef) -> Result<Ordering, Fault<FileRef, O::Error>> {
+    fn compare(
+        &mut self,
+        a: FileRef,
+        b: FileRef,
+    ) -> Result<Ordering, OracleError<FileRef, O::Error>> {
         self.ops.push(Op::Compare(a, b));
         self.inner.compare(a, b)
     }
 
-    fn same(&mut self, a: FileRef, b: FileRef) -> Result<Option<bool>, Fault<FileRef, O::Error>> {
+    fn same(
+        &mut self,
+        a: FileRef,
+        b: FileRef,
+    ) -> Result<Option<bool>, OracleError<FileRef, O::Error>> {
         if self.dupfd_query && self.is_local(a.0) && self.is_local(b.0) {
             self.ops.push(Op::Same(a.1, b.1));
         }
@@ -102,13 +110,13 @@ impl<O: Oracle<Item = FileRef>> Oracle for Recorder<O> {
         self.inner.checkpoint()
     }
 
-    fn undecided(&mut self, a: FileRef, b: FileRef) -> O::Error {
-        self.inner.undecided(a, b)
+    fn undecided_error(&mut self, a: FileRef, b: FileRef) -> O::Error {
+        self.inner.undecided_error(a, b)
     }
 
-    fn instability(&mut self) -> Option<O::Error> {
+    fn churn_error(&mut self) -> Option<O::Error> {
         // Forwarded: the end-of-batch check makes syscalls of its own.
-        self.inner.instability()
+        self.inner.churn_error()
     }
 }
 
@@ -253,8 +261,8 @@ pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Floor, Failure> 
     // tracked pid checked once more); a batch it would rerun is not expected here.
     let (_, stats) =
         engine::classify(&mut rec, refs, GroupOrder::Fd, Missing::Raise).map_err(|f| match f {
-            Fault::Gone((pid, fd)) => Failure::NotOpen { pid, fd },
-            Fault::Fail(failure) => failure,
+            OracleError::ItemGone((pid, fd)) => Failure::NotOpen { pid, fd },
+            OracleError::Fatal(failure) => failure,
         })?;
     let (steps, tracked) = plan(&rec.ops)?;
 
