@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use crate::engine::{self, GroupOrder, Key, Missing, Oracle, OracleError, Stats};
-use crate::fault::Failure;
+use crate::error::Failure;
 use crate::oracle::{self, FileOptions, FileOracle, FileRef};
 use crate::support;
 use crate::sys::{self, Fd, KcmpOrder, Pid};
@@ -127,8 +127,9 @@ enum Replay {
     FilesTest(Pid),
     /// `fstat` of an fd in our fd table.
     Fstat(Fd),
-    /// First sight of another pid: what `Tracked::track` does (a pidfd for the
-    /// first [`PIDFD_CAP`] pids, then a read of /proc/PID/stat for the start time).
+    /// First sight of another pid: what `PidGuard::track` does (a pidfd for the
+    /// first `oracle::pidfd_cap()` pids, then a read of /proc/PID/stat for the start
+    /// time).
     Track(Pid),
     /// The oracle switches to another pid's /proc/PID/fd (closing the previous one).
     OpenDir(CString),
@@ -138,12 +139,8 @@ enum Replay {
     DupfdQuery(Fd, Fd),
 }
 
-/// Pidfds the oracle holds per batch before it falls back to start times
-/// (mirrors `oracle::PIDFD_CAP`).
-const PIDFD_CAP: usize = 128;
-
 /// What [`syscall_floor`] measured, in seconds per round.
-pub struct Floor {
+pub struct Measured {
     /// Replays of the recorded syscalls alone.
     pub floor: Vec<f64>,
     /// Full classifications (engine + FileOracle, no Python), same input.
@@ -201,8 +198,9 @@ fn plan(ops: &[Op]) -> Result<(Vec<Replay>, Vec<Pid>), Failure> {
     Ok((steps, tracked))
 }
 
-/// One replay of `steps`; answers are discarded, only their cost matters.
-fn replay(steps: &[Replay], me: Pid) {
+/// One replay of `steps`; answers are discarded, only their cost matters. `cap` is
+/// the oracle's pidfd bound for a batch.
+fn replay(steps: &[Replay], me: Pid, cap: usize) {
     let mut pidfds: Vec<OwnedFd> = Vec::new();
     let mut start_times: Vec<Pid> = Vec::new();
     let mut dir: Option<OwnedFd> = None;
@@ -210,7 +208,7 @@ fn replay(steps: &[Replay], me: Pid) {
         let _ = std::hint::black_box(match step {
             Replay::FilesTest(p) => sys::kcmp(me, *p, sys::KCMP_FILES, 0, 0).is_ok(),
             Replay::Fstat(fd) => sys::fstat_key(*fd).is_ok(),
-            Replay::Track(p) if pidfds.len() < PIDFD_CAP => match sys::pidfd_open(*p, 0) {
+            Replay::Track(p) if pidfds.len() < cap => match sys::pidfd_open(*p, 0) {
                 Ok(fd) => {
                     pidfds.push(fd);
                     true
@@ -235,7 +233,7 @@ fn replay(steps: &[Replay], me: Pid) {
         });
     }
     drop(dir);
-    // `Tracked::vanished`: each pid checked once more.
+    // `PidGuard::vanished`: each pid checked once more.
     for fd in &pidfds {
         let _ = std::hint::black_box(sys::pidfd_alive(fd));
     }
@@ -247,10 +245,10 @@ fn replay(steps: &[Replay], me: Pid) {
 /// Times `rounds` replays of the syscalls one `classify_files(refs)` makes (for
 /// `classify_fds(pid, fds)`: refs = (pid, fd) pairs), and `rounds` full
 /// classifications (interleaved, so drift hits both alike).
-pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Floor, Failure> {
+pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Measured, Failure> {
     let me = sys::getpid();
     let mut rec = Recorder {
-        inner: FileOracle::new(opts(), || false),
+        inner: FileOracle::new(opts()),
         me,
         use_kcmp: support::kcmp_usable(),
         dupfd_query: support::dupfd_query_usable(),
@@ -265,18 +263,19 @@ pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Floor, Failure> 
             OracleError::Fatal(failure) => failure,
         })?;
     let (steps, tracked) = plan(&rec.ops)?;
+    let cap = oracle::pidfd_cap();
 
     let mut floor = Vec::with_capacity(rounds);
     let mut full = Vec::with_capacity(rounds);
     for _ in 0..rounds.max(1) {
         let t = Instant::now();
-        replay(&steps, me);
+        replay(&steps, me, cap);
         floor.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         std::hint::black_box(classify_once(refs)?);
         full.push(t.elapsed().as_secs_f64());
     }
-    Ok(Floor {
+    Ok(Measured {
         floor,
         engine: full,
         stats,
