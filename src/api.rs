@@ -135,3 +135,6 @@ pub fn disable_kcmp() {
 pub fn is_zombie(pid: Pid) -> bool {
     sys::is_zombie(pid)
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,7 +14,11 @@
 //! The recorder mirrors which syscall `FileOracle` issues for each operation
 //! (see `FileOracle::is_local`, `key`, `same`); runs that hit its rare paths
 //! (fds vanishing, F_DUPFD_QUERY refused mid-batch, thread ids) are replayed
-//! only approximately. Plain Rust, no PyO3; only used by benchmarks.
+//! only approximately.
+//!
+//! Plain Rust, never PyO3 (`py` binds it). Built only with the `bench` feature (`make
+//! bench`), never into the shipped wheel. The pidfd bound is the oracle's own
+//! (`oracle::pidfd_cap`), so the replay cannot drift from it.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;

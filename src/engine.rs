@@ -1,8 +1,9 @@
 //! Grouping engine: partitions items (fds, possibly of several processes) by the
 //! kernel object behind them, using as few oracle calls (syscalls) as possible.
 //!
-//! Plain Rust on purpose: no PyO3, no libc, no syscalls. Everything the kernel
-//! would answer comes through the [`Oracle`] trait, so the tests can drive the
+//! Plain Rust on purpose: it must never import PyO3, libc, `sys` or any other room
+//! of this crate, and makes no syscalls. Everything the kernel would answer comes
+//! through the [`Oracle`] trait, so the tests (`engine/tests.rs`) can drive the
 //! engine with counting, racing (items vanishing) and outright lying oracles.
 //!
 //! # Strategy

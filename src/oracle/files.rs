@@ -21,7 +21,9 @@ use crate::sys::{self, Errno, Fd, KcmpOrder, Pid};
 /// Answers the engine about (pid, fd) pairs, in this or other processes.
 pub struct FileOracle {
     me: Pid,
+    /// kcmp was usable when the run started: compare by it, else climb the ladder.
     use_kcmp: bool,
+    /// F_DUPFD_QUERY answers `same` for our own fds (cleared if refused mid-run).
     dupfd_query: bool,
     opts: FileOptions,
     /// The /proc/PID/fd directory of the pid being keyed (items arrive sorted by pid).
@@ -112,8 +114,10 @@ impl FileOracle {
         local
     }
 
-    /// A copy of `r` in this process when it is another process's fd (opt-in only).
-    fn local(&mut self, r: FileRef) -> Result<Option<(Fd, Option<OwnedFd>)>, Failure> {
+    /// `r` as an fd number of this process: its own number when `r` is in our fd
+    /// table, else a pidfd_getfd copy (opt-in only; the copy is held until dropped),
+    /// else `None`.
+    fn as_local_fd(&mut self, r: FileRef) -> Result<Option<(Fd, Option<OwnedFd>)>, Failure> {
         if self.is_local(r.0) {
             return Ok(Some((r.1, None)));
         }
@@ -133,8 +137,12 @@ impl FileOracle {
         a: FileRef,
         b: FileRef,
     ) -> Result<bool, OracleError<FileRef, Failure>> {
-        let la = self.local(a).map_err(|f| self.gone_or_fatal(f, a, b))?;
-        let lb = self.local(b).map_err(|f| self.gone_or_fatal(f, a, b))?;
+        let la = self
+            .as_local_fd(a)
+            .map_err(|f| self.gone_or_fatal(f, a, b))?;
+        let lb = self
+            .as_local_fd(b)
+            .map_err(|f| self.gone_or_fatal(f, a, b))?;
         let answer = match (&la, &lb) {
             (Some((fa, _)), Some((fb, _))) => same_local(*fa, *fb),
             _ => Ok(None),

@@ -106,3 +106,41 @@ impl PidGuard {
         gone
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn a_killed_child_has_vanished_and_we_have_not() {
+        let me = sys::getpid();
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as Pid;
+        let mut guard = PidGuard::default();
+        assert_eq!(guard.track(me, me), Ok(None), "our own pid needs no guard");
+        guard.track(pid, me).unwrap();
+        assert!(guard.vanished().is_empty());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(guard.has_vanished(pid));
+        assert_eq!(guard.vanished(), vec![pid]);
+        assert!(pidfd_cap() <= PIDFD_CAP);
+    }
+
+    #[test]
+    fn start_times_guard_past_the_pidfd_cap() {
+        let me = sys::getpid();
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as Pid;
+        let mut guard = PidGuard {
+            cap: Some(0),
+            ..PidGuard::default()
+        };
+        assert_eq!(guard.track(pid, me), Ok(None), "no pidfd past the cap");
+        assert!(!guard.has_vanished(pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(guard.has_vanished(pid));
+    }
+}
