@@ -9,12 +9,12 @@ use std::os::fd::AsRawFd;
 
 use crate::engine::{GroupOrder, Missing, Stats};
 use crate::error::Failure;
-use crate::oracle::{self, FileOptions, FileRef};
+use crate::oracle;
 use crate::support;
 use crate::sys::{self, Fd, KcmpOrder, Pid};
 
 pub use crate::ladder::{kcmp_checked, same_epoll_target};
-pub use crate::oracle::{classify_files, classify_tasks, Classified};
+pub use crate::oracle::{classify_files, classify_tasks, Classified, FileOptions, FileRef};
 pub use crate::support::Report;
 
 /// Whether fd `a.1` of `a.0` and fd `b.1` of `b.0` refer to one open file description.

@@ -103,7 +103,7 @@ fn classify_refs(
     let Refs(refs) = arg(refs, "refs")?;
     let MissingPolicy(missing) = missing.or("missing", MissingPolicy::DEFAULT)?;
     let Flag(allow) = allow_pidfd_getfd.or("allow_pidfd_getfd", Flag(false))?;
-    let opts = crate::oracle::FileOptions {
+    let opts = crate::api::FileOptions {
         order: crate::engine::GroupOrder::Fd,
         missing,
         allow_pidfd_getfd: allow,
