@@ -12,7 +12,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::pids::PidGuard;
 use super::{churn_failure, kcmp_order, FileOptions, FileRef};
-use crate::engine::{Key, Missing, Oracle, OracleError};
+use crate::engine::{self, Key, Missing, Oracle, OracleError};
 use crate::error::{self, Failure};
 use crate::ladder::{copy_fd, same_local, undecided_failure};
 use crate::support;
@@ -267,7 +267,9 @@ impl Oracle for FileOracle {
         a: FileRef,
         b: FileRef,
     ) -> Result<Ordering, OracleError<FileRef, Failure>> {
-        for _ in 0..8 {
+        // An EBADF with both fds found open again is a dup2 race: ask again, as often
+        // as a batch reruns, then give up with the same churn error.
+        for _ in 0..engine::MAX_ATTEMPTS {
             let err = match sys::kcmp(a.0, b.0, sys::KCMP_FILE, a.1, b.1) {
                 Ok(o) => return Ok(kcmp_order(o)),
                 Err(e) => e,
