@@ -14,7 +14,11 @@
 //! The recorder mirrors which syscall `FileOracle` issues for each operation
 //! (see `FileOracle::is_local`, `key`, `same`); runs that hit its rare paths
 //! (fds vanishing, F_DUPFD_QUERY refused mid-batch, thread ids) are replayed
-//! only approximately. Plain Rust, no PyO3; only used by benchmarks.
+//! only approximately.
+//!
+//! Plain Rust, never PyO3 (`py` binds it). Built only with the `bench` feature (`make
+//! bench`), never into the shipped wheel. The pidfd bound is the oracle's own
+//! (`oracle::pidfd_cap`), so the replay cannot drift from it.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -22,8 +26,8 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use crate::engine::{self, Fault, GroupOrder, Key, Missing, Oracle, Stats};
-use crate::fault::Failure;
+use crate::engine::{self, GroupOrder, Key, Missing, Oracle, OracleError, Stats};
+use crate::error::Failure;
 use crate::oracle::{self, FileOptions, FileOracle, FileRef};
 use crate::support;
 use crate::sys::{self, Fd, KcmpOrder, Pid};
@@ -76,7 +80,7 @@ impl<O: Oracle<Item = FileRef>> Oracle for Recorder<O> {
     type Item = FileRef;
     type Error = O::Error;
 
-    fn key(&mut self, r: FileRef) -> Result<Key, Fault<FileRef, O::Error>> {
+    fn key(&mut self, r: FileRef) -> Result<Key, OracleError<FileRef, O::Error>> {
         let local = self.is_local(r.0);
         self.ops.push(Op::Key { r, local });
         self.inner.key(r)
@@ -86,12 +90,20 @@ impl<O: Oracle<Item = FileRef>> Oracle for Recorder<O> {
         self.inner.can_order()
     }
 
-    fn compare(&mut self, a: FileRef, b: FileRef) -> Result<Ordering, Fault<FileRef, O::Error>> {
+    fn compare(
+        &mut self,
+        a: FileRef,
+        b: FileRef,
+    ) -> Result<Ordering, OracleError<FileRef, O::Error>> {
         self.ops.push(Op::Compare(a, b));
         self.inner.compare(a, b)
     }
 
-    fn same(&mut self, a: FileRef, b: FileRef) -> Result<Option<bool>, Fault<FileRef, O::Error>> {
+    fn same(
+        &mut self,
+        a: FileRef,
+        b: FileRef,
+    ) -> Result<Option<bool>, OracleError<FileRef, O::Error>> {
         if self.dupfd_query && self.is_local(a.0) && self.is_local(b.0) {
             self.ops.push(Op::Same(a.1, b.1));
         }
@@ -102,13 +114,13 @@ impl<O: Oracle<Item = FileRef>> Oracle for Recorder<O> {
         self.inner.checkpoint()
     }
 
-    fn undecided(&mut self, a: FileRef, b: FileRef) -> O::Error {
-        self.inner.undecided(a, b)
+    fn undecided_error(&mut self, a: FileRef, b: FileRef) -> O::Error {
+        self.inner.undecided_error(a, b)
     }
 
-    fn instability(&mut self) -> Option<O::Error> {
+    fn churn_error(&mut self) -> Option<O::Error> {
         // Forwarded: the end-of-batch check makes syscalls of its own.
-        self.inner.instability()
+        self.inner.churn_error()
     }
 }
 
@@ -119,8 +131,9 @@ enum Replay {
     FilesTest(Pid),
     /// `fstat` of an fd in our fd table.
     Fstat(Fd),
-    /// First sight of another pid: what `Tracked::track` does (a pidfd for the
-    /// first [`PIDFD_CAP`] pids, then a read of /proc/PID/stat for the start time).
+    /// First sight of another pid: what `PidGuard::track` does (a pidfd for the
+    /// first `oracle::pidfd_cap()` pids, then a read of /proc/PID/stat for the start
+    /// time).
     Track(Pid),
     /// The oracle switches to another pid's /proc/PID/fd (closing the previous one).
     OpenDir(CString),
@@ -130,12 +143,8 @@ enum Replay {
     DupfdQuery(Fd, Fd),
 }
 
-/// Pidfds the oracle holds per batch before it falls back to start times
-/// (mirrors `oracle::PIDFD_CAP`).
-const PIDFD_CAP: usize = 128;
-
 /// What [`syscall_floor`] measured, in seconds per round.
-pub struct Floor {
+pub struct Measured {
     /// Replays of the recorded syscalls alone.
     pub floor: Vec<f64>,
     /// Full classifications (engine + FileOracle, no Python), same input.
@@ -193,8 +202,9 @@ fn plan(ops: &[Op]) -> Result<(Vec<Replay>, Vec<Pid>), Failure> {
     Ok((steps, tracked))
 }
 
-/// One replay of `steps`; answers are discarded, only their cost matters.
-fn replay(steps: &[Replay], me: Pid) {
+/// One replay of `steps`; answers are discarded, only their cost matters. `cap` is
+/// the oracle's pidfd bound for a batch.
+fn replay(steps: &[Replay], me: Pid, cap: usize) {
     let mut pidfds: Vec<OwnedFd> = Vec::new();
     let mut start_times: Vec<Pid> = Vec::new();
     let mut dir: Option<OwnedFd> = None;
@@ -202,7 +212,7 @@ fn replay(steps: &[Replay], me: Pid) {
         let _ = std::hint::black_box(match step {
             Replay::FilesTest(p) => sys::kcmp(me, *p, sys::KCMP_FILES, 0, 0).is_ok(),
             Replay::Fstat(fd) => sys::fstat_key(*fd).is_ok(),
-            Replay::Track(p) if pidfds.len() < PIDFD_CAP => match sys::pidfd_open(*p, 0) {
+            Replay::Track(p) if pidfds.len() < cap => match sys::pidfd_open(*p, 0) {
                 Ok(fd) => {
                     pidfds.push(fd);
                     true
@@ -227,7 +237,7 @@ fn replay(steps: &[Replay], me: Pid) {
         });
     }
     drop(dir);
-    // `Tracked::vanished`: each pid checked once more.
+    // `PidGuard::vanished`: each pid checked once more.
     for fd in &pidfds {
         let _ = std::hint::black_box(sys::pidfd_alive(fd));
     }
@@ -239,10 +249,10 @@ fn replay(steps: &[Replay], me: Pid) {
 /// Times `rounds` replays of the syscalls one `classify_files(refs)` makes (for
 /// `classify_fds(pid, fds)`: refs = (pid, fd) pairs), and `rounds` full
 /// classifications (interleaved, so drift hits both alike).
-pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Floor, Failure> {
+pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Measured, Failure> {
     let me = sys::getpid();
     let mut rec = Recorder {
-        inner: FileOracle::new(opts(), || false),
+        inner: FileOracle::new(opts()),
         me,
         use_kcmp: support::kcmp_usable(),
         dupfd_query: support::dupfd_query_usable(),
@@ -253,22 +263,23 @@ pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Floor, Failure> 
     // tracked pid checked once more); a batch it would rerun is not expected here.
     let (_, stats) =
         engine::classify(&mut rec, refs, GroupOrder::Fd, Missing::Raise).map_err(|f| match f {
-            Fault::Gone((pid, fd)) => Failure::NotOpen { pid, fd },
-            Fault::Fail(failure) => failure,
+            OracleError::ItemGone((pid, fd)) => Failure::NotOpen { pid, fd },
+            OracleError::Fatal(failure) => failure,
         })?;
     let (steps, tracked) = plan(&rec.ops)?;
+    let cap = oracle::pidfd_cap();
 
     let mut floor = Vec::with_capacity(rounds);
     let mut full = Vec::with_capacity(rounds);
     for _ in 0..rounds.max(1) {
         let t = Instant::now();
-        replay(&steps, me);
+        replay(&steps, me, cap);
         floor.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         std::hint::black_box(classify_once(refs)?);
         full.push(t.elapsed().as_secs_f64());
     }
-    Ok(Floor {
+    Ok(Measured {
         floor,
         engine: full,
         stats,

@@ -1,15 +1,38 @@
 //! kcmp_rs: typed, batched access to Linux kcmp(2).
 //!
-//! `sys` is the syscall boundary, `fault` makes kernel errors specific, `support` knows
-//! what this process may use, `engine` groups items by shared object with as few
-//! comparisons as possible, `oracle` answers the engine from the kernel, and `py` is the
-//! only module that knows Python.
+//! Rooms, lowest first; each may use only the ones listed before it (the engine uses
+//! none of them):
+//! * `sys`: the syscall boundary, the only module with `unsafe` (libc, no PyO3).
+//! * `error`: `Failure`, what went wrong and with which pid and fd, and the diagnosis
+//!   that makes a kernel errno that specific.
+//! * `support`: what this process may use (kcmp, F_DUPFD_QUERY, pidfd_getfd), probed
+//!   once and cached in atomics.
+//! * `engine` (tests in `engine/tests.rs`): groups items by shared object with as few
+//!   comparisons as possible; no libc, no PyO3, no syscalls: it asks an `Oracle`.
+//! * `ladder`: single comparisons and their exact fallbacks when kcmp is unusable.
+//! * `oracle`: the engine's kernel oracles (`files`, `tasks`), the pid-reuse guard
+//!   (`pids`) and the one retry loop around a batch whose processes exit under it.
+//! * `api` (tests in `api/tests.rs`): the entry points, in plain Rust, that the binding
+//!   calls one to one.
+//! * `py` (feature `python`): the only module that knows Python; `py/args.rs` converts
+//!   arguments, `py/errors.rs` turns a `Failure` into Python's own OSError, `py/mod.rs`
+//!   declares `_native` and releases the GIL around the work.
+//! * `bench_floor` (feature `bench`, implies `python`): the benchmark replay behind
+//!   `_native.bench_syscall_floor`, never in the shipped wheel.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+// Tests may unwrap: a panic there is a failed test, never a user's crash.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod api;
 pub mod engine;
-pub mod fault;
+pub mod error;
+pub mod ladder;
 pub mod oracle;
 pub mod support;
 pub mod sys;
 
+#[cfg(feature = "bench")]
 mod bench_floor;
+#[cfg(feature = "python")]
 mod py;

@@ -4,30 +4,79 @@
 //! the answers (an atfork handler clears them) and probes again on first use; an EPERM
 //! or ENOSYS that only a policy can explain, seen at call time, updates the cache, since
 //! seccomp filters are installed later than we probe and are never removed.
+//!
+//! Knows `sys` and `error` only; never PyO3.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Once;
 
-use crate::fault::{self, Failure};
+use crate::error::{self, Failure};
 use crate::sys;
 
-const UNKNOWN: u8 = 0;
-const USABLE: u8 = 1;
-const NO_SYS: u8 = 2;
-const POLICY: u8 = 3;
+/// What is known of one capability in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not probed yet (or forgotten: after fork, or on `support(refresh=True)`).
+    Unknown,
+    /// Probed, and it works.
+    Usable,
+    /// The kernel lacks it (ENOSYS, or an older kernel refusing the command).
+    Missing,
+    /// A policy (seccomp, or our own `disable()`) refuses it.
+    Refused,
+}
 
-static KCMP: AtomicU8 = AtomicU8::new(UNKNOWN);
-/// 0 unknown, 1 yes, 2 no: for F_DUPFD_QUERY and pidfd_getfd.
-static DUPFD_QUERY: AtomicU8 = AtomicU8::new(UNKNOWN);
-static PIDFD_GETFD: AtomicU8 = AtomicU8::new(UNKNOWN);
+impl State {
+    /// The atomic's byte: only `StateCell` converts, so states never leak as numbers.
+    const fn to_u8(self) -> u8 {
+        match self {
+            State::Unknown => 0,
+            State::Usable => 1,
+            State::Missing => 2,
+            State::Refused => 3,
+        }
+    }
+
+    const fn from_u8(v: u8) -> State {
+        match v {
+            1 => State::Usable,
+            2 => State::Missing,
+            3 => State::Refused,
+            _ => State::Unknown,
+        }
+    }
+}
+
+/// A capability's `State`, lock-free: read on every call, written on probes.
+struct StateCell(AtomicU8);
+
+impl StateCell {
+    const fn new() -> StateCell {
+        StateCell(AtomicU8::new(State::Unknown.to_u8()))
+    }
+
+    fn get(&self) -> State {
+        State::from_u8(self.0.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, state: State) {
+        self.0.store(state.to_u8(), Ordering::Relaxed);
+    }
+}
+
+static KCMP: StateCell = StateCell::new();
+/// F_DUPFD_QUERY and pidfd_getfd: `Usable` or `Missing` once probed; F_DUPFD_QUERY
+/// becomes `Refused` when a call fails that the probe allowed.
+static DUPFD_QUERY: StateCell = StateCell::new();
+static PIDFD_GETFD: StateCell = StateCell::new();
 static DISABLED: AtomicBool = AtomicBool::new(false);
 static ATFORK: Once = Once::new();
 
 extern "C" fn forget_in_child() {
-    KCMP.store(UNKNOWN, Ordering::Relaxed);
-    DUPFD_QUERY.store(UNKNOWN, Ordering::Relaxed);
-    PIDFD_GETFD.store(UNKNOWN, Ordering::Relaxed);
+    KCMP.set(State::Unknown);
+    DUPFD_QUERY.set(State::Unknown);
+    PIDFD_GETFD.set(State::Unknown);
 }
 
 fn ensure_atfork() {
@@ -39,42 +88,44 @@ pub fn disable() {
     DISABLED.store(true, Ordering::SeqCst);
 }
 
+/// Whether `disable()` was called (or `KCMP_RS_NO_KCMP` set, which calls it).
 pub fn disabled() -> bool {
     DISABLED.load(Ordering::Relaxed)
 }
 
-fn probe_kcmp() -> u8 {
-    match fault::self_compare_refused() {
-        Some(libc::ENOSYS) => NO_SYS,
-        Some(_) => POLICY,
-        None => USABLE,
+fn probe_kcmp() -> State {
+    match error::self_compare_refused() {
+        Some(libc::ENOSYS) => State::Missing,
+        Some(_) => State::Refused,
+        None => State::Usable,
     }
 }
 
-fn kcmp_state() -> u8 {
+fn kcmp_state() -> State {
     if disabled() {
-        return POLICY;
+        return State::Refused;
     }
-    let s = KCMP.load(Ordering::Relaxed);
-    if s != UNKNOWN {
+    let s = KCMP.get();
+    if s != State::Unknown {
         return s;
     }
     ensure_atfork();
     let s = probe_kcmp();
-    KCMP.store(s, Ordering::Relaxed);
+    KCMP.set(s);
     s
 }
 
 /// Ok when kcmp may be issued; otherwise the failure that says why not.
 pub fn require_kcmp() -> Result<(), Failure> {
     match kcmp_state() {
-        USABLE => Ok(()),
+        State::Usable => Ok(()),
         _ => Err(unavailable_failure()),
     }
 }
 
+/// Whether kcmp may be issued (probing it on first use).
 pub fn kcmp_usable() -> bool {
-    kcmp_state() == USABLE
+    kcmp_state() == State::Usable
 }
 
 /// The failure describing why kcmp is unusable (call only when it is).
@@ -82,13 +133,13 @@ pub fn unavailable_failure() -> Failure {
     if disabled() {
         return Failure::Unavailable {
             errno: libc::EPERM,
-            reason: fault::REASON_DISABLED.to_string(),
+            reason: error::REASON_DISABLED.to_string(),
             undecided: Vec::new(),
         };
     }
-    match KCMP.load(Ordering::Relaxed) {
-        NO_SYS => fault::unavailable(libc::ENOSYS),
-        _ => fault::unavailable(libc::EPERM),
+    match KCMP.get() {
+        State::Missing => Failure::unavailable(libc::ENOSYS),
+        _ => Failure::unavailable(libc::EPERM),
     }
 }
 
@@ -96,25 +147,26 @@ pub fn unavailable_failure() -> Failure {
 pub fn note_failure(failure: &Failure) {
     if let Failure::Unavailable { errno, .. } = failure {
         let s = if *errno == libc::ENOSYS {
-            NO_SYS
+            State::Missing
         } else {
-            POLICY
+            State::Refused
         };
         ensure_atfork();
-        KCMP.store(s, Ordering::Relaxed);
+        KCMP.set(s);
     }
 }
 
-fn cached(cell: &AtomicU8, probe: impl FnOnce() -> bool) -> bool {
-    match cell.load(Ordering::Relaxed) {
-        USABLE => true,
-        UNKNOWN => {
+/// A yes/no capability: the cached answer, or `probe`'s, cached from then on.
+fn cached(cell: &StateCell, probe: impl FnOnce() -> bool) -> bool {
+    match cell.get() {
+        State::Usable => true,
+        State::Unknown => {
             ensure_atfork();
             let ok = probe();
-            cell.store(if ok { USABLE } else { NO_SYS }, Ordering::Relaxed);
+            cell.set(if ok { State::Usable } else { State::Missing });
             ok
         }
-        _ => false,
+        State::Missing | State::Refused => false,
     }
 }
 
@@ -129,7 +181,7 @@ pub fn dupfd_query_usable() -> bool {
 /// F_DUPFD_QUERY failed at call time although the probe allowed it (a filter installed
 /// since): later calls go straight to the next rung, and `support()` says so.
 pub fn note_dupfd_query_refused() {
-    DUPFD_QUERY.store(NO_SYS, Ordering::Relaxed);
+    DUPFD_QUERY.set(State::Refused);
 }
 
 /// pidfd_getfd may copy fds of a process we can inspect (probed on ourselves).
@@ -150,8 +202,21 @@ pub fn forget() {
     forget_in_child();
 }
 
-/// (kcmp, dupfd_query, pidfd_getfd, reason or "").
-pub fn report() -> (bool, bool, bool, String) {
+/// What this process may use, as `support()` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// kcmp(2) may be issued.
+    pub kcmp: bool,
+    /// F_DUPFD_QUERY answers for this process's own fds.
+    pub dupfd_query: bool,
+    /// pidfd_getfd may copy fds of processes we can inspect.
+    pub pidfd_getfd: bool,
+    /// Why kcmp is unusable, with the fix; empty when it is usable.
+    pub reason: String,
+}
+
+/// The capabilities, probing any not known yet.
+pub fn report() -> Report {
     let kcmp = kcmp_usable();
     let reason = if kcmp {
         String::new()
@@ -161,5 +226,10 @@ pub fn report() -> (bool, bool, bool, String) {
             other => other.message(),
         }
     };
-    (kcmp, dupfd_query_usable(), pidfd_getfd_usable(), reason)
+    Report {
+        kcmp,
+        dupfd_query: dupfd_query_usable(),
+        pidfd_getfd: pidfd_getfd_usable(),
+        reason,
+    }
 }

@@ -1,7 +1,24 @@
-//! The syscall boundary: kcmp(2) and the few neighbours the engine needs.
+//! The syscall boundary: kcmp(2) and the few neighbours the rest of the crate needs.
 //!
-//! Plain Rust with no PyO3, so `cargo test` exercises it without Python. Every
-//! `unsafe` block of the crate lives here.
+//! This room is the only one allowed `unsafe` (the crate root denies it everywhere
+//! else). It must never import PyO3 or any other module of this crate: it knows the
+//! kernel and nothing above it, so `cargo test` exercises it without Python.
+//!
+//! # Safety
+//!
+//! Every function here is safe to call with any argument values. The contract each
+//! `unsafe` block upholds, stated in its `// SAFETY:` line:
+//! * pointers handed to the kernel point to live, writable (where written), properly
+//!   sized and laid out buffers, borrowed for the whole call;
+//! * a struct the kernel fills is read only after the call reported success;
+//! * an fd the kernel just created is wrapped in an `OwnedFd` exactly once, and an fd
+//!   is only replaced or closed through an `OwnedFd` this crate owns, never a caller's;
+//! * `KCMP_EPOLL_TFD`, whose second index is a pointer, is only issued by
+//!   [`kcmp_epoll_tfd`] with a real slot, never with an integer in its place.
+//!
+//! Failures come back as [`Errno`] through [`Errno::result`], the one place that turns
+//! a `-1` return into the thread's errno.
+#![allow(unsafe_code)]
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -14,6 +31,7 @@ pub type Fd = i32;
 pub struct Errno(pub i32);
 
 impl Errno {
+    /// The calling thread's errno, as left by the libc call that just failed.
     fn last() -> Self {
         Errno(
             std::io::Error::last_os_error()
@@ -21,6 +39,34 @@ impl Errno {
                 .unwrap_or(libc::EIO),
         )
     }
+
+    /// A libc or `syscall()` return value, or the errno it left when it returned `-1`
+    /// (nix's `Errno::result`): the one check every wrapper below goes through.
+    pub fn result<T: Sentinel>(ret: T) -> Result<T, Errno> {
+        if ret == T::FAILED {
+            Err(Errno::last())
+        } else {
+            Ok(ret)
+        }
+    }
+}
+
+/// Return types whose `-1` means "failed, see errno": `int` and `ssize_t`/`long`.
+pub trait Sentinel: Copy + PartialEq {
+    /// The value that signals failure.
+    const FAILED: Self;
+}
+
+impl Sentinel for i32 {
+    const FAILED: Self = -1;
+}
+
+impl Sentinel for i64 {
+    const FAILED: Self = -1;
+}
+
+impl Sentinel for isize {
+    const FAILED: Self = -1;
 }
 
 /// The resource kinds of `include/uapi/linux/kcmp.h`.
@@ -78,17 +124,14 @@ pub fn kcmp(pid1: Pid, pid2: Pid, ty: i32, idx1: Fd, idx2: Fd) -> Result<KcmpOrd
     let r = unsafe {
         libc::syscall(
             libc::SYS_kcmp,
-            pid1 as libc::c_long,
-            pid2 as libc::c_long,
-            ty as libc::c_long,
+            libc::c_long::from(pid1),
+            libc::c_long::from(pid2),
+            libc::c_long::from(ty),
             idx1 as libc::c_ulong,
             idx2 as libc::c_ulong,
         )
     };
-    if r < 0 {
-        return Err(KcmpError::Errno(Errno::last()));
-    }
-    to_order(r)
+    to_order(Errno::result(r).map_err(KcmpError::Errno)?)
 }
 
 /// `struct kcmp_epoll_slot`: three u32, 12 bytes (the man page's u64 `toff` is wrong).
@@ -113,17 +156,14 @@ pub fn kcmp_epoll_tfd(
     let r = unsafe {
         libc::syscall(
             libc::SYS_kcmp,
-            pid1 as libc::c_long,
-            pid2 as libc::c_long,
-            KCMP_EPOLL_TFD as libc::c_long,
+            libc::c_long::from(pid1),
+            libc::c_long::from(pid2),
+            libc::c_long::from(KCMP_EPOLL_TFD),
             fd as libc::c_ulong,
-            slot as *const EpollSlot as libc::c_ulong,
+            std::ptr::from_ref::<EpollSlot>(slot) as libc::c_ulong,
         )
     };
-    if r < 0 {
-        return Err(KcmpError::Errno(Errno::last()));
-    }
-    to_order(r)
+    to_order(Errno::result(r).map_err(KcmpError::Errno)?)
 }
 
 pub fn getpid() -> Pid {
@@ -141,10 +181,7 @@ fn stat_key(st: &libc::stat) -> FileKey {
 pub fn fstat_key(fd: Fd) -> Result<FileKey, Errno> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is a writable buffer of the right size; it is read only on success.
-    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
-    if r < 0 {
-        return Err(Errno::last());
-    }
+    Errno::result(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
     // SAFETY: fstat returned 0, so it filled the whole struct.
     Ok(stat_key(unsafe { &st.assume_init() }))
 }
@@ -153,10 +190,7 @@ pub fn fstat_key(fd: Fd) -> Result<FileKey, Errno> {
 pub fn fstatat_key(dir: RawFd, name: &CStr) -> Result<FileKey, Errno> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `name` is NUL-terminated and `st` a writable buffer of the right size.
-    let r = unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), 0) };
-    if r < 0 {
-        return Err(Errno::last());
-    }
+    Errno::result(unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), 0) })?;
     // SAFETY: fstatat returned 0, so it filled the whole struct.
     Ok(stat_key(unsafe { &st.assume_init() }))
 }
@@ -164,15 +198,12 @@ pub fn fstatat_key(dir: RawFd, name: &CStr) -> Result<FileKey, Errno> {
 /// Opens a directory (close-on-exec) and returns it as an owned fd.
 pub fn open_dir(path: &CStr) -> Result<OwnedFd, Errno> {
     // SAFETY: `path` is NUL-terminated; the fd returned is owned by nobody else.
-    let fd = unsafe {
+    let fd = Errno::result(unsafe {
         libc::open(
             path.as_ptr(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
-    };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
+    })?;
     // SAFETY: `fd` was just opened and is not shared.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -182,11 +213,11 @@ pub fn readlinkat(dir: RawFd, name: &CStr) -> Result<Vec<u8>, Errno> {
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: `buf` is writable for `buf.len()` bytes and `name` NUL-terminated.
-        let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            return Err(Errno::last());
-        }
-        let n = n as usize;
+        let n = Errno::result(unsafe {
+            libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        })?;
+        // Not -1, so a length of at most `buf.len()`.
+        let n = n.unsigned_abs();
         if n < buf.len() {
             buf.truncate(n);
             return Ok(buf);
@@ -206,21 +237,18 @@ pub fn read_dir_names(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         // SAFETY: `buf` is writable for `buf.len()` bytes; the kernel writes at most that.
-        let n = unsafe {
+        let n = Errno::result(unsafe {
             libc::syscall(
                 libc::SYS_getdents64,
                 dir.as_raw_fd(),
                 buf.as_mut_ptr(),
                 buf.len(),
             )
-        };
-        if n < 0 {
-            return Err(Errno::last());
-        }
+        })?;
         if n == 0 {
             return Ok(names);
         }
-        let filled = &buf[..n as usize];
+        let filled = buf.get(..n as usize).ok_or(Errno(libc::EIO))?;
         let mut off = 0usize;
         // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
         while off + 19 <= filled.len() {
@@ -254,10 +282,9 @@ pub fn list_fds(dir: &OwnedFd) -> Result<Vec<Fd>, Errno> {
 
 pub fn pidfd_open(pid: Pid, flags: libc::c_uint) -> Result<OwnedFd, Errno> {
     // SAFETY: pidfd_open takes integers only and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, flags) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
+    let fd = Errno::result(unsafe {
+        libc::syscall(libc::SYS_pidfd_open, libc::c_long::from(pid), flags)
+    })?;
     // SAFETY: the fd was just created by the kernel and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -265,7 +292,7 @@ pub fn pidfd_open(pid: Pid, flags: libc::c_uint) -> Result<OwnedFd, Errno> {
 /// Whether the process behind a pidfd is still running (signal 0 is a liveness probe).
 pub fn pidfd_alive(pidfd: &OwnedFd) -> Result<bool, Errno> {
     // SAFETY: signal 0 delivers nothing; null siginfo is allowed; the fd is live.
-    let r = unsafe {
+    let r = Errno::result(unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
@@ -273,32 +300,26 @@ pub fn pidfd_alive(pidfd: &OwnedFd) -> Result<bool, Errno> {
             std::ptr::null::<libc::siginfo_t>(),
             0 as libc::c_uint,
         )
-    };
-    if r == 0 {
-        return Ok(true);
-    }
-    match Errno::last() {
-        Errno(libc::ESRCH) => Ok(false),
-        // The process lives but we may not signal it: still alive.
-        Errno(libc::EPERM) => Ok(true),
-        e => Err(e),
+    });
+    match r {
+        // EPERM: the process lives but we may not signal it, so it is still alive.
+        Ok(_) | Err(Errno(libc::EPERM)) => Ok(true),
+        Err(Errno(libc::ESRCH)) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
 /// Copies fd `fd` of the process behind `pidfd` into this process (close-on-exec).
 pub fn pidfd_getfd(pidfd: &OwnedFd, fd: Fd) -> Result<OwnedFd, Errno> {
     // SAFETY: integers only; the kernel returns a new fd or -1.
-    let r = unsafe {
+    let r = Errno::result(unsafe {
         libc::syscall(
             libc::SYS_pidfd_getfd,
             pidfd.as_raw_fd(),
-            fd as libc::c_long,
+            libc::c_long::from(fd),
             0 as libc::c_uint,
         )
-    };
-    if r < 0 {
-        return Err(Errno::last());
-    }
+    })?;
     // SAFETY: the fd was just created by the kernel and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
@@ -306,19 +327,13 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, fd: Fd) -> Result<OwnedFd, Errno> {
 /// `fcntl(a, F_DUPFD_QUERY, b)`: do fds `a` and `b` of this process share a description?
 pub fn dupfd_query(a: Fd, b: Fd) -> Result<bool, Errno> {
     // SAFETY: fcntl with an integer argument; no memory is passed.
-    let r = unsafe { libc::fcntl(a, F_DUPFD_QUERY, b) };
-    if r < 0 {
-        return Err(Errno::last());
-    }
+    let r = Errno::result(unsafe { libc::fcntl(a, F_DUPFD_QUERY, b) })?;
     Ok(r == 1)
 }
 
 pub fn epoll_create() -> Result<OwnedFd, Errno> {
     // SAFETY: integers only; returns a new fd or -1.
-    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
+    let fd = Errno::result(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
     // SAFETY: the fd was just created and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -326,20 +341,14 @@ pub fn epoll_create() -> Result<OwnedFd, Errno> {
 pub fn epoll_add(epfd: &OwnedFd, fd: Fd) -> Result<(), Errno> {
     let mut ev = libc::epoll_event { events: 0, u64: 0 };
     // SAFETY: `ev` is a valid epoll_event for the duration of the call.
-    let r = unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-    if r < 0 {
-        return Err(Errno::last());
-    }
+    Errno::result(unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
     Ok(())
 }
 
 /// A close-on-exec duplicate of `fd` at the lowest free number.
 pub fn dup_cloexec(fd: Fd) -> Result<OwnedFd, Errno> {
     // SAFETY: integers only; returns a new fd or -1.
-    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if r < 0 {
-        return Err(Errno::last());
-    }
+    let r = Errno::result(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
     // SAFETY: the fd was just created and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
@@ -348,34 +357,27 @@ pub fn dup_cloexec(fd: Fd) -> Result<OwnedFd, Errno> {
 pub fn dup3_onto(src: Fd, target: &OwnedFd) -> Result<(), Errno> {
     // SAFETY: `target` is owned by the caller, so replacing what it refers to cannot
     // close anybody else's fd.
-    let r = unsafe { libc::dup3(src, target.as_raw_fd(), libc::O_CLOEXEC) };
-    if r < 0 {
-        return Err(Errno::last());
-    }
+    Errno::result(unsafe { libc::dup3(src, target.as_raw_fd(), libc::O_CLOEXEC) })?;
     Ok(())
 }
 
 /// Reads a small /proc file whole (a few syscalls; the fd is closed before returning).
 pub fn read_small_file(path: &CStr) -> Result<Vec<u8>, Errno> {
     // SAFETY: `path` is NUL-terminated; the fd returned is owned only by `file`.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
+    let fd = Errno::result(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
     // SAFETY: `fd` was just opened and is not shared.
     let file = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut out = Vec::with_capacity(512);
     let mut buf = [0u8; 4096];
     loop {
         // SAFETY: `buf` is writable for its whole length.
-        let n = unsafe { libc::read(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            return Err(Errno::last());
-        }
+        let n = Errno::result(unsafe {
+            libc::read(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+        })?;
         if n == 0 {
             return Ok(out);
         }
-        out.extend_from_slice(&buf[..n as usize]);
+        out.extend_from_slice(buf.get(..n.unsigned_abs()).ok_or(Errno(libc::EIO))?);
         if out.len() > 1 << 20 {
             return Err(Errno(libc::EFBIG));
         }
@@ -423,8 +425,8 @@ pub fn soft_fd_limit() -> Option<usize> {
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
-    let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (r == 0).then(|| usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
+    Errno::result(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }).ok()?;
+    Some(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
 }
 
 /// Runs `f` in the child after every fork() of this process (including Python's os.fork).

@@ -17,22 +17,40 @@ def kcmp(pid1: int, pid2: int, type: KcmpType | int, idx1: int = 0, idx2: int = 
     """
 
 def same_file(pid1: int, fd1: int, pid2: int, fd2: int, *, allow_pidfd_getfd: bool = False) -> bool:
-    """Whether fd1 of pid1 and fd2 of pid2 refer to one open file description."""
+    """Whether fd1 of pid1 and fd2 of pid2 refer to one open file description.
+
+    Uses kcmp(2); where it is unusable, exact fallbacks for this process's fds, and
+    with ``allow_pidfd_getfd=True`` for other processes' fds too (a temporary copy,
+    whose close runs the file's flush).
+    """
 
 def same_task(pid1: int, pid2: int, type: KcmpType | int) -> bool:
-    """Whether the two tasks share the resource ``type`` (not FILE or EPOLL_TFD)."""
+    """Whether the two tasks share the resource ``type`` (not FILE or EPOLL_TFD).
+
+    An "equal" between two distinct pids is refused when either is a zombie, whose
+    absent resources compare equal to every other zombie's.
+    """
 
 def sharing(pid1: int, pid2: int) -> tuple[bool, bool, bool, bool, bool, bool]:
-    """(vm, files, fs, sighand, io, sysvsem) shared by the two processes."""
+    """(vm, files, fs, sighand, io, sysvsem) shared by the two processes.
+
+    One kcmp(2) call per resource type, in that order; the first failure raises.
+    """
 
 def same_epoll_target(
     pid1: int, fd: int, pid2: int, epfd: int, target_fd: int, target_index: int = 0
 ) -> bool:
-    """Whether ``fd`` of ``pid1`` is the file registered in epoll set ``epfd`` of ``pid2``
-    under ``target_fd`` (its ``target_index``-th registration)."""
+    """Whether ``fd`` of ``pid1`` is the file registered in epoll set ``epfd`` of
+    ``pid2`` under ``target_fd`` (its ``target_index``-th registration).
+
+    ``target_fd`` is the fd number used when it was added; it may be closed since.
+    """
 
 def open_fds(pid: int) -> list[int]:
-    """The fds open in ``pid``, ascending (read from /proc/PID/fd)."""
+    """The fds open in ``pid``, ascending (read from /proc/PID/fd).
+
+    The directory fd used to read them is never listed, even for this process.
+    """
 
 def classify_fds(
     pid: int,
@@ -42,12 +60,20 @@ def classify_fds(
     missing: Literal["raise", "skip"] = "raise",
     allow_pidfd_getfd: bool = False,
 ) -> list[tuple[int, ...]]:
-    """Group fds of ``pid`` (default: all open ones) by open file description."""
+    """Group fds of ``pid`` (default: all open ones) by open file description.
+
+    Each group is a tuple of fds, ascending; groups ordered by their smallest fd
+    (``order="fd"``) or by the kernel's order (``order="kernel"``, needs kcmp).
+    ``missing="skip"`` leaves out fds closed meanwhile instead of raising.
+    """
 
 def classify_fds_stats(
     pid: int, fds: Iterable[int], order: Literal["fd", "kernel"] = "fd"
 ) -> tuple[list[tuple[int, ...]], int, int, int]:
-    """classify_fds with the engine's counts: (groups, keys, kcmp calls, equality checks)."""
+    """classify_fds with the engine's counts: (groups, keys, kcmp calls, equality checks).
+
+    For tests and benchmarks that check how few syscalls a grouping takes.
+    """
 
 def classify_files(
     refs: Iterable[tuple[int, int]],
@@ -55,7 +81,12 @@ def classify_files(
     missing: Literal["raise", "skip"] = "raise",
     allow_pidfd_getfd: bool = False,
 ) -> list[tuple[tuple[int, int], ...]]:
-    """Group (pid, fd) pairs across processes by open file description."""
+    """Group (pid, fd) pairs across processes by open file description.
+
+    Each group is a tuple of (pid, fd) pairs, ascending; groups ordered by their
+    smallest pair. Raises KcmpUnavailableError naming the pairs no exact method
+    could decide.
+    """
 
 def classify_files_partial(
     refs: Iterable[tuple[int, int]],
@@ -63,20 +94,39 @@ def classify_files_partial(
     missing: Literal["raise", "skip"] = "raise",
     allow_pidfd_getfd: bool = False,
 ) -> tuple[list[tuple[tuple[int, int], ...]], list[tuple[int, int]]]:
-    """classify_files returning the refs no exact method could decide instead of raising."""
+    """classify_files returning the refs no exact method could decide instead of raising.
+
+    Returns (groups, undecided): a pair no exact method could tell apart counts as
+    two descriptions in the groups, and both its refs are listed in undecided.
+    """
 
 def classify_tasks(
     pids: Iterable[int], type: KcmpType | int, *, missing: Literal["raise", "skip"] = "raise"
 ) -> list[tuple[int, ...]]:
-    """Group tasks sharing the resource ``type`` (VM, FILES, FS, SIGHAND, IO, SYSVSEM)."""
+    """Group tasks sharing the resource ``type`` (VM, FILES, FS, SIGHAND, IO, SYSVSEM).
+
+    Each group is a tuple of pids, ascending; groups ordered by their smallest pid.
+    """
 
 def support(*, refresh: bool = False) -> tuple[bool, bool, bool, str]:
-    """(kcmp, dupfd_query, pidfd_getfd, reason)."""
+    """(kcmp, dupfd_query, pidfd_getfd, reason): what this process may use.
+
+    Probed once and cached; ``refresh=True`` probes again. ``reason`` says why kcmp
+    is unusable and how to fix it, and is empty when it is usable.
+    """
 
 def disable_kcmp() -> None:
-    """Never issue kcmp(2) again in this process."""
+    """Never issue kcmp(2) again in this process.
 
-def bench_syscall_floor(
-    refs: Iterable[tuple[int, int]], rounds: int = 5
-) -> tuple[list[float], list[float], int, int, int, int]:
-    """Benchmark helper: (floor s/round, engine s/round, keys, compares, sames, ops)."""
+    For sandboxes that kill a process on kcmp; the exact fallbacks still answer.
+    """
+
+def is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and awaits reaping (a zombie).
+
+    A zombie keeps its pid but no longer has the resources kcmp compares. False for
+    a pid that does not exist.
+    """
+
+# bench_syscall_floor exists only in `make bench` builds (cargo feature "bench"), never
+# in a wheel: benches/test_overhead.py looks it up at run time, so it has no stub here.

@@ -2,11 +2,12 @@
 //!
 //! kcmp answers one errno for a pair of (pid, fd); users need to know which side was at
 //! fault. The diagnosis re-asks the kernel about each side alone (a few extra syscalls,
-//! only on the error path). Plain Rust: the binding turns a `Failure` into an OSError.
+//! only on the error path), through `sys` only. Never imports PyO3, `support` or
+//! anything above it: the binding alone turns a `Failure` into an OSError.
 
 use crate::sys::{self, Errno, Fd, KcmpError, Pid};
 
-/// A failure a user can act on.
+/// A failure a user can act on: every error the crate's entry points return.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// EBADF: `fd` is not open in `pid`.
@@ -57,6 +58,46 @@ pub fn errno_text(errno: i32) -> String {
 }
 
 impl Failure {
+    /// A failed syscall about `pid` (and `fd`, if about one) made specific where the
+    /// errno says enough; `doing` names the call for any other errno.
+    pub fn from_errno(errno: Errno, pid: Pid, fd: Option<Fd>, doing: &str) -> Failure {
+        match errno.0 {
+            libc::EBADF => match fd {
+                Some(fd) => Failure::NotOpen { pid, fd },
+                None => Failure::Os {
+                    errno: errno.0,
+                    pid: Some(pid),
+                    fd,
+                    detail: doing.to_string(),
+                },
+            },
+            libc::ESRCH => Failure::NoProcess { pid },
+            libc::EPERM | libc::EACCES => Failure::Denied { pid },
+            e => Failure::Os {
+                errno: e,
+                pid: Some(pid),
+                fd,
+                detail: doing.to_string(),
+            },
+        }
+    }
+
+    /// kcmp is unusable here (`ENOSYS`: not built in; anything else: refused by a
+    /// policy), with the reason and fix as the message.
+    pub fn unavailable(errno: i32) -> Failure {
+        let reason = if errno == libc::ENOSYS {
+            REASON_ENOSYS
+        } else {
+            REASON_POLICY
+        };
+        Failure::Unavailable {
+            errno,
+            reason: reason.to_string(),
+            undecided: Vec::new(),
+        }
+    }
+
+    /// The errno the Python exception carries (and picks its OSError subclass by).
     pub fn errno(&self) -> i32 {
         match self {
             Failure::NotOpen { .. } => libc::EBADF,
@@ -69,6 +110,7 @@ impl Failure {
         }
     }
 
+    /// The process at fault, if one is known: the exception's `pid`.
     pub fn pid(&self) -> Option<Pid> {
         match self {
             Failure::NotOpen { pid, .. }
@@ -81,6 +123,7 @@ impl Failure {
         }
     }
 
+    /// The fd at fault, if one is known: the exception's `fd`.
     pub fn fd(&self) -> Option<Fd> {
         match self {
             Failure::NotOpen { fd, .. } => Some(*fd),
@@ -134,7 +177,8 @@ impl Failure {
     }
 }
 
-fn probe(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd) -> Option<i32> {
+/// The errno of one kcmp call, or `None` when it answered: the diagnosis's question.
+fn kcmp_errno(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd) -> Option<i32> {
     match sys::kcmp(pid1, pid2, ty, fd1, fd2) {
         Err(KcmpError::Errno(Errno(e))) => Some(e),
         _ => None,
@@ -143,7 +187,7 @@ fn probe(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd) -> Option<i32> {
 
 /// Which of the two pids (if either) is missing: each is compared with itself.
 fn missing_pid(pid1: Pid, pid2: Pid) -> Pid {
-    if probe(pid1, pid1, sys::KCMP_VM, 0, 0) == Some(libc::ESRCH) {
+    if kcmp_errno(pid1, pid1, sys::KCMP_VM, 0, 0) == Some(libc::ESRCH) {
         pid1
     } else {
         pid2
@@ -153,22 +197,9 @@ fn missing_pid(pid1: Pid, pid2: Pid) -> Pid {
 /// Whether this process is refused even for itself: only a policy does that.
 pub fn self_compare_refused() -> Option<i32> {
     let me = sys::getpid();
-    match probe(me, me, sys::KCMP_VM, 0, 0) {
+    match kcmp_errno(me, me, sys::KCMP_VM, 0, 0) {
         Some(e @ (libc::EPERM | libc::ENOSYS)) => Some(e),
         _ => None,
-    }
-}
-
-pub fn unavailable(errno: i32) -> Failure {
-    let reason = if errno == libc::ENOSYS {
-        REASON_ENOSYS
-    } else {
-        REASON_POLICY
-    };
-    Failure::Unavailable {
-        errno,
-        reason: reason.to_string(),
-        undecided: Vec::new(),
     }
 }
 
@@ -206,19 +237,20 @@ pub fn diagnose(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd, err: KcmpError)
         },
         libc::EPERM => {
             if let Some(e) = self_compare_refused() {
-                return unavailable(e);
+                return Failure::unavailable(e);
             }
             let me = sys::getpid();
-            let pid = if pid1 != me && probe(pid1, pid1, sys::KCMP_VM, 0, 0) == Some(libc::EPERM) {
-                pid1
-            } else if pid2 != me {
-                pid2
-            } else {
-                pid1
-            };
+            let pid =
+                if pid1 != me && kcmp_errno(pid1, pid1, sys::KCMP_VM, 0, 0) == Some(libc::EPERM) {
+                    pid1
+                } else if pid2 != me {
+                    pid2
+                } else {
+                    pid1
+                };
             Failure::Denied { pid }
         }
-        libc::ENOSYS => unavailable(libc::ENOSYS),
+        libc::ENOSYS => Failure::unavailable(libc::ENOSYS),
         libc::EBADF if is_file => {
             let me = sys::getpid();
             for pid in [pid1, pid2] {
@@ -226,7 +258,7 @@ pub fn diagnose(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd, err: KcmpError)
                     return Failure::Exited { pid };
                 }
             }
-            if probe(pid1, pid1, sys::KCMP_FILE, fd1, fd1) == Some(libc::EBADF) {
+            if kcmp_errno(pid1, pid1, sys::KCMP_FILE, fd1, fd1) == Some(libc::EBADF) {
                 Failure::NotOpen { pid: pid1, fd: fd1 }
             } else {
                 Failure::NotOpen { pid: pid2, fd: fd2 }
@@ -305,7 +337,7 @@ mod tests {
     #[test]
     fn messages_start_with_the_kernel_text() {
         assert_eq!(errno_text(libc::EBADF), "Bad file descriptor");
-        let u = unavailable(libc::ENOSYS);
+        let u = Failure::unavailable(libc::ENOSYS);
         assert!(u
             .message()
             .starts_with("Function not implemented: kcmp(2) is not available"));

@@ -1,0 +1,140 @@
+//! The entry points, in plain Rust: one function per native function of the binding.
+//!
+//! Arguments arrive checked (valid pids and fds, a task type where one is due); every
+//! function returns a `Failure` the binding turns into a Python exception. Batch entry
+//! points take `interrupted`, polled between chunks (the binding's Ctrl-C check).
+//! Knows every room below it; never PyO3.
+
+use std::os::fd::AsRawFd;
+
+use crate::engine::{GroupOrder, Missing, Stats};
+use crate::error::Failure;
+use crate::oracle;
+use crate::support;
+use crate::sys::{self, Fd, KcmpOrder, Pid};
+
+pub use crate::ladder::{kcmp_checked, same_epoll_target};
+pub use crate::oracle::{classify_files, classify_tasks, Classified, FileOptions, FileRef};
+pub use crate::support::Report;
+
+/// Whether fd `a.1` of `a.0` and fd `b.1` of `b.0` refer to one open file description.
+pub fn same_file(a: FileRef, b: FileRef, allow_pidfd_getfd: bool) -> Result<bool, Failure> {
+    if let Some(same) = crate::ladder::same_file_by_kcmp(a, b)? {
+        return Ok(same);
+    }
+    // Without kcmp: the batch's fallback ladder on a batch of two.
+    let opts = FileOptions {
+        order: GroupOrder::Fd,
+        missing: Missing::Raise,
+        allow_pidfd_getfd,
+        report_undecided: false,
+    };
+    let found = classify_files(&[a, b], opts, || false)?;
+    Ok(found
+        .groups
+        .iter()
+        .any(|g| g.contains(&a) && g.contains(&b)))
+}
+
+/// Whether two tasks share the resource `ty` (a task type: not FILE or EPOLL_TFD).
+pub fn same_task(pid1: Pid, pid2: Pid, ty: i32) -> Result<bool, Failure> {
+    Ok(kcmp_checked(pid1, pid2, ty, 0, 0)? == KcmpOrder::Equal)
+}
+
+/// Which task resources two processes share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)] // one flag per kernel resource type
+pub struct Sharing {
+    pub vm: bool,
+    pub files: bool,
+    pub fs: bool,
+    pub sighand: bool,
+    pub io: bool,
+    pub sysvsem: bool,
+}
+
+/// Every task resource two processes share, asked in the order of `Sharing`'s fields
+/// (the first failure ends it).
+pub fn sharing(pid1: Pid, pid2: Pid) -> Result<Sharing, Failure> {
+    let same = |ty| same_task(pid1, pid2, ty);
+    Ok(Sharing {
+        vm: same(sys::KCMP_VM)?,
+        files: same(sys::KCMP_FILES)?,
+        fs: same(sys::KCMP_FS)?,
+        sighand: same(sys::KCMP_SIGHAND)?,
+        io: same(sys::KCMP_IO)?,
+        sysvsem: same(sys::KCMP_SYSVSEM)?,
+    })
+}
+
+/// The fds open in `pid`, ascending, never including the directory fd used to read them.
+pub fn open_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
+    let dir = oracle::open_fd_dir(pid)?;
+    let fds = sys::list_fds(&dir)
+        .map_err(|e| Failure::from_errno(e, pid, None, "reading /proc/PID/fd"))?;
+    let me = sys::getpid();
+    // A thread id of ours lists our own fd table, this directory fd included.
+    let ours = pid == me
+        || (support::kcmp_usable()
+            && sys::kcmp(me, pid, sys::KCMP_FILES, 0, 0) == Ok(KcmpOrder::Equal));
+    let own = dir.as_raw_fd();
+    Ok(fds.into_iter().filter(|&fd| !(ours && fd == own)).collect())
+}
+
+/// Groups fds of `pid` (`None`: every open one) by open file description, with the
+/// engine's counts.
+pub fn classify_fds(
+    pid: Pid,
+    fds: Option<Vec<Fd>>,
+    order: GroupOrder,
+    missing: Missing,
+    allow_pidfd_getfd: bool,
+    interrupted: impl FnMut() -> bool,
+) -> Result<(Vec<Vec<Fd>>, Stats), Failure> {
+    let fds = match fds {
+        Some(f) => {
+            // With missing="skip" an absent pid would otherwise read as "no fds open".
+            if pid != sys::getpid() && sys::start_time(pid) == Err(sys::Errno(libc::ENOENT)) {
+                return Err(Failure::NoProcess { pid });
+            }
+            f
+        }
+        None => open_fds(pid)?,
+    };
+    let refs: Vec<FileRef> = fds.into_iter().map(|fd| (pid, fd)).collect();
+    let opts = FileOptions {
+        order,
+        missing,
+        allow_pidfd_getfd,
+        report_undecided: false,
+    };
+    let found = classify_files(&refs, opts, interrupted)?;
+    let groups = found
+        .groups
+        .into_iter()
+        .map(|g| g.into_iter().map(|(_, fd)| fd).collect())
+        .collect();
+    Ok((groups, found.stats))
+}
+
+/// What this process may use; `refresh` probes everything again first.
+pub fn support(refresh: bool) -> Report {
+    if refresh {
+        support::forget();
+    }
+    support::report()
+}
+
+/// Never issue kcmp again in this process (sandboxes that kill on it).
+pub fn disable_kcmp() {
+    support::disable();
+}
+
+/// Whether `pid` has exited and awaits reaping (a zombie): it keeps its pid but none of
+/// the resources kcmp compares.
+pub fn is_zombie(pid: Pid) -> bool {
+    sys::is_zombie(pid)
+}
+
+#[cfg(test)]
+mod tests;

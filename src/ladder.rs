@@ -1,0 +1,167 @@
+//! Single comparisons and the fallback ladder below kcmp.
+//!
+//! The ladder, each rung exact: kcmp; for fds of this process, fstat buckets then
+//! F_DUPFD_QUERY or the epoll EEXIST test; for another process's fds, a pidfd_getfd
+//! copy (only when the caller opts in, since closing the copy runs the file's flush)
+//! then the same-process rung. Where nothing can decide: `Failure::Unavailable`.
+//!
+//! The rungs answer one pair each; the file oracle climbs them for a batch. Uses `sys`,
+//! `error` and `support`; never the engine, the oracles or PyO3.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::error::{self, Failure};
+use crate::support;
+use crate::sys::{self, Errno, Fd, KcmpOrder, Pid};
+
+/// One kcmp call with a specific failure; `support` notes what kcmp refused.
+///
+/// A task-level "equal" is checked against zombies, whose absent resources all
+/// compare equal.
+pub fn kcmp_checked(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd) -> Result<KcmpOrder, Failure> {
+    support::require_kcmp()?;
+    let order = sys::kcmp(pid1, pid2, ty, fd1, fd2).map_err(|e| {
+        let failure = error::diagnose(pid1, pid2, ty, fd1, fd2, e);
+        support::note_failure(&failure);
+        failure
+    })?;
+    if order == KcmpOrder::Equal && ty != sys::KCMP_FILE {
+        error::check_task_equal(pid1, pid2)?;
+    }
+    Ok(order)
+}
+
+/// The top rung for two fds: kcmp's answer, or `Ok(None)` when kcmp is unusable here
+/// and the rungs below must decide.
+pub fn same_file_by_kcmp(a: (Pid, Fd), b: (Pid, Fd)) -> Result<Option<bool>, Failure> {
+    if !support::kcmp_usable() {
+        return Ok(None);
+    }
+    match sys::kcmp(a.0, b.0, sys::KCMP_FILE, a.1, b.1) {
+        Ok(order) => Ok(Some(order == KcmpOrder::Equal)),
+        Err(e) => {
+            let failure = error::diagnose(a.0, b.0, sys::KCMP_FILE, a.1, b.1, e);
+            support::note_failure(&failure);
+            match failure {
+                Failure::Unavailable { .. } => Ok(None),
+                other => Err(other),
+            }
+        }
+    }
+}
+
+/// Equality of two fds of this process without kcmp. `Ok(None)`: this rung cannot
+/// decide the pair (a file that refuses epoll, on a kernel without F_DUPFD_QUERY).
+pub fn same_local(a: Fd, b: Fd) -> Result<Option<bool>, Failure> {
+    let me = sys::getpid();
+    let ka = sys::fstat_key(a).map_err(|e| Failure::from_errno(e, me, Some(a), "fstat"))?;
+    let kb = sys::fstat_key(b).map_err(|e| Failure::from_errno(e, me, Some(b), "fstat"))?;
+    if ka != kb {
+        return Ok(Some(false));
+    }
+    if a == b {
+        return Ok(Some(true));
+    }
+    if support::dupfd_query_usable() {
+        match sys::dupfd_query(a, b) {
+            Ok(same) => return Ok(Some(same)),
+            // Both passed fstat just now: an O_PATH fd that early 6.10 kernels refuse.
+            Err(Errno(libc::EBADF)) => {}
+            Err(_) => support::note_dupfd_query_refused(),
+        }
+    }
+    same_by_epoll(a, b).map_err(|e| Failure::from_errno(e, me, Some(a), "the epoll equality test"))
+}
+
+/// Mesa's test: an epoll set keys registrations by (description, fd number), so adding
+/// the same number twice fails with EEXIST only when both refer to one description.
+fn same_by_epoll(a: Fd, b: Fd) -> Result<Option<bool>, Errno> {
+    let ep = sys::epoll_create()?;
+    let scratch = sys::dup_cloexec(a)?;
+    match sys::epoll_add(&ep, scratch.as_raw_fd()) {
+        Ok(()) => {}
+        // Regular files and some devices refuse epoll (EPERM), O_PATH fds too (EBADF):
+        // this rung cannot decide them.
+        Err(Errno(libc::EPERM | libc::EBADF)) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    sys::dup3_onto(b, &scratch)?;
+    match sys::epoll_add(&ep, scratch.as_raw_fd()) {
+        Err(Errno(libc::EEXIST)) => Ok(Some(true)),
+        // `b` refusing what `a` accepted: another kind of file, so another description.
+        Ok(()) | Err(Errno(libc::EPERM | libc::EBADF)) => Ok(Some(false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A copy of another process's fd, held only as long as one comparison needs it.
+pub fn copy_fd(pid: Pid, fd: Fd) -> Result<OwnedFd, Failure> {
+    let pidfd =
+        sys::pidfd_open(pid, 0).map_err(|e| Failure::from_errno(e, pid, None, "pidfd_open"))?;
+    sys::pidfd_getfd(&pidfd, fd).map_err(|e| Failure::from_errno(e, pid, Some(fd), "pidfd_getfd"))
+}
+
+/// The failure naming the (pid, fd) pairs no rung of the ladder could decide.
+pub fn undecided_failure(pairs: Vec<(Pid, Fd)>) -> Failure {
+    match support::unavailable_failure() {
+        Failure::Unavailable { errno, reason, .. } => Failure::Unavailable {
+            errno,
+            reason,
+            undecided: pairs,
+        },
+        other => other,
+    }
+}
+
+/// `KCMP_EPOLL_TFD`: whether `fd` of `pid1` is the file registered in epoll set `epfd`
+/// of `pid2` under `tfd` (its `toff`-th registration). No rung below kcmp can tell.
+pub fn same_epoll_target(
+    pid1: Pid,
+    fd: Fd,
+    pid2: Pid,
+    epfd: Fd,
+    tfd: Fd,
+    toff: i32,
+) -> Result<bool, Failure> {
+    support::require_kcmp()?;
+    let slot = sys::EpollSlot {
+        efd: epfd as u32,
+        tfd: tfd as u32,
+        toff: toff as u32,
+    };
+    match sys::kcmp_epoll_tfd(pid1, fd, pid2, &slot) {
+        Ok(order) => Ok(order == KcmpOrder::Equal),
+        Err(e) => {
+            let failure = match e {
+                sys::KcmpError::Errno(Errno(libc::ENOENT)) => Failure::Os {
+                    errno: libc::ENOENT,
+                    pid: Some(pid2),
+                    fd: Some(epfd),
+                    detail: format!(
+                        "epoll fd {epfd} of process {pid2} has no registration {toff} of fd {tfd}"
+                    ),
+                },
+                sys::KcmpError::Errno(Errno(libc::EINVAL)) => Failure::Os {
+                    errno: libc::EINVAL,
+                    pid: Some(pid2),
+                    fd: Some(epfd),
+                    detail: format!("fd {epfd} of process {pid2} is not an epoll fd"),
+                },
+                sys::KcmpError::Errno(Errno(libc::EBADF)) => {
+                    let bad_fd = sys::kcmp(pid1, pid1, sys::KCMP_FILE, fd, fd).is_err();
+                    if bad_fd {
+                        Failure::NotOpen { pid: pid1, fd }
+                    } else {
+                        Failure::NotOpen {
+                            pid: pid2,
+                            fd: epfd,
+                        }
+                    }
+                }
+                other => error::diagnose(pid1, pid2, sys::KCMP_VM, fd, epfd, other),
+            };
+            support::note_failure(&failure);
+            Err(failure)
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The file oracle: answers the engine about (pid, fd) pairs of any process.
+//!
+//! Keys are (st_dev, st_ino) from fstat (our fds) or /proc/PID/fd/N (another
+//! process's); comparisons are kcmp, or the ladder's rungs where kcmp is unusable.
+//! Knows `sys`, `error`, `support`, `ladder` and the engine's `Oracle` trait.
+
+use std::cmp::Ordering;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use super::pids::PidGuard;
+use super::{churn_failure, kcmp_order, FileOptions, FileRef};
+use crate::engine::{self, Key, Missing, Oracle, OracleError};
+use crate::error::{self, Failure};
+use crate::ladder::{copy_fd, same_local, undecided_failure};
+use crate::support;
+use crate::sys::{self, Errno, Fd, KcmpOrder, Pid};
+
+/// Answers the engine about (pid, fd) pairs, in this or other processes.
+pub struct FileOracle {
+    me: Pid,
+    /// kcmp was usable when the run started: compare by it, else climb the ladder.
+    use_kcmp: bool,
+    /// F_DUPFD_QUERY answers `same` for our own fds (cleared if refused mid-run).
+    dupfd_query: bool,
+    opts: FileOptions,
+    /// The /proc/PID/fd directory of the pid being keyed (items arrive sorted by pid).
+    dir: Option<(Pid, OwnedFd)>,
+    /// Every fd number this call opened: never reported as one of the caller's.
+    ours: HashSet<Fd>,
+    /// The other processes keyed so far, guarded against pid reuse.
+    pub(super) pids: PidGuard,
+    /// Pid -> whether it shares our fd table (see `is_local`).
+    local_pids: HashMap<Pid, bool>,
+    /// Refs no rung of the ladder could decide, reported when the run ends.
+    undecided: Vec<FileRef>,
+}
+
+impl FileOracle {
+    /// A fresh oracle for one run of a batch, with the capabilities known now.
+    pub fn new(opts: FileOptions) -> Self {
+        let use_kcmp = support::kcmp_usable();
+        FileOracle {
+            me: sys::getpid(),
+            use_kcmp,
+            dupfd_query: support::dupfd_query_usable(),
+            opts,
+            dir: None,
+            ours: HashSet::default(),
+            pids: PidGuard::default(),
+            local_pids: HashMap::default(),
+            undecided: Vec::new(),
+        }
+    }
+
+    /// Whether kcmp was usable when this run started.
+    pub fn uses_kcmp(&self) -> bool {
+        self.use_kcmp
+    }
+
+    /// Closes the /proc/PID/fd directory held between keys, at the end of a run.
+    pub(super) fn close_dir(&mut self) {
+        self.dir = None;
+    }
+
+    /// The /proc/PID/fd directory of `pid`, kept open while its fds are keyed.
+    fn proc_dir(&mut self, pid: Pid) -> Result<std::os::fd::RawFd, Failure> {
+        if let Some((p, d)) = &self.dir {
+            if *p == pid {
+                return Ok(d.as_raw_fd());
+            }
+        }
+        self.dir = None;
+        let d = open_fd_dir(pid)?;
+        let raw = d.as_raw_fd();
+        self.ours.insert(raw);
+        self.dir = Some((pid, d));
+        Ok(raw)
+    }
+
+    /// A failure about `a` or `b` as the engine needs it: the item gone (an fd not
+    /// open; a process gone, under `Missing::Skip`), or fatal.
+    fn gone_or_fatal(
+        &self,
+        failure: Failure,
+        a: FileRef,
+        b: FileRef,
+    ) -> OracleError<FileRef, Failure> {
+        match failure {
+            Failure::NotOpen { pid, fd } => OracleError::ItemGone((pid, fd)),
+            Failure::NoProcess { pid } | Failure::Exited { pid }
+                if self.opts.missing == Missing::Skip =>
+            {
+                OracleError::ItemGone(if a.0 == pid { a } else { b })
+            }
+            other => OracleError::Fatal(other),
+        }
+    }
+
+    /// Whether `pid` uses our fd table (this process, or one of its threads by tid):
+    /// its fd numbers are ours, so fstat and F_DUPFD_QUERY answer for them directly.
+    fn is_local(&mut self, pid: Pid) -> bool {
+        if pid == self.me {
+            return true;
+        }
+        if let Some(&local) = self.local_pids.get(&pid) {
+            return local;
+        }
+        let local =
+            self.use_kcmp && sys::kcmp(self.me, pid, sys::KCMP_FILES, 0, 0) == Ok(KcmpOrder::Equal);
+        self.local_pids.insert(pid, local);
+        local
+    }
+
+    /// `r` as an fd number of this process: its own number when `r` is in our fd
+    /// table, else a pidfd_getfd copy (opt-in only; the copy is held until dropped),
+    /// else `None`.
+    fn as_local_fd(&mut self, r: FileRef) -> Result<Option<(Fd, Option<OwnedFd>)>, Failure> {
+        if self.is_local(r.0) {
+            return Ok(Some((r.1, None)));
+        }
+        if !self.opts.allow_pidfd_getfd {
+            return Ok(None);
+        }
+        let copy = copy_fd(r.0, r.1)?;
+        let raw = copy.as_raw_fd();
+        self.ours.insert(raw);
+        Ok(Some((raw, Some(copy))))
+    }
+
+    /// Equality without kcmp; records pairs no rung can decide and answers "different"
+    /// for them, so the batch goes on and reports every undecided fd at once.
+    fn same_fallback(
+        &mut self,
+        a: FileRef,
+        b: FileRef,
+    ) -> Result<bool, OracleError<FileRef, Failure>> {
+        let la = self
+            .as_local_fd(a)
+            .map_err(|f| self.gone_or_fatal(f, a, b))?;
+        let lb = self
+            .as_local_fd(b)
+            .map_err(|f| self.gone_or_fatal(f, a, b))?;
+        let answer = match (&la, &lb) {
+            (Some((fa, _)), Some((fb, _))) => same_local(*fa, *fb),
+            _ => Ok(None),
+        };
+        drop(la);
+        drop(lb);
+        let answer = answer.map_err(|f| match f {
+            // A copy's number is ours: name the caller's fd instead.
+            Failure::NotOpen { fd, .. } => OracleError::ItemGone(if fd == a.1 { a } else { b }),
+            other => OracleError::Fatal(other),
+        })?;
+        match answer {
+            Some(same) => Ok(same),
+            None => {
+                for r in [a, b] {
+                    if !self.undecided.contains(&r) {
+                        self.undecided.push(r);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// The refs no exact method could decide, or the error naming them.
+    pub(super) fn undecided_refs(&mut self) -> Result<Vec<FileRef>, Failure> {
+        let mut undecided = std::mem::take(&mut self.undecided);
+        undecided.sort_unstable();
+        if !undecided.is_empty() && !self.opts.report_undecided {
+            return Err(undecided_failure(undecided));
+        }
+        Ok(undecided)
+    }
+}
+
+/// Opens /proc/PID/fd, with the failure naming `pid` when it cannot.
+pub fn open_fd_dir(pid: Pid) -> Result<OwnedFd, Failure> {
+    let path = CString::new(format!("/proc/{pid}/fd")).map_err(|_| Failure::NoProcess { pid })?;
+    sys::open_dir(&path).map_err(|e| match e.0 {
+        libc::ENOENT | libc::ESRCH => Failure::NoProcess { pid },
+        libc::EACCES | libc::EPERM => Failure::Denied { pid },
+        errno => Failure::Os {
+            errno,
+            pid: Some(pid),
+            fd: None,
+            detail: format!("cannot open /proc/{pid}/fd"),
+        },
+    })
+}
+
+impl Oracle for FileOracle {
+    type Item = FileRef;
+    type Error = Failure;
+
+    fn key(&mut self, r: FileRef) -> Result<Key, OracleError<FileRef, Failure>> {
+        let (pid, fd) = r;
+        let skip = self.opts.missing == Missing::Skip;
+        if self.is_local(pid) {
+            if self.ours.contains(&fd) {
+                return Err(OracleError::ItemGone(r));
+            }
+            return match sys::fstat_key(fd) {
+                Ok(k) => Ok(k),
+                Err(Errno(libc::EBADF)) => Err(OracleError::ItemGone(r)),
+                Err(e) => Err(OracleError::Fatal(Failure::from_errno(
+                    e,
+                    pid,
+                    Some(fd),
+                    "fstat",
+                ))),
+            };
+        }
+        match self.pids.track(pid, self.me) {
+            Ok(Some(pidfd)) => {
+                self.ours.insert(pidfd);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let failure = Failure::from_errno(e, pid, None, "pidfd_open");
+                return Err(match failure {
+                    Failure::NoProcess { .. } if skip => OracleError::ItemGone(r),
+                    other => OracleError::Fatal(other),
+                });
+            }
+        }
+        let dir = match self.proc_dir(pid) {
+            Ok(d) => d,
+            Err(Failure::NoProcess { .. }) if skip => return Err(OracleError::ItemGone(r)),
+            Err(f) => return Err(OracleError::Fatal(f)),
+        };
+        let name = CString::new(fd.to_string()).map_err(|_| OracleError::ItemGone(r))?;
+        match sys::fstatat_key(dir, &name) {
+            Ok(k) => Ok(k),
+            Err(Errno(libc::ENOENT | libc::EBADF)) => {
+                // Every entry vanishes when the process exits: tell the two apart.
+                if !skip && self.pids.has_vanished(pid) {
+                    return Err(OracleError::Fatal(Failure::Vanished { pid }));
+                }
+                if !skip && sys::start_time(pid) == Err(Errno(libc::ENOENT)) {
+                    return Err(OracleError::Fatal(Failure::NoProcess { pid }));
+                }
+                if !skip && sys::is_zombie(pid) {
+                    return Err(OracleError::Fatal(Failure::Exited { pid }));
+                }
+                Err(OracleError::ItemGone(r))
+            }
+            Err(e) => Err(OracleError::Fatal(Failure::from_errno(
+                e,
+                pid,
+                Some(fd),
+                "stat of /proc/PID/fd/N",
+            ))),
+        }
+    }
+
+    fn can_order(&self) -> bool {
+        self.use_kcmp
+    }
+
+    fn compare(
+        &mut self,
+        a: FileRef,
+        b: FileRef,
+    ) -> Result<Ordering, OracleError<FileRef, Failure>> {
+        // An EBADF with both fds found open again is a dup2 race: ask again, as often
+        // as a batch reruns, then give up with the same churn error.
+        for _ in 0..engine::MAX_ATTEMPTS {
+            let err = match sys::kcmp(a.0, b.0, sys::KCMP_FILE, a.1, b.1) {
+                Ok(o) => return Ok(kcmp_order(o)),
+                Err(e) => e,
+            };
+            if err != sys::KcmpError::Errno(Errno(libc::EBADF)) {
+                let failure = error::diagnose(a.0, b.0, sys::KCMP_FILE, a.1, b.1, err);
+                support::note_failure(&failure);
+                return Err(self.gone_or_fatal(failure, a, b));
+            }
+            // Blame only an fd seen closed: one closed and reopened since the call
+            // looks open, and the other one may never have changed. kcmp itself can
+            // answer EBADF for an fd that another thread is dup2-ing over at that
+            // instant, so a closed fd is confirmed by stat (which opens no fd) too.
+            for (pid, fd) in [a, b] {
+                if sys::kcmp(pid, pid, sys::KCMP_FILE, fd, fd).is_err()
+                    && file_key((pid, fd), self.me).is_err()
+                {
+                    // Never for our own pid: this process is no zombie, and reading
+                    // /proc would open an fd while the caller's threads change theirs.
+                    let failure = if pid != self.me && sys::is_zombie(pid) {
+                        Failure::Exited { pid }
+                    } else {
+                        Failure::NotOpen { pid, fd }
+                    };
+                    return Err(self.gone_or_fatal(failure, a, b));
+                }
+            }
+        }
+        Err(OracleError::Fatal(churn_failure()))
+    }
+
+    fn same(
+        &mut self,
+        a: FileRef,
+        b: FileRef,
+    ) -> Result<Option<bool>, OracleError<FileRef, Failure>> {
+        if self.dupfd_query && self.is_local(a.0) && self.is_local(b.0) {
+            match sys::dupfd_query(a.1, b.1) {
+                Ok(same) => return Ok(Some(same)),
+                Err(Errno(libc::EBADF)) if sys::fstat_key(a.1).is_err() => {
+                    return Err(OracleError::ItemGone(a))
+                }
+                Err(Errno(libc::EBADF)) if sys::fstat_key(b.1).is_err() => {
+                    return Err(OracleError::ItemGone(b))
+                }
+                // Both are open: an O_PATH fd, which early 6.10 kernels refuse here.
+                Err(Errno(libc::EBADF)) => {}
+                // Refused since the probe (a filter installed later): stop asking.
+                Err(_) => {
+                    self.dupfd_query = false;
+                    support::note_dupfd_query_refused();
+                }
+            }
+        }
+        if self.use_kcmp {
+            return Ok(None);
+        }
+        self.same_fallback(a, b).map(Some)
+    }
+
+    fn undecided_error(&mut self, a: FileRef, b: FileRef) -> Failure {
+        undecided_failure(vec![a, b])
+    }
+
+    fn churn_error(&mut self) -> Option<Failure> {
+        Some(churn_failure())
+    }
+}
+
+/// The (dev, ino) of an fd of any process: fstat for ours, /proc/PID/fd/N otherwise.
+fn file_key((pid, fd): (Pid, Fd), me: Pid) -> Result<sys::FileKey, Failure> {
+    if pid == me {
+        return sys::fstat_key(fd).map_err(|e| Failure::from_errno(e, pid, Some(fd), "fstat"));
+    }
+    let path =
+        CString::new(format!("/proc/{pid}/fd/{fd}")).map_err(|_| Failure::NotOpen { pid, fd })?;
+    sys::fstatat_key(libc::AT_FDCWD, &path).map_err(|e| match e.0 {
+        libc::ENOENT if sys::start_time(pid).is_err() => Failure::NoProcess { pid },
+        libc::ENOENT => Failure::NotOpen { pid, fd },
+        _ => Failure::from_errno(e, pid, Some(fd), "stat of /proc/PID/fd/N"),
+    })
+}

@@ -1,0 +1,90 @@
+//! The task oracle: answers the engine about pids, for one task resource type.
+//!
+//! No key separates tasks (every pid gets the same one), so all grouping is by kcmp
+//! order. Knows `sys`, `error`, `support` and the engine's `Oracle` trait.
+
+use std::cmp::Ordering;
+
+use super::kcmp_order;
+use super::pids::PidGuard;
+use crate::engine::{Key, Missing, Oracle, OracleError};
+use crate::error::{self, Failure};
+use crate::support;
+use crate::sys::{self, Errno, Pid};
+
+/// Answers the engine about tasks, for one task resource type.
+pub struct TaskOracle {
+    ty: i32,
+    me: Pid,
+    missing: Missing,
+    /// Every pid keyed so far, guarded against reuse.
+    pub(super) pids: PidGuard,
+}
+
+impl TaskOracle {
+    /// A fresh oracle for one run of a batch comparing resource `ty`.
+    pub fn new(ty: i32, missing: Missing) -> Self {
+        TaskOracle {
+            ty,
+            me: sys::getpid(),
+            missing,
+            pids: PidGuard::default(),
+        }
+    }
+}
+
+impl Oracle for TaskOracle {
+    type Item = Pid;
+    type Error = Failure;
+
+    fn key(&mut self, pid: Pid) -> Result<Key, OracleError<Pid, Failure>> {
+        // A zombie's absent resources would compare equal to every other zombie's.
+        if pid != self.me && sys::is_zombie(pid) {
+            return Err(match self.missing {
+                Missing::Skip => OracleError::ItemGone(pid),
+                Missing::Raise => OracleError::Fatal(Failure::Exited { pid }),
+            });
+        }
+        match self.pids.track(pid, self.me) {
+            Ok(_) => Ok((0, 0)),
+            Err(Errno(libc::ESRCH)) if self.missing == Missing::Skip => {
+                Err(OracleError::ItemGone(pid))
+            }
+            Err(Errno(libc::ESRCH)) => Err(OracleError::Fatal(Failure::NoProcess { pid })),
+            Err(e) => Err(OracleError::Fatal(Failure::from_errno(
+                e,
+                pid,
+                None,
+                "pidfd_open",
+            ))),
+        }
+    }
+
+    fn can_order(&self) -> bool {
+        true
+    }
+
+    fn compare(&mut self, a: Pid, b: Pid) -> Result<Ordering, OracleError<Pid, Failure>> {
+        match sys::kcmp(a, b, self.ty, 0, 0) {
+            Ok(o) => Ok(kcmp_order(o)),
+            Err(e) => {
+                let failure = error::diagnose(a, b, self.ty, 0, 0, e);
+                support::note_failure(&failure);
+                match failure {
+                    Failure::NoProcess { pid } if self.missing == Missing::Skip => {
+                        Err(OracleError::ItemGone(pid))
+                    }
+                    other => Err(OracleError::Fatal(other)),
+                }
+            }
+        }
+    }
+
+    fn same(&mut self, _a: Pid, _b: Pid) -> Result<Option<bool>, OracleError<Pid, Failure>> {
+        Ok(None)
+    }
+
+    fn undecided_error(&mut self, a: Pid, _b: Pid) -> Failure {
+        Failure::NoProcess { pid: a }
+    }
+}

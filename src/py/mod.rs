@@ -1,0 +1,426 @@
+//! The PyO3 binding, `kcmp_rs._native`: the only room that knows Python.
+//!
+//! Each function converts its arguments (`args`), calls one `api` function, without
+//! the GIL where it may take long (with Ctrl-C checks between chunks of a batch), and
+//! converts the result, or the `Failure`, into Python objects (`errors`). No domain
+//! logic lives here: that is `api` and below, which never import PyO3.
+
+mod args;
+mod errors;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyList, PyTuple, PyType};
+
+use crate::error::Failure;
+
+use errors::to_pyerr;
+
+/// Python objects the binding hands out, looked up once: the `Order` members (returned
+/// by the hot `kcmp()` path without calling the enum) and our exception class.
+struct Cached {
+    orders: [Py<PyAny>; 4],
+    unavailable: Py<PyType>,
+}
+
+static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
+
+fn cached(py: Python<'_>) -> PyResult<&Cached> {
+    CACHED.get_or_try_init(py, || {
+        let m = py.import("kcmp_rs._types")?;
+        let order = m.getattr("Order")?;
+        let member = |name: &str| order.getattr(name).map(Bound::unbind);
+        Ok(Cached {
+            orders: [
+                member("EQUAL")?,
+                member("LESS")?,
+                member("GREATER")?,
+                member("UNORDERED")?,
+            ],
+            unavailable: m
+                .getattr("KcmpUnavailableError")?
+                .cast_into::<PyType>()?
+                .unbind(),
+        })
+    })
+}
+
+/// Runs `work` without the GIL; `work` gets a closure that reports a pending signal
+/// (Ctrl-C) between chunks, whose Python exception is then raised.
+fn detached<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce(&mut dyn FnMut() -> bool) -> Result<T, Failure> + Send,
+) -> PyResult<T> {
+    let mut pending: Option<PyErr> = None;
+    let result = py.detach(|| {
+        // A closure, not the method path: `attach` needs it for every `'py`.
+        #[allow(clippy::redundant_closure_for_method_calls)]
+        let mut interrupted = || match Python::attach(|py| py.check_signals()) {
+            Ok(()) => false,
+            Err(e) => {
+                pending = Some(e);
+                true
+            }
+        };
+        work(&mut interrupted)
+    });
+    match (result, pending) {
+        (Ok(v), _) => Ok(v),
+        (Err(Failure::Interrupted), Some(e)) => Err(e),
+        (Err(f), _) => Err(to_pyerr(py, &f)),
+    }
+}
+
+/// Groups as a list of tuples.
+fn tuples<'py, T: IntoPyObject<'py> + Copy>(
+    py: Python<'py>,
+    groups: Vec<Vec<T>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let tuples = groups
+        .into_iter()
+        .map(|g| PyTuple::new(py, g))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, tuples)
+}
+
+/// `bench_syscall_floor`'s figures: floor and engine seconds per round, keys, compares,
+/// sames, operations replayed per round.
+#[cfg(feature = "bench")]
+type FloorFigures = (Vec<f64>, Vec<f64>, u64, u64, u64, usize);
+
+/// Groups and the refs no exact method could decide.
+type Partial<'py> = (Bound<'py, PyList>, Vec<(crate::sys::Pid, crate::sys::Fd)>);
+
+/// `classify_files` and `classify_files_partial` after their argument checks.
+fn classify_refs(
+    py: Python<'_>,
+    refs: &Bound<'_, PyAny>,
+    missing: args::Optional<'_>,
+    allow_pidfd_getfd: args::Optional<'_>,
+    report_undecided: bool,
+) -> PyResult<crate::api::Classified> {
+    use args::{arg, Flag, MissingPolicy, Refs};
+    let Refs(refs) = arg(refs, "refs")?;
+    let MissingPolicy(missing) = missing.or("missing", MissingPolicy::DEFAULT)?;
+    let Flag(allow) = allow_pidfd_getfd.or("allow_pidfd_getfd", Flag(false))?;
+    let opts = crate::api::FileOptions {
+        order: crate::engine::GroupOrder::Fd,
+        missing,
+        allow_pidfd_getfd: allow,
+        report_undecided,
+    };
+    detached(py, |stop| crate::api::classify_files(&refs, opts, stop))
+}
+
+// Free-threading safe: the only global state is atomics (`support`) and a
+// once-initialised cache of Python objects (`CACHED`).
+#[pymodule(gil_used = false)]
+pub mod _native {
+    use super::args::{
+        arg, Fd, Fds, Flag, Index, IndexType, MissingPolicy, Optional, Order, Pid, Pids, TaskType,
+    };
+    use super::{cached, classify_refs, detached, to_pyerr, tuples, Partial};
+    use crate::api;
+    use pyo3::prelude::*;
+    use pyo3::types::PyList;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Compare a kernel resource of two processes; the kernel's order as an ``Order``.
+    ///
+    /// ``idx1``/``idx2`` are fds for ``KcmpType.FILE`` and ignored otherwise. Raises
+    /// ValueError for ``KcmpType.EPOLL_TFD`` (use ``same_epoll_target``), TypeError or
+    /// ValueError for bad arguments, and an OSError chosen by errno, with ``pid`` and
+    /// ``fd`` naming what was at fault.
+    #[pyfunction]
+    #[pyo3(signature = (pid1, pid2, r#type, idx1 = Optional::Absent, idx2 = Optional::Absent))]
+    #[pyo3(text_signature = "(pid1, pid2, type, idx1=0, idx2=0)")]
+    fn kcmp(
+        py: Python<'_>,
+        pid1: &Bound<'_, PyAny>,
+        pid2: &Bound<'_, PyAny>,
+        r#type: &Bound<'_, PyAny>,
+        idx1: Optional<'_>,
+        idx2: Optional<'_>,
+    ) -> PyResult<Py<PyAny>> {
+        let Pid(pid1) = arg(pid1, "pid1")?;
+        let Pid(pid2) = arg(pid2, "pid2")?;
+        let IndexType(ty) = arg(r#type, "type")?;
+        let Fd(idx1) = idx1.or("idx1", Fd(0))?;
+        let Fd(idx2) = idx2.or("idx2", Fd(0))?;
+        let order = api::kcmp_checked(pid1, pid2, ty, idx1, idx2).map_err(|f| to_pyerr(py, &f))?;
+        Ok(cached(py)?.orders[order as usize].clone_ref(py))
+    }
+
+    /// Whether fd1 of pid1 and fd2 of pid2 refer to one open file description.
+    ///
+    /// Uses kcmp(2); where it is unusable, exact fallbacks for this process's fds, and
+    /// with ``allow_pidfd_getfd=True`` for other processes' fds too (a temporary copy,
+    /// whose close runs the file's flush).
+    #[pyfunction]
+    #[pyo3(signature = (pid1, fd1, pid2, fd2, *, allow_pidfd_getfd = Optional::Absent))]
+    #[pyo3(text_signature = "(pid1, fd1, pid2, fd2, *, allow_pidfd_getfd=False)")]
+    fn same_file(
+        py: Python<'_>,
+        pid1: &Bound<'_, PyAny>,
+        fd1: &Bound<'_, PyAny>,
+        pid2: &Bound<'_, PyAny>,
+        fd2: &Bound<'_, PyAny>,
+        allow_pidfd_getfd: Optional<'_>,
+    ) -> PyResult<bool> {
+        let Pid(pid1) = arg(pid1, "pid1")?;
+        let Fd(fd1) = arg(fd1, "fd1")?;
+        let Pid(pid2) = arg(pid2, "pid2")?;
+        let Fd(fd2) = arg(fd2, "fd2")?;
+        let Flag(allow) = allow_pidfd_getfd.or("allow_pidfd_getfd", Flag(false))?;
+        api::same_file((pid1, fd1), (pid2, fd2), allow).map_err(|f| to_pyerr(py, &f))
+    }
+
+    /// Whether the two tasks share the resource ``type`` (not FILE or EPOLL_TFD).
+    ///
+    /// An "equal" between two distinct pids is refused when either is a zombie, whose
+    /// absent resources compare equal to every other zombie's.
+    #[pyfunction]
+    #[pyo3(text_signature = "(pid1, pid2, type)")]
+    fn same_task(
+        py: Python<'_>,
+        pid1: &Bound<'_, PyAny>,
+        pid2: &Bound<'_, PyAny>,
+        r#type: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let Pid(pid1) = arg(pid1, "pid1")?;
+        let Pid(pid2) = arg(pid2, "pid2")?;
+        let TaskType(ty) = arg(r#type, "type")?;
+        api::same_task(pid1, pid2, ty).map_err(|f| to_pyerr(py, &f))
+    }
+
+    /// (vm, files, fs, sighand, io, sysvsem) shared by the two processes.
+    ///
+    /// One kcmp(2) call per resource type, in that order; the first failure raises.
+    #[pyfunction]
+    #[pyo3(text_signature = "(pid1, pid2)")]
+    fn sharing(
+        py: Python<'_>,
+        pid1: &Bound<'_, PyAny>,
+        pid2: &Bound<'_, PyAny>,
+    ) -> PyResult<(bool, bool, bool, bool, bool, bool)> {
+        let Pid(pid1) = arg(pid1, "pid1")?;
+        let Pid(pid2) = arg(pid2, "pid2")?;
+        let s = api::sharing(pid1, pid2).map_err(|f| to_pyerr(py, &f))?;
+        Ok((s.vm, s.files, s.fs, s.sighand, s.io, s.sysvsem))
+    }
+
+    /// Whether ``fd`` of ``pid1`` is the file registered in epoll set ``epfd`` of
+    /// ``pid2`` under ``target_fd`` (its ``target_index``-th registration).
+    ///
+    /// ``target_fd`` is the fd number used when it was added; it may be closed since.
+    #[pyfunction]
+    #[pyo3(signature = (pid1, fd, pid2, epfd, target_fd, target_index = Optional::Absent))]
+    #[pyo3(text_signature = "(pid1, fd, pid2, epfd, target_fd, target_index=0)")]
+    fn same_epoll_target(
+        py: Python<'_>,
+        pid1: &Bound<'_, PyAny>,
+        fd: &Bound<'_, PyAny>,
+        pid2: &Bound<'_, PyAny>,
+        epfd: &Bound<'_, PyAny>,
+        target_fd: &Bound<'_, PyAny>,
+        target_index: Optional<'_>,
+    ) -> PyResult<bool> {
+        let Pid(pid1) = arg(pid1, "pid1")?;
+        let Fd(fd) = arg(fd, "fd")?;
+        let Pid(pid2) = arg(pid2, "pid2")?;
+        let Fd(epfd) = arg(epfd, "epfd")?;
+        let Fd(target_fd) = arg(target_fd, "target_fd")?;
+        let Index(index) = target_index.or("target_index", Index(0))?;
+        api::same_epoll_target(pid1, fd, pid2, epfd, target_fd, index).map_err(|f| to_pyerr(py, &f))
+    }
+
+    /// The fds open in ``pid``, ascending (read from /proc/PID/fd).
+    ///
+    /// The directory fd used to read them is never listed, even for this process.
+    #[pyfunction]
+    #[pyo3(text_signature = "(pid)")]
+    fn open_fds(py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<Vec<i32>> {
+        let Pid(pid) = arg(pid, "pid")?;
+        py.detach(|| api::open_fds(pid))
+            .map_err(|f| to_pyerr(py, &f))
+    }
+
+    /// Group fds of ``pid`` (default: all open ones) by open file description.
+    ///
+    /// Each group is a tuple of fds, ascending; groups ordered by their smallest fd
+    /// (``order="fd"``) or by the kernel's order (``order="kernel"``, needs kcmp).
+    /// ``missing="skip"`` leaves out fds closed meanwhile instead of raising.
+    #[pyfunction]
+    #[pyo3(signature = (pid, fds = None, *, order = Optional::Absent, missing = Optional::Absent, allow_pidfd_getfd = Optional::Absent))]
+    #[pyo3(
+        text_signature = "(pid, fds=None, *, order='fd', missing='raise', allow_pidfd_getfd=False)"
+    )]
+    fn classify_fds<'py>(
+        py: Python<'py>,
+        pid: &Bound<'py, PyAny>,
+        fds: Option<&Bound<'py, PyAny>>,
+        order: Optional<'py>,
+        missing: Optional<'py>,
+        allow_pidfd_getfd: Optional<'py>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let Pid(pid) = arg(pid, "pid")?;
+        let fds = match fds {
+            Some(fds) => Some(arg::<Fds>(fds, "fds")?.0),
+            None => None,
+        };
+        let Flag(allow) = allow_pidfd_getfd.or("allow_pidfd_getfd", Flag(false))?;
+        let Order(order) = order.or("order", Order::DEFAULT)?;
+        let MissingPolicy(missing) = missing.or("missing", MissingPolicy::DEFAULT)?;
+        let (groups, _) = detached(py, |stop| {
+            api::classify_fds(pid, fds, order, missing, allow, stop)
+        })?;
+        tuples(py, groups)
+    }
+
+    /// classify_fds with the engine's counts: (groups, keys, kcmp calls, equality checks).
+    ///
+    /// For tests and benchmarks that check how few syscalls a grouping takes.
+    #[pyfunction]
+    #[pyo3(signature = (pid, fds, order = Optional::Absent))]
+    #[pyo3(text_signature = "(pid, fds, order='fd')")]
+    fn classify_fds_stats<'py>(
+        py: Python<'py>,
+        pid: &Bound<'py, PyAny>,
+        fds: &Bound<'py, PyAny>,
+        order: Optional<'py>,
+    ) -> PyResult<(Bound<'py, PyList>, u64, u64, u64)> {
+        let Pid(pid) = arg(pid, "pid")?;
+        let Fds(fds) = arg(fds, "fds")?;
+        let Order(order) = order.or("order", Order::DEFAULT)?;
+        let (groups, stats) = detached(py, |stop| {
+            api::classify_fds(
+                pid,
+                Some(fds),
+                order,
+                crate::engine::Missing::Raise,
+                false,
+                stop,
+            )
+        })?;
+        Ok((tuples(py, groups)?, stats.keys, stats.compares, stats.sames))
+    }
+
+    /// Group (pid, fd) pairs across processes by open file description.
+    ///
+    /// Each group is a tuple of (pid, fd) pairs, ascending; groups ordered by their
+    /// smallest pair. Raises KcmpUnavailableError naming the pairs no exact method
+    /// could decide.
+    #[pyfunction]
+    #[pyo3(signature = (refs, *, missing = Optional::Absent, allow_pidfd_getfd = Optional::Absent))]
+    #[pyo3(text_signature = "(refs, *, missing='raise', allow_pidfd_getfd=False)")]
+    fn classify_files<'py>(
+        py: Python<'py>,
+        refs: &Bound<'py, PyAny>,
+        missing: Optional<'py>,
+        allow_pidfd_getfd: Optional<'py>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let found = classify_refs(py, refs, missing, allow_pidfd_getfd, false)?;
+        tuples(py, found.groups)
+    }
+
+    /// classify_files returning the refs no exact method could decide instead of raising.
+    ///
+    /// Returns (groups, undecided): a pair no exact method could tell apart counts as
+    /// two descriptions in the groups, and both its refs are listed in undecided.
+    #[pyfunction]
+    #[pyo3(signature = (refs, *, missing = Optional::Absent, allow_pidfd_getfd = Optional::Absent))]
+    #[pyo3(text_signature = "(refs, *, missing='raise', allow_pidfd_getfd=False)")]
+    fn classify_files_partial<'py>(
+        py: Python<'py>,
+        refs: &Bound<'py, PyAny>,
+        missing: Optional<'py>,
+        allow_pidfd_getfd: Optional<'py>,
+    ) -> PyResult<Partial<'py>> {
+        let found = classify_refs(py, refs, missing, allow_pidfd_getfd, true)?;
+        Ok((tuples(py, found.groups)?, found.undecided))
+    }
+
+    /// Group tasks sharing the resource ``type`` (VM, FILES, FS, SIGHAND, IO, SYSVSEM).
+    ///
+    /// Each group is a tuple of pids, ascending; groups ordered by their smallest pid.
+    #[pyfunction]
+    #[pyo3(signature = (pids, r#type, *, missing = Optional::Absent))]
+    #[pyo3(text_signature = "(pids, type, *, missing='raise')")]
+    fn classify_tasks<'py>(
+        py: Python<'py>,
+        pids: &Bound<'py, PyAny>,
+        r#type: &Bound<'py, PyAny>,
+        missing: Optional<'py>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let Pids(pids) = arg(pids, "pids")?;
+        let TaskType(ty) = arg(r#type, "type")?;
+        let MissingPolicy(missing) = missing.or("missing", MissingPolicy::DEFAULT)?;
+        let groups = detached(py, |stop| api::classify_tasks(&pids, ty, missing, stop))?;
+        tuples(py, groups)
+    }
+
+    /// (kcmp, dupfd_query, pidfd_getfd, reason): what this process may use.
+    ///
+    /// Probed once and cached; ``refresh=True`` probes again. ``reason`` says why kcmp
+    /// is unusable and how to fix it, and is empty when it is usable.
+    #[pyfunction]
+    #[pyo3(signature = (*, refresh = Optional::Absent))]
+    #[pyo3(text_signature = "(*, refresh=False)")]
+    fn support(refresh: Optional<'_>) -> PyResult<(bool, bool, bool, String)> {
+        let Flag(refresh) = refresh.or("refresh", Flag(false))?;
+        let r = api::support(refresh);
+        Ok((r.kcmp, r.dupfd_query, r.pidfd_getfd, r.reason))
+    }
+
+    /// Never issue kcmp(2) again in this process.
+    ///
+    /// For sandboxes that kill a process on kcmp; the exact fallbacks still answer.
+    #[pyfunction]
+    #[pyo3(text_signature = "()")]
+    fn disable_kcmp() {
+        api::disable_kcmp();
+    }
+
+    /// Whether ``pid`` has exited and awaits reaping (a zombie).
+    ///
+    /// A zombie keeps its pid but no longer has the resources kcmp compares. False for
+    /// a pid that does not exist.
+    #[pyfunction]
+    #[pyo3(text_signature = "(pid)")]
+    fn is_zombie(py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Pid(pid) = arg(pid, "pid")?;
+        Ok(py.detach(|| api::is_zombie(pid)))
+    }
+
+    /// Benchmark helper: (floor s/round, engine s/round, keys, compares, sames, ops).
+    ///
+    /// Replays the syscalls one classify_files(refs) makes, recorded from a real run,
+    /// without engine logic, and times full native classifications of the same refs
+    /// (no Python conversions). Built only with the ``bench`` feature (``make bench``).
+    #[cfg(feature = "bench")]
+    #[pyfunction]
+    #[pyo3(signature = (refs, rounds = 5))]
+    #[pyo3(text_signature = "(refs, rounds=5)")]
+    fn bench_syscall_floor(
+        py: Python<'_>,
+        refs: &Bound<'_, PyAny>,
+        rounds: usize,
+    ) -> PyResult<super::FloorFigures> {
+        let super::args::Refs(refs) = arg(refs, "refs")?;
+        let f = py
+            .detach(|| crate::bench_floor::syscall_floor(&refs, rounds))
+            .map_err(|f| to_pyerr(py, &f))?;
+        Ok((
+            f.floor,
+            f.engine,
+            f.stats.keys,
+            f.stats.compares,
+            f.stats.sames,
+            f.syscalls,
+        ))
+    }
+}
