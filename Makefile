@@ -11,16 +11,19 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi)
 
-.PHONY: run test lint test-py test-rust bench bench-build build setup wheel-test clean
+.PHONY: help run test lint lint-py lint-rust format test-py test-rust bench bench-build build setup wheel-test clean
 
-run: build
+help: ## List the targets, one line each
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+
+run: build ## Set up, build, run the man-page demo and the example scan
 	$(PY) -m kcmp_rs demo
 	@echo
 	$(PY) -m kcmp_rs scan --example
 
-test: build lint test-rust test-py
+test: build lint test-rust test-py ## Set up, build, run every test and lint
 
-setup: $(VENV)/.deps
+setup: $(VENV)/.deps ## Create .venv with the development requirements
 
 $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +34,7 @@ $(VENV)/.deps: requirements-dev.txt
 # The shipped extension: the features of pyproject's [tool.maturin] (`python`). The
 # bench build below installs over it, so each of the two builds drops the other's stamp
 # first: whichever ran last, the other target rebuilds next time.
-build: $(VENV)/.built
+build: $(VENV)/.built ## Build the extension into .venv (maturin develop --release)
 
 $(VENV)/.built: $(VENV)/.deps $(RUST_SOURCES) pyproject.toml $(PY_SOURCES)
 	rm -f $(VENV)/.built-bench
@@ -39,38 +42,47 @@ $(VENV)/.built: $(VENV)/.deps $(RUST_SOURCES) pyproject.toml $(PY_SOURCES)
 	touch $@
 
 # The extension with the `bench` feature (`_native.bench_syscall_floor`), for `make bench`.
-bench-build: $(VENV)/.built-bench
+bench-build: $(VENV)/.built-bench ## Build the extension with the bench feature
 
 $(VENV)/.built-bench: $(VENV)/.deps $(RUST_SOURCES) pyproject.toml $(PY_SOURCES)
 	rm -f $(VENV)/.built
 	$(PY) -m maturin develop --release --quiet --features bench
 	touch $@
 
-# Clippy sees each feature set: the core alone, with the binding, with the bench replay.
-lint: build
+lint: lint-py lint-rust ## ruff, rustfmt, clippy (every feature set), the unsafe lints, mypy, stubtest
+
+lint-py: build ## ruff check and format, mypy --strict, stubtest
 	$(PY) -m ruff check python tests benches
 	$(PY) -m ruff format --check python tests benches
+	$(PY) -m mypy --strict python/kcmp_rs tests
+	$(PY) -m mypy.stubtest kcmp_rs._native --allowlist stubtest-allowlist.txt
+
+# Clippy sees each feature set: the core alone, with the binding, with the bench replay.
+lint-rust: $(VENV)/.deps ## rustfmt, clippy -D warnings on each feature set, planted-unsafe check
 	cargo fmt --check
 	cargo clippy --all-targets --quiet -- -D warnings
 	cargo clippy --all-targets --quiet --features python -- -D warnings
 	cargo clippy --all-targets --quiet --all-features -- -D warnings
 	bash scripts/planted-unsafe.sh
-	$(PY) -m mypy --strict python/kcmp_rs tests
-	$(PY) -m mypy.stubtest kcmp_rs._native --allowlist stubtest-allowlist.txt
+
+format: $(VENV)/.deps ## Rewrite Python and Rust sources in the project's style
+	$(PY) -m ruff check --fix-only --quiet python tests benches
+	$(PY) -m ruff format --quiet python tests benches
+	cargo fmt
 
 # The core's tests need no Python; the second run checks the binding builds with them.
-test-rust:
+test-rust: $(VENV)/.deps ## cargo test of the core alone, then with the binding
 	cargo test --quiet
 	cargo test --quiet --features python
 
-test-py: build
+test-py: build ## pytest over tests/
 	$(PY) -m pytest -q tests
 
-bench: bench-build
+bench: bench-build ## The benchmarks, with their figures and targets
 	$(PY) -m pytest -q benches --benchmark-columns=median,ops --benchmark-sort=name -s
 
-wheel-test: $(VENV)/.deps
+wheel-test: $(VENV)/.deps ## Build the abi3 wheel and sdist; run the suite on the oldest and newest CPython
 	bash scripts/wheel-test.sh
 
-clean:
+clean: ## Remove .venv, target and dist
 	rm -rf $(VENV) target dist

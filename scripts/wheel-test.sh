@@ -144,10 +144,15 @@ wanted = {"kcmp_rs/__init__.py", "kcmp_rs/_native.abi3.so", "kcmp_rs/_native.pyi
 unwanted = {"kcmp_rs/_family.py", "kcmp_rs/scan.py"}
 missing = sorted(wanted - names)
 extra = sorted(unwanted & names)
+# The benchmark replay is compiled only with the cargo feature `bench`.
+if "kcmp_rs/_native.abi3.so" in names:
+    native = zipfile.ZipFile(sys.argv[1]).read("kcmp_rs/_native.abi3.so")
+    if b"bench_syscall_floor" in native:
+        extra.append("bench_syscall_floor in _native.abi3.so")
 sys.exit("missing from the wheel: %s; not for the wheel: %s" % (missing, extra)
          if missing or extra else 0)
 EOF
-    ok "wheel holds the native module, its stub, py.typed, the scan and the CLI, no test code"
+    ok "wheel holds the native module, its stub, py.typed, the scan and the CLI, no test or bench code"
 else
     fail "wheel contents"
 fi

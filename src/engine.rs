@@ -775,7 +775,7 @@ impl<O: Oracle> Engine<'_, O> {
             for &(y, gy) in &items[i + 1..] {
                 let answer = self
                     .equal(x, y)
-                    .map(|e| e.map_or(true, |same| same == (gx == gy)));
+                    .map(|e| e.is_none_or(|same| same == (gx == gy)));
                 if !self.check_holds(answer)? {
                     return Ok(Some([x, y]));
                 }

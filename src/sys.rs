@@ -341,7 +341,9 @@ pub fn epoll_create() -> Result<OwnedFd, Errno> {
 pub fn epoll_add(epfd: &OwnedFd, fd: Fd) -> Result<(), Errno> {
     let mut ev = libc::epoll_event { events: 0, u64: 0 };
     // SAFETY: `ev` is a valid epoll_event for the duration of the call.
-    Errno::result(unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+    Errno::result(unsafe {
+        libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &raw mut ev)
+    })?;
     Ok(())
 }
 
@@ -425,7 +427,7 @@ pub fn soft_fd_limit() -> Option<usize> {
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
-    Errno::result(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }).ok()?;
+    Errno::result(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) }).ok()?;
     Some(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
 }
 
@@ -619,7 +621,7 @@ mod tests {
         }
         let mut status = 0;
         // SAFETY: reaps the child this test forked.
-        unsafe { libc::waitpid(child, &mut status, 0) };
+        unsafe { libc::waitpid(child, &raw mut status, 0) };
         assert!(waited, "the unreaped child should show as a zombie");
         assert!(!is_zombie(child));
     }

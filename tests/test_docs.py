@@ -2,8 +2,8 @@
 ``inspect.signature()`` show each parameter and the docstring says in prose what it
 does; ``help(kcmp_rs.scan)`` carries the JSON schema ``kcmp-rs scan -J`` follows.
 
-The native functions get the same checks in ``test_docs_native.py`` (their docs come
-from the Rust binding)."""
+The native functions get the same checks: their docs come from the Rust binding
+(``///`` comments and ``text_signature`` in src/py/mod.rs)."""
 
 from __future__ import annotations
 
@@ -161,3 +161,8 @@ def test_help_of_scan_shows_guarantees_and_schema() -> None:
         '"fd_table_shared": [[int, ...]]',
     ):
         assert phrase in text, phrase
+
+
+@pytest.mark.parametrize("name", public_routines(native=True))
+def test_native_function_is_documented(name: str) -> None:
+    assert_documented(name, getattr(kcmp_rs, name))

@@ -95,17 +95,3 @@ def file_type(pid: int, fd: int, target: str | None) -> str:
     except OSError:
         return "?"
     return _TYPES.get(stat.S_IFMT(mode), "?")
-
-
-def _is_zombie(pid: int) -> bool:
-    """Whether ``pid`` has exited and awaits reaping (state Z or X), or is gone."""
-    data = _read_small(b"/proc/%d/stat" % pid)
-    if data is None:
-        return True
-    fields = data[data.rfind(b")") + 2 :].split()
-    return bool(fields) and fields[0] in (b"Z", b"X")
-
-
-def _pid_gone(pid: int) -> bool:
-    """Whether ``pid`` has exited: gone from /proc, or a zombie awaiting its parent."""
-    return not os.path.exists(b"/proc/%d" % pid) or _is_zombie(pid)

@@ -13,10 +13,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Callable
 
-from kcmp_rs._native import classify_files_partial, classify_tasks, kcmp, open_fds
+from kcmp_rs._native import classify_files_partial, classify_tasks, is_zombie, kcmp, open_fds
 from kcmp_rs._proc import (
-    _is_zombie,
-    _pid_gone,
     file_type,
     list_pids,
     read_command,
@@ -37,6 +35,13 @@ from kcmp_rs._results import (
 from kcmp_rs._types import KcmpType, KcmpUnavailableError
 
 __all__ = ["classify_refs", "scan"]
+
+
+def _pid_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited: a zombie awaiting its parent, or gone from /proc.
+
+    Asked in that order so that a process vanishing between the two counts as gone."""
+    return is_zombie(pid) or not os.path.exists(b"/proc/%d" % pid)
 
 
 def _reason(err: OSError) -> str:
@@ -112,7 +117,7 @@ def _list_fds(
             except OSError as err:
                 skipped[pid] = _reason(err)
                 continue
-            if not fds and _is_zombie(pid):
+            if not fds and _pid_gone(pid):
                 skipped[pid] = EXITED
                 continue
             refs.extend((pid, fd) for fd in fds)

@@ -1,0 +1,116 @@
+"""The layout ARCHITECTURE.md describes holds: size limits, and what each room may
+import. These read the sources as text; they run no process."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "python" / "kcmp_rs"
+
+# (glob under the root, most lines allowed)
+SIZE_LIMITS = [
+    ("src/**/*.rs", 1000),
+    ("python/kcmp_rs/*.py", 600),
+    ("tests/*.py", 800),
+]
+
+
+def _files(pattern: str) -> list[pathlib.Path]:
+    found = sorted(ROOT.glob(pattern))
+    assert found, f"no file matches {pattern}: the layout moved, update this test"
+    return found
+
+
+@pytest.mark.parametrize(("pattern", "limit"), SIZE_LIMITS)
+def test_files_stay_within_their_size_limit(pattern: str, limit: int) -> None:
+    too_long: dict[str, int] = {}
+    for path in _files(pattern):
+        n = len(path.read_text().splitlines())
+        if n > limit:
+            too_long[str(path.relative_to(ROOT))] = n
+    assert not too_long, f"over {limit} lines: {too_long}"
+
+
+def _package_imports(module: pathlib.Path) -> set[str]:
+    """The kcmp_rs modules ``module`` imports, anywhere in it (``kcmp_rs._native``...)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "kcmp_rs":
+                names.update(f"kcmp_rs.{a.name}" for a in node.names)
+            elif node.module.startswith("kcmp_rs."):
+                names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("kcmp_rs"))
+    return names
+
+
+@pytest.mark.parametrize(
+    ("module", "allowed"),
+    [
+        ("_types.py", set()),
+        ("_results.py", set()),
+        ("_example.py", set()),
+        ("_proc.py", set()),
+        ("_table.py", {"kcmp_rs._results"}),
+        ("baseline.py", {"kcmp_rs._types"}),
+        (
+            "_scan.py",
+            {"kcmp_rs._native", "kcmp_rs._proc", "kcmp_rs._results", "kcmp_rs._types"},
+        ),
+    ],
+)
+def test_python_rooms_import_only_what_they_may(module: str, allowed: set[str]) -> None:
+    imported = _package_imports(PACKAGE / module)
+    assert imported <= allowed, f"{module} imports {sorted(imported - allowed)}"
+
+
+def test_there_is_no_module_shadowing_the_scan_function() -> None:
+    assert not (PACKAGE / "scan.py").exists()
+    assert not (PACKAGE / "scan").exists()
+
+
+def test_cli_imports_the_example_family_only_inside_a_function() -> None:
+    tree = ast.parse((PACKAGE / "cli.py").read_text())
+    top_level = [
+        node.module
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == "kcmp_rs._example"
+    ]
+    assert not top_level, "cli.py imports kcmp_rs._example at import time"
+
+
+def _rust_uses(path: pathlib.Path) -> set[str]:
+    """The crate rooms a Rust file names (``crate::x``)."""
+    return set(re.findall(r"\bcrate::([a-z_]+)", path.read_text()))
+
+
+def test_the_engine_uses_no_other_room_and_no_libc_or_pyo3() -> None:
+    for path in [ROOT / "src" / "engine.rs", *(ROOT / "src" / "engine").glob("*.rs")]:
+        text = path.read_text()
+        assert _rust_uses(path) == set(), f"{path.name} uses {_rust_uses(path)}"
+        assert not re.search(r"\blibc::|\bpyo3\b", text), path.name
+
+
+def test_only_the_binding_knows_pyo3() -> None:
+    outside = [
+        str(path.relative_to(ROOT))
+        for path in _files("src/**/*.rs")
+        if re.search(r"\bpyo3::", path.read_text()) and "src/py/" not in str(path)
+    ]
+    assert outside == [], outside
+
+
+def test_unsafe_appears_only_in_sys() -> None:
+    unsafe = re.compile(r"\bunsafe\s*(\{|fn\b|impl\b)")
+    outside = [
+        str(path.relative_to(ROOT))
+        for path in _files("src/**/*.rs")
+        if path.name != "sys.rs" and unsafe.search(path.read_text())
+    ]
+    assert outside == [], outside
