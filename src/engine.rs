@@ -158,70 +158,14 @@ pub fn classify<O: Oracle>(
     todo.sort_unstable();
     todo.dedup();
 
-    let can_order = oracle.can_order();
     oracle.checkpoint().map_err(OracleError::Fatal)?;
     let unstable = oracle.churn_error();
-    let mut engine = Engine {
-        oracle,
-        missing,
-        can_order,
-        stats: Stats::default(),
-        ops: 0,
-        groups: Vec::new(),
-        buckets: Vec::new(),
-        // Fast, non-cryptographic hashing: keys and items are kernel-given or
-        // caller-given integers, and a caller crafting collisions only slows itself.
-        bucket_of_key: HashMap::default(),
-        group_of: HashMap::default(),
-        singles: Vec::new(),
-        volatile: HashMap::default(),
-    };
-    // Key everything first and sort by key. An item alone under its key (most fds,
-    // usually) is a group by itself and never touches the engine's maps: that keeps
-    // the working set small, and a large one measurably slows the kernel's own
-    // stat path. Kernel order merges every group, so there all go through the maps.
-    let mut keyed: Vec<(Key, O::Item)> = Vec::with_capacity(todo.len());
-    for &item in &todo {
-        if let Some(key) = engine.key_of(item)? {
-            keyed.push((key, item));
-        }
-    }
-    drop(todo);
-    // Plain data with a real total order: std's sort is safe here.
-    keyed.sort_unstable();
-    let singles_allowed = order == GroupOrder::Fd || !can_order;
-    for run in keyed.chunk_by(|x, y| x.0 == y.0) {
-        match run {
-            [single] if singles_allowed => engine.singles.push(*single),
-            _ => {
-                // Ascending within a key makes a group's first member its rep.
-                for &(key, item) in run {
-                    engine.add_keyed(item, key)?;
-                }
-            }
-        }
-    }
-    drop(keyed);
-    // Only the buckets that no longer hold together are classified again: a rerun
-    // of everything would rarely finish while some unrelated fds keep changing.
+    let mut engine = Engine::new(oracle, missing);
+    engine.place_all(todo, order)?;
     if let Some(error) = unstable {
-        let mut attempt = 1;
-        loop {
-            let check = engine.verify()?;
-            if check.buckets.is_empty() {
-                break;
-            }
-            if attempt >= MAX_ATTEMPTS {
-                return Err(OracleError::Fatal(error));
-            }
-            attempt += 1;
-            for (item, seen) in check.volatile {
-                *engine.volatile.entry(item).or_insert(0) += seen;
-            }
-            engine.redo(&check.buckets)?;
-        }
+        engine.settle(error)?;
     }
-    let groups = if order == GroupOrder::Kernel && can_order {
+    let groups = if order == GroupOrder::Kernel && engine.can_order {
         engine.kernel_order()?
     } else {
         engine.fd_order()
@@ -275,6 +219,13 @@ struct Unsettled<I> {
     volatile: Vec<(I, u32)>,
 }
 
+/// A group whose members no longer all match its rep (see `Engine::verify`).
+struct Mismatch<I> {
+    rep: I,
+    /// The members the kernel now says differ from `rep`.
+    differ: Vec<I>,
+}
+
 /// Where an item goes in a bucket: the outcome of looking for its group there.
 enum Placement {
     /// An existing group (by id) shares its object.
@@ -308,7 +259,78 @@ type EngineResult<T, O> = Result<T, OracleError<<O as Oracle>::Item, <O as Oracl
 /// One oracle call's result, before `Missing` is applied.
 type CallResult<T, O> = Result<T, Unanswered<<O as Oracle>::Item, <O as Oracle>::Error>>;
 
-impl<O: Oracle> Engine<'_, O> {
+impl<'a, O: Oracle> Engine<'a, O> {
+    fn new(oracle: &'a mut O, missing: Missing) -> Self {
+        let can_order = oracle.can_order();
+        Engine {
+            oracle,
+            missing,
+            can_order,
+            stats: Stats::default(),
+            ops: 0,
+            groups: Vec::new(),
+            buckets: Vec::new(),
+            // Fast, non-cryptographic hashing: keys and items are kernel-given or
+            // caller-given integers, and a caller crafting collisions only slows itself.
+            bucket_of_key: HashMap::default(),
+            group_of: HashMap::default(),
+            singles: Vec::new(),
+            volatile: HashMap::default(),
+        }
+    }
+
+    /// Keys every item (sorted, without repeats), then places each in its group.
+    fn place_all(&mut self, todo: Vec<O::Item>, order: GroupOrder) -> EngineResult<(), O> {
+        // Key everything first and sort by key. An item alone under its key (most fds,
+        // usually) is a group by itself and never touches the engine's maps: that keeps
+        // the working set small, and a large one measurably slows the kernel's own
+        // stat path. Kernel order merges every group, so there all go through the maps.
+        let mut keyed: Vec<(Key, O::Item)> = Vec::with_capacity(todo.len());
+        for &item in &todo {
+            if let Some(key) = self.key_of(item)? {
+                keyed.push((key, item));
+            }
+        }
+        drop(todo);
+        // Plain data with a real total order: std's sort is safe here.
+        keyed.sort_unstable();
+        let singles_allowed = order == GroupOrder::Fd || !self.can_order;
+        for run in keyed.chunk_by(|x, y| x.0 == y.0) {
+            match run {
+                [single] if singles_allowed => self.singles.push(*single),
+                _ => {
+                    // Ascending within a key makes a group's first member its rep.
+                    for &(key, item) in run {
+                        self.add_keyed(item, key)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the groups again and redoes the buckets that no longer hold together,
+    /// until they all do; `error` after `MAX_ATTEMPTS` checks that found changes.
+    fn settle(&mut self, error: O::Error) -> EngineResult<(), O> {
+        // Only the buckets that no longer hold together are classified again: a rerun
+        // of everything would rarely finish while some unrelated fds keep changing.
+        let mut attempt = 1;
+        loop {
+            let check = self.verify()?;
+            if check.buckets.is_empty() {
+                return Ok(());
+            }
+            if attempt >= MAX_ATTEMPTS {
+                return Err(OracleError::Fatal(error));
+            }
+            attempt += 1;
+            for (item, seen) in check.volatile {
+                *self.volatile.entry(item).or_insert(0) += seen;
+            }
+            self.redo(&check.buckets)?;
+        }
+    }
+
     // ---- oracle access: counting, checkpoints, ItemGone attribution ----
 
     /// Counts one oracle operation, and checks for Ctrl-C every `CHECKPOINT_EVERY`.
@@ -673,16 +695,12 @@ impl<O: Oracle> Engine<'_, O> {
             buckets: Vec::new(),
             volatile: Vec::new(),
         };
+        let sizes = self.bucket_sizes();
+        let pairwise = |b: usize| sizes.get(b).is_some_and(|&n| n <= PAIRWISE_ITEMS);
         // Small buckets get every pair of items checked: the only check that fds
         // changing under it cannot fool for the fds that stay put.
-        let mut sizes = vec![0usize; self.buckets.len()];
-        for g in &self.groups {
-            if let Some(n) = sizes.get_mut(g.bucket) {
-                *n += g.members.len();
-            }
-        }
         for (b, &n) in sizes.iter().enumerate() {
-            if (2..=PAIRWISE_ITEMS).contains(&n) {
+            if n >= 2 && pairwise(b) {
                 if let Some(pair) = self.misgrouped_pair(b)? {
                     failing[b] = true;
                     check.volatile.extend(pair.map(|r| (r, 1)));
@@ -690,47 +708,26 @@ impl<O: Oracle> Engine<'_, O> {
             }
         }
         for gid in 0..self.groups.len() {
-            let Some(rep) = self.rep(gid) else { continue };
             let bucket = self.groups[gid].bucket;
-            if sizes.get(bucket).is_some_and(|&n| n <= PAIRWISE_ITEMS) {
+            if pairwise(bucket) {
                 continue;
             }
-            let members: Vec<O::Item> = self.groups[gid].members.iter().skip(1).copied().collect();
-            if members.is_empty() {
+            let Some(Mismatch { rep, differ }) = self.members_apart_from_rep(gid)? else {
                 continue;
-            }
-            let mut differ = Vec::new();
-            for &member in &members {
-                // Undecidable pairs were recorded by the oracle: nothing to recheck.
-                let same = self.equal(member, rep).map(|e| e.unwrap_or(true));
-                match same {
-                    Ok(true) => {}
-                    Ok(false) => differ.push(member),
-                    Err(unanswered) => {
-                        let victim = self.apply_missing(unanswered)?;
-                        if victim == rep {
-                            differ.clone_from(&members);
-                            break;
-                        }
-                        differ.push(member);
-                    }
-                }
-            }
+            };
             // Which side changed cannot be told from here: a rep and a member that
             // flipped together would match each other. So the bucket is redone
             // whenever a member differs, with the rep placed last.
-            if !differ.is_empty() {
-                if let Some(f) = failing.get_mut(bucket) {
-                    *f = true;
-                }
-                // The rep is in every mismatch of its group, a member only in its own:
-                // an fd that keeps changing collects the most, and goes last.
-                check.volatile.push((rep, differ.len() as u32 + 1));
-                check.volatile.extend(differ.iter().map(|&m| (m, 1)));
+            if let Some(f) = failing.get_mut(bucket) {
+                *f = true;
             }
+            // The rep is in every mismatch of its group, a member only in its own:
+            // an fd that keeps changing collects the most, and goes last.
+            check.volatile.push((rep, differ.len() as u32 + 1));
+            check.volatile.extend(differ.iter().map(|&m| (m, 1)));
         }
         for (b, fail) in failing.iter_mut().enumerate() {
-            if *fail || sizes.get(b).is_some_and(|&n| n <= PAIRWISE_ITEMS) {
+            if *fail || pairwise(b) {
                 continue;
             }
             let reps: Vec<O::Item> = self.buckets[b]
@@ -750,6 +747,43 @@ impl<O: Oracle> Engine<'_, O> {
             .map(|(b, _)| b)
             .collect();
         Ok(check)
+    }
+
+    /// How many items each bucket holds.
+    fn bucket_sizes(&self) -> Vec<usize> {
+        let mut sizes = vec![0usize; self.buckets.len()];
+        for g in &self.groups {
+            if let Some(n) = sizes.get_mut(g.bucket) {
+                *n += g.members.len();
+            }
+        }
+        sizes
+    }
+
+    /// Group `gid`'s rep and the members the kernel now says differ from it (all of
+    /// them when the rep itself vanished), or `None` when every member still matches.
+    fn members_apart_from_rep(&mut self, gid: usize) -> EngineResult<Option<Mismatch<O::Item>>, O> {
+        let Some(rep) = self.rep(gid) else {
+            return Ok(None);
+        };
+        let members: Vec<O::Item> = self.groups[gid].members.iter().skip(1).copied().collect();
+        let mut differ = Vec::new();
+        for &member in &members {
+            // Undecidable pairs were recorded by the oracle: nothing to recheck.
+            match self.equal(member, rep).map(|e| e.unwrap_or(true)) {
+                Ok(true) => {}
+                Ok(false) => differ.push(member),
+                Err(unanswered) => {
+                    let victim = self.apply_missing(unanswered)?;
+                    if victim == rep {
+                        differ.clone_from(&members);
+                        break;
+                    }
+                    differ.push(member);
+                }
+            }
+        }
+        Ok((!differ.is_empty()).then_some(Mismatch { rep, differ }))
     }
 
     /// Whether a consistency check held: an item that vanished during it counts as a

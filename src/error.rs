@@ -217,6 +217,34 @@ pub fn check_task_equal(pid1: Pid, pid2: Pid) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Which of two pids a ptrace-access EPERM is about: never the caller, which may
+/// always inspect itself.
+fn denied_pid(pid1: Pid, pid2: Pid) -> Pid {
+    let me = sys::getpid();
+    if pid1 != me && kcmp_errno(pid1, pid1, sys::KCMP_VM, 0, 0) == Some(libc::EPERM) {
+        pid1
+    } else if pid2 != me {
+        pid2
+    } else {
+        pid1
+    }
+}
+
+/// A KCMP_FILE EBADF: a zombie side (no fd table at all), else the fd that is not open.
+fn file_not_open((pid1, fd1): (Pid, Fd), (pid2, fd2): (Pid, Fd)) -> Failure {
+    let me = sys::getpid();
+    for pid in [pid1, pid2] {
+        if pid != me && sys::is_zombie(pid) {
+            return Failure::Exited { pid };
+        }
+    }
+    if kcmp_errno(pid1, pid1, sys::KCMP_FILE, fd1, fd1) == Some(libc::EBADF) {
+        Failure::NotOpen { pid: pid1, fd: fd1 }
+    } else {
+        Failure::NotOpen { pid: pid2, fd: fd2 }
+    }
+}
+
 /// Turns an errno from `kcmp(pid1, pid2, ty, fd1, fd2)` into a specific failure.
 pub fn diagnose(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd, err: KcmpError) -> Failure {
     let errno = match err {
@@ -235,35 +263,14 @@ pub fn diagnose(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd, err: KcmpError)
         libc::ESRCH => Failure::NoProcess {
             pid: missing_pid(pid1, pid2),
         },
-        libc::EPERM => {
-            if let Some(e) = self_compare_refused() {
-                return Failure::unavailable(e);
-            }
-            let me = sys::getpid();
-            let pid =
-                if pid1 != me && kcmp_errno(pid1, pid1, sys::KCMP_VM, 0, 0) == Some(libc::EPERM) {
-                    pid1
-                } else if pid2 != me {
-                    pid2
-                } else {
-                    pid1
-                };
-            Failure::Denied { pid }
-        }
+        libc::EPERM => match self_compare_refused() {
+            Some(e) => Failure::unavailable(e),
+            None => Failure::Denied {
+                pid: denied_pid(pid1, pid2),
+            },
+        },
         libc::ENOSYS => Failure::unavailable(libc::ENOSYS),
-        libc::EBADF if is_file => {
-            let me = sys::getpid();
-            for pid in [pid1, pid2] {
-                if pid != me && sys::is_zombie(pid) {
-                    return Failure::Exited { pid };
-                }
-            }
-            if kcmp_errno(pid1, pid1, sys::KCMP_FILE, fd1, fd1) == Some(libc::EBADF) {
-                Failure::NotOpen { pid: pid1, fd: fd1 }
-            } else {
-                Failure::NotOpen { pid: pid2, fd: fd2 }
-            }
-        }
+        libc::EBADF if is_file => file_not_open((pid1, fd1), (pid2, fd2)),
         libc::EBADF => Failure::Os {
             errno,
             pid: Some(pid1),

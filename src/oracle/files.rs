@@ -193,28 +193,30 @@ pub fn open_fd_dir(pid: Pid) -> Result<OwnedFd, Failure> {
     })
 }
 
-impl Oracle for FileOracle {
-    type Item = FileRef;
-    type Error = Failure;
+/// Keys: the (st_dev, st_ino) of an item, or why it has none.
+impl FileOracle {
+    /// An fd in our own fd table: fstat, and never one of the fds this call opened.
+    fn local_key(&self, r: FileRef) -> Result<Key, OracleError<FileRef, Failure>> {
+        let (pid, fd) = r;
+        if self.ours.contains(&fd) {
+            return Err(OracleError::ItemGone(r));
+        }
+        match sys::fstat_key(fd) {
+            Ok(k) => Ok(k),
+            Err(Errno(libc::EBADF)) => Err(OracleError::ItemGone(r)),
+            Err(e) => Err(OracleError::Fatal(Failure::from_errno(
+                e,
+                pid,
+                Some(fd),
+                "fstat",
+            ))),
+        }
+    }
 
-    fn key(&mut self, r: FileRef) -> Result<Key, OracleError<FileRef, Failure>> {
+    /// Another process's fd: its pid guarded first, then a stat of /proc/PID/fd/N.
+    fn foreign_key(&mut self, r: FileRef) -> Result<Key, OracleError<FileRef, Failure>> {
         let (pid, fd) = r;
         let skip = self.opts.missing == Missing::Skip;
-        if self.is_local(pid) {
-            if self.ours.contains(&fd) {
-                return Err(OracleError::ItemGone(r));
-            }
-            return match sys::fstat_key(fd) {
-                Ok(k) => Ok(k),
-                Err(Errno(libc::EBADF)) => Err(OracleError::ItemGone(r)),
-                Err(e) => Err(OracleError::Fatal(Failure::from_errno(
-                    e,
-                    pid,
-                    Some(fd),
-                    "fstat",
-                ))),
-            };
-        }
         match self.pids.track(pid, self.me) {
             Ok(Some(pidfd)) => {
                 self.ours.insert(pidfd);
@@ -236,25 +238,46 @@ impl Oracle for FileOracle {
         let name = CString::new(fd.to_string()).map_err(|_| OracleError::ItemGone(r))?;
         match sys::fstatat_key(dir, &name) {
             Ok(k) => Ok(k),
-            Err(Errno(libc::ENOENT | libc::EBADF)) => {
-                // Every entry vanishes when the process exits: tell the two apart.
-                if !skip && self.pids.has_vanished(pid) {
-                    return Err(OracleError::Fatal(Failure::Vanished { pid }));
-                }
-                if !skip && sys::start_time(pid) == Err(Errno(libc::ENOENT)) {
-                    return Err(OracleError::Fatal(Failure::NoProcess { pid }));
-                }
-                if !skip && sys::is_zombie(pid) {
-                    return Err(OracleError::Fatal(Failure::Exited { pid }));
-                }
-                Err(OracleError::ItemGone(r))
-            }
+            Err(Errno(libc::ENOENT | libc::EBADF)) => Err(self.entry_missing(r)),
             Err(e) => Err(OracleError::Fatal(Failure::from_errno(
                 e,
                 pid,
                 Some(fd),
                 "stat of /proc/PID/fd/N",
             ))),
+        }
+    }
+
+    /// /proc/PID/fd/N is gone. Every entry vanishes when the process exits: under
+    /// `Missing::Raise` tell an exit, a pid that never existed and a zombie apart from
+    /// one closed fd.
+    fn entry_missing(&self, r: FileRef) -> OracleError<FileRef, Failure> {
+        let pid = r.0;
+        if self.opts.missing == Missing::Skip {
+            return OracleError::ItemGone(r);
+        }
+        if self.pids.has_vanished(pid) {
+            return OracleError::Fatal(Failure::Vanished { pid });
+        }
+        if sys::start_time(pid) == Err(Errno(libc::ENOENT)) {
+            return OracleError::Fatal(Failure::NoProcess { pid });
+        }
+        if sys::is_zombie(pid) {
+            return OracleError::Fatal(Failure::Exited { pid });
+        }
+        OracleError::ItemGone(r)
+    }
+}
+
+impl Oracle for FileOracle {
+    type Item = FileRef;
+    type Error = Failure;
+
+    fn key(&mut self, r: FileRef) -> Result<Key, OracleError<FileRef, Failure>> {
+        if self.is_local(r.0) {
+            self.local_key(r)
+        } else {
+            self.foreign_key(r)
         }
     }
 
