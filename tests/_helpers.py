@@ -45,6 +45,8 @@ import pytest
 from _seccomp import F_DUPFD_QUERY
 
 __all__ = [
+    "NOBODY",
+    "OTHER_UID",
     "ChildError",
     "ChildProcess",
     "ChildResult",
@@ -52,6 +54,7 @@ __all__ = [
     "Spawn",
     "canonical",
     "describe_status",
+    "drop_privileges",
     "drop_to_nobody",
     "dup_at_least",
     "dupfd_query_works",
@@ -482,12 +485,28 @@ def run_in_child(  # noqa: C901
     return ChildResult(pid=pid, status=status, returned=False, value=None, error=payload)
 
 
-def drop_to_nobody() -> None:
-    """Becomes uid/gid 65534 with no supplementary groups: irreversible, so for a child
-    (``run_in_child``) started as root."""
+#: The unprivileged uids the permission tests use (root owns the test process).
+NOBODY = 65534
+OTHER_UID = 65533
+
+_PR_SET_DUMPABLE = 4
+
+
+def drop_privileges(uid: int, *, dumpable: bool = True) -> None:
+    """Becomes ``uid`` (and gid ``uid``, no supplementary groups) for good: irreversible,
+    so only in a child (``run_in_child``, ``spawned``) started as root. ``dumpable``
+    keeps it inspectable by processes of the same user (its own children); changing
+    uid would otherwise make it non-dumpable."""
     os.setgroups([])
-    os.setgid(65534)
-    os.setuid(65534)
+    os.setgid(uid)
+    os.setuid(uid)
+    if dumpable and libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
+def drop_to_nobody() -> None:
+    """``drop_privileges(NOBODY)`` as the kernel leaves it: not dumpable."""
+    drop_privileges(NOBODY, dumpable=False)
 
 
 # ---- fds ----

@@ -4,7 +4,6 @@ documented in ``help(kcmp_rs.scan)``."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import subprocess
@@ -13,24 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 Ref = tuple[int, int]
-
-_PR_SET_DUMPABLE = 4
-_libc = ctypes.CDLL(None, use_errno=True)
-
-#: The unprivileged uids the permission tests use (root owns the test process).
-NOBODY = 65534
-OTHER_UID = 65533
-
-
-def drop_privileges(uid: int) -> None:
-    """Becomes ``uid`` (and gid ``uid``, no supplementary groups) for good, and stays
-    dumpable, so that processes of the same user (this one's children) may still read
-    this one's /proc files. Call it only in a forked child."""
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
-    if _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
 
 
 def run_cli(

@@ -17,14 +17,11 @@ from pathlib import Path
 import kcmp_rs
 import pytest
 from _family import HOSTILE_NAME, Family, build_family
-from _helpers import run_in_child
+from _helpers import NOBODY, OTHER_UID, drop_privileges, run_in_child
 from _scan_helpers import (
-    NOBODY,
-    OTHER_UID,
     check_description,
     check_scan_document,
     doc_groups,
-    drop_privileges,
     missing_pid,
     parse_table,
     run_cli,

@@ -20,13 +20,10 @@ from typing import Any
 import kcmp_rs
 import pytest
 from _family import HOSTILE_NAME, MIN_FDS, Family, build_family
-from _helpers import fork, run_in_child
+from _helpers import NOBODY, OTHER_UID, drop_privileges, fork, run_in_child
 from _scan_helpers import (
-    NOBODY,
-    OTHER_UID,
     check_scan_document,
     doc_groups,
-    drop_privileges,
     missing_pid,
 )
 from conftest import Spawn
