@@ -37,16 +37,11 @@ pub fn same_file_by_kcmp(a: (Pid, Fd), b: (Pid, Fd)) -> Result<Option<bool>, Fai
     if !support::kcmp_usable() {
         return Ok(None);
     }
-    match sys::kcmp(a.0, b.0, sys::KCMP_FILE, a.1, b.1) {
+    match kcmp_checked(a.0, b.0, sys::KCMP_FILE, a.1, b.1) {
         Ok(order) => Ok(Some(order == KcmpOrder::Equal)),
-        Err(e) => {
-            let failure = error::diagnose(a.0, b.0, sys::KCMP_FILE, a.1, b.1, e);
-            support::note_failure(&failure);
-            match failure {
-                Failure::Unavailable { .. } => Ok(None),
-                other => Err(other),
-            }
-        }
+        // Refused since the probe (a filter installed later): the rungs below decide.
+        Err(Failure::Unavailable { .. }) => Ok(None),
+        Err(other) => Err(other),
     }
 }
 

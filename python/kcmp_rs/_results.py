@@ -7,7 +7,7 @@ imports nothing else of the package.
 
 from __future__ import annotations
 
-import base64
+import binascii
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ def _text_fields(name: str, text: str) -> dict[str, str]:
         raw = text.encode("utf-8", "surrogateescape")
         return {
             name: raw.decode("utf-8", "replace"),
-            f"{name}_bytes_b64": base64.b64encode(raw).decode("ascii"),
+            f"{name}_bytes_b64": binascii.b2a_base64(raw, newline=False).decode("ascii"),
         }
     return {name: text}
 

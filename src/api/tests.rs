@@ -84,6 +84,11 @@ fn open_fds_lists_ours_but_not_its_own_directory() {
 #[test]
 fn a_process_shares_everything_with_itself() {
     if !support::kcmp_usable() {
+        // The task calls have no fallback: where kcmp is blocked, the documented failure.
+        assert!(matches!(
+            sharing(me(), me()),
+            Err(Failure::Unavailable { .. })
+        ));
         return;
     }
     let all = Sharing {
@@ -104,6 +109,10 @@ fn a_process_shares_everything_with_itself() {
 #[test]
 fn a_child_is_grouped_apart_and_a_missing_pid_skipped() {
     if !support::kcmp_usable() {
+        assert!(matches!(
+            classify_tasks(&[me()], sys::KCMP_VM, Missing::Raise, || false),
+            Err(Failure::Unavailable { .. })
+        ));
         return;
     }
     let mut child = sleeper();
@@ -122,21 +131,4 @@ fn a_child_is_grouped_apart_and_a_missing_pid_skipped() {
         classify_tasks(&[me(), gone], sys::KCMP_VM, Missing::Raise, || false),
         Err(Failure::NoProcess { pid: gone })
     );
-}
-
-#[test]
-fn an_unreaped_child_is_a_zombie() {
-    let mut child = Command::new("true").spawn().unwrap();
-    let pid = child.id() as Pid;
-    let mut seen = false;
-    for _ in 0..10_000 {
-        if is_zombie(pid) {
-            seen = true;
-            break;
-        }
-        std::thread::yield_now();
-    }
-    child.wait().unwrap();
-    assert!(seen, "the unreaped child should show as a zombie");
-    assert!(!is_zombie(pid));
 }
