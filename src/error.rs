@@ -14,10 +14,10 @@ pub enum Failure {
     NotOpen { pid: Pid, fd: Fd },
     /// ESRCH: `pid` does not exist (in our pid namespace).
     NoProcess { pid: Pid },
-    /// ESRCH: `pid` exited during a batch; the pid may already name another process.
-    Vanished { pid: Pid },
-    /// ESRCH: `pid` has exited but is not reaped yet: nothing of it is left to compare.
+    /// ESRCH: `pid` exited during the call; the pid may already name another process.
     Exited { pid: Pid },
+    /// ESRCH: `pid` has exited but is not reaped yet: nothing of it is left to compare.
+    Zombie { pid: Pid },
     /// EPERM: `pid` may not be inspected by this process (ptrace read access).
     Denied { pid: Pid },
     /// kcmp cannot be used here at all, or no exact method could decide some pairs.
@@ -101,7 +101,7 @@ impl Failure {
     pub fn errno(&self) -> i32 {
         match self {
             Failure::NotOpen { .. } => libc::EBADF,
-            Failure::NoProcess { .. } | Failure::Exited { .. } | Failure::Vanished { .. } => {
+            Failure::NoProcess { .. } | Failure::Zombie { .. } | Failure::Exited { .. } => {
                 libc::ESRCH
             }
             Failure::Denied { .. } => libc::EPERM,
@@ -115,11 +115,23 @@ impl Failure {
         match self {
             Failure::NotOpen { pid, .. }
             | Failure::NoProcess { pid }
+            | Failure::Zombie { pid }
             | Failure::Exited { pid }
-            | Failure::Vanished { pid }
             | Failure::Denied { pid } => Some(*pid),
             Failure::Os { pid, .. } => *pid,
             Failure::Unavailable { .. } | Failure::Interrupted => None,
+        }
+    }
+
+    /// For a process that is gone, which way: `"absent"` (never there, or reaped
+    /// before the call), `"exited"` (during the call) or `"zombie"` (exited, not yet
+    /// reaped): the exception's `kind`.
+    pub fn gone_kind(&self) -> Option<&'static str> {
+        match self {
+            Failure::NoProcess { .. } => Some("absent"),
+            Failure::Exited { .. } => Some("exited"),
+            Failure::Zombie { .. } => Some("zombie"),
+            _ => None,
         }
     }
 
@@ -137,10 +149,10 @@ impl Failure {
         let detail = match self {
             Failure::NotOpen { pid, fd } => format!("fd {fd} is not open in process {pid}"),
             Failure::NoProcess { pid } => format!("process {pid} does not exist"),
-            Failure::Vanished { pid } => format!(
+            Failure::Exited { pid } => format!(
                 "process {pid} exited during the call (its pid may now name another process)"
             ),
-            Failure::Exited { pid } => format!(
+            Failure::Zombie { pid } => format!(
                 "process {pid} has exited and awaits reaping (a zombie): \
                  it has no resources left to compare"
             ),
@@ -211,7 +223,7 @@ pub fn check_task_equal(pid1: Pid, pid2: Pid) -> Result<(), Failure> {
     }
     for pid in [pid1, pid2] {
         if sys::is_zombie(pid) {
-            return Err(Failure::Exited { pid });
+            return Err(Failure::Zombie { pid });
         }
     }
     Ok(())
@@ -235,7 +247,7 @@ fn file_not_open((pid1, fd1): (Pid, Fd), (pid2, fd2): (Pid, Fd)) -> Failure {
     let me = sys::getpid();
     for pid in [pid1, pid2] {
         if pid != me && sys::is_zombie(pid) {
-            return Failure::Exited { pid };
+            return Failure::Zombie { pid };
         }
     }
     if kcmp_errno(pid1, pid1, sys::KCMP_FILE, fd1, fd1) == Some(libc::EBADF) {

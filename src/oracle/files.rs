@@ -90,7 +90,7 @@ impl FileOracle {
     ) -> OracleError<FileRef, Failure> {
         match failure {
             Failure::NotOpen { pid, fd } => OracleError::ItemGone((pid, fd)),
-            Failure::NoProcess { pid } | Failure::Exited { pid }
+            Failure::NoProcess { pid } | Failure::Zombie { pid }
                 if self.opts.missing == Missing::Skip =>
             {
                 OracleError::ItemGone(if a.0 == pid { a } else { b })
@@ -257,13 +257,13 @@ impl FileOracle {
             return OracleError::ItemGone(r);
         }
         if self.pids.has_vanished(pid) {
-            return OracleError::Fatal(Failure::Vanished { pid });
+            return OracleError::Fatal(Failure::Exited { pid });
         }
         if sys::start_time(pid) == Err(Errno(libc::ENOENT)) {
             return OracleError::Fatal(Failure::NoProcess { pid });
         }
         if sys::is_zombie(pid) {
-            return OracleError::Fatal(Failure::Exited { pid });
+            return OracleError::Fatal(Failure::Zombie { pid });
         }
         OracleError::ItemGone(r)
     }
@@ -313,7 +313,7 @@ impl Oracle for FileOracle {
                     // Never for our own pid: this process is no zombie, and reading
                     // /proc would open an fd while the caller's threads change theirs.
                     let failure = if pid != self.me && sys::is_zombie(pid) {
-                        Failure::Exited { pid }
+                        Failure::Zombie { pid }
                     } else {
                         Failure::NotOpen { pid, fd }
                     };

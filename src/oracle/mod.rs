@@ -119,7 +119,7 @@ impl ProcessOracle for FileOracle {
     fn gone_failure(&self, (pid, fd): FileRef) -> Failure {
         // An fd "not open" in a pid that is no longer the process first seen there.
         if self.pids.has_vanished(pid) {
-            Failure::Vanished { pid }
+            Failure::Exited { pid }
         } else {
             Failure::NotOpen { pid, fd }
         }
@@ -186,7 +186,7 @@ fn classify_until_settled<O: ProcessOracle>(
             });
         };
         if missing == Missing::Raise {
-            return Err(Failure::Vanished { pid: first });
+            return Err(Failure::Exited { pid: first });
         }
         // Answers given through a pid that was reused meanwhile may have misplaced the
         // others' items too: classify again without that pid.

@@ -42,7 +42,7 @@ impl Oracle for TaskOracle {
         if pid != self.me && sys::is_zombie(pid) {
             return Err(match self.missing {
                 Missing::Skip => OracleError::ItemGone(pid),
-                Missing::Raise => OracleError::Fatal(Failure::Exited { pid }),
+                Missing::Raise => OracleError::Fatal(Failure::Zombie { pid }),
             });
         }
         match self.pids.track(pid, self.me) {
