@@ -8,7 +8,7 @@
 use std::os::fd::AsRawFd;
 
 use crate::engine::{GroupOrder, Missing, Stats};
-use crate::error::Failure;
+use crate::error::{self, Failure};
 use crate::oracle;
 use crate::support;
 use crate::sys::{self, Fd, KcmpOrder, Pid};
@@ -68,11 +68,27 @@ pub fn sharing(pid1: Pid, pid2: Pid) -> Result<Sharing, Failure> {
 }
 
 /// The fds open in `pid`, ascending, never including the directory fd used to read them.
+///
+/// Another process is checked alive before the listing and found the same live process
+/// after it: a zombie's table lists nothing, a dying one's lists what is left.
 pub fn open_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
+    let me = sys::getpid();
+    let start = if pid == me {
+        None
+    } else {
+        Some(error::alive(pid)?)
+    };
+    let fds = list_open_fds(pid, me).map_err(|f| gone_during(f, pid, start))?;
+    if let Some(start) = start {
+        error::still_alive(pid, start)?;
+    }
+    Ok(fds)
+}
+
+fn list_open_fds(pid: Pid, me: Pid) -> Result<Vec<Fd>, Failure> {
     let dir = oracle::open_fd_dir(pid)?;
     let fds = sys::list_fds(&dir)
-        .map_err(|e| Failure::from_errno(e, pid, None, "reading /proc/PID/fd"))?;
-    let me = sys::getpid();
+        .map_err(|e| Failure::from_errno(e, pid, None, &format!("reading /proc/{pid}/fd")))?;
     // A thread id of ours lists our own fd table, this directory fd included.
     let ours = pid == me
         || (support::kcmp_usable()
@@ -81,8 +97,21 @@ pub fn open_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
     Ok(fds.into_iter().filter(|&fd| !(ours && fd == own)).collect())
 }
 
+/// A failure about `pid`, seen alive at `start` when the call began: any "gone" is
+/// then an exit during the call.
+fn gone_during(failure: Failure, pid: Pid, start: Option<u64>) -> Failure {
+    if start.is_some() && failure.gone_kind().is_some() && failure.pid() == Some(pid) {
+        Failure::Exited { pid }
+    } else {
+        failure
+    }
+}
+
 /// Groups fds of `pid` (`None`: every open one) by open file description, with the
 /// engine's counts.
+///
+/// One process: if it exits during the call, whatever `missing` says, the answer would
+/// be partial, so the call fails with `Exited` (`missing` decides about fds only).
 pub fn classify_fds(
     pid: Pid,
     fds: Option<Vec<Fd>>,
@@ -91,15 +120,15 @@ pub fn classify_fds(
     allow_pidfd_getfd: bool,
     interrupted: impl FnMut() -> bool,
 ) -> Result<(Vec<Vec<Fd>>, Stats), Failure> {
+    let me = sys::getpid();
+    let start = if pid == me {
+        None
+    } else {
+        Some(error::alive(pid)?)
+    };
     let fds = match fds {
-        Some(f) => {
-            // With missing="skip" an absent pid would otherwise read as "no fds open".
-            if pid != sys::getpid() && sys::start_time(pid) == Err(sys::Errno(libc::ENOENT)) {
-                return Err(Failure::NoProcess { pid });
-            }
-            f
-        }
-        None => open_fds(pid)?,
+        Some(f) => f,
+        None => list_open_fds(pid, me).map_err(|f| gone_during(f, pid, start))?,
     };
     let refs: Vec<FileRef> = fds.into_iter().map(|fd| (pid, fd)).collect();
     let opts = FileOptions {
@@ -108,7 +137,10 @@ pub fn classify_fds(
         allow_pidfd_getfd,
         report_undecided: false,
     };
-    let found = classify_files(&refs, opts, interrupted)?;
+    let found = classify_files(&refs, opts, interrupted).map_err(|f| gone_during(f, pid, start))?;
+    if let Some(start) = start {
+        error::still_alive(pid, start)?;
+    }
     let groups = found
         .groups
         .into_iter()

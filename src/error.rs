@@ -73,12 +73,40 @@ impl Failure {
             },
             libc::ESRCH => Failure::NoProcess { pid },
             libc::EPERM | libc::EACCES => Failure::Denied { pid },
+            libc::EMFILE | libc::ENFILE | libc::ENOMEM => {
+                Failure::exhausted(errno, Some(pid), fd, doing)
+            }
             e => Failure::Os {
                 errno: e,
                 pid: Some(pid),
                 fd,
                 detail: doing.to_string(),
             },
+        }
+    }
+
+    /// Out of fds or memory while `doing` something about `pid`: the limit that was
+    /// hit and how to raise it. Keeps the errno, so Python still picks the class by it.
+    pub fn exhausted(errno: Errno, pid: Option<Pid>, fd: Option<Fd>, doing: &str) -> Failure {
+        let why = match errno.0 {
+            libc::EMFILE => {
+                let limit = sys::soft_fd_limit()
+                    .map_or_else(|| "its limit".to_string(), |n| format!("{n}, its limit"));
+                format!(
+                    "this process has {limit} fds open (RLIMIT_NOFILE soft); raise it \
+                     (ulimit -n, resource.setrlimit) or close fds"
+                )
+            }
+            libc::ENFILE => "the system-wide limit of open files is reached \
+                             (fs.file-max); close files or raise it"
+                .to_string(),
+            _ => "the kernel is out of memory".to_string(),
+        };
+        Failure::Os {
+            errno: errno.0,
+            pid,
+            fd,
+            detail: format!("{doing}: {why}"),
         }
     }
 
@@ -215,18 +243,54 @@ pub fn self_compare_refused() -> Option<i32> {
     }
 }
 
-/// A task-level "equal" between two pids is only real while both live: two zombies'
-/// absent resources compare equal too.
-pub fn check_task_equal(pid1: Pid, pid2: Pid) -> Result<(), Failure> {
-    if pid1 == pid2 {
-        return Ok(());
+/// Whether `errno` says a resource ran out (fds, the system's file table, memory):
+/// a state of the moment, never an answer about a capability or a process.
+pub fn is_exhaustion(errno: Errno) -> bool {
+    matches!(errno.0, libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+}
+
+/// `pid` as it is now, if it has nothing left to compare: a zombie, a task that is
+/// exiting, or one gone since a syscall just found it. Never asked of the caller, which
+/// is alive while it asks (and reading /proc would open an fd under its threads).
+pub fn dead_or_dying(pid: Pid) -> Option<Failure> {
+    if pid == sys::getpid() {
+        return None;
     }
-    for pid in [pid1, pid2] {
-        if sys::is_zombie(pid) {
-            return Err(Failure::Zombie { pid });
+    match sys::proc_stat(pid) {
+        Ok(s) if s.is_zombie() => Some(Failure::Zombie { pid }),
+        Ok(s) if s.is_exiting() => Some(Failure::Exited { pid }),
+        Err(Errno(libc::ENOENT)) => Some(Failure::Exited { pid }),
+        _ => None,
+    }
+}
+
+/// `pid` at the start of a call: its start time when it is alive, else why it cannot
+/// be compared (absent, a zombie, already exiting).
+pub fn alive(pid: Pid) -> Result<u64, Failure> {
+    match sys::proc_stat(pid) {
+        Ok(s) if s.is_zombie() => Err(Failure::Zombie { pid }),
+        Ok(s) if s.is_exiting() => Err(Failure::Exited { pid }),
+        Ok(s) => Ok(s.start_time),
+        Err(Errno(libc::ENOENT | libc::ESRCH)) => Err(Failure::NoProcess { pid }),
+        Err(e) => Err(Failure::from_errno(
+            e,
+            pid,
+            None,
+            &format!("reading /proc/{pid}/stat"),
+        )),
+    }
+}
+
+/// `pid` at the end of a call: `Exited` unless it is still the live process that
+/// `alive` saw start at `start`.
+pub fn still_alive(pid: Pid, start: u64) -> Result<(), Failure> {
+    match alive(pid) {
+        Ok(t) if t == start => Ok(()),
+        Ok(_) | Err(Failure::NoProcess { .. } | Failure::Zombie { .. } | Failure::Exited { .. }) => {
+            Err(Failure::Exited { pid })
         }
+        Err(other) => Err(other),
     }
-    Ok(())
 }
 
 /// Which of two pids a ptrace-access EPERM is about: never the caller, which may
@@ -242,13 +306,11 @@ fn denied_pid(pid1: Pid, pid2: Pid) -> Pid {
     }
 }
 
-/// A KCMP_FILE EBADF: a zombie side (no fd table at all), else the fd that is not open.
+/// A KCMP_FILE EBADF: a side with no fd table left (a zombie, an exiting or vanished
+/// process), else the fd that is not open.
 fn file_not_open((pid1, fd1): (Pid, Fd), (pid2, fd2): (Pid, Fd)) -> Failure {
-    let me = sys::getpid();
-    for pid in [pid1, pid2] {
-        if pid != me && sys::is_zombie(pid) {
-            return Failure::Zombie { pid };
-        }
+    if let Some(gone) = dead_or_dying(pid1).or_else(|| dead_or_dying(pid2)) {
+        return gone;
     }
     if kcmp_errno(pid1, pid1, sys::KCMP_FILE, fd1, fd1) == Some(libc::EBADF) {
         Failure::NotOpen { pid: pid1, fd: fd1 }
@@ -283,12 +345,14 @@ pub fn diagnose(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd, err: KcmpError)
         },
         libc::ENOSYS => Failure::unavailable(libc::ENOSYS),
         libc::EBADF if is_file => file_not_open((pid1, fd1), (pid2, fd2)),
-        libc::EBADF => Failure::Os {
-            errno,
-            pid: Some(pid1),
-            fd: None,
-            detail: format!("process {pid1} or {pid2} has no open files (it is exiting)"),
-        },
+        libc::EBADF => dead_or_dying(pid1)
+            .or_else(|| dead_or_dying(pid2))
+            .unwrap_or(Failure::Os {
+                errno,
+                pid: Some(pid1),
+                fd: None,
+                detail: format!("process {pid1} or {pid2} has no open files (it is exiting)"),
+            }),
         libc::EOPNOTSUPP => Failure::Os {
             errno,
             pid: None,

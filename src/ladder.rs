@@ -16,19 +16,31 @@ use crate::sys::{self, Errno, Fd, KcmpOrder, Pid};
 
 /// One kcmp call with a specific failure; `support` notes what kcmp refused.
 ///
-/// A task-level "equal" is checked against zombies, whose absent resources all
-/// compare equal.
+/// A task type compares pointers that a zombie or an exiting task has already set to
+/// NULL, so kcmp would answer an order for them: each other pid is checked alive
+/// before the call and found the same live process after it. The caller's own pid
+/// and `KCMP_FILE` (whose missing fd table is an EBADF, diagnosed) skip the reads.
 pub fn kcmp_checked(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd) -> Result<KcmpOrder, Failure> {
     support::require_kcmp()?;
-    let order = sys::kcmp(pid1, pid2, ty, fd1, fd2).map_err(|e| {
+    let me = sys::getpid();
+    let mut watched: [Option<(Pid, u64)>; 2] = [None, None];
+    if ty != sys::KCMP_FILE {
+        if pid1 != me {
+            watched[0] = Some((pid1, error::alive(pid1)?));
+        }
+        if pid2 != me && pid2 != pid1 {
+            watched[1] = Some((pid2, error::alive(pid2)?));
+        }
+    }
+    let answer = sys::kcmp(pid1, pid2, ty, fd1, fd2);
+    for (pid, start) in watched.iter().flatten() {
+        error::still_alive(*pid, *start)?;
+    }
+    answer.map_err(|e| {
         let failure = error::diagnose(pid1, pid2, ty, fd1, fd2, e);
         support::note_failure(&failure);
         failure
-    })?;
-    if order == KcmpOrder::Equal && ty != sys::KCMP_FILE {
-        error::check_task_equal(pid1, pid2)?;
-    }
-    Ok(order)
+    })
 }
 
 /// The top rung for two fds: kcmp's answer, or `Ok(None)` when kcmp is unusable here
@@ -65,7 +77,9 @@ pub fn same_local(a: Fd, b: Fd) -> Result<Option<bool>, Failure> {
             Err(_) => support::note_dupfd_query_refused(),
         }
     }
-    same_by_epoll(a, b).map_err(|e| Failure::from_errno(e, me, Some(a), "the epoll equality test"))
+    same_by_epoll(a, b).map_err(|e| {
+        Failure::from_errno(e, me, Some(a), "opening scratch fds for the epoll equality test")
+    })
 }
 
 /// Mesa's test: an epoll set keys registrations by (description, fd number), so adding
@@ -91,9 +105,19 @@ fn same_by_epoll(a: Fd, b: Fd) -> Result<Option<bool>, Errno> {
 
 /// A copy of another process's fd, held only as long as one comparison needs it.
 pub fn copy_fd(pid: Pid, fd: Fd) -> Result<OwnedFd, Failure> {
-    let pidfd =
-        sys::pidfd_open(pid, 0).map_err(|e| Failure::from_errno(e, pid, None, "pidfd_open"))?;
-    sys::pidfd_getfd(&pidfd, fd).map_err(|e| Failure::from_errno(e, pid, Some(fd), "pidfd_getfd"))
+    let pidfd = sys::pidfd_open(pid, 0)
+        .map_err(|e| Failure::from_errno(e, pid, None, &format!("pidfd_open of process {pid}")))?;
+    sys::pidfd_getfd(&pidfd, fd).map_err(|e| match e {
+        // No fd table left to copy from: the process is exiting or gone.
+        Errno(libc::EBADF | libc::ESRCH) => error::dead_or_dying(pid)
+            .unwrap_or_else(|| Failure::from_errno(e, pid, Some(fd), "pidfd_getfd")),
+        _ => Failure::from_errno(
+            e,
+            pid,
+            Some(fd),
+            &format!("copying fd {fd} of process {pid} (pidfd_getfd)"),
+        ),
+    })
 }
 
 /// The failure naming the (pid, fd) pairs no rung of the ladder could decide.
@@ -143,6 +167,13 @@ pub fn same_epoll_target(
                     detail: format!("fd {epfd} of process {pid2} is not an epoll fd"),
                 },
                 sys::KcmpError::Errno(Errno(libc::EBADF)) => {
+                    // A zombie or exiting side has no fd table: never blame its fd.
+                    if let Some(gone) =
+                        error::dead_or_dying(pid1).or_else(|| error::dead_or_dying(pid2))
+                    {
+                        support::note_failure(&gone);
+                        return Err(gone);
+                    }
                     let bad_fd = sys::kcmp(pid1, pid1, sys::KCMP_FILE, fd, fd).is_err();
                     if bad_fd {
                         Failure::NotOpen { pid: pid1, fd }

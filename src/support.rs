@@ -156,13 +156,17 @@ pub fn note_failure(failure: &Failure) {
     }
 }
 
-/// A yes/no capability: the cached answer, or `probe`'s, cached from then on.
-fn cached(cell: &StateCell, probe: impl FnOnce() -> bool) -> bool {
+/// A yes/no capability: the cached answer, or `probe`'s, cached from then on. A probe
+/// that could not run (`None`: out of fds or memory) answers "no" for now and is not
+/// cached, so the next call probes again.
+fn cached(cell: &StateCell, probe: impl FnOnce() -> Option<bool>) -> bool {
     match cell.get() {
         State::Usable => true,
         State::Unknown => {
             ensure_atfork();
-            let ok = probe();
+            let Some(ok) = probe() else {
+                return false;
+            };
             cell.set(if ok { State::Usable } else { State::Missing });
             ok
         }
@@ -170,11 +174,20 @@ fn cached(cell: &StateCell, probe: impl FnOnce() -> bool) -> bool {
     }
 }
 
+/// A probe step's result: `None` when a resource ran out (the probe could not run),
+/// `Some(Err)` when the kernel refused, `Some(Ok)` with what it made.
+fn step<T>(r: Result<T, sys::Errno>) -> Option<Result<T, sys::Errno>> {
+    match r {
+        Err(e) if error::is_exhaustion(e) => None,
+        other => Some(other),
+    }
+}
+
 /// F_DUPFD_QUERY (Linux 6.10+) answers for this process's own fds.
 pub fn dupfd_query_usable() -> bool {
-    cached(&DUPFD_QUERY, || match sys::epoll_create() {
-        Ok(fd) => sys::dupfd_query(fd.as_raw_fd(), fd.as_raw_fd()) == Ok(true),
-        Err(_) => false,
+    cached(&DUPFD_QUERY, || match step(sys::epoll_create())? {
+        Ok(fd) => Some(sys::dupfd_query(fd.as_raw_fd(), fd.as_raw_fd()) == Ok(true)),
+        Err(_) => Some(false),
     })
 }
 
@@ -187,13 +200,13 @@ pub fn note_dupfd_query_refused() {
 /// pidfd_getfd may copy fds of a process we can inspect (probed on ourselves).
 pub fn pidfd_getfd_usable() -> bool {
     cached(&PIDFD_GETFD, || {
-        let Ok(pidfd) = sys::pidfd_open(sys::getpid(), 0) else {
-            return false;
+        let Ok(pidfd) = step(sys::pidfd_open(sys::getpid(), 0))? else {
+            return Some(false);
         };
-        let Ok(probe) = sys::epoll_create() else {
-            return false;
+        let Ok(probe) = step(sys::epoll_create())? else {
+            return Some(false);
         };
-        sys::pidfd_getfd(&pidfd, probe.as_raw_fd()).is_ok()
+        Some(step(sys::pidfd_getfd(&pidfd, probe.as_raw_fd()))?.is_ok())
     })
 }
 

@@ -386,9 +386,35 @@ pub fn read_small_file(path: &CStr) -> Result<Vec<u8>, Errno> {
     }
 }
 
-/// A task's start time (field 22 of /proc/PID/stat, clock ticks since boot): a pid
-/// that still shows the same start time has not been reused.
-pub fn start_time(pid: Pid) -> Result<u64, Errno> {
+/// `PF_EXITING` (include/linux/sched.h): set when a task starts exiting, before its
+/// fd table, address space and fs are released.
+pub const PF_EXITING: u64 = 0x4;
+
+/// What /proc/PID/stat says about a task's life: read at once, so the three agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 22, clock ticks since boot: a pid that still shows it was not reused.
+    pub start_time: u64,
+    /// Field 3: `R`, `S`, ..., `Z` (zombie), `X` (dead).
+    pub state: u8,
+    /// Field 9, the kernel's `PF_*` flags.
+    pub flags: u64,
+}
+
+impl ProcStat {
+    /// Exited, awaiting reaping: the pid stays, the resources kcmp compares are gone.
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, b'Z' | b'X')
+    }
+
+    /// Exiting: what kcmp compares is being released, or already is.
+    pub fn is_exiting(&self) -> bool {
+        self.flags & PF_EXITING != 0
+    }
+}
+
+/// Reads /proc/PID/stat once (ENOENT when the pid does not exist).
+pub fn proc_stat(pid: Pid) -> Result<ProcStat, Errno> {
     let path =
         std::ffi::CString::new(format!("/proc/{pid}/stat")).map_err(|_| Errno(libc::EINVAL))?;
     let text = read_small_file(&path)?;
@@ -398,26 +424,34 @@ pub fn start_time(pid: Pid) -> Result<u64, Errno> {
         .rposition(|&b| b == b')')
         .ok_or(Errno(libc::EIO))?;
     let rest = std::str::from_utf8(&text[close + 1..]).map_err(|_| Errno(libc::EIO))?;
-    rest.split_ascii_whitespace()
-        .nth(19)
-        .and_then(|f| f.parse().ok())
-        .ok_or(Errno(libc::EIO))
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let field = |i: usize| -> Result<u64, Errno> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or(Errno(libc::EIO))
+    };
+    let state = fields
+        .first()
+        .and_then(|f| f.bytes().next())
+        .ok_or(Errno(libc::EIO))?;
+    Ok(ProcStat {
+        start_time: field(19)?,
+        state,
+        flags: field(6)?,
+    })
+}
+
+/// A task's start time (field 22 of /proc/PID/stat).
+pub fn start_time(pid: Pid) -> Result<u64, Errno> {
+    proc_stat(pid).map(|s| s.start_time)
 }
 
 /// Whether `pid` has exited and awaits reaping (state Z or X in /proc/PID/stat): such
 /// a task keeps its pid but no longer has an address space, fd table and so on, and
 /// kcmp compares those absent objects as equal.
 pub fn is_zombie(pid: Pid) -> bool {
-    let Ok(path) = std::ffi::CString::new(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Ok(text) = read_small_file(&path) else {
-        return false;
-    };
-    let Some(close) = text.iter().rposition(|&b| b == b')') else {
-        return false;
-    };
-    matches!(text.get(close + 2), Some(b'Z' | b'X'))
+    proc_stat(pid).is_ok_and(|s| s.is_zombie())
 }
 
 /// The soft RLIMIT_NOFILE of this process.
@@ -632,6 +666,9 @@ mod tests {
         assert!(a > 0);
         assert_eq!(start_time(me()), Ok(a));
         assert_eq!(start_time(i32::MAX), Err(Errno(libc::ENOENT)));
+        let s = proc_stat(me()).unwrap();
+        assert!(!s.is_zombie() && !s.is_exiting(), "{s:?}");
+        assert_eq!(s.start_time, a);
     }
 
     #[test]

@@ -88,15 +88,27 @@ impl FileOracle {
         a: FileRef,
         b: FileRef,
     ) -> OracleError<FileRef, Failure> {
+        let failure = self.pids.explain(failure);
         match failure {
             Failure::NotOpen { pid, fd } => OracleError::ItemGone((pid, fd)),
-            Failure::NoProcess { pid } | Failure::Zombie { pid }
+            Failure::NoProcess { pid } | Failure::Zombie { pid } | Failure::Exited { pid }
                 if self.opts.missing == Missing::Skip =>
             {
                 OracleError::ItemGone(if a.0 == pid { a } else { b })
             }
             other => OracleError::Fatal(other),
         }
+    }
+
+    /// Starts guarding `pid` unless it shares our fd table (then its fds are ours).
+    pub(super) fn track_pid(&mut self, pid: Pid) -> Result<(), Failure> {
+        if self.is_local(pid) {
+            return Ok(());
+        }
+        if let Some(pidfd) = self.pids.track(pid, self.me)? {
+            self.ours.insert(pidfd);
+        }
+        Ok(())
     }
 
     /// Whether `pid` uses our fd table (this process, or one of its threads by tid):
@@ -184,6 +196,9 @@ pub fn open_fd_dir(pid: Pid) -> Result<OwnedFd, Failure> {
     sys::open_dir(&path).map_err(|e| match e.0 {
         libc::ENOENT | libc::ESRCH => Failure::NoProcess { pid },
         libc::EACCES | libc::EPERM => Failure::Denied { pid },
+        _ if error::is_exhaustion(e) => {
+            Failure::exhausted(e, Some(pid), None, &format!("opening /proc/{pid}/fd"))
+        }
         errno => Failure::Os {
             errno,
             pid: Some(pid),
@@ -217,23 +232,15 @@ impl FileOracle {
     fn foreign_key(&mut self, r: FileRef) -> Result<Key, OracleError<FileRef, Failure>> {
         let (pid, fd) = r;
         let skip = self.opts.missing == Missing::Skip;
-        match self.pids.track(pid, self.me) {
-            Ok(Some(pidfd)) => {
-                self.ours.insert(pidfd);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                let failure = Failure::from_errno(e, pid, None, "pidfd_open");
-                return Err(match failure {
-                    Failure::NoProcess { .. } if skip => OracleError::ItemGone(r),
-                    other => OracleError::Fatal(other),
-                });
-            }
+        match self.track_pid(pid) {
+            Ok(()) => {}
+            Err(f) if skip && f.gone_kind().is_some() => return Err(OracleError::ItemGone(r)),
+            Err(f) => return Err(OracleError::Fatal(f)),
         }
         let dir = match self.proc_dir(pid) {
             Ok(d) => d,
             Err(Failure::NoProcess { .. }) if skip => return Err(OracleError::ItemGone(r)),
-            Err(f) => return Err(OracleError::Fatal(f)),
+            Err(f) => return Err(OracleError::Fatal(self.pids.explain(f))),
         };
         let name = CString::new(fd.to_string()).map_err(|_| OracleError::ItemGone(r))?;
         match sys::fstatat_key(dir, &name) {
@@ -258,12 +265,6 @@ impl FileOracle {
         }
         if self.pids.has_vanished(pid) {
             return OracleError::Fatal(Failure::Exited { pid });
-        }
-        if sys::start_time(pid) == Err(Errno(libc::ENOENT)) {
-            return OracleError::Fatal(Failure::NoProcess { pid });
-        }
-        if sys::is_zombie(pid) {
-            return OracleError::Fatal(Failure::Zombie { pid });
         }
         OracleError::ItemGone(r)
     }
@@ -310,14 +311,9 @@ impl Oracle for FileOracle {
                 if sys::kcmp(pid, pid, sys::KCMP_FILE, fd, fd).is_err()
                     && file_key((pid, fd), self.me).is_err()
                 {
-                    // Never for our own pid: this process is no zombie, and reading
-                    // /proc would open an fd while the caller's threads change theirs.
-                    let failure = if pid != self.me && sys::is_zombie(pid) {
-                        Failure::Zombie { pid }
-                    } else {
-                        Failure::NotOpen { pid, fd }
-                    };
-                    return Err(self.gone_or_fatal(failure, a, b));
+                    // A process that died has no fds: `gone_or_fatal` asks the guard
+                    // before an fd is blamed (never for our own pid, which lives).
+                    return Err(self.gone_or_fatal(Failure::NotOpen { pid, fd }, a, b));
                 }
             }
         }

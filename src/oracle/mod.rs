@@ -103,6 +103,10 @@ trait ProcessOracle: Oracle<Error = Failure> {
     /// The failure for an item the engine reports gone under `Missing::Raise`.
     fn gone_failure(&self, item: Self::Item) -> Failure;
 
+    /// Starts guarding `pid` before the run asks anything about it, so a process that
+    /// dies at any later point of the run is known to have been alive at its start.
+    fn track(&mut self, pid: Pid) -> Result<(), Failure>;
+
     /// Releases what the run held open, before its pids are checked.
     fn end_run(&mut self) {}
 }
@@ -118,11 +122,11 @@ impl ProcessOracle for FileOracle {
 
     fn gone_failure(&self, (pid, fd): FileRef) -> Failure {
         // An fd "not open" in a pid that is no longer the process first seen there.
-        if self.pids.has_vanished(pid) {
-            Failure::Exited { pid }
-        } else {
-            Failure::NotOpen { pid, fd }
-        }
+        self.pids.explain(Failure::NotOpen { pid, fd })
+    }
+
+    fn track(&mut self, pid: Pid) -> Result<(), Failure> {
+        self.track_pid(pid)
     }
 
     fn end_run(&mut self) {
@@ -140,7 +144,11 @@ impl ProcessOracle for TaskOracle {
     }
 
     fn gone_failure(&self, pid: Pid) -> Failure {
-        Failure::NoProcess { pid }
+        self.pids.explain(Failure::NoProcess { pid })
+    }
+
+    fn track(&mut self, pid: Pid) -> Result<(), Failure> {
+        self.pids.track(pid, self.me).map(|_| ())
     }
 }
 
@@ -165,19 +173,22 @@ fn classify_until_settled<O: ProcessOracle>(
     let mut items = items.to_vec();
     let mut stats = Stats::default();
     for _ in 0..engine::MAX_ATTEMPTS {
+        let mut oracle = new_oracle()?;
+        let absent = track_all(&mut oracle, &items, missing)?;
+        items.retain(|&item| !absent.contains(&O::pid_of(item)));
         let mut run = Interruptible {
-            oracle: new_oracle()?,
+            oracle,
             interrupted: &mut *interrupted,
         };
         let outcome = engine::classify(&mut run, &items, order, missing);
         let mut oracle = run.oracle;
         let (groups, more) = outcome.map_err(|e| match e {
             OracleError::ItemGone(item) => oracle.gone_failure(item),
-            OracleError::Fatal(failure) => failure,
+            OracleError::Fatal(failure) => oracle.guard().explain(failure),
         })?;
         stats.add(more);
         oracle.end_run();
-        let vanished = oracle.guard().vanished();
+        let vanished = oracle.guard().vanished()?;
         let Some(&first) = vanished.first() else {
             return Ok(Settled {
                 groups,
@@ -193,6 +204,27 @@ fn classify_until_settled<O: ProcessOracle>(
         items.retain(|&item| !vanished.contains(&O::pid_of(item)));
     }
     Err(churn_failure())
+}
+
+/// Guards every pid of `items` before the run starts. Returns the pids that cannot be
+/// compared (absent, zombie, exiting) under `Missing::Skip`; raises them otherwise.
+fn track_all<O: ProcessOracle>(
+    oracle: &mut O,
+    items: &[O::Item],
+    missing: Missing,
+) -> Result<Vec<Pid>, Failure> {
+    let mut pids: Vec<Pid> = items.iter().map(|&item| O::pid_of(item)).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let mut absent = Vec::new();
+    for pid in pids {
+        match oracle.track(pid) {
+            Ok(()) => {}
+            Err(f) if missing == Missing::Skip && f.gone_kind().is_some() => absent.push(pid),
+            Err(f) => return Err(f),
+        }
+    }
+    Ok(absent)
 }
 
 /// An oracle that also checks for Ctrl-C at the engine's checkpoints, so the oracles

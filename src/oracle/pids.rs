@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use rustc_hash::FxHashMap as HashMap;
 
+use crate::error::{self, Failure};
 use crate::sys::{self, Errno, Fd, Pid};
 
 /// How many pidfds a batch may hold at most; beyond it (or a sixteenth of the soft fd
@@ -21,42 +22,42 @@ pub fn pidfd_cap() -> usize {
     sys::soft_fd_limit().map_or(PIDFD_CAP, |limit| PIDFD_CAP.min(limit / 16))
 }
 
-/// Proof that a pid still names the process first seen under it.
-enum Identity {
-    /// A pidfd: signalling it answers whether that very process lives.
-    Pidfd(OwnedFd),
-    /// The start time read when first seen: a reused pid shows another one.
-    StartTime(u64),
+/// Proof that a pid still names the process first seen under it: its start time, and
+/// a pidfd while a few are held (which also tells a reaped process from a reused pid
+/// within one clock tick).
+struct Identity {
+    pidfd: Option<OwnedFd>,
+    start: u64,
 }
 
-/// The proof for `pid`: a pidfd while fewer than `cap` are `held`, else its start time.
-/// ESRCH when the pid does not exist.
-fn identity_of(pid: Pid, held: usize, cap: usize) -> Result<Identity, Errno> {
-    if held < cap {
-        match sys::pidfd_open(pid, 0) {
-            Ok(fd) => return Ok(Identity::Pidfd(fd)),
-            // A thread id needs PIDFD_THREAD (Linux 6.9+); older kernels refuse it.
-            Err(Errno(libc::ENOENT | libc::EINVAL)) => {
-                if let Ok(fd) = sys::pidfd_open(pid, sys::PIDFD_THREAD) {
-                    return Ok(Identity::Pidfd(fd));
-                }
-            }
-            Err(Errno(libc::ESRCH)) => return Err(Errno(libc::ESRCH)),
-            Err(_) => {}
+/// A pidfd for `pid` while fewer than `cap` are `held`; `None` past the cap, or when
+/// none can be had (out of fds: the start time alone guards then).
+fn pidfd_of(pid: Pid, held: usize, cap: usize) -> Result<Option<OwnedFd>, Failure> {
+    if held >= cap {
+        return Ok(None);
+    }
+    match sys::pidfd_open(pid, 0) {
+        Ok(fd) => Ok(Some(fd)),
+        // A thread id needs PIDFD_THREAD (Linux 6.9+); older kernels refuse it.
+        Err(Errno(libc::ENOENT | libc::EINVAL)) => Ok(sys::pidfd_open(pid, sys::PIDFD_THREAD).ok()),
+        Err(Errno(libc::ESRCH)) => Err(Failure::NoProcess { pid }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Whether `pid` is still the live process `id` was taken of: not reaped, not reused,
+/// not a zombie and not exiting (a dying process's fd table and memory are going
+/// away, so answers through it may already be partial).
+fn still_same(pid: Pid, id: &Identity) -> Result<bool, Failure> {
+    if let Some(fd) = &id.pidfd {
+        if !sys::pidfd_alive(fd).unwrap_or(false) {
+            return Ok(false);
         }
     }
-    sys::start_time(pid)
-        .map(Identity::StartTime)
-        .map_err(|e| match e {
-            Errno(libc::ENOENT) => Errno(libc::ESRCH),
-            other => other,
-        })
-}
-
-fn still_same(pid: Pid, id: &Identity) -> bool {
-    match id {
-        Identity::Pidfd(fd) => sys::pidfd_alive(fd).unwrap_or(false),
-        Identity::StartTime(t) => sys::start_time(pid).ok() == Some(*t),
+    match error::alive(pid) {
+        Ok(start) => Ok(start == id.start),
+        Err(Failure::NoProcess { .. } | Failure::Zombie { .. } | Failure::Exited { .. }) => Ok(false),
+        Err(other) => Err(other),
     }
 }
 
@@ -70,40 +71,53 @@ pub struct PidGuard {
 }
 
 impl PidGuard {
-    /// Starts guarding `pid` (ESRCH when it does not exist); returns the pidfd it
-    /// opened for that, if any, which is then ours and never the caller's.
-    pub fn track(&mut self, pid: Pid, me: Pid) -> Result<Option<Fd>, Errno> {
+    /// Starts guarding `pid`: `NoProcess`, `Zombie` or `Exited` (already exiting) when
+    /// it cannot be compared. Returns the pidfd it opened for that, if any, which is
+    /// then ours and never the caller's.
+    pub fn track(&mut self, pid: Pid, me: Pid) -> Result<Option<Fd>, Failure> {
         if pid == me || self.ids.contains_key(&pid) {
             return Ok(None);
         }
         let cap = *self.cap.get_or_insert_with(pidfd_cap);
-        let id = identity_of(pid, self.pidfds, cap)?;
-        let opened = match &id {
-            Identity::Pidfd(fd) => {
-                self.pidfds += 1;
-                Some(fd.as_raw_fd())
-            }
-            Identity::StartTime(_) => None,
-        };
-        self.ids.insert(pid, id);
+        // The pidfd first: the start time read after it is then that process's.
+        let pidfd = pidfd_of(pid, self.pidfds, cap)?;
+        let start = error::alive(pid)?;
+        let opened = pidfd.as_ref().map(AsRawFd::as_raw_fd);
+        if opened.is_some() {
+            self.pidfds += 1;
+        }
+        self.ids.insert(pid, Identity { pidfd, start });
         Ok(opened)
     }
 
-    /// Whether `pid` is no longer the process first seen under it.
+    /// Whether `pid` was tracked and is no longer the live process first seen under
+    /// it. A check that cannot run (out of fds) counts as "not vanished": the end of
+    /// the run asks again and reports the failure.
     pub fn has_vanished(&self, pid: Pid) -> bool {
-        self.ids.get(&pid).is_some_and(|id| !still_same(pid, id))
+        self.ids
+            .get(&pid)
+            .is_some_and(|id| still_same(pid, id) == Ok(false))
     }
 
-    /// Pids that exited (and may have been reused) since they were first seen.
-    pub fn vanished(&self) -> Vec<Pid> {
-        let mut gone: Vec<Pid> = self
-            .ids
-            .iter()
-            .filter(|(pid, id)| !still_same(**pid, id))
-            .map(|(p, _)| *p)
-            .collect();
+    /// `failure` about a tracked pid that has vanished since: `Exited`, whatever the
+    /// failure said (an fd "not open", a zombie, no such process).
+    pub fn explain(&self, failure: Failure) -> Failure {
+        match failure.pid() {
+            Some(pid) if self.has_vanished(pid) => Failure::Exited { pid },
+            _ => failure,
+        }
+    }
+
+    /// Pids that exited (or are exiting, or may have been reused) since first seen.
+    pub fn vanished(&self) -> Result<Vec<Pid>, Failure> {
+        let mut gone = Vec::new();
+        for (&pid, id) in &self.ids {
+            if !still_same(pid, id)? {
+                gone.push(pid);
+            }
+        }
         gone.sort_unstable();
-        gone
+        Ok(gone)
     }
 }
 
@@ -120,11 +134,11 @@ mod tests {
         let mut guard = PidGuard::default();
         assert_eq!(guard.track(me, me), Ok(None), "our own pid needs no guard");
         guard.track(pid, me).unwrap();
-        assert!(guard.vanished().is_empty());
+        assert_eq!(guard.vanished(), Ok(vec![]));
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(guard.has_vanished(pid));
-        assert_eq!(guard.vanished(), vec![pid]);
+        assert_eq!(guard.vanished(), Ok(vec![pid]));
         assert!(pidfd_cap() <= PIDFD_CAP);
     }
 

@@ -10,12 +10,12 @@ use super::pids::PidGuard;
 use crate::engine::{Key, Missing, Oracle, OracleError};
 use crate::error::{self, Failure};
 use crate::support;
-use crate::sys::{self, Errno, Pid};
+use crate::sys::{self, Pid};
 
 /// Answers the engine about tasks, for one task resource type.
 pub struct TaskOracle {
     ty: i32,
-    me: Pid,
+    pub(super) me: Pid,
     missing: Missing,
     /// Every pid keyed so far, guarded against reuse.
     pub(super) pids: PidGuard,
@@ -38,25 +38,14 @@ impl Oracle for TaskOracle {
     type Error = Failure;
 
     fn key(&mut self, pid: Pid) -> Result<Key, OracleError<Pid, Failure>> {
-        // A zombie's absent resources would compare equal to every other zombie's.
-        if pid != self.me && sys::is_zombie(pid) {
-            return Err(match self.missing {
-                Missing::Skip => OracleError::ItemGone(pid),
-                Missing::Raise => OracleError::Fatal(Failure::Zombie { pid }),
-            });
-        }
+        // Every pid was tracked when the run started; a pid left out then is not
+        // asked about, so this only guards a caller that skipped `track`.
         match self.pids.track(pid, self.me) {
             Ok(_) => Ok((0, 0)),
-            Err(Errno(libc::ESRCH)) if self.missing == Missing::Skip => {
+            Err(f) if self.missing == Missing::Skip && f.gone_kind().is_some() => {
                 Err(OracleError::ItemGone(pid))
             }
-            Err(Errno(libc::ESRCH)) => Err(OracleError::Fatal(Failure::NoProcess { pid })),
-            Err(e) => Err(OracleError::Fatal(Failure::from_errno(
-                e,
-                pid,
-                None,
-                "pidfd_open",
-            ))),
+            Err(f) => Err(OracleError::Fatal(f)),
         }
     }
 
@@ -70,11 +59,12 @@ impl Oracle for TaskOracle {
             Err(e) => {
                 let failure = error::diagnose(a, b, self.ty, 0, 0, e);
                 support::note_failure(&failure);
-                match failure {
-                    Failure::NoProcess { pid } if self.missing == Missing::Skip => {
+                let failure = self.pids.explain(failure);
+                match (failure.pid(), failure.gone_kind()) {
+                    (Some(pid), Some(_)) if self.missing == Missing::Skip => {
                         Err(OracleError::ItemGone(pid))
                     }
-                    other => Err(OracleError::Fatal(other)),
+                    _ => Err(OracleError::Fatal(failure)),
                 }
             }
         }
