@@ -286,7 +286,8 @@ pub fn alive(pid: Pid) -> Result<u64, Failure> {
 pub fn still_alive(pid: Pid, start: u64) -> Result<(), Failure> {
     match alive(pid) {
         Ok(t) if t == start => Ok(()),
-        Ok(_) | Err(Failure::NoProcess { .. } | Failure::Zombie { .. } | Failure::Exited { .. }) => {
+        Ok(_)
+        | Err(Failure::NoProcess { .. } | Failure::Zombie { .. } | Failure::Exited { .. }) => {
             Err(Failure::Exited { pid })
         }
         Err(other) => Err(other),

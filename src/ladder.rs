@@ -78,7 +78,12 @@ pub fn same_local(a: Fd, b: Fd) -> Result<Option<bool>, Failure> {
         }
     }
     same_by_epoll(a, b).map_err(|e| {
-        Failure::from_errno(e, me, Some(a), "opening scratch fds for the epoll equality test")
+        Failure::from_errno(
+            e,
+            me,
+            Some(a),
+            "opening scratch fds for the epoll equality test",
+        )
     })
 }
 

@@ -474,6 +474,73 @@ pub fn atfork_child(f: extern "C" fn()) {
     }
 }
 
+/// Children for the crate's tests (never in a build): forked, holding many fds, killed
+/// and reaped on demand.
+#[cfg(test)]
+pub mod testing {
+    use super::{Fd, Pid};
+
+    /// Forks a child holding `copies` duplicates of `fds` (round robin), and returns
+    /// once all are open; it then waits to be killed.
+    ///
+    /// # Panics
+    /// When `fds` is empty or the child cannot report back.
+    pub fn fork_holding(fds: &[Fd], copies: usize) -> Pid {
+        assert!(!fds.is_empty());
+        let mut p = [0; 2];
+        // SAFETY: pipe2 writes two ints into the array.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: the child only makes async-signal-safe syscalls, allocates nothing
+        // and never returns.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            for i in 0..copies {
+                // SAFETY: fcntl on integers only.
+                unsafe { libc::fcntl(fds[i % fds.len()], libc::F_DUPFD, 0) };
+            }
+            // SAFETY: writes one byte from a live buffer, then waits for the kill.
+            unsafe {
+                libc::write(p[1], b"x".as_ptr().cast(), 1);
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        let mut b = [0u8; 1];
+        // SAFETY: closes our copy of the write end and reads one byte into `b`.
+        unsafe {
+            libc::close(p[1]);
+            assert_eq!(libc::read(p[0], b.as_mut_ptr().cast(), 1), 1);
+            libc::close(p[0]);
+        }
+        child
+    }
+
+    pub fn kill(pid: Pid) {
+        // SAFETY: signals a child of this test, by its pid, before it is reaped.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+
+    /// Waits for a child of this test to end.
+    pub fn reap(pid: Pid) {
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a live int.
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    }
+
+    /// Waits (with a deadline) until a killed child shows as a zombie.
+    pub fn await_zombie(pid: Pid) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if super::is_zombie(pid) {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

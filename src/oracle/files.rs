@@ -18,6 +18,9 @@ use crate::ladder::{copy_fd, same_local, undecided_failure};
 use crate::support;
 use crate::sys::{self, Errno, Fd, KcmpOrder, Pid};
 
+/// The key of another process's open fds whose file has no inode left to stat.
+const UNSTATTABLE: Key = (u64::MAX, u64::MAX);
+
 /// Answers the engine about (pid, fd) pairs, in this or other processes.
 pub struct FileOracle {
     me: Pid,
@@ -245,6 +248,15 @@ impl FileOracle {
         let name = CString::new(fd.to_string()).map_err(|_| OracleError::ItemGone(r))?;
         match sys::fstatat_key(dir, &name) {
             Ok(k) => Ok(k),
+            // An fd kcmp still finds open whose file cannot be stat'ed (a /proc
+            // directory of a process reaped since): one bucket holds all such fds, none
+            // of which can share a description with a file that can be stat'ed.
+            Err(Errno(libc::ENOENT))
+                if self.use_kcmp
+                    && sys::kcmp(pid, pid, sys::KCMP_FILE, fd, fd) == Ok(KcmpOrder::Equal) =>
+            {
+                Ok(UNSTATTABLE)
+            }
             Err(Errno(libc::ENOENT | libc::EBADF)) => Err(self.entry_missing(r)),
             Err(e) => Err(OracleError::Fatal(Failure::from_errno(
                 e,

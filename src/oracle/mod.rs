@@ -8,6 +8,8 @@
 //!
 //! Knows `sys`, `error`, `support`, `ladder` and `engine`; never PyO3.
 
+#[cfg(test)]
+mod deaths;
 mod files;
 mod pids;
 mod tasks;
@@ -240,6 +242,8 @@ impl<O: Oracle<Error = Failure>> Oracle for Interruptible<'_, O> {
 
     #[inline]
     fn key(&mut self, item: O::Item) -> Result<Key, OracleError<O::Item, Failure>> {
+        #[cfg(test)]
+        deaths::tick();
         self.oracle.key(item)
     }
 
@@ -254,6 +258,8 @@ impl<O: Oracle<Error = Failure>> Oracle for Interruptible<'_, O> {
         a: O::Item,
         b: O::Item,
     ) -> Result<Ordering, OracleError<O::Item, Failure>> {
+        #[cfg(test)]
+        deaths::tick();
         self.oracle.compare(a, b)
     }
 
@@ -263,6 +269,8 @@ impl<O: Oracle<Error = Failure>> Oracle for Interruptible<'_, O> {
         a: O::Item,
         b: O::Item,
     ) -> Result<Option<bool>, OracleError<O::Item, Failure>> {
+        #[cfg(test)]
+        deaths::tick();
         self.oracle.same(a, b)
     }
 

@@ -56,7 +56,9 @@ fn still_same(pid: Pid, id: &Identity) -> Result<bool, Failure> {
     }
     match error::alive(pid) {
         Ok(start) => Ok(start == id.start),
-        Err(Failure::NoProcess { .. } | Failure::Zombie { .. } | Failure::Exited { .. }) => Ok(false),
+        Err(Failure::NoProcess { .. } | Failure::Zombie { .. } | Failure::Exited { .. }) => {
+            Ok(false)
+        }
         Err(other) => Err(other),
     }
 }
