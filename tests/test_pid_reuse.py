@@ -275,7 +275,8 @@ def _in_new_pid_namespace(kind: str, missing: str, when: str) -> dict[str, Any]:
 def test_pid_reused_mid_batch_is_never_answered_for(kind: str, missing: str, when: str) -> None:
     """The target pid is replaced mid-batch by a process whose fds at the same numbers
     are other files. With missing="raise" the batch must raise ProcessLookupError naming
-    the pid; with "skip" it must leave the pid's refs out and group the rest exactly as
+    the pid (classify_fds, about that one process, in both modes); with "skip" it must
+    leave the pid's refs out and group the rest exactly as
     without the target. A batch that trusted the pid (no identity check) returns groups
     mixing both processes' answers, which fails here."""
     got = run_in_child(_in_new_pid_namespace, kind, missing, when, timeout=120).unwrap()
@@ -308,7 +309,8 @@ def _check_reuse_outcome(
     else:
         assert got["target_had_pidfd"], f"{where}the batch held no pidfd for the target"
 
-    if missing == "raise":
+    # classify_fds asks about one process: its exit is an error whatever `missing` says.
+    if missing == "raise" or kind == "fds":
         if "error" not in got:
             sizes = [len(g) for g in got["groups"]]
             raise ReuseMishandled(f"{where}no error; groups of sizes {sizes}")

@@ -235,7 +235,7 @@ def test_missing_process_is_skipped(family: Family) -> None:
     assert groups(result) == family.groups
 
 
-def test_zombie_is_reported_exited() -> None:
+def test_zombie_is_reported_as_such() -> None:
     pid = fork()
     if pid == 0:  # pragma: no cover - the child
         os._exit(0)
@@ -247,7 +247,7 @@ def test_zombie_is_reported_exited() -> None:
                     break
             time.sleep(0.005)
         result = kcmp_rs.scan([pid])
-        assert result.skipped == (Skipped(pid, "exited"),)
+        assert result.skipped == (Skipped(pid, "zombie"),)
         assert result.processes_read == 0
     finally:
         os.waitpid(pid, 0)

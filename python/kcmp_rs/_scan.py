@@ -26,6 +26,7 @@ from kcmp_rs._results import (
     NO_SUCH_PROCESS,
     OWNER_EXITED,
     PERMISSION_DENIED,
+    ZOMBIE,
     Description,
     Member,
     Ref,
@@ -44,9 +45,14 @@ def _pid_gone(pid: int) -> bool:
     return is_zombie(pid) or not os.path.exists(b"/proc/%d" % pid)
 
 
-def _reason(err: OSError) -> str:
+def _gone_reason(pid: int) -> str:
+    """Why a process that could not be read is gone: a zombie, or exited."""
+    return ZOMBIE if is_zombie(pid) else EXITED
+
+
+def _reason(err: OSError, pid: int) -> str:
     if isinstance(err, ProcessLookupError):
-        return EXITED
+        return _gone_reason(pid)
     if isinstance(err, PermissionError):
         return PERMISSION_DENIED
     return f"error: {err.strerror or err}"
@@ -67,7 +73,7 @@ def _comparable(pids: list[int], skipped: dict[int, str]) -> list[int] | None:
         except ProcessLookupError:
             skipped[pid] = NO_SUCH_PROCESS
         except OSError as err:
-            skipped[pid] = _reason(err)
+            skipped[pid] = _reason(err, pid)
         else:
             allowed.append(pid)
     return allowed
@@ -93,7 +99,8 @@ def _fd_tables(pids: list[int], skipped: dict[int, str]) -> list[tuple[int, ...]
     seen = {p for g in tables for p in g}
     for pid in pids:
         if pid not in seen and pid not in skipped:  # left out as missing: a zombie, or gone
-            skipped[pid] = EXITED if os.path.exists(b"/proc/%d" % pid) else NO_SUCH_PROCESS
+            gone = os.path.exists(b"/proc/%d" % pid)
+            skipped[pid] = _gone_reason(pid) if gone else NO_SUCH_PROCESS
     return tables
 
 
@@ -115,10 +122,10 @@ def _list_fds(
             try:
                 fds = open_fds(pid)
             except OSError as err:
-                skipped[pid] = _reason(err)
+                skipped[pid] = _reason(err, pid)
                 continue
             if not fds and _pid_gone(pid):
-                skipped[pid] = EXITED
+                skipped[pid] = _gone_reason(pid)
                 continue
             refs.extend((pid, fd) for fd in fds)
             read_tables.append((pid, *members))
@@ -236,7 +243,7 @@ def scan(
     - A process whose fds cannot be listed (it exited, or access is denied) is reported
       in ``Scan.skipped`` with a reason and never aborts the scan. Reasons:
       ``"no such process"`` (gone before the scan reached it, or never existed),
-      ``"exited"`` (exited while being scanned; a zombie counts as exited),
+      ``"exited"`` (exited while being scanned), ``"zombie"`` (exited, not yet reaped),
       ``"permission denied"``, ``"fd table owner exited"`` (it shares its fd table with a
       process that exited mid-scan), or ``"error: <message>"``.
     - Processes sharing one fd table (CLONE_FILES: threads given by tid, some runtimes)

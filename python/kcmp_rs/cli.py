@@ -83,7 +83,8 @@ def _explain(err: OSError, pid: int | None = None) -> str:
     if pid is None:
         return str(err)
     if isinstance(err, ProcessLookupError):
-        return f"process {pid} does not exist"
+        # The library's message says how it is gone: absent, a zombie, exited meanwhile.
+        return (err.strerror or "").partition(": ")[2] or f"process {pid} does not exist"
     if isinstance(err, PermissionError):
         return _denied(pid)
     return f"process {pid}: {err.strerror or err}"
