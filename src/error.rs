@@ -90,10 +90,12 @@ impl Failure {
     pub fn exhausted(errno: Errno, pid: Option<Pid>, fd: Option<Fd>, doing: &str) -> Failure {
         let why = match errno.0 {
             libc::EMFILE => {
-                let limit = sys::soft_fd_limit()
-                    .map_or_else(|| "its limit".to_string(), |n| format!("{n}, its limit"));
+                let open = sys::soft_fd_limit().map_or_else(
+                    || "reached its limit of open fds".to_string(),
+                    |n| format!("{n} fds open, its limit"),
+                );
                 format!(
-                    "this process has {limit} fds open (RLIMIT_NOFILE soft); raise it \
+                    "this process has {open} (RLIMIT_NOFILE soft); raise it \
                      (ulimit -n, resource.setrlimit) or close fds"
                 )
             }

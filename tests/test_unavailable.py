@@ -18,7 +18,7 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _checks import assert_pickles, needs_kcmp, needs_seccomp, outcome, unraise
+from _checks import Raised, assert_pickles, needs_kcmp, needs_seccomp, outcome, unraise
 from _helpers import ChildResult, dupfd_query_works, fd_snapshot, libc, run_in_child
 from _seccomp import KcmpAction, install_filter
 from conftest import Spawn
@@ -219,3 +219,97 @@ def test_kill_filter_kills_the_child() -> None:
     result = run_in_child(_killed_on_kcmp)
     assert result.killed_by == signal.SIGSYS
     assert not result.returned and result.error is None
+
+
+# ---- out of fds: never a capability answer ----
+
+
+def _fill_fds(spare: int) -> list[int]:
+    """Lowers the soft RLIMIT_NOFILE to a little above what is open, then opens
+    /dev/null until EMFILE, keeping ``spare`` fds free. Returns the fds opened."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(fd_snapshot()) + 16, hard))
+    held = []
+    while True:
+        try:
+            held.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as e:
+            assert e.errno == errno.EMFILE, e
+            break
+    for fd in held[-spare:] if spare else []:
+        os.close(fd)
+    return held[: len(held) - spare]
+
+
+def _at_the_limit(other: int, fds: list[int]) -> dict[str, Any]:
+    """In a child: support() and batches with 0-3 fds to spare, then with fds freed."""
+    refs = [(other, fd) for fd in fds]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    got: dict[str, Any] = {"batches": []}
+    held = _fill_fds(0)
+    got["starved"] = kcmp_rs.support()
+    for spare in range(4):
+        for fd in held[len(held) - spare :]:
+            os.close(fd)
+        del held[len(held) - spare :]
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        for name, call in (
+            ("files", lambda: kcmp_rs.classify_files(refs)),
+            ("fds", lambda: kcmp_rs.classify_fds(other, fds)),
+            ("open_fds", lambda: kcmp_rs.open_fds(other)),
+        ):
+            got["batches"].append((spare, limit, name, outcome(call)))
+        for fd in held:
+            os.close(fd)
+        held = _fill_fds(0)
+    for fd in held:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    got["later"] = kcmp_rs.support()
+    got["exact"] = kcmp_rs.classify_files(refs)
+    return got
+
+
+def _check_emfile(e: BaseException, limit: int, other: int) -> None:
+    """An EMFILE names the limit and the fix, and the process it was about."""
+    assert type(e) is OSError and e.errno == errno.EMFILE, repr(e)
+    text = str(e)
+    assert f"this process has {limit} fds open, its limit (RLIMIT_NOFILE soft)" in text, text
+    assert text.endswith("raise it (ulimit -n, resource.setrlimit) or close fds"), text
+    if getattr(e, "pid", None) == other:
+        assert f"/proc/{other}/" in text or f"process {other}" in text, text
+
+
+@needs_kcmp
+def test_running_out_of_fds_is_never_cached_and_names_the_limit(spawn: Spawn) -> None:
+    """A child runs out of fds (RLIMIT_NOFILE lowered): support()'s probes and batches
+    at the limit either answer exactly or raise EMFILE naming the limit and the fix;
+    once fds are free, support() reports the real capabilities and batches answer."""
+
+    def setup() -> list[int]:
+        r, w = os.pipe()
+        return [r, w, os.dup(r), os.dup(w), os.dup(r)]
+
+    child = spawn(setup)
+    fds: list[int] = child.data
+    truth = kcmp_rs.classify_files([(child.pid, fd) for fd in fds])
+    expect = {"files": truth, "fds": [tuple(fd for _, fd in g) for g in truth]}
+    got = run_in_child(_at_the_limit, child.pid, fds).unwrap()
+    later = got["later"]
+    assert (later.kcmp, later.pidfd_getfd) == (True, True), later
+    assert later.dupfd_query == dupfd_query_works(), later
+    assert got["exact"] == truth
+    counts = {"answered": 0, "EMFILE": 0}
+    for spare, limit, name, result in got["batches"]:
+        if isinstance(result, Raised):
+            print(f"\n{name}, {spare} spare: {result.exc}")
+            _check_emfile(unraise(result), limit, child.pid)
+            counts["EMFILE"] += 1
+        elif name == "open_fds":
+            assert set(fds) <= set(result), (spare, result)
+            counts["answered"] += 1
+        else:
+            assert result == expect[name], (spare, name, result)
+            counts["answered"] += 1
+    assert counts["EMFILE"] > 0, counts
+    print(f"\nat the fd limit: {counts}")
