@@ -22,9 +22,9 @@ use crate::sys::{self, Errno, Fd, KcmpOrder, Pid};
 /// and `KCMP_FILE` (whose missing fd table is an EBADF, diagnosed) skip the reads.
 pub fn kcmp_checked(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd) -> Result<KcmpOrder, Failure> {
     support::require_kcmp()?;
-    let me = sys::getpid();
     let mut watched: [Option<(Pid, u64)>; 2] = [None, None];
     if ty != sys::KCMP_FILE {
+        let me = sys::getpid();
         if pid1 != me {
             watched[0] = Some((pid1, error::alive(pid1)?));
         }

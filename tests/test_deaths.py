@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import kcmp_rs
 import pytest
@@ -24,6 +24,7 @@ from kcmp_rs import KcmpType
 pytestmark = needs_kcmp
 
 ROUNDS = 80
+Missing = Literal["raise", "skip"]
 COPIES = 3000
 
 
@@ -128,7 +129,7 @@ def _assert_spread(counts: Counter[str], rounds: int = ROUNDS) -> None:
 
 
 @pytest.mark.parametrize("missing", ["raise", "skip"])
-def test_classify_fds_of_a_dying_child(missing: str, pipe: tuple[int, int]) -> None:
+def test_classify_fds_of_a_dying_child(missing: Missing, pipe: tuple[int, int]) -> None:
     def batch(child: ChildProcess) -> tuple[Callable[[], object], object, None]:
         def call() -> object:
             return kcmp_rs.classify_fds(child.pid, missing=missing)
@@ -141,7 +142,7 @@ def test_classify_fds_of_a_dying_child(missing: str, pipe: tuple[int, int]) -> N
 
 
 @pytest.mark.parametrize("missing", ["raise", "skip"])
-def test_classify_files_with_a_dying_child(missing: str, pipe: tuple[int, int]) -> None:
+def test_classify_files_with_a_dying_child(missing: Missing, pipe: tuple[int, int]) -> None:
     me = os.getpid()
 
     def batch(child: ChildProcess) -> tuple[Callable[[], object], object, object | None]:
@@ -160,7 +161,7 @@ def test_classify_files_with_a_dying_child(missing: str, pipe: tuple[int, int]) 
 
 
 @pytest.mark.parametrize("missing", ["raise", "skip"])
-def test_classify_tasks_with_a_dying_child(missing: str, pipe: tuple[int, int]) -> None:
+def test_classify_tasks_with_a_dying_child(missing: Missing, pipe: tuple[int, int]) -> None:
     me = os.getpid()
     with spawned() as bystander:
 

@@ -63,15 +63,24 @@ def pipe() -> Iterator[tuple[int, int]]:
 
 Call = Callable[[int, int, int], object]  # (me, zombie, an fd of mine) -> result
 
+
+def _kcmp(t: KcmpType, zombie_first: bool) -> Call:
+    def call(me: int, z: int, fd: int) -> object:
+        return kcmp_rs.kcmp(z, me, t) if zombie_first else kcmp_rs.kcmp(me, z, t)
+
+    return call
+
+
+def _classify_tasks(t: KcmpType) -> Call:
+    def call(me: int, z: int, fd: int) -> object:
+        return kcmp_rs.classify_tasks([me, z], t)
+
+    return call
+
+
 CALLS: dict[str, Call] = {
-    **{
-        f"kcmp(me, z, {t.name})": (lambda me, z, fd, t=t: kcmp_rs.kcmp(me, z, t))
-        for t in TASK_TYPES
-    },
-    **{
-        f"kcmp(z, me, {t.name})": (lambda me, z, fd, t=t: kcmp_rs.kcmp(z, me, t))
-        for t in TASK_TYPES
-    },
+    **{f"kcmp(me, z, {t.name})": _kcmp(t, zombie_first=False) for t in TASK_TYPES},
+    **{f"kcmp(z, me, {t.name})": _kcmp(t, zombie_first=True) for t in TASK_TYPES},
     "kcmp(z, z, VM)": lambda me, z, fd: kcmp_rs.kcmp(z, z, KcmpType.VM),
     "kcmp(me, z, FILE)": lambda me, z, fd: kcmp_rs.kcmp(me, z, KcmpType.FILE, fd, 0),
     "same_file": lambda me, z, fd: kcmp_rs.same_file(me, fd, z, 0),
@@ -95,10 +104,7 @@ CALLS: dict[str, Call] = {
     "classify_fds(skip)": lambda me, z, fd: kcmp_rs.classify_fds(z, missing="skip"),
     "classify_fds(fds, skip)": lambda me, z, fd: kcmp_rs.classify_fds(z, [0], missing="skip"),
     "classify_files": lambda me, z, fd: kcmp_rs.classify_files([(me, fd), (z, 0)]),
-    **{
-        f"classify_tasks({t.name})": (lambda me, z, fd, t=t: kcmp_rs.classify_tasks([me, z], t))
-        for t in TASK_TYPES
-    },
+    **{f"classify_tasks({t.name})": _classify_tasks(t) for t in TASK_TYPES},
 }
 
 
