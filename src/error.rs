@@ -421,6 +421,63 @@ mod tests {
     }
 
     #[test]
+    fn exhaustion_names_the_limit_and_the_fix() {
+        let limit = sys::soft_fd_limit().unwrap();
+        let f = Failure::from_errno(Errno(libc::EMFILE), 7, None, "opening /proc/7/fd");
+        assert_eq!((f.errno(), f.pid(), f.fd()), (libc::EMFILE, Some(7), None));
+        assert_eq!(
+            f.message(),
+            format!(
+                "Too many open files: opening /proc/7/fd: this process has {limit} fds open, \
+                 its limit (RLIMIT_NOFILE soft); raise it (ulimit -n, resource.setrlimit) \
+                 or close fds"
+            )
+        );
+        let f = Failure::from_errno(Errno(libc::ENFILE), 7, Some(3), "pidfd_getfd");
+        assert!(f.message().ends_with(
+            "pidfd_getfd: the system-wide limit of open files is reached (fs.file-max); \
+             close files or raise it"
+        ));
+        let f = Failure::from_errno(Errno(libc::ENOMEM), 7, None, "pidfd_open");
+        assert!(f
+            .message()
+            .ends_with("pidfd_open: the kernel is out of memory"));
+        assert!(is_exhaustion(Errno(libc::EMFILE)) && !is_exhaustion(Errno(libc::EBADF)));
+    }
+
+    #[test]
+    fn the_living_and_the_gone() {
+        let me = sys::getpid();
+        assert_eq!(dead_or_dying(me), None, "never asked of the caller");
+        let start = alive(me).unwrap();
+        assert_eq!(still_alive(me, start), Ok(()));
+        assert_eq!(still_alive(me, start + 1), Err(Failure::Exited { pid: me }));
+        assert_eq!(alive(i32::MAX), Err(Failure::NoProcess { pid: i32::MAX }));
+        assert_eq!(
+            dead_or_dying(i32::MAX),
+            Some(Failure::Exited { pid: i32::MAX })
+        );
+        let child = sys::testing::fork_holding(&[0], 0);
+        let start = alive(child).unwrap();
+        assert_eq!(dead_or_dying(child), None);
+        sys::testing::kill(child);
+        assert!(sys::testing::await_zombie(child));
+        assert_eq!(alive(child), Err(Failure::Zombie { pid: child }));
+        assert_eq!(dead_or_dying(child), Some(Failure::Zombie { pid: child }));
+        assert_eq!(
+            still_alive(child, start),
+            Err(Failure::Exited { pid: child })
+        );
+        let err = sys::kcmp(me, child, sys::KCMP_FILE, 0, 0).unwrap_err();
+        assert_eq!(
+            diagnose(me, child, sys::KCMP_FILE, 0, 0, err),
+            Failure::Zombie { pid: child },
+            "a zombie's fds are never \"not open\""
+        );
+        sys::testing::reap(child);
+    }
+
+    #[test]
     fn messages_start_with_the_kernel_text() {
         assert_eq!(errno_text(libc::EBADF), "Bad file descriptor");
         let u = Failure::unavailable(libc::ENOSYS);

@@ -145,6 +145,35 @@ mod tests {
     }
 
     #[test]
+    fn a_zombie_is_gone_before_it_is_reaped() {
+        let me = sys::getpid();
+        for cap in [None, Some(0)] {
+            let child = sys::testing::fork_holding(&[0], 0);
+            let mut guard = PidGuard {
+                cap,
+                ..PidGuard::default()
+            };
+            guard.track(child, me).unwrap();
+            assert!(!guard.has_vanished(child));
+            sys::testing::kill(child);
+            assert!(sys::testing::await_zombie(child));
+            assert!(guard.has_vanished(child), "pidfd {cap:?}");
+            assert_eq!(
+                guard.explain(Failure::NotOpen { pid: child, fd: 0 }),
+                Failure::Exited { pid: child },
+                "no EBADF blamed on a dead process's fd"
+            );
+            let mut fresh = PidGuard::default();
+            assert_eq!(fresh.track(child, me), Err(Failure::Zombie { pid: child }));
+            sys::testing::reap(child);
+            assert_eq!(
+                fresh.track(child, me),
+                Err(Failure::NoProcess { pid: child })
+            );
+        }
+    }
+
+    #[test]
     fn start_times_guard_past_the_pidfd_cap() {
         let me = sys::getpid();
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
