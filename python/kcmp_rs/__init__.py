@@ -17,6 +17,7 @@ if not _sys.platform.startswith("linux"):
     )
 
 from kcmp_rs import _native
+from kcmp_rs._config import kcmp_disabled_by_environment as _kcmp_disabled_by_environment
 from kcmp_rs._native import (
     classify_fds,
     classify_files,
@@ -33,7 +34,7 @@ from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order, Sharing, Suppo
 
 __version__: str = _native.__version__
 
-if _os.environ.get("KCMP_RS_NO_KCMP", "") not in ("", "0"):
+if _kcmp_disabled_by_environment(_os.environ):
     disable_kcmp()
 
 __all__ = [
