@@ -37,6 +37,7 @@ from kcmp_rs._cli_io import (
     silence_stdout,
     write_utf8,
 )
+from kcmp_rs._native import is_zombie
 from kcmp_rs._proc import read_mode, read_target
 from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, Ref, Scan
 from kcmp_rs._scan import classify_refs
@@ -357,8 +358,13 @@ def _classified(
 ) -> tuple[list[tuple[Ref, ...]], list[Ref]]:
     """``(groups, undecided)`` of the fds of ``pids``: what kcmp, or where it is blocked
     the exact fallbacks, decide; the fds no fallback decides are in no group."""
+    refs: list[Ref] = []
     try:
-        refs = [(pid, fd) for pid in dict.fromkeys(pids) for fd in kcmp_rs.open_fds(pid)]
+        for pid in dict.fromkeys(pids):
+            fds = kcmp_rs.open_fds(pid)
+            if not fds and is_zombie(pid):  # a zombie's fd table is empty, not unread
+                raise CommandError(f"process {pid} has exited and awaits reaping (a zombie)")
+            refs += [(pid, fd) for fd in fds]
         groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
         # missing="skip" leaves out a process that exited during the call: its empty
         # answer must not pass for "no fds". open_fds names why it is gone.
