@@ -57,6 +57,19 @@ def _env(tmp_path: Path, buffering: str = "buffered", **extra: str) -> dict[str,
     return {**env, "TMPDIR": str(tmp_path), **extra}
 
 
+def _in_shell(
+    script: str, command: list[str], pid: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
+    """``sh -c SCRIPT`` with the command as ``"$@"``, output captured."""
+    return subprocess.run(
+        ["sh", "-c", script, "sh", *_argv(command, pid)],
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
 def _leftovers(tmp_path: Path) -> list[Path]:
     """What the demo or the example family left in TMPDIR (nothing, once cleaned up)."""
     return list(tmp_path.iterdir())
@@ -157,13 +170,7 @@ def test_piped_into_head_prints_nothing_on_stderr(
     # The demo's forked child, too, must say nothing (it once printed "Broken pipe"
     # and its parent "the child process N exited with 1").
     for _ in range(3 if command == ["demo"] else 1):
-        done = subprocess.run(
-            ["sh", "-c", '"$@" | head -n 1', "sh", *_argv(command, target)],
-            capture_output=True,
-            env=_env(tmp_path),
-            timeout=120,
-            check=False,
-        )
+        done = _in_shell('"$@" | head -n 1', command, target, _env(tmp_path))
         assert done.stderr == b""
         assert done.returncode == 0
         assert done.stdout.count(b"\n") == 1
@@ -176,13 +183,7 @@ def test_piped_into_head_prints_nothing_on_stderr(
 @pytest.mark.parametrize("command", [*COMMANDS, ["frobnicate"]], ids=[*IDS, "usage error"])
 def test_stdout_closed(command: list[str], target: str, tmp_path: Path) -> None:
     # `kcmp-rs ... >&-`: fd 1 is not open at all when Python starts.
-    done = subprocess.run(
-        ["sh", "-c", 'exec "$@" >&-', "sh", *_argv(command, target)],
-        capture_output=True,
-        env=_env(tmp_path),
-        timeout=120,
-        check=False,
-    )
+    done = _in_shell('exec "$@" >&-', command, target, _env(tmp_path))
     assert done.stderr == b"kcmp-rs: standard output is closed\n"
     assert done.returncode == 1
     assert _leftovers(tmp_path) == []
@@ -200,13 +201,7 @@ def test_stdout_closed(command: list[str], target: str, tmp_path: Path) -> None:
 def test_stdout_failing(
     command: list[str], buffering: str, redirect: str, why: str, target: str, tmp_path: Path
 ) -> None:
-    done = subprocess.run(
-        ["sh", "-c", f'exec "$@" {redirect}', "sh", *_argv(command, target)],
-        capture_output=True,
-        env=_env(tmp_path, buffering),
-        timeout=120,
-        check=False,
-    )
+    done = _in_shell(f'exec "$@" {redirect}', command, target, _env(tmp_path, buffering))
     assert done.stderr.decode() == f"kcmp-rs: cannot write to standard output: {why}\n"
     assert done.returncode == 1
     assert _leftovers(tmp_path) == []
@@ -223,13 +218,7 @@ def test_main_in_process_with_stdout_none(monkeypatch: pytest.MonkeyPatch) -> No
 def test_stderr_closed_too_is_no_traceback(tmp_path: Path) -> None:
     # Nothing left to tell: the status alone says it.
     gone = missing_pid()
-    done = subprocess.run(
-        ["sh", "-c", 'exec "$@" 2>&-', "sh", *_argv(["fds", str(gone)], "")],
-        capture_output=True,
-        env=_env(tmp_path),
-        timeout=120,
-        check=False,
-    )
+    done = _in_shell('exec "$@" 2>&-', ["fds", str(gone)], "", _env(tmp_path))
     assert (done.returncode, done.stdout, done.stderr) == (1, b"", b"")
 
 
