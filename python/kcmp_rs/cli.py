@@ -413,7 +413,7 @@ def _resource_rows(shared: kcmp_rs.Sharing | None) -> list[list[str]]:
     if shared is None:
         return [[name, "?", "unknown: needs kcmp(2)"] for name, _, _ in _RESOURCES]
     return [
-        [name, "yes" if getattr(shared, attr) else "no", note] for name, attr, note in _RESOURCES
+        [name, "yes" if getattr(shared, attr) else "no", why] for name, attr, why in _RESOURCES
     ]
 
 
