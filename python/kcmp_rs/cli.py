@@ -412,9 +412,7 @@ def _sharing(pid1: int, pid2: int) -> kcmp_rs.Sharing | None:
 def _resource_rows(shared: kcmp_rs.Sharing | None) -> list[list[str]]:
     if shared is None:
         return [[name, "?", "unknown: needs kcmp(2)"] for name, _, _ in _RESOURCES]
-    return [
-        [name, "yes" if getattr(shared, attr) else "no", why] for name, attr, why in _RESOURCES
-    ]
+    return [[name, "yes" if getattr(shared, attr) else "no", why] for name, attr, why in _RESOURCES]
 
 
 def _cmd_share(args: argparse.Namespace) -> int:
