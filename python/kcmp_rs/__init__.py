@@ -29,7 +29,17 @@ from kcmp_rs._native import (
 )
 from kcmp_rs._results import Description, Member, Scan, Skipped
 from kcmp_rs._scan import scan
-from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order, Sharing, Support
+from kcmp_rs._types import (
+    FdNotOpenError,
+    KcmpError,
+    KcmpType,
+    KcmpUnavailableError,
+    Order,
+    ProcessAccessError,
+    ProcessGoneError,
+    Sharing,
+    Support,
+)
 
 __version__: str = _native.__version__
 
@@ -38,10 +48,14 @@ if _os.environ.get("KCMP_RS_NO_KCMP", "") not in ("", "0"):
 
 __all__ = [
     "Description",
+    "FdNotOpenError",
+    "KcmpError",
     "KcmpType",
     "KcmpUnavailableError",
     "Member",
     "Order",
+    "ProcessAccessError",
+    "ProcessGoneError",
     "Scan",
     "Sharing",
     "Skipped",
