@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 import os
 from collections.abc import Iterable, Sequence
-from typing import Callable
+from typing import Callable, SupportsIndex
 
 from kcmp_rs._native import classify_files_partial, classify_tasks, is_zombie, kcmp, open_fds
 from kcmp_rs._proc import (
@@ -235,7 +235,7 @@ def _check_flag(value: object, name: str) -> None:
 
 
 def scan(
-    pids: Iterable[int] | None = None,
+    pids: Iterable[SupportsIndex] | None = None,
     *,
     include_unshared: bool = False,
     allow_pidfd_getfd: bool = False,
