@@ -18,8 +18,8 @@ def kcmp(
 
     ``idx1``/``idx2`` are fds for ``KcmpType.FILE`` and ignored otherwise. Raises
     ValueError for ``KcmpType.EPOLL_TFD`` (use ``same_epoll_target``), TypeError or
-    ValueError for bad arguments, and an OSError chosen by errno, with ``pid`` and
-    ``fd`` naming what was at fault.
+    ValueError for bad arguments, and a ``KcmpError`` (also the OSError subclass
+    Python picks by errno), with ``pid`` and ``fd`` naming what was at fault.
     """
 
 def same_file(

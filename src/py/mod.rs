@@ -130,8 +130,8 @@ pub mod _native {
     ///
     /// ``idx1``/``idx2`` are fds for ``KcmpType.FILE`` and ignored otherwise. Raises
     /// ValueError for ``KcmpType.EPOLL_TFD`` (use ``same_epoll_target``), TypeError or
-    /// ValueError for bad arguments, and an OSError chosen by errno, with ``pid`` and
-    /// ``fd`` naming what was at fault.
+    /// ValueError for bad arguments, and a ``KcmpError`` (also the OSError subclass
+    /// Python picks by errno), with ``pid`` and ``fd`` naming what was at fault.
     #[pyfunction]
     #[pyo3(signature = (pid1, pid2, r#type, idx1 = Optional::Absent, idx2 = Optional::Absent))]
     #[pyo3(text_signature = "(pid1, pid2, type, idx1=0, idx2=0)")]
