@@ -117,8 +117,9 @@ def _list_fds(
             pid = members.pop(0)
             try:
                 fds = open_fds(pid)
-            except OSError as err:  # its fd table was compared a moment ago: "absent" now
-                skipped[pid] = _reason(err, absent=EXITED)  # means it exited meanwhile
+            except OSError as err:
+                # Its fd table was compared a moment ago: absent now means it exited since.
+                skipped[pid] = _reason(err, absent=EXITED)
                 continue
             if not fds and _pid_gone(pid):
                 skipped[pid] = EXITED
@@ -202,9 +203,11 @@ _INT_MAX = 2**31 - 1
 
 def _pid(value: object, name: str) -> int:
     """``value`` as a pid, taken and refused as the native calls do (``src/py/args.rs``):
-    what ``operator.index`` takes (numpy integers, IntEnum), never a bool."""
-    complaint = f"{name} must be an int, not {type(value).__name__}"
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+    what ``operator.index`` takes (numpy integers, IntEnum), never a bool (numpy's
+    included: ``bool`` in numpy 2, ``bool_`` before)."""
+    tname = type(value).__name__
+    complaint = f"{name} must be an int, not {tname}"
+    if tname in ("bool", "bool_") or not hasattr(type(value), "__index__"):
         raise TypeError(complaint)
     try:
         pid = operator.index(value)  # type: ignore[arg-type]

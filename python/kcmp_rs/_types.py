@@ -74,7 +74,9 @@ class Support:
 # `except KcmpError` both catch a missing process. Python picks that class only when
 # OSError itself is called, never for a subclass, so each errno class gets a subclass of
 # both: named ones where the package says more (ProcessGoneError, ...), generated ones
-# (KcmpBlockingIOError, ...) for the rest.
+# (KcmpBlockingIOError, ...) for the rest. KcmpUnavailableError alone is only itself:
+# its EPERM is a sandbox's refusal, not a process's, so `except PermissionError` (about
+# one process) must not swallow it.
 
 #: How a process went away: ``"absent"`` (no such process when the call began: never
 #: there, or exited and reaped before), ``"exited"`` (exited during the call; its pid may

@@ -122,11 +122,16 @@ fn repr(obj: Borrowed<'_, '_, PyAny>) -> String {
 /// `operator.index`, looked up once.
 static INDEX: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
+/// Type names that mean a boolean: numpy's (`bool` in numpy 2, `bool_` before), whose
+/// `__index__` up to numpy 2.0 answers 0 or 1 with only a DeprecationWarning.
+const BOOL_NAMES: [&str; 2] = ["bool", "bool_"];
+
 /// `obj` as an int, taking what `operator.index` takes (numpy integers, IntEnum members,
-/// any `__index__`) as `os` functions do, but never a bool: `True` for a pid or fd is
-/// more likely a mistake than intent. `expected` is what the TypeError asks for. An
-/// `__index__` that raises TypeError refuses the value (its error chained as the
-/// cause); any other exception it raises propagates as raised, like an iterable's.
+/// any `__index__`) as `os` functions do, but never a bool (`BOOL_NAMES`): `True` for a
+/// pid or fd is more likely a mistake than intent. `expected` is what the TypeError
+/// asks for. An `__index__` that raises TypeError refuses the value (its error chained
+/// as the cause); any other exception it raises propagates as raised, like an
+/// iterable's.
 fn integer<'py>(
     obj: Borrowed<'_, 'py, PyAny>,
     expected: &str,
@@ -140,7 +145,7 @@ fn integer<'py>(
     }
     // Without __index__ on the type the refusal stands alone: no "cannot be interpreted
     // as an integer" chained to it.
-    if !obj.get_type().hasattr("__index__")? {
+    if BOOL_NAMES.contains(&type_name(obj).as_str()) || !obj.get_type().hasattr("__index__")? {
         return Err(Refusal::Type(complaint()));
     }
     let py = obj.py();
