@@ -5,19 +5,28 @@ keyword; the table's good values themselves pass; EPOLL_TFD and out-of-range typ
 are refused where they do not fit, ``allow_pidfd_getfd`` must be a bool, an fd beyond
 32 bits never aliases a small one, and ``support(refresh=)`` and ``target_index`` are
 checked. The batch calls' argument checks are in ``test_classify.py``.
+
+Integer-likes: every pid, fd, index and type (single calls, batches, ``scan``) takes
+what ``operator.index`` takes (numpy integers, IntEnum members, ``__index__``) with the
+same answer as the int, never a bool (``numpy.bool_`` included); an ``__index__`` that
+raises TypeError is refused with the usual message (its error as ``__cause__``), any
+other exception it raises propagates. ``scan()`` checks every argument before any work.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import kcmp_rs
 import pytest
-from _checks import KCMP_MISSING, needs_kcmp, raised
+from _checks import KCMP_MISSING, Raised, needs_kcmp, outcome, raised
 from kcmp_rs import KcmpType, Order, baseline
 
 ME = os.getpid()
@@ -199,3 +208,272 @@ def test_support_refresh_and_target_index_are_checked() -> None:
         kcmp_rs.same_epoll_target(ME, 0, ME, 0, 0, 1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^target_index must be an index in 0\.\.2147483647"):
         kcmp_rs.same_epoll_target(ME, 0, ME, 0, 0, -1)
+
+
+# ---- integer-likes: what operator.index takes ----
+
+
+@pytest.fixture(scope="module")
+def np() -> ModuleType:
+    numpy: ModuleType = pytest.importorskip("numpy", reason="numpy is a test requirement")
+    return numpy
+
+
+class Index:
+    """Any object with ``__index__``."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+def _enum_member(value: int) -> enum.IntEnum:
+    return enum.IntEnum("Value", {"V": value}).V  # type: ignore[attr-defined, no-any-return]
+
+
+def _integer_likes(np: ModuleType) -> dict[str, Callable[[int], object]]:
+    return {
+        "int64": np.int64,
+        "int32": np.int32,
+        "uint32": np.uint32,
+        "0-d array": np.array,
+        "IntEnum": _enum_member,
+        "__index__": Index,
+    }
+
+
+def _same_outcome(a: object, b: object) -> bool:
+    if isinstance(a, Raised) and isinstance(b, Raised):
+        return a.seen == b.seen
+    return a == b
+
+
+@pytest.mark.parametrize("api", _apis(), ids=lambda a: a.name)
+def test_integer_likes_give_the_answer_of_the_int(api: Api, good_fd: int, np: ModuleType) -> None:
+    """Each parameter in turn given as each integer-like: the same value or the same
+    exception as with plain ints (whether kcmp works here or not)."""
+    args = _good_args(api, good_fd)
+    expected = outcome(api.fn, *args)
+    for name, make in _integer_likes(np).items():
+        for i in range(len(args)):
+            changed = list(args)
+            changed[i] = make(int(args[i]))
+            got = outcome(api.fn, *changed)
+            assert _same_outcome(got, expected), (name, api.params[i], got, expected)
+    small = np.uint8(good_fd)  # a dtype too narrow for a pid, fine for this fd
+    assert good_fd < 256
+    assert _same_outcome(
+        outcome(kcmp_rs.same_file, ME, small, ME, small),
+        outcome(kcmp_rs.same_file, ME, good_fd, ME, good_fd),
+    )
+
+
+def test_integer_likes_in_batches_and_scan(pipe: tuple[int, int], np: ModuleType) -> None:
+    r, w = pipe
+    fds = [np.int64(r), Index(w), _enum_member(r)]
+    assert kcmp_rs.classify_fds(np.int32(ME), fds) == kcmp_rs.classify_fds(ME, [r, w])
+    refs = [(np.int64(ME), np.int32(r)), (_enum_member(ME), Index(w))]
+    assert kcmp_rs.classify_files(refs) == kcmp_rs.classify_files([(ME, r), (ME, w)])
+    pids = [np.int64(ME), Index(ME)]
+    assert kcmp_rs.classify_tasks(pids, np.int64(KcmpType.VM)) == [(ME,)]
+    assert kcmp_rs.classify_tasks([ME], Index(int(KcmpType.FS))) == [(ME,)]
+    found = kcmp_rs.scan([np.int64(ME), _enum_member(ME), Index(ME)])
+    assert found.processes_read == 1 and found.skipped == ()
+
+
+def test_integer_likes_out_of_range_show_the_int(np: ModuleType) -> None:
+    """The ValueError shows the number, not the object's repr (``np.int64(-1)``)."""
+    cases: list[tuple[Callable[..., object], tuple[object, ...], str]] = [
+        (kcmp_rs.same_vm, (ME, np.int64(-1)), f"pid2 must be a pid in 1..{INT_MAX}, got -1"),
+        (kcmp_rs.same_vm, (_enum_member(0), ME), f"pid1 must be a pid in 1..{INT_MAX}, got 0"),
+        (kcmp_rs.open_fds, (Index(2**31),), f"pid must be a pid in 1..{INT_MAX}, got {2**31}"),
+        (
+            kcmp_rs.same_file,
+            (ME, np.uint64(2**32 + 3), ME, 0),
+            f"fd1 must be an fd in 0..{INT_MAX}, got {2**32 + 3}",
+        ),
+        (kcmp_rs.kcmp, (ME, ME, np.int8(9)), "type must be a KcmpType (0..7), got 9"),
+        (
+            kcmp_rs.classify_fds,
+            (ME, [0, _enum_member(-2)]),
+            f"each fd in fds must be an fd in 0..{INT_MAX}, got -2",
+        ),
+        (kcmp_rs.scan, ([np.int64(0)],), f"each pid in pids must be a pid in 1..{INT_MAX}, got 0"),
+    ]
+    for fn, args, message in cases:
+        e = raised(fn, *args)
+        assert type(e) is ValueError and str(e) == message, (fn, e)
+
+
+class RefusingIndex:
+    """``__index__`` says this is no integer (as numpy's arrays of several items do)."""
+
+    def __index__(self) -> int:
+        raise TypeError("no integer here")
+
+
+class BrokenIndex:
+    """``__index__`` fails with its own error."""
+
+    def __index__(self) -> int:
+        raise RuntimeError("broken __index__")
+
+
+class StrIndex:
+    """``__index__`` returns something else than an int (``operator.index`` refuses)."""
+
+    def __index__(self) -> str:
+        return "3"
+
+
+def _each_integer_parameter(
+    value: object,
+) -> list[tuple[Callable[..., object], tuple[Any, ...], str]]:
+    """A call per kind of integer parameter with ``value`` in it, and the argument name."""
+    return [
+        (kcmp_rs.same_vm, (ME, value), "pid2"),
+        (kcmp_rs.same_file, (ME, value, ME, 0), "fd1"),
+        (kcmp_rs.same_epoll_target, (ME, 0, ME, 0, 0, value), "target_index"),
+        (kcmp_rs.kcmp, (ME, ME, value), "type"),
+        (kcmp_rs.classify_fds, (ME, [value]), "each fd in fds"),
+        (kcmp_rs.classify_files, ([(value, 0)],), "pid in refs"),
+        (kcmp_rs.classify_tasks, ([value], KcmpType.VM), "each pid in pids"),
+        (kcmp_rs.scan, ([value],), "each pid in pids"),
+    ]
+
+
+def _expected_type(name: str) -> str:
+    return "a KcmpType or int" if name == "type" else "an int"
+
+
+def _answering_index(self: object) -> int:
+    warnings.warn("a boolean interpreted as an index", DeprecationWarning, stacklevel=2)
+    return 1
+
+
+# numpy's boolean scalar up to numpy 2.0: its __index__ answers 0 or 1 (and warns).
+OldNumpyBool = type("bool_", (), {"__index__": _answering_index})
+
+
+def test_bools_stay_refused(np: ModuleType) -> None:
+    values = [True, False, np.bool_(True), np.bool_(False), OldNumpyBool()]
+    for value in values:
+        tname = type(value).__name__  # bool, or bool_ (numpy before 2)
+        for fn, args, name in _each_integer_parameter(value):
+            e = raised(fn, *args)  # a DeprecationWarning here would be an error
+            assert type(e) is TypeError, (fn, name, e)
+            assert str(e) == f"{name} must be {_expected_type(name)}, not {tname}", (fn, e)
+
+
+def test_an_index_that_refuses_is_a_type_error_naming_the_argument(np: ModuleType) -> None:
+    """TypeError from ``__index__`` (numpy's ``array([1, 2])``, a non-int result): the
+    usual message, with the object's own error as the cause."""
+    for value, tname in [
+        (RefusingIndex(), "RefusingIndex"),
+        (StrIndex(), "StrIndex"),
+        (np.array([1, 2]), "ndarray"),
+    ]:
+        for fn, args, name in _each_integer_parameter(value):
+            e = raised(fn, *args)
+            assert type(e) is TypeError, (fn, name, e)
+            assert str(e) == f"{name} must be {_expected_type(name)}, not {tname}", (fn, e)
+            assert isinstance(e.__cause__, TypeError), (fn, name)
+    for value, tname in [(1.0, "float"), (np.float64(1.0), "float64"), (None, "NoneType")]:
+        for fn, args, name in _each_integer_parameter(value):
+            e = raised(fn, *args)
+            assert str(e) == f"{name} must be {_expected_type(name)}, not {tname}", (fn, e)
+            assert e.__cause__ is None, (fn, name)  # nothing of its own to chain
+
+
+def test_an_index_that_fails_otherwise_propagates() -> None:
+    for fn, args, name in _each_integer_parameter(BrokenIndex()):
+        e = raised(fn, *args)
+        assert type(e) is RuntimeError and str(e) == "broken __index__", (fn, name, e)
+
+
+@needs_kcmp
+def test_baseline_takes_integer_likes_too(pipe: tuple[int, int], np: ModuleType) -> None:
+    """The ctypes reference converts through ``__index__`` as well (no validation of its
+    own to extend)."""
+    r, w = pipe
+    assert baseline.kcmp(np.int64(ME), Index(ME), np.int32(KcmpType.FILE), r, r) is Order.EQUAL
+    assert baseline.same_file(ME, np.int64(r), ME, _enum_member(w)) is False
+
+
+# ---- refs items ----
+
+
+@pytest.mark.parametrize(
+    ("item", "what"),
+    [
+        ((ME,), "a tuple of 1 item"),
+        ((), "a tuple of 0 items"),
+        ((ME, 0, 1), "a tuple of 3 items"),
+        ([ME, 0], "list"),
+        (ME, "int"),
+        (None, "NoneType"),
+    ],
+)
+def test_refs_items_say_what_is_wrong(item: object, what: str) -> None:
+    e = raised(kcmp_rs.classify_files, [(ME, 0), item])
+    assert type(e) is TypeError
+    assert str(e) == f"each item of refs must be a (pid, fd) tuple, not {what}"
+
+
+# ---- scan(): checked up front, like the native calls ----
+
+
+class RaisingIterable:
+    def __iter__(self) -> Iterator[int]:
+        raise LookupError("from __iter__")
+
+
+SCAN_BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"pids": 5}, TypeError, "pids must be an iterable of ints, not int"),
+    ({"pids": "123"}, TypeError, "pids must be an iterable of ints, not str"),
+    ({"pids": b"123"}, TypeError, "pids must be an iterable of ints, not bytes"),
+    ({"pids": [ME, 1.0]}, TypeError, "each pid in pids must be an int, not float"),
+    ({"pids": [None]}, TypeError, "each pid in pids must be an int, not NoneType"),
+    ({"pids": [True]}, TypeError, "each pid in pids must be an int, not bool"),
+    ({"pids": [-1]}, ValueError, f"each pid in pids must be a pid in 1..{INT_MAX}, got -1"),
+    ({"pids": [2**31]}, ValueError, f"each pid in pids must be a pid in 1..{INT_MAX}, got {2**31}"),
+    ({"include_unshared": "no"}, TypeError, "include_unshared must be a bool, not str"),
+    ({"include_unshared": 0}, TypeError, "include_unshared must be a bool, not int"),
+    ({"include_unshared": None}, TypeError, "include_unshared must be a bool, not NoneType"),
+    ({"allow_pidfd_getfd": 1}, TypeError, "allow_pidfd_getfd must be a bool, not int"),
+    ({"allow_pidfd_getfd": "yes"}, TypeError, "allow_pidfd_getfd must be a bool, not str"),
+    ({"progress": 5}, TypeError, "progress must be callable or None, not int"),
+    ({"progress": "print"}, TypeError, "progress must be callable or None, not str"),
+    ({"pids": RaisingIterable()}, LookupError, "from __iter__"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "cls", "message"), SCAN_BAD, ids=[m for *_, m in SCAN_BAD])
+def test_scan_checks_its_arguments_before_any_work(
+    kwargs: dict[str, Any], cls: type[Exception], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_work(*args: object, **kw: object) -> None:
+        raise AssertionError("scan() began its work before checking its arguments")
+
+    for step in ("list_pids", "classify_tasks", "open_fds", "classify_files_partial"):
+        monkeypatch.setattr(kcmp_rs._scan, step, no_work)
+    call = {"pids": [ME], **kwargs}
+    e = raised(kcmp_rs.scan, **call)
+    assert type(e) is cls and str(e) == message, repr(e)
+    if kwargs.get("pids", [ME]) == [ME]:  # the same refusal with every process (pids=None)
+        e = raised(kcmp_rs.scan, **{**call, "pids": None})
+        assert type(e) is cls and str(e) == message, repr(e)
+
+
+def test_scan_takes_good_flags_and_a_callable_progress() -> None:
+    seen: list[tuple[int, int]] = []
+    found = kcmp_rs.scan(
+        (p for p in [ME]),
+        include_unshared=True,
+        allow_pidfd_getfd=False,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert found.processes_read == 1 and seen == [(1, 1)]
+    assert found.descriptions  # include_unshared: this process's unshared fds too

@@ -251,7 +251,8 @@ def test_zombie_process(tmpfile: Path) -> None:
             with pytest.raises(OSError) as info:
                 kcmp_rs.classify_files(refs)
             e: Any = info.value
-            assert type(e) is ProcessLookupError and e.errno == errno.ESRCH
+            assert type(e) is kcmp_rs.ProcessGoneError and e.errno == errno.ESRCH
+            assert e.kind == "zombie"
             assert getattr(e, "pid", None) == pid
             assert f"process {pid} has exited and awaits reaping (a zombie)" in str(e)
             with pytest.raises(ProcessLookupError, match="a zombie"):

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from _scan_helpers import (
     shared_refs,
 )
 from conftest import Spawn
-from kcmp_rs import cli
+from kcmp_rs import _cli_io, cli
 
 N_PROCS = 6
 FDS_PER_PROC = 12
@@ -107,12 +108,56 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
 def test_missing_process_exits_1(spawn: Spawn) -> None:
     gone = missing_pid()
     alive = spawn().pid
-    for args in (["fds", str(gone)], ["share", str(gone), str(alive)], ["scan", "-p", str(gone)]):
-        done = run_cli(*args)
-        assert done.returncode == 1, args
-        assert f"kcmp-rs: process {gone} does not exist\n" in done.stderr.decode(), args
+    for args in (
+        ["fds", str(gone)],
+        ["share", str(gone), str(alive)],
+        ["share", str(alive), str(gone)],
+    ):
+        for env in ({}, {"KCMP_RS_NO_KCMP": "1"}):  # the fd listing names it even then
+            done = run_cli(*args, env=env)
+            assert done.returncode == 1, args
+            assert done.stderr.decode() == f"kcmp-rs: process {gone} does not exist\n", args
+            assert done.stdout == b""
     done = run_cli("scan", "-p", str(gone))
-    assert done.stderr.decode().endswith("kcmp-rs: no process could be read\n")
+    assert done.returncode == 1
+    assert done.stderr.decode() == (
+        f"kcmp-rs: process {gone} does not exist\nkcmp-rs: no process could be read\n"
+    )
+
+
+def _zombie() -> int:
+    """A child of this process that has exited and is not reaped yet."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os._exit(0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return pid
+        time.sleep(0.005)
+    os.waitpid(pid, 0)
+    raise AssertionError("the child did not become a zombie")
+
+
+def test_zombie_exits_1(spawn: Spawn) -> None:
+    alive = spawn().pid
+    zombie = _zombie()
+    try:
+        for args in (["fds", str(zombie)], ["share", str(alive), str(zombie)]):
+            done = run_cli(*args)
+            assert done.returncode == 1, args
+            assert done.stderr.decode().startswith(
+                f"kcmp-rs: process {zombie} has exited and awaits reaping (a zombie)"
+            ), args
+            assert done.stderr.count(b"\n") == 1 and done.stdout == b"", args
+        done = run_cli("scan", "-p", str(zombie))
+        assert done.returncode == 1
+        assert done.stderr.decode() == (
+            f"kcmp-rs: process {zombie} exited during the scan\nkcmp-rs: no process could be read\n"
+        )
+    finally:
+        os.waitpid(zombie, 0)
 
 
 def _main_as_other_user(args: list[str]) -> tuple[int, str, str]:
@@ -261,6 +306,91 @@ def test_share_two_processes(family: Family) -> None:
     assert found == expected and len(found) == 3
 
 
+NO_KCMP = {"KCMP_RS_NO_KCMP": "1"}
+_DISABLED = (
+    "kcmp(2) is disabled by configuration (KCMP_RS_NO_KCMP=1 in the environment or "
+    "kcmp_rs.disable_kcmp()); unset the variable and start a new process to use it"
+)
+
+
+def _undecided_note(n: int) -> str:
+    return (
+        f"kcmp-rs: incomplete answer: {n} fds undecided: {_DISABLED}; without kcmp(2), "
+        "another process's fds can be compared only by copying them: try --allow-pidfd-getfd\n"
+    )
+
+
+_TASKS_NOTE = (
+    "kcmp-rs: incomplete answer: the task resources (VM, FILES, FS, SIGHAND, IO, SYSVSEM) "
+    f"need kcmp(2), which has no fallback: {_DISABLED}\n"
+)
+
+
+def _fd_rows(out: bytes) -> dict[str, tuple[str, str]]:
+    rows, rest = parse_table(out.decode())
+    assert rest == []
+    return {row["FDS"][0]: (row["MODE"][0], row["TARGET"][0]) for row in rows}
+
+
+def test_fds_with_kcmp_unavailable(spawn: Spawn) -> None:
+    pid = str(spawn(_fds_setup).pid)  # a pipe's ends and a dup share one inode
+    whole = run_cli("fds", pid)
+    assert whole.returncode == 0, whole.stderr
+    truth = _fd_rows(whole.stdout)
+    open_fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+
+    done = run_cli("fds", pid, env=NO_KCMP)
+    assert done.returncode == 4, done.stderr
+    decided = _fd_rows(done.stdout)
+    assert all(truth[cell] == row for cell, row in decided.items())  # exact where shown
+    shown = [int(fd) for cell in decided for fd in cell.split(",")]
+    assert len(shown) <= len(open_fds) - 3
+    assert done.stderr.decode() == _undecided_note(len(open_fds) - len(shown))
+
+    done = run_cli("fds", "--allow-pidfd-getfd", pid, env=NO_KCMP)
+    assert (done.returncode, done.stderr, done.stdout) == (0, b"", whole.stdout)
+
+
+def _share_parts(out: bytes) -> tuple[dict[str, str], str, list[tuple[str, ...]]]:
+    first, second = out.decode().split("\n\n")
+    rows, _ = parse_table(first)
+    resources = {row["RESOURCE"][0]: row["SHARED"][0] for row in rows}
+    title, _, table = second.partition("\n")
+    shared = (
+        [tuple(cells[0] for cells in row.values()) for row in parse_table(table)[0]]
+        if table
+        else []
+    )
+    return resources, title, shared
+
+
+def test_share_with_kcmp_unavailable(family: Family) -> None:
+    pid1, pid2 = family.pids[:2]
+    whole = run_cli("share", str(pid1), str(pid2))
+    assert whole.returncode == 0
+    _, title, truth = _share_parts(whole.stdout)
+
+    done = run_cli("share", str(pid1), str(pid2), env=NO_KCMP)
+    assert done.returncode == 4, done.stderr
+    resources, partial_title, found = _share_parts(done.stdout)
+    assert list(resources.items()) == [
+        (r, "?") for r in ("VM", "FILES", "FS", "SIGHAND", "IO", "SYSVSEM")
+    ]
+    assert set(found) <= set(truth)
+    match = re.fullmatch(
+        rf"Open file descriptions shared by {pid1} and {pid2}: (none|\d+); (\d+) fds undecided",
+        partial_title,
+    )
+    assert match, partial_title
+    assert done.stderr.decode() == _TASKS_NOTE + _undecided_note(int(match[2]))
+
+    # With pidfd_getfd the fd half is whole again; the task half still needs kcmp.
+    done = run_cli("share", "--allow-pidfd-getfd", str(pid1), str(pid2), env=NO_KCMP)
+    assert done.returncode == 4
+    assert done.stderr.decode() == _TASKS_NOTE
+    assert _share_parts(done.stdout)[1:] == (title, truth)
+
+
 def test_share_unrelated_processes(family: Family) -> None:
     pid1, pid2 = family.pids[0], family.pids[2]  # only the lifeline in common
     done = run_cli("share", str(pid1), str(pid2))
@@ -397,21 +527,29 @@ def test_scan_example_json(tmp_path: Path) -> None:
 
 
 def test_scan_with_kcmp_unavailable(family: Family) -> None:
-    env = {"KCMP_RS_NO_KCMP": "1"}
-    done = run_cli("scan", "-p", pid_list(family), "-J", env=env)
-    assert done.returncode == 0, done.stderr
+    done = run_cli("scan", "-p", pid_list(family), "-J", env=NO_KCMP)
+    assert done.returncode == 4, done.stderr
     doc = json.loads(done.stdout)
     check_scan_document(doc)
     assert doc["undecided"]
-    assert re.fullmatch(
-        r"kcmp-rs: \d+ fds could not be classified: .*--allow-pidfd-getfd\)\n",
-        done.stderr.decode(),
-    )
-    done = run_cli("scan", "-p", pid_list(family), "-J", "--allow-pidfd-getfd", env=env)
+    assert done.stderr.decode() == _undecided_note(len(doc["undecided"]))
+    done = run_cli("scan", "-p", pid_list(family), "-J", "--allow-pidfd-getfd", env=NO_KCMP)
     assert done.returncode == 0
     assert done.stderr == b""
     doc = json.loads(done.stdout)
     assert doc["undecided"] == [] and doc_groups(doc["descriptions"]) == family.groups
+
+
+def test_scan_example_with_kcmp_unavailable(tmp_path: Path) -> None:
+    env = {**NO_KCMP, "TMPDIR": str(tmp_path)}
+    done = run_cli("scan", "--example", "-J", env=env)
+    assert done.returncode == 4, done.stderr
+    doc = json.loads(done.stdout)
+    assert done.stderr.decode() == _undecided_note(len(doc["undecided"]))
+    done = run_cli("scan", "--example", "--allow-pidfd-getfd", env=env)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"\nAll \d+ shared descriptions found, as built\.\n$", done.stdout.decode())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_progress_only_on_a_terminal_after_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -421,7 +559,7 @@ def test_progress_only_on_a_terminal_after_a_second(monkeypatch: pytest.MonkeyPa
 
     err = Tty()
     monkeypatch.setattr("sys.stderr", err)
-    progress = cli._Progress()
+    progress = _cli_io.Progress()
     progress(1, 10)
     assert err.getvalue() == ""  # under a second: nothing
     progress.start -= 2
@@ -434,7 +572,7 @@ def test_progress_only_on_a_terminal_after_a_second(monkeypatch: pytest.MonkeyPa
         "\r\x1b[K"
     )
     monkeypatch.setattr("sys.stderr", io.StringIO())
-    quiet = cli._Progress()
+    quiet = _cli_io.Progress()
     quiet.start -= 2
     quiet(5, 10)
     assert not quiet.shown

@@ -69,7 +69,7 @@ def test_eperm_names_the_process_that_may_not_be_inspected(
     ):
         e = unraise(got[key])
         assert getattr(e, "pid", None) != got["me"], f"{key}: the caller was blamed"
-        check_os_error(e, PermissionError, errno.EPERM, detail, root.pid, None)
+        check_os_error(e, kcmp_rs.ProcessAccessError, errno.EPERM, detail, root.pid, None)
     raw = unraise(got["baseline"])
     assert type(raw) is PermissionError and raw.args == (errno.EPERM, os.strerror(errno.EPERM))
 
@@ -116,5 +116,5 @@ def test_permission_error_names_the_process(spawn: Spawn) -> None:
     target = spawn(_child_with_pipe)
     seen = run_in_child(_as_nobody, target.pid, target.data["r"]).unwrap()
     for name, cls, err, pid, message in seen:
-        assert (cls, err, pid) == ("PermissionError", errno.EPERM, target.pid), (name, cls, message)
+        assert (cls, err, pid) == ("ProcessAccessError", errno.EPERM, target.pid), (name, message)
         assert str(target.pid) in message, (name, message)

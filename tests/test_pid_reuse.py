@@ -231,7 +231,8 @@ def _reuse_scenario(kind: str, missing: str, when: str) -> dict[str, Any]:  # no
             try:
                 outcome["groups"] = canonical(call())
             except OSError as e:
-                outcome["error"] = (type(e).__name__, e.errno, getattr(e, "pid", None), str(e))
+                gone = (getattr(e, "pid", None), getattr(e, "kind", None))
+                outcome["error"] = (type(e).__name__, e.errno, *gone, str(e))
             finally:
                 state["armed"] = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
@@ -314,8 +315,8 @@ def _check_reuse_outcome(
         if "error" not in got:
             sizes = [len(g) for g in got["groups"]]
             raise ReuseMishandled(f"{where}no error; groups of sizes {sizes}")
-        name, err, pid, message = got["error"]
-        if (name, err, pid) != ("ProcessLookupError", errno.ESRCH, target):
+        name, err, pid, gone, message = got["error"]
+        if (name, err, pid, gone) != ("ProcessGoneError", errno.ESRCH, target, "exited"):
             raise ReuseMishandled(f"{where}{name} errno={err} pid={pid}: {message}")
         assert f"process {target} exited during the call" in message, message
         return

@@ -272,7 +272,7 @@ def _at_the_limit(other: int, fds: list[int]) -> dict[str, Any]:
 
 def _check_emfile(e: BaseException, limit: int, other: int) -> None:
     """An EMFILE names the limit and the fix, and the process it was about."""
-    assert type(e) is OSError and e.errno == errno.EMFILE, repr(e)
+    assert isinstance(e, OSError) and e.errno == errno.EMFILE, repr(e)
     text = str(e)
     assert f"this process has {limit} fds open, its limit (RLIMIT_NOFILE soft)" in text, text
     assert text.endswith("raise it (ulimit -n, resource.setrlimit) or close fds"), text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os as _os
 import sys as _sys
+from typing import SupportsIndex
 
 if not _sys.platform.startswith("linux"):
     raise ImportError(
@@ -17,6 +18,7 @@ if not _sys.platform.startswith("linux"):
     )
 
 from kcmp_rs import _native
+from kcmp_rs._config import kcmp_disabled_by_environment as _kcmp_disabled_by_environment
 from kcmp_rs._native import (
     classify_fds,
     classify_files,
@@ -29,19 +31,33 @@ from kcmp_rs._native import (
 )
 from kcmp_rs._results import Description, Member, Scan, Skipped
 from kcmp_rs._scan import scan
-from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order, Sharing, Support
+from kcmp_rs._types import (
+    FdNotOpenError,
+    KcmpError,
+    KcmpType,
+    KcmpUnavailableError,
+    Order,
+    ProcessAccessError,
+    ProcessGoneError,
+    Sharing,
+    Support,
+)
 
 __version__: str = _native.__version__
 
-if _os.environ.get("KCMP_RS_NO_KCMP", "") not in ("", "0"):
+if _kcmp_disabled_by_environment(_os.environ):
     disable_kcmp()
 
 __all__ = [
     "Description",
+    "FdNotOpenError",
+    "KcmpError",
     "KcmpType",
     "KcmpUnavailableError",
     "Member",
     "Order",
+    "ProcessAccessError",
+    "ProcessGoneError",
     "Scan",
     "Sharing",
     "Skipped",
@@ -67,27 +83,27 @@ __all__ = [
 ]
 
 
-def same_vm(pid1: int, pid2: int) -> bool:
+def same_vm(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
     """Whether the two processes share one address space (CLONE_VM, threads)."""
     return _native.same_task(pid1, pid2, KcmpType.VM)
 
 
-def same_files(pid1: int, pid2: int) -> bool:
+def same_files(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
     """Whether the two processes share one fd table (CLONE_FILES)."""
     return _native.same_task(pid1, pid2, KcmpType.FILES)
 
 
-def same_fs(pid1: int, pid2: int) -> bool:
+def same_fs(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
     """Whether the two processes share root, cwd and umask (CLONE_FS)."""
     return _native.same_task(pid1, pid2, KcmpType.FS)
 
 
-def same_sighand(pid1: int, pid2: int) -> bool:
+def same_sighand(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
     """Whether the two processes share one signal handler table (CLONE_SIGHAND)."""
     return _native.same_task(pid1, pid2, KcmpType.SIGHAND)
 
 
-def same_io(pid1: int, pid2: int) -> bool:
+def same_io(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
     """Whether the two processes share an I/O context (CLONE_IO).
 
     True also when neither has one: the kernel compares two absent contexts as equal.
@@ -95,7 +111,7 @@ def same_io(pid1: int, pid2: int) -> bool:
     return _native.same_task(pid1, pid2, KcmpType.IO)
 
 
-def same_sysvsem(pid1: int, pid2: int) -> bool:
+def same_sysvsem(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
     """Whether the two processes share a SysV semaphore undo list (CLONE_SYSVSEM).
 
     True also when neither has one: the kernel compares two absent lists as equal.
@@ -103,7 +119,7 @@ def same_sysvsem(pid1: int, pid2: int) -> bool:
     return _native.same_task(pid1, pid2, KcmpType.SYSVSEM)
 
 
-def sharing(pid1: int, pid2: int) -> Sharing:
+def sharing(pid1: SupportsIndex, pid2: SupportsIndex) -> Sharing:
     """Which of the six task resources the two processes share."""
     return Sharing(*_native.sharing(pid1, pid2))
 

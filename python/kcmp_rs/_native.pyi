@@ -1,22 +1,35 @@
 """The compiled core of kcmp_rs. Use the names re-exported by ``kcmp_rs`` instead."""
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, SupportsIndex
 
 from kcmp_rs._types import KcmpType, Order
 
 __version__: str
 
-def kcmp(pid1: int, pid2: int, type: KcmpType | int, idx1: int = 0, idx2: int = 0) -> Order:
+def kcmp(
+    pid1: SupportsIndex,
+    pid2: SupportsIndex,
+    type: KcmpType | SupportsIndex,
+    idx1: SupportsIndex = 0,
+    idx2: SupportsIndex = 0,
+) -> Order:
     """Compare a kernel resource of two processes; the kernel's order as an ``Order``.
 
     ``idx1``/``idx2`` are fds for ``KcmpType.FILE`` and ignored otherwise. Raises
     ValueError for ``KcmpType.EPOLL_TFD`` (use ``same_epoll_target``), TypeError or
-    ValueError for bad arguments, and an OSError chosen by errno, with ``pid`` and
-    ``fd`` naming what was at fault.
+    ValueError for bad arguments, and a ``KcmpError`` (also the OSError subclass
+    Python picks by errno), with ``pid`` and ``fd`` naming what was at fault.
     """
 
-def same_file(pid1: int, fd1: int, pid2: int, fd2: int, *, allow_pidfd_getfd: bool = False) -> bool:
+def same_file(
+    pid1: SupportsIndex,
+    fd1: SupportsIndex,
+    pid2: SupportsIndex,
+    fd2: SupportsIndex,
+    *,
+    allow_pidfd_getfd: bool = False,
+) -> bool:
     """Whether fd1 of pid1 and fd2 of pid2 refer to one open file description.
 
     Uses kcmp(2); where it is unusable, exact fallbacks for this process's fds, and
@@ -24,21 +37,26 @@ def same_file(pid1: int, fd1: int, pid2: int, fd2: int, *, allow_pidfd_getfd: bo
     whose close runs the file's flush).
     """
 
-def same_task(pid1: int, pid2: int, type: KcmpType | int) -> bool:
+def same_task(pid1: SupportsIndex, pid2: SupportsIndex, type: KcmpType | SupportsIndex) -> bool:
     """Whether the two tasks share the resource ``type`` (not FILE or EPOLL_TFD).
 
     An "equal" between two distinct pids is refused when either is a zombie, whose
     absent resources compare equal to every other zombie's.
     """
 
-def sharing(pid1: int, pid2: int) -> tuple[bool, bool, bool, bool, bool, bool]:
+def sharing(pid1: SupportsIndex, pid2: SupportsIndex) -> tuple[bool, bool, bool, bool, bool, bool]:
     """(vm, files, fs, sighand, io, sysvsem) shared by the two processes.
 
     One kcmp(2) call per resource type, in that order; the first failure raises.
     """
 
 def same_epoll_target(
-    pid1: int, fd: int, pid2: int, epfd: int, target_fd: int, target_index: int = 0
+    pid1: SupportsIndex,
+    fd: SupportsIndex,
+    pid2: SupportsIndex,
+    epfd: SupportsIndex,
+    target_fd: SupportsIndex,
+    target_index: SupportsIndex = 0,
 ) -> bool:
     """Whether ``fd`` of ``pid1`` is the file registered in epoll set ``epfd`` of
     ``pid2`` under ``target_fd`` (its ``target_index``-th registration).
@@ -46,15 +64,15 @@ def same_epoll_target(
     ``target_fd`` is the fd number used when it was added; it may be closed since.
     """
 
-def open_fds(pid: int) -> list[int]:
+def open_fds(pid: SupportsIndex) -> list[int]:
     """The fds open in ``pid``, ascending (read from /proc/PID/fd).
 
     The directory fd used to read them is never listed, even for this process.
     """
 
 def classify_fds(
-    pid: int,
-    fds: Iterable[int] | None = None,
+    pid: SupportsIndex,
+    fds: Iterable[SupportsIndex] | None = None,
     *,
     order: Literal["fd", "kernel"] = "fd",
     missing: Literal["raise", "skip"] = "raise",
@@ -68,7 +86,7 @@ def classify_fds(
     """
 
 def classify_fds_stats(
-    pid: int, fds: Iterable[int], order: Literal["fd", "kernel"] = "fd"
+    pid: SupportsIndex, fds: Iterable[SupportsIndex], order: Literal["fd", "kernel"] = "fd"
 ) -> tuple[list[tuple[int, ...]], int, int, int]:
     """classify_fds with the engine's counts: (groups, keys, kcmp calls, equality checks).
 
@@ -76,7 +94,7 @@ def classify_fds_stats(
     """
 
 def classify_files(
-    refs: Iterable[tuple[int, int]],
+    refs: Iterable[tuple[SupportsIndex, SupportsIndex]],
     *,
     missing: Literal["raise", "skip"] = "raise",
     allow_pidfd_getfd: bool = False,
@@ -89,7 +107,7 @@ def classify_files(
     """
 
 def classify_files_partial(
-    refs: Iterable[tuple[int, int]],
+    refs: Iterable[tuple[SupportsIndex, SupportsIndex]],
     *,
     missing: Literal["raise", "skip"] = "raise",
     allow_pidfd_getfd: bool = False,
@@ -101,7 +119,10 @@ def classify_files_partial(
     """
 
 def classify_tasks(
-    pids: Iterable[int], type: KcmpType | int, *, missing: Literal["raise", "skip"] = "raise"
+    pids: Iterable[SupportsIndex],
+    type: KcmpType | SupportsIndex,
+    *,
+    missing: Literal["raise", "skip"] = "raise",
 ) -> list[tuple[int, ...]]:
     """Group tasks sharing the resource ``type`` (VM, FILES, FS, SIGHAND, IO, SYSVSEM).
 
@@ -121,7 +142,7 @@ def disable_kcmp() -> None:
     For sandboxes that kill a process on kcmp; the exact fallbacks still answer.
     """
 
-def is_zombie(pid: int) -> bool:
+def is_zombie(pid: SupportsIndex) -> bool:
     """Whether ``pid`` has exited and awaits reaping (a zombie).
 
     A zombie keeps its pid but no longer has the resources kcmp compares. False for

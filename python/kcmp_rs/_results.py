@@ -28,7 +28,6 @@ Ref = tuple[int, int]
 #: ``Skipped.reason`` values (plus ``"error: <message>"`` for anything else).
 NO_SUCH_PROCESS = "no such process"
 EXITED = "exited"
-ZOMBIE = "zombie"
 PERMISSION_DENIED = "permission denied"
 OWNER_EXITED = "fd table owner exited"
 

@@ -9,9 +9,10 @@ schema) is ``scan()``'s docstring, which ``help(kcmp_rs.scan)`` shows.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Iterable, Sequence
-from typing import Callable
+from typing import Callable, SupportsIndex
 
 from kcmp_rs._native import classify_files_partial, classify_tasks, is_zombie, kcmp, open_fds
 from kcmp_rs._proc import (
@@ -26,14 +27,13 @@ from kcmp_rs._results import (
     NO_SUCH_PROCESS,
     OWNER_EXITED,
     PERMISSION_DENIED,
-    ZOMBIE,
     Description,
     Member,
     Ref,
     Scan,
     Skipped,
 )
-from kcmp_rs._types import KcmpType, KcmpUnavailableError
+from kcmp_rs._types import KcmpType, KcmpUnavailableError, ProcessGoneError
 
 __all__ = ["classify_refs", "scan"]
 
@@ -45,14 +45,13 @@ def _pid_gone(pid: int) -> bool:
     return is_zombie(pid) or not os.path.exists(b"/proc/%d" % pid)
 
 
-def _gone_reason(pid: int) -> str:
-    """Why a process that could not be read is gone: a zombie, or exited."""
-    return ZOMBIE if is_zombie(pid) else EXITED
-
-
-def _reason(err: OSError, pid: int) -> str:
+def _reason(err: OSError, absent: str) -> str:
+    """The ``Skipped.reason`` for an error about one process, from the error's class and
+    kind. ``absent``: what a process that was not there counts as at this step."""
+    if isinstance(err, ProcessGoneError):
+        return absent if err.kind == "absent" else EXITED  # a zombie counts as exited
     if isinstance(err, ProcessLookupError):
-        return _gone_reason(pid)
+        return absent
     if isinstance(err, PermissionError):
         return PERMISSION_DENIED
     return f"error: {err.strerror or err}"
@@ -70,10 +69,8 @@ def _comparable(pids: list[int], skipped: dict[int, str]) -> list[int] | None:
             kcmp(pid, pid, KcmpType.FILES)
         except KcmpUnavailableError:
             return None
-        except ProcessLookupError:
-            skipped[pid] = NO_SUCH_PROCESS
         except OSError as err:
-            skipped[pid] = _reason(err, pid)
+            skipped[pid] = _reason(err, absent=NO_SUCH_PROCESS)
         else:
             allowed.append(pid)
     return allowed
@@ -99,8 +96,7 @@ def _fd_tables(pids: list[int], skipped: dict[int, str]) -> list[tuple[int, ...]
     seen = {p for g in tables for p in g}
     for pid in pids:
         if pid not in seen and pid not in skipped:  # left out as missing: a zombie, or gone
-            gone = os.path.exists(b"/proc/%d" % pid)
-            skipped[pid] = _gone_reason(pid) if gone else NO_SUCH_PROCESS
+            skipped[pid] = EXITED if os.path.exists(b"/proc/%d" % pid) else NO_SUCH_PROCESS
     return tables
 
 
@@ -122,10 +118,11 @@ def _list_fds(
             try:
                 fds = open_fds(pid)
             except OSError as err:
-                skipped[pid] = _reason(err, pid)
+                # Its fd table was compared a moment ago: absent now means it exited since.
+                skipped[pid] = _reason(err, absent=EXITED)
                 continue
             if not fds and _pid_gone(pid):
-                skipped[pid] = _gone_reason(pid)
+                skipped[pid] = EXITED
                 continue
             refs.extend((pid, fd) for fd in fds)
             read_tables.append((pid, *members))
@@ -199,19 +196,49 @@ def _describe(group: Sequence[Ref], commands: dict[int, str]) -> Description:
     return Description("?", "?", tuple(members), "?")
 
 
-def _checked_pids(pids: Iterable[int]) -> list[int]:
-    wanted = []
-    for pid in pids:
-        if isinstance(pid, bool) or not isinstance(pid, int):
-            raise TypeError(f"pids must be ints, not {type(pid).__name__}")
-        if pid <= 0:
-            raise ValueError(f"pid must be positive, got {pid}")
-        wanted.append(pid)
-    return sorted(set(wanted))
+# ---- arguments: checked up front, with the native calls' classes and messages ----
+
+_INT_MAX = 2**31 - 1
+
+
+def _pid(value: object, name: str) -> int:
+    """``value`` as a pid, taken and refused as the native calls do (``src/py/args.rs``):
+    what ``operator.index`` takes (numpy integers, IntEnum), never a bool (numpy's
+    included: ``bool`` in numpy 2, ``bool_`` before)."""
+    tname = type(value).__name__
+    complaint = f"{name} must be an int, not {tname}"
+    if tname in ("bool", "bool_") or not hasattr(type(value), "__index__"):
+        raise TypeError(complaint)
+    try:
+        pid = operator.index(value)  # type: ignore[arg-type]
+    except TypeError as e:  # its own __index__ refused: that error is the cause
+        raise TypeError(complaint) from e
+    if not 1 <= pid <= _INT_MAX:
+        raise ValueError(f"{name} must be a pid in 1..{_INT_MAX}, got {int(pid)}")
+    return int(pid)
+
+
+def _checked_pids(pids: Iterable[object]) -> list[int]:
+    """The distinct pids, ascending. An iterable's own exception propagates as raised."""
+    refused = TypeError(f"pids must be an iterable of ints, not {type(pids).__name__}")
+    if isinstance(pids, (str, bytes)):
+        raise refused
+    try:
+        items = iter(pids)
+    except TypeError:
+        if hasattr(pids, "__iter__"):  # an __iter__ that raised: its own error
+            raise
+        raise refused from None
+    return sorted({_pid(p, "each pid in pids") for p in items})
+
+
+def _check_flag(value: object, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
 
 
 def scan(
-    pids: Iterable[int] | None = None,
+    pids: Iterable[SupportsIndex] | None = None,
     *,
     include_unshared: bool = False,
     allow_pidfd_getfd: bool = False,
@@ -229,8 +256,8 @@ def scan(
 
     Parameters:
 
-    - ``pids``: the processes to read (None: every process in /proc). TypeError for
-      a pid that is not an int, ValueError for one that is not positive.
+    - ``pids``: the processes to read (None: every process in /proc); integer-like
+      pids (``operator.index``: numpy integers, IntEnum) are taken, bools are not.
     - ``include_unshared``: report every description, not only those held by two
       fds or more (``Scan.shared`` still picks those).
     - ``allow_pidfd_getfd``: where kcmp is blocked, let ``classify_files`` copy fds
@@ -238,12 +265,19 @@ def scan(
     - ``progress(done, total)``: called as the fds of each process have been read
       (``total``: the number of processes; the classification follows).
 
+    Every argument is checked before any work, with the classes and messages of the
+    native calls: ``TypeError: each pid in pids must be an int, not float``,
+    ``ValueError: each pid in pids must be a pid in 1..2147483647, got 0``,
+    ``TypeError: pids must be an iterable of ints, not int``, ``TypeError:
+    include_unshared must be a bool, not str`` (``allow_pidfd_getfd`` alike),
+    ``TypeError: progress must be callable or None, not int``.
+
     What the scan guarantees:
 
     - A process whose fds cannot be listed (it exited, or access is denied) is reported
       in ``Scan.skipped`` with a reason and never aborts the scan. Reasons:
       ``"no such process"`` (gone before the scan reached it, or never existed),
-      ``"exited"`` (exited while being scanned), ``"zombie"`` (exited, not yet reaped),
+      ``"exited"`` (exited while being scanned; a zombie counts as exited),
       ``"permission denied"``, ``"fd table owner exited"`` (it shares its fd table with a
       process that exited mid-scan), or ``"error: <message>"``.
     - Processes sharing one fd table (CLONE_FILES: threads given by tid, some runtimes)
@@ -302,7 +336,12 @@ def scan(
           "fd_table_shared": [[int, ...]]    # pids sharing one fd table, smallest first
         }
     """
-    wanted = list_pids() if pids is None else _checked_pids(pids)
+    given = None if pids is None else _checked_pids(pids)
+    _check_flag(include_unshared, "include_unshared")
+    _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable or None, not {type(progress).__name__}")
+    wanted = list_pids() if given is None else given
     skipped: dict[int, str] = {}
     tables = _fd_tables(wanted, skipped)
     refs, read_tables = _list_fds(tables, skipped, len(wanted), progress)

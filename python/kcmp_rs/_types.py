@@ -1,10 +1,12 @@
-"""Enums, result types and the one exception class of kcmp_rs."""
+"""Enums, result types and the exception classes of kcmp_rs."""
 
 from __future__ import annotations
 
 import enum
+import errno as _errno
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 class KcmpType(enum.IntEnum):
@@ -65,26 +67,135 @@ class Support:
     reason: str
 
 
-class KcmpUnavailableError(OSError):
-    """kcmp(2) cannot be used by this process, or no exact fallback could decide.
+# ---- exceptions ----
+#
+# Every error the package raises from the kernel is a KcmpError, and also the class
+# Python itself picks for its errno (PEP 3151): `except ProcessLookupError` and
+# `except KcmpError` both catch a missing process. Python picks that class only when
+# OSError itself is called, never for a subclass, so each errno class gets a subclass of
+# both: named ones where the package says more (ProcessGoneError, ...), generated ones
+# (KcmpBlockingIOError, ...) for the rest. KcmpUnavailableError alone is only itself:
+# its EPERM is a sandbox's refusal, not a process's, so `except PermissionError` (about
+# one process) must not swallow it.
 
-    ``errno`` is ENOSYS (not in this kernel or emulated away) or EPERM (refused by a
-    seccomp policy: even comparing this process with itself was denied). ``reason``
-    says which and how to fix it; ``undecided`` lists ``(pid, fd)`` pairs that no
-    exact method could classify, where that applies.
+#: How a process went away: ``"absent"`` (no such process when the call began: never
+#: there, or exited and reaped before), ``"exited"`` (exited during the call; its pid may
+#: already name another process) or ``"zombie"`` (exited, not yet reaped by its parent).
+GoneKind = Literal["absent", "exited", "zombie"]
+
+
+def _rebuild(cls: type[KcmpError], args: tuple[Any, ...], state: dict[str, Any]) -> KcmpError:
+    """Unpickles ``cls`` as pickle does a plain object: no ``__init__`` (whose keyword-only
+    attributes the state holds), only OSError's own fields from ``args``."""
+    exc = cls.__new__(cls, *args)
+    OSError.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
+
+
+class KcmpError(OSError):
+    """Base of every error kcmp_rs raises from the kernel (argument errors are TypeError
+    and ValueError, raised before any syscall).
+
+    An OSError with ``errno`` and ``strerror`` (the kernel's text, then what it means
+    here), and also the OSError subclass Python picks for that errno. ``pid`` and
+    ``fd`` name the process and fd at fault where one is known, else None.
     """
 
     pid: int | None
     fd: int | None
+
+    def __init__(
+        self, errno: int, strerror: str, *, pid: int | None = None, fd: int | None = None
+    ) -> None:
+        super().__init__(errno, strerror)
+        self.pid = pid
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+class ProcessGoneError(KcmpError, ProcessLookupError):
+    """ESRCH: the process ``pid`` is gone; ``kind`` says how (``GoneKind``): ``"absent"``,
+    ``"exited"`` (during the call) or ``"zombie"`` (exited, awaiting reaping: a zombie's
+    absent resources would otherwise compare equal to every other zombie's)."""
+
+    pid: int
+    kind: GoneKind
+
+    def __init__(
+        self, errno: int, strerror: str, *, pid: int, kind: GoneKind, fd: int | None = None
+    ) -> None:
+        super().__init__(errno, strerror, pid=pid, fd=fd)
+        self.kind = kind
+
+
+class FdNotOpenError(KcmpError):
+    """EBADF: ``fd`` is not open in process ``pid``."""
+
+    pid: int
+    fd: int
+
+    def __init__(self, errno: int, strerror: str, *, pid: int, fd: int) -> None:
+        super().__init__(errno, strerror, pid=pid, fd=fd)
+
+
+class ProcessAccessError(KcmpError, PermissionError):
+    """EPERM: process ``pid`` may not be inspected by this one (kcmp and /proc/PID/fd
+    need ptrace read access: the same uid, or CAP_SYS_PTRACE). Never the caller."""
+
+    pid: int
+
+    def __init__(self, errno: int, strerror: str, *, pid: int, fd: int | None = None) -> None:
+        super().__init__(errno, strerror, pid=pid, fd=fd)
+
+
+class KcmpUnavailableError(KcmpError):
+    """kcmp(2) cannot be used by this process, or no exact fallback could decide.
+
+    ``errno`` is ENOSYS (not in this kernel or emulated away) or EPERM (refused by a
+    seccomp policy: even comparing this process with itself was denied). ``reason``
+    says which and how to fix it (by default the message); ``undecided`` lists
+    ``(pid, fd)`` pairs that no exact method could classify, where that applies.
+    ``pid`` and ``fd`` are None.
+    """
+
     reason: str
     undecided: tuple[tuple[int, int], ...]
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.pid = None
-        self.fd = None
-        self.reason = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
-        self.undecided = ()
+    def __init__(
+        self,
+        errno: int,
+        strerror: str,
+        *,
+        reason: str | None = None,
+        undecided: Iterable[tuple[int, int]] = (),
+    ) -> None:
+        super().__init__(errno, strerror)
+        self.reason = strerror if reason is None else reason
+        self.undecided = tuple(undecided)
 
-    def __reduce__(self) -> Any:
-        return (type(self), self.args, self.__dict__)
+
+def _errno_classes() -> dict[type[OSError], type[KcmpError]]:
+    """For each OSError subclass Python picks by errno (PEP 3151), a subclass of it and
+    KcmpError, published in this module by name so that pickle finds it."""
+    made: dict[type[OSError], type[KcmpError]] = {OSError: KcmpError}
+    picked = {type(OSError(n, "")) for n in _errno.errorcode}
+    for base in sorted(picked - {OSError}, key=lambda c: c.__name__):
+        name = f"Kcmp{base.__name__}"
+        doc = f"A KcmpError that is also Python's {base.__name__} (picked by its errno)."
+        cls = type(name, (KcmpError, base), {"__module__": __name__, "__doc__": doc})
+        globals()[name] = made[base] = cls
+    return made
+
+
+_BY_ERRNO_CLASS = _errno_classes()
+
+
+def error_class(errno: int) -> type[KcmpError]:
+    """The class of a kernel error with this errno that has no class of its own:
+    KcmpError where Python's pick is OSError itself (EINVAL, EMFILE, ...), else the
+    subclass of both (``KcmpBlockingIOError`` for EAGAIN, ``KcmpFileNotFoundError`` for
+    ENOENT). The named classes above, which need a pid, are chosen by the binding."""
+    return _BY_ERRNO_CLASS.get(type(OSError(errno, "")), KcmpError)

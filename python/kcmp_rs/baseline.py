@@ -21,6 +21,7 @@ import functools
 import os
 import platform
 from collections.abc import Iterable
+from typing import SupportsIndex
 
 from kcmp_rs._types import KcmpType, Order
 
@@ -51,10 +52,17 @@ _syscall.argtypes = [
 ]
 
 
-def kcmp(pid1: int, pid2: int, type: KcmpType | int, idx1: int = 0, idx2: int = 0) -> Order:
+def kcmp(
+    pid1: SupportsIndex,
+    pid2: SupportsIndex,
+    type: KcmpType | SupportsIndex,
+    idx1: SupportsIndex = 0,
+    idx2: SupportsIndex = 0,
+) -> Order:
     """``kcmp(pid1, pid2, type, idx1, idx2)`` as the kernel answers it.
 
-    Returns the kernel's order of the two objects as an ``Order``; raises
+    The arguments go to ctypes as they are, so integer-likes (``__index__``) work as
+    ints do. Returns the kernel's order of the two objects as an ``Order``; raises
     ``OSError(errno, os.strerror(errno))`` (CPython picks the subclass from errno) when
     the call fails, and ValueError if the kernel returns a value that is not an order.
     """
@@ -70,7 +78,9 @@ def kcmp(pid1: int, pid2: int, type: KcmpType | int, idx1: int = 0, idx2: int = 
     return Order(r)
 
 
-def same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+def same_file(
+    pid1: SupportsIndex, fd1: SupportsIndex, pid2: SupportsIndex, fd2: SupportsIndex
+) -> bool:
     """Whether fd1 of pid1 and fd2 of pid2 refer to one open file description."""
     return kcmp(pid1, pid2, KcmpType.FILE, fd1, fd2) is Order.EQUAL
 

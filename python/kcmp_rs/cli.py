@@ -3,8 +3,7 @@
 Subcommands: ``demo`` (the kcmp(2) manual page's example), ``fds PID`` (one process's
 fds grouped by open file description), ``share PID1 PID2`` (what two processes share),
 ``scan`` (the descriptions many processes share, like lsfd; ``--example`` on a family
-of processes it builds). Exit status: 0 ok, 1 nothing could be read or an operational
-error (the cause on stderr), 2 a usage error.
+of processes it builds). Exit statuses: ``main``'s docstring and ``kcmp-rs --help``.
 """
 
 from __future__ import annotations
@@ -18,13 +17,29 @@ import shutil
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import kcmp_rs
+from kcmp_rs._cli_io import (
+    EXIT_FAILED,
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_READER_GONE,
+    HELP_EPILOG,
+    PROG,
+    OutputError,
+    Parser,
+    Progress,
+    flush,
+    note,
+    out,
+    silence_stdout,
+    write_utf8,
+)
+from kcmp_rs._native import is_zombie
 from kcmp_rs._proc import read_mode, read_target
-from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, Scan
+from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, Ref, Scan
 from kcmp_rs._scan import classify_refs
 from kcmp_rs._table import escape, format_table, render_table
 from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order
@@ -34,35 +49,12 @@ if TYPE_CHECKING:
 
 __all__ = ["build_parser", "main"]
 
-PROG = "kcmp-rs"
 _PID_MAX = 2**31 - 1
 
 
 class CommandError(Exception):
     """A subcommand could not do its job: ``main`` prints the message on stderr (after
     ``kcmp-rs: ``) and exits with status 1. Usage errors go through argparse (status 2)."""
-
-
-# ---- output ----
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text)
-
-
-def _err(message: str) -> None:
-    sys.stderr.write(f"{PROG}: {message}\n")
-
-
-def _write_utf8(text: str) -> None:
-    """Writes ``text`` to stdout as UTF-8 whatever the locale (JSON output)."""
-    sys.stdout.flush()
-    buffer = getattr(sys.stdout, "buffer", None)
-    if buffer is None:
-        sys.stdout.write(text)
-    else:
-        buffer.write(text.encode("utf-8", "replace"))
-        buffer.flush()
 
 
 def _denied(pid: int | None) -> str:
@@ -83,11 +75,19 @@ def _explain(err: OSError, pid: int | None = None) -> str:
     if pid is None:
         return str(err)
     if isinstance(err, ProcessLookupError):
-        # The library's message says how it is gone: absent, a zombie, exited meanwhile.
-        return (err.strerror or "").partition(": ")[2] or f"process {pid} does not exist"
+        # The library's own words say which kind: absent, a zombie, or exited meanwhile.
+        said = _without_kernel_text(err)
+        return said if said.startswith(f"process {pid} ") else f"process {pid} does not exist"
     if isinstance(err, PermissionError):
         return _denied(pid)
     return f"process {pid}: {err.strerror or err}"
+
+
+def _without_kernel_text(err: OSError) -> str:
+    """The library's message after the kernel's text (``No such process: ...``)."""
+    said = err.strerror or ""
+    kernel = os.strerror(err.errno) + ": " if err.errno else ""
+    return said[len(kernel) :] if kernel and said.startswith(kernel) else said
 
 
 # ---- arguments ----
@@ -112,13 +112,13 @@ def _allow_pidfd_getfd(parser: argparse.ArgumentParser) -> None:
 
 
 def _command(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[Parser],
     name: str,
     *,
     help: str,
     description: str,
     example: str,
-) -> argparse.ArgumentParser:
+) -> Parser:
     return sub.add_parser(
         name,
         help=help,
@@ -130,11 +130,10 @@ def _command(
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kcmp-rs``."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="Which processes share which kernel resources, from kcmp(2).",
-        epilog="examples:\n  kcmp-rs demo\n  kcmp-rs fds 1234\n  kcmp-rs share 1234 1240\n"
-        "  kcmp-rs scan -p 1234,1240\n  kcmp-rs scan --example",
+        epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {kcmp_rs.__version__}")
@@ -225,37 +224,76 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- demo ----
 
 
-def _test_kcmp(message: str, pid1: int, pid2: int, fd_a: int, fd_b: int) -> None:
-    verdict = kcmp_rs.kcmp(pid1, pid2, KcmpType.FILE, fd_a, fd_b)
-    same = "same" if verdict == Order.EQUAL else "different"
-    print(f"\t{message}")
-    print(f"\t\tkcmp({pid1}, {pid2}, KCMP_FILE, {fd_a}, {fd_b}) ==> {same}")
+def _test_kcmp(lines: list[str], message: str, pid1: int, pid2: int, fd_a: int, fd_b: int) -> None:
+    same = kcmp_rs.kcmp(pid1, pid2, KcmpType.FILE, fd_a, fd_b) == Order.EQUAL
+    lines += [
+        f"\t{message}",
+        f"\t\tkcmp({pid1}, {pid2}, KCMP_FILE, {fd_a}, {fd_b}) ==> "
+        + ("same" if same else "different"),
+    ]
 
 
-def _demo_child(path: str, fd1: int) -> NoReturn:
+def _demo_steps(path: str, fd1: int, lines: list[str]) -> None:
+    me = os.getpid()
+    lines.append(f"PID of child of fork() is {me}")
+    _test_kcmp(lines, "Compare duplicate FDs from different processes:", me, os.getppid(), fd1, fd1)
+    fd2 = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    lines.append(f"Child opened file on FD {fd2}")
+    _test_kcmp(lines, "Compare FDs from distinct open()s in same process:", me, me, fd1, fd2)
+    fd3 = os.dup(fd1)
+    lines.append(f"Child duplicated FD {fd1} to create FD {fd3}")
+    _test_kcmp(lines, "Compare duplicated FDs in same process:", me, me, fd1, fd3)
+
+
+def _demo_child(path: str, fd1: int, report: int) -> NoReturn:
+    """The forked half of the demo. Its lines go to the parent through ``report``, not
+    to stdout: only the parent writes stdout, so a reader gone away or a stdout that
+    fails is met once, by the process that reports it."""
     code = 1
+    lines: list[str] = []
     try:
-        me = os.getpid()
-        print(f"PID of child of fork() is {me}")
-        _test_kcmp("Compare duplicate FDs from different processes:", me, os.getppid(), fd1, fd1)
-        fd2 = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        print(f"Child opened file on FD {fd2}")
-        _test_kcmp("Compare FDs from distinct open()s in same process:", me, me, fd1, fd2)
-        fd3 = os.dup(fd1)
-        print(f"Child duplicated FD {fd1} to create FD {fd3}")
-        _test_kcmp("Compare duplicated FDs in same process:", me, me, fd1, fd3)
+        _demo_steps(path, fd1, lines)
         code = 0
     except OSError as err:
-        _err(f"demo: {_explain(err)}")
+        note(f"demo: {_explain(err)}")
     except BaseException as err:  # the child must reach os._exit whatever happens
-        _err(f"demo: {type(err).__name__}: {err}")
+        note(f"demo: {type(err).__name__}: {err}")
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                code = 1
+        try:
+            data = "".join(line + "\n" for line in lines).encode()
+            while data:
+                data = data[os.write(report, data) :]
+        except BaseException:  # the parent is gone (Ctrl-C): nobody to tell
+            code = 1
         os._exit(code)
+
+
+def _read_to_end(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def _run_demo_child(path: str, fd1: int) -> tuple[int, int, str]:
+    """Forks the demo's child: ``(pid, wait status, what it printed)``, reaped."""
+    report_r, report_w = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns
+            os.close(report_r)
+            _demo_child(path, fd1, report_w)
+        os.close(report_w)
+        report_w = -1
+        try:
+            text = _read_to_end(report_r)
+        finally:
+            _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(report_r)
+        if report_w >= 0:
+            os.close(report_w)
+    return pid, status, text
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -264,14 +302,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         path = os.path.join(directory, "kcmp.test")
         fd1 = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        print(f"Parent PID is {os.getpid()}")
-        print(f"Parent opened file on FD {fd1}\n")
-        sys.stdout.flush()  # else the child would print the parent's buffer again
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child never returns
-            _demo_child(path, fd1)
-        _, status = os.waitpid(pid, 0)
+        out(f"Parent PID is {os.getpid()}\nParent opened file on FD {fd1}\n\n")
+        flush()  # a reader gone already is found before any child is forked
+        pid, status, text = _run_demo_child(path, fd1)
+        out(text)
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
             return 0
         how = (
@@ -294,14 +328,63 @@ def _mode_and_target(pid: int, fd: int) -> tuple[str, str]:
     return read_mode(pid, fd), escape(target if target is not None else "?")
 
 
+def _undecided_hint(allow_pidfd_getfd: bool) -> str:
+    if not allow_pidfd_getfd:
+        return (
+            "without kcmp(2), another process's fds can be compared only by copying them: "
+            "try --allow-pidfd-getfd"
+        )
+    return (
+        "no exact fallback decided them (pidfd_getfd(2) needs ptrace attach permission; "
+        "regular files need F_DUPFD_QUERY, Linux 6.10+)"
+    )
+
+
+def _unavailable_reason() -> str:
+    return kcmp_rs.support().reason or "kcmp(2) is unavailable here"
+
+
+def _report_undecided(refs: Sequence[tuple[int, int]], allow_pidfd_getfd: bool) -> None:
+    """One stderr line: how many fds stayed undecided (the answer is incomplete), why,
+    and what could decide them."""
+    note(
+        f"incomplete answer: {len(refs)} fds undecided: {_unavailable_reason()}; "
+        f"{_undecided_hint(allow_pidfd_getfd)}"
+    )
+
+
+def _classified(
+    pids: Sequence[int], allow_pidfd_getfd: bool
+) -> tuple[list[tuple[Ref, ...]], list[Ref]]:
+    """``(groups, undecided)`` of the fds of ``pids``: what kcmp, or where it is blocked
+    the exact fallbacks, decide; the fds no fallback decides are in no group."""
+    refs: list[Ref] = []
+    try:
+        for pid in dict.fromkeys(pids):
+            fds = kcmp_rs.open_fds(pid)
+            if not fds and is_zombie(pid):  # a zombie's fd table is empty, not unread
+                raise CommandError(f"process {pid} has exited and awaits reaping (a zombie)")
+            refs += [(pid, fd) for fd in fds]
+        groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
+        # missing="skip" leaves out a process that exited during the call: its empty
+        # answer must not pass for "no fds". open_fds names why it is gone.
+        answered = {pid for group in groups for pid, _ in group} | {p for p, _ in undecided}
+        for pid in dict.fromkeys(pid for pid, _ in refs):
+            if pid not in answered:
+                kcmp_rs.open_fds(pid)
+    except OSError as err:
+        raise CommandError(_explain(err, pids[0])) from None
+    return groups, undecided
+
+
 def _cmd_fds(args: argparse.Namespace) -> int:
     pid: int = args.pid
-    try:
-        groups = kcmp_rs.classify_fds(pid, missing="skip", allow_pidfd_getfd=args.allow_pidfd_getfd)
-    except OSError as err:
-        raise CommandError(_explain(err, pid)) from None
-    rows = [[",".join(map(str, fds)), *_mode_and_target(pid, fds[0])] for fds in groups]
-    _out(render_table(["FDS", "MODE", "TARGET"], rows))
+    groups, undecided = _classified([pid], args.allow_pidfd_getfd)
+    rows = [[",".join(str(fd) for _, fd in g), *_mode_and_target(*g[0])] for g in groups]
+    out(render_table(["FDS", "MODE", "TARGET"], rows))
+    if undecided:
+        _report_undecided(undecided, args.allow_pidfd_getfd)
+        return EXIT_INCOMPLETE
     return 0
 
 
@@ -315,102 +398,82 @@ _RESOURCES = (
 )
 
 
+def _sharing(pid1: int, pid2: int) -> kcmp_rs.Sharing | None:
+    """The task resources the two share; None where kcmp is blocked (no fallback
+    compares them, but the fds may still be answered)."""
+    try:
+        return kcmp_rs.sharing(pid1, pid2)
+    except KcmpUnavailableError:
+        return None
+    except OSError as err:
+        raise CommandError(_explain(err, pid1)) from None
+
+
+def _resource_rows(shared: kcmp_rs.Sharing | None) -> list[list[str]]:
+    if shared is None:
+        return [[name, "?", "unknown: needs kcmp(2)"] for name, _, _ in _RESOURCES]
+    return [[name, "yes" if getattr(shared, attr) else "no", why] for name, attr, why in _RESOURCES]
+
+
 def _cmd_share(args: argparse.Namespace) -> int:
     pid1: int = args.pid1
     pid2: int = args.pid2
-    refs: list[tuple[int, int]] = []
-    try:
-        shared = kcmp_rs.sharing(pid1, pid2)
-        for pid in dict.fromkeys((pid1, pid2)):
-            refs += [(pid, fd) for fd in kcmp_rs.open_fds(pid)]
-    except OSError as err:
-        raise CommandError(_explain(err, pid1)) from None
-    rows = [
-        [name, "yes" if getattr(shared, attr) else "no", note] for name, attr, note in _RESOURCES
-    ]
-    _out(render_table(["RESOURCE", "SHARED", "NOTE"], rows))
-
-    groups, undecided = classify_refs(refs, allow_pidfd_getfd=args.allow_pidfd_getfd)
+    shared = _sharing(pid1, pid2)
+    groups, undecided = _classified([pid1, pid2], args.allow_pidfd_getfd)
+    out(render_table(["RESOURCE", "SHARED", "NOTE"], _resource_rows(shared)))
     both = []
     for group in groups:
         fds1 = [fd for pid, fd in group if pid == pid1]
         fds2 = [fd for pid, fd in group if pid == pid2]
         if fds1 and fds2:
             both.append((fds1, fds2))
-    _out(f"\nOpen file descriptions shared by {pid1} and {pid2}: {len(both) or 'none'}\n")
+    tail = f"; {len(undecided)} fds undecided" if undecided else ""
+    out(f"\nOpen file descriptions shared by {pid1} and {pid2}: {len(both) or 'none'}{tail}\n")
     if both:
         rows = [
             [",".join(map(str, fds1)), ",".join(map(str, fds2)), *_mode_and_target(pid1, fds1[0])]
             for fds1, fds2 in both
         ]
-        _out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "MODE", "TARGET"], rows))
+        out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "MODE", "TARGET"], rows))
+    if shared is None:
+        note(
+            "incomplete answer: the task resources (VM, FILES, FS, SIGHAND, IO, SYSVSEM) "
+            f"need kcmp(2), which has no fallback: {_unavailable_reason()}"
+        )
     if undecided:
-        reason = kcmp_rs.support().reason or "kcmp(2) is unavailable here"
-        _err(f"{len(undecided)} fds could not be compared: {reason}")
-    return 0
+        _report_undecided(undecided, args.allow_pidfd_getfd)
+    return EXIT_INCOMPLETE if shared is None or undecided else 0
 
 
 # ---- scan ----
-
-
-class _Progress:
-    """Progress on stderr, only on a terminal and only once the scan has run ~1 s."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-        self.last = 0.0
-        self.shown = False
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.tty:
-            return
-        now = time.monotonic()
-        if now - self.start < 1.0 or (now - self.last < 0.1 and done < total):
-            return
-        self.last = now
-        self.shown = True
-        tail = ", classifying..." if done >= total else ""
-        sys.stderr.write(f"\r{PROG}: read {done}/{total} processes{tail}\x1b[K")
-        sys.stderr.flush()
-
-    def clear(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
 
 
 def _print_scan(result: Scan, args: argparse.Namespace) -> None:
     if args.json:
         # Compact: CPython's fast C encoder only serves indent=None, and a host-wide
         # scan's document is large (pipe it through `python -m json.tool` to read it).
-        _write_utf8(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        write_utf8(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
     elif args.json_lines:
-        _write_utf8(
+        write_utf8(
             "".join(json.dumps(d.to_dict(), ensure_ascii=False) + "\n" for d in result.descriptions)
         )
     else:
-        _out(format_table(result))
+        out(format_table(result))
 
 
-def _report_problems(result: Scan, explicit: bool) -> None:
+def _report_skipped(result: Scan, explicit: bool) -> None:
     if explicit:
         for s in result.skipped:
             if s.reason in (NO_SUCH_PROCESS, EXITED):
-                _err(
+                note(
                     f"process {s.pid} does not exist"
                     if s.reason == NO_SUCH_PROCESS
                     else f"process {s.pid} exited during the scan"
                 )
             elif s.reason == PERMISSION_DENIED:
-                _err(_denied(s.pid))
+                note(_denied(s.pid))
             else:
-                _err(f"process {s.pid}: {s.reason}")
-    if result.undecided:
-        _err(
-            f"{len(result.undecided)} fds could not be classified: kcmp(2) is unavailable "
-            "here and no exact fallback decided them (try --allow-pidfd-getfd)"
-        )
+                note(f"process {s.pid}: {s.reason}")
 
 
 def _scan_example(args: argparse.Namespace) -> int:
@@ -420,16 +483,15 @@ def _scan_example(args: argparse.Namespace) -> int:
 
     try:
         with build_family(n_procs=4, fds_per_proc=12) as family:
-            _show_example(family, args)
+            return _show_example(family, args)
     except RuntimeError as err:  # the family could not be built
         raise CommandError(f"scan --example: {err}") from None
-    return 0
 
 
-def _show_example(family: Family, args: argparse.Namespace) -> None:
+def _show_example(family: Family, args: argparse.Namespace) -> int:
     table = not (args.json or args.json_lines)
     if table:
-        _out(
+        out(
             f"Example: {len(family.pids)} processes ({', '.join(map(str, family.pids))}), "
             f"started by this one ({os.getpid()}). All inherit the read end of one pipe "
             "through fork(); each pair inherits one file, passes another over a Unix socket "
@@ -442,11 +504,15 @@ def _show_example(family: Family, args: argparse.Namespace) -> None:
         allow_pidfd_getfd=args.allow_pidfd_getfd,
     )
     _print_scan(result, args)
+    if result.undecided:  # kcmp blocked: what was decided cannot be checked whole
+        _report_undecided(result.undecided, args.allow_pidfd_getfd)
+        return EXIT_INCOMPLETE
     found = [tuple((m.pid, m.fd) for m in d.members) for d in result.shared]
     if found != family.groups or result.skipped:
         raise CommandError("scan --example: the scan does not match how the family was built")
     if table:
-        _out(f"\nAll {len(found)} shared descriptions found, as built.\n")
+        out(f"\nAll {len(found)} shared descriptions found, as built.\n")
+    return 0
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
@@ -456,7 +522,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         return _scan_example(args)
     explicit = args.pids is not None
     pids = [p for chunk in args.pids for p in chunk] if explicit else None
-    progress = _Progress()
+    progress = Progress()
     try:
         result = kcmp_rs.scan(
             pids,
@@ -467,9 +533,12 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     finally:
         progress.clear()
     _print_scan(result, args)
-    _report_problems(result, explicit)
+    _report_skipped(result, explicit)
     if result.processes_read == 0:
         raise CommandError("no process could be read")
+    if result.undecided:
+        _report_undecided(result.undecided, args.allow_pidfd_getfd)
+        return EXIT_INCOMPLETE
     return 0
 
 
@@ -479,30 +548,48 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``kcmp-rs`` with ``argv`` (default: ``sys.argv[1:]``); the exit status.
 
-    Returns 0 when the subcommand did its job, 1 when it could not (the cause is
-    printed on stderr), 130 on Ctrl-C. A usage error exits through argparse's
-    ``SystemExit(2)`` after printing the usage on stderr.
+    Returns 0 when the subcommand did its job, 1 when it could not or stdout cannot be
+    written (the cause is printed on stderr, one line), 4 when the answer is incomplete
+    (kcmp blocked, some fds or resources undecided: said on stderr), 141 when the reader
+    of stdout went away (nothing printed), 130 on Ctrl-C. ``--help`` and ``--version``
+    exit through ``SystemExit(0)``, a usage error through ``SystemExit(2)`` after
+    printing the usage on stderr.
     """
+    if sys.stdout is None:  # fd 1 was not open when Python started (`kcmp-rs ... >&-`)
+        note("standard output is closed")
+        return EXIT_FAILED
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, like any tool killed by SIGPIPE.
+        silence_stdout()
+        return EXIT_READER_GONE
+    except OutputError as err:
+        note(str(err))
+        silence_stdout()
+        return EXIT_FAILED
+
+
+def _run(argv: Sequence[str] | None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        flush()  # --help and --version: their text may meet a reader gone away too
+        raise
     try:
         status: int = args.func(args)
-        sys.stdout.flush()
+        flush()
     except CommandError as err:
-        _err(str(err))
-        return 1
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, and keep Python from
-        # complaining again when it flushes stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return 1
+        note(str(err))
+        return EXIT_FAILED
+    except (BrokenPipeError, OutputError):
+        raise
     except OSError as err:  # KcmpUnavailableError, or one no subcommand expected
-        _err(_explain(err))
-        return 1
+        note(_explain(err))
+        return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return status

@@ -1,5 +1,7 @@
 //! The native functions' argument types: `FromPyObject` newtypes with the exact classes
-//! and messages the Python API documents (`pid1 must be an int, not bool`).
+//! and messages the Python API documents (`pid1 must be an int, not bool`). Pids, fds,
+//! indexes and types take what `operator.index` takes (numpy integers, IntEnum), never
+//! a bool.
 //!
 //! A newtype's `extract` does not know which argument it converts, so it refuses with a
 //! `Refusal` that the caller names: `arg::<Pid>(pid1, "pid1")?`. That is also why the
@@ -14,6 +16,7 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyList, PyString, PyTuple};
 use pyo3::Borrowed;
 
@@ -24,6 +27,9 @@ use crate::sys;
 pub enum Refusal {
     /// A `TypeError` whose message is the argument's name, a space and this.
     Type(String),
+    /// A `TypeError` like `Type`, caused by the `TypeError` the value's own `__index__`
+    /// raised (chained as its `__cause__`).
+    TypeFrom(String, PyErr),
     /// A `ValueError` whose message is the argument's name, a space and this.
     Value(String),
     /// An exception that is already final: an iterable's own, or one naming an item
@@ -33,9 +39,14 @@ pub enum Refusal {
 
 impl Refusal {
     /// The exception for argument `name`.
-    pub fn named(self, name: &str) -> PyErr {
+    pub fn named(self, py: Python<'_>, name: &str) -> PyErr {
         match self {
             Refusal::Type(complaint) => PyTypeError::new_err(format!("{name} {complaint}")),
+            Refusal::TypeFrom(complaint, cause) => {
+                let err = PyTypeError::new_err(format!("{name} {complaint}"));
+                err.set_cause(py, Some(cause));
+                err
+            }
             Refusal::Value(complaint) => PyValueError::new_err(format!("{name} {complaint}")),
             Refusal::Raised(err) => err,
         }
@@ -52,7 +63,7 @@ impl From<PyErr> for Refusal {
 /// message then says "argument" where the name would be.
 impl From<Refusal> for PyErr {
     fn from(refusal: Refusal) -> Self {
-        refusal.named("argument")
+        Python::attach(|py| refusal.named(py, "argument"))
     }
 }
 
@@ -61,7 +72,8 @@ pub fn arg<'a, 'py, T>(obj: &'a Bound<'py, PyAny>, name: &str) -> PyResult<T>
 where
     T: FromPyObject<'a, 'py, Error = Refusal>,
 {
-    obj.extract::<T>().map_err(|refusal| refusal.named(name))
+    obj.extract::<T>()
+        .map_err(|refusal| refusal.named(obj.py(), name))
 }
 
 /// An optional argument as given, so that an explicit `None` is refused like any other
@@ -107,22 +119,66 @@ fn repr(obj: Borrowed<'_, '_, PyAny>) -> String {
     obj.repr().map(|r| r.to_string()).unwrap_or_default()
 }
 
-/// An int in `lo..=INT_MAX`: bool and non-ints are refused by type, the rest by value.
-fn bounded_int(obj: Borrowed<'_, '_, PyAny>, lo: i64, what: &str) -> Result<i32, Refusal> {
+/// `operator.index`, looked up once.
+static INDEX: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Type names that mean a boolean: numpy's (`bool` in numpy 2, `bool_` before), whose
+/// `__index__` up to numpy 2.0 answers 0 or 1 with only a DeprecationWarning.
+const BOOL_NAMES: [&str; 2] = ["bool", "bool_"];
+
+/// `obj` as an int, taking what `operator.index` takes (numpy integers, IntEnum members,
+/// any `__index__`) as `os` functions do, but never a bool (`BOOL_NAMES`): `True` for a
+/// pid or fd is more likely a mistake than intent. `expected` is what the TypeError
+/// asks for. An `__index__` that raises TypeError refuses the value (its error chained
+/// as the cause); any other exception it raises propagates as raised, like an
+/// iterable's.
+fn integer<'py>(
+    obj: Borrowed<'_, 'py, PyAny>,
+    expected: &str,
+) -> Result<Bound<'py, PyInt>, Refusal> {
+    let complaint = || format!("must be {expected}, not {}", type_name(obj));
     if obj.is_instance_of::<PyBool>() {
-        return Err(Refusal::Type("must be an int, not bool".into()));
+        return Err(Refusal::Type(complaint()));
     }
-    if !obj.is_instance_of::<PyInt>() {
-        return Err(Refusal::Type(format!(
-            "must be an int, not {}",
-            type_name(obj)
-        )));
+    if let Ok(int) = obj.cast::<PyInt>() {
+        return Ok(int.to_owned());
     }
-    match obj.extract::<i64>() {
+    // Without __index__ on the type the refusal stands alone: no "cannot be interpreted
+    // as an integer" chained to it.
+    if BOOL_NAMES.contains(&type_name(obj).as_str()) || !obj.get_type().hasattr("__index__")? {
+        return Err(Refusal::Type(complaint()));
+    }
+    let py = obj.py();
+    match INDEX.import(py, "operator", "index")?.call1((obj,)) {
+        Ok(int) => Ok(int.cast_into::<PyInt>().map_err(PyErr::from)?),
+        Err(e) if e.is_instance_of::<PyTypeError>(py) => Err(Refusal::TypeFrom(complaint(), e)),
+        Err(e) => Err(Refusal::Raised(e)),
+    }
+}
+
+/// An int as a message shows it: its decimal digits, also for an int subclass (an
+/// IntEnum member's repr would be `<Color.RED: 1>`).
+fn int_text(int: &Bound<'_, PyInt>) -> String {
+    let exact = if int.is_exact_instance_of::<PyInt>() {
+        Ok(int.clone().into_any())
+    } else {
+        int.py().get_type::<PyInt>().call1((int,))
+    };
+    exact
+        .and_then(|i| i.repr())
+        .map(|r| r.to_string())
+        .unwrap_or_default()
+}
+
+/// An int in `lo..=INT_MAX`: bool and non-integers are refused by type, the rest by
+/// value.
+fn bounded_int(obj: Borrowed<'_, '_, PyAny>, lo: i64, what: &str) -> Result<i32, Refusal> {
+    let int = integer(obj, "an int")?;
+    match int.extract::<i64>() {
         Ok(v) if (lo..=INT_MAX).contains(&v) => Ok(v as i32),
         _ => Err(Refusal::Value(format!(
             "must be {what} in {lo}..{INT_MAX}, got {}",
-            repr(obj)
+            int_text(&int)
         ))),
     }
 }
@@ -167,18 +223,13 @@ impl FromPyObject<'_, '_> for Index {
 /// A `KcmpType` member or its int value, refusing EPOLL_TFD (whose second index is a
 /// pointer) and, unless `allow_file`, FILE.
 fn kcmp_type(obj: Borrowed<'_, '_, PyAny>, allow_file: bool) -> Result<i32, Refusal> {
-    if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
-        return Err(Refusal::Type(format!(
-            "must be a KcmpType or int, not {}",
-            type_name(obj)
-        )));
-    }
-    let ty = match obj.extract::<i64>() {
+    let int = integer(obj, "a KcmpType or int")?;
+    let ty = match int.extract::<i64>() {
         Ok(v) if (0..i64::from(sys::KCMP_TYPES)).contains(&v) => v as i32,
         _ => {
             return Err(Refusal::Value(format!(
                 "must be a KcmpType (0..7), got {}",
-                repr(obj)
+                int_text(&int)
             )))
         }
     };
@@ -368,16 +419,22 @@ impl FromPyObject<'_, '_> for Refs {
 
     fn extract(obj: Borrowed<'_, '_, PyAny>) -> Result<Self, Refusal> {
         collect(obj, "(pid, fd) pairs", |o| {
-            let pair = o
-                .cast::<PyTuple>()
-                .ok()
-                .filter(|t| t.len() == 2)
-                .ok_or_else(|| {
-                    PyTypeError::new_err(format!(
-                        "each item of refs must be a (pid, fd) tuple, not {}",
-                        type_name(o.as_borrowed())
-                    ))
-                })?;
+            let refused = |what: String| {
+                PyTypeError::new_err(format!(
+                    "each item of refs must be a (pid, fd) tuple, not {what}"
+                ))
+            };
+            let pair = match o.cast::<PyTuple>() {
+                Ok(t) if t.len() == 2 => t,
+                Ok(t) => {
+                    let n = t.len();
+                    return Err(refused(format!(
+                        "a tuple of {n} item{}",
+                        if n == 1 { "" } else { "s" }
+                    )));
+                }
+                Err(_) => return Err(refused(type_name(o.as_borrowed()))),
+            };
             Ok((
                 arg::<Pid>(&pair.get_item(0)?, "pid in refs")?.0,
                 arg::<Fd>(&pair.get_item(1)?, "fd in refs")?.0,

@@ -10,17 +10,17 @@ mod errors;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyList, PyTuple, PyType};
+use pyo3::types::{PyList, PyTuple};
 
 use crate::error::Failure;
 
 use errors::to_pyerr;
 
 /// Python objects the binding hands out, looked up once: the `Order` members (returned
-/// by the hot `kcmp()` path without calling the enum) and our exception class.
+/// by the hot `kcmp()` path without calling the enum) and the exception classes.
 struct Cached {
     orders: [Py<PyAny>; 4],
-    unavailable: Py<PyType>,
+    errors: errors::Classes,
 }
 
 static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
@@ -37,10 +37,7 @@ fn cached(py: Python<'_>) -> PyResult<&Cached> {
                 member("GREATER")?,
                 member("UNORDERED")?,
             ],
-            unavailable: m
-                .getattr("KcmpUnavailableError")?
-                .cast_into::<PyType>()?
-                .unbind(),
+            errors: errors::Classes::load(&m)?,
         })
     })
 }
@@ -133,8 +130,8 @@ pub mod _native {
     ///
     /// ``idx1``/``idx2`` are fds for ``KcmpType.FILE`` and ignored otherwise. Raises
     /// ValueError for ``KcmpType.EPOLL_TFD`` (use ``same_epoll_target``), TypeError or
-    /// ValueError for bad arguments, and an OSError chosen by errno, with ``pid`` and
-    /// ``fd`` naming what was at fault.
+    /// ValueError for bad arguments, and a ``KcmpError`` (also the OSError subclass
+    /// Python picks by errno), with ``pid`` and ``fd`` naming what was at fault.
     #[pyfunction]
     #[pyo3(signature = (pid1, pid2, r#type, idx1 = Optional::Absent, idx2 = Optional::Absent))]
     #[pyo3(text_signature = "(pid1, pid2, type, idx1=0, idx2=0)")]
