@@ -17,30 +17,30 @@ use crate::sys::{self, Errno, Fd, KcmpOrder, Pid};
 /// One kcmp call with a specific failure; `support` notes what kcmp refused.
 ///
 /// A task type compares pointers that a zombie or an exiting task has already set to
-/// NULL, so kcmp would answer an order for them: each other pid is checked alive
-/// before the call and found the same live process after it. The caller's own pid
-/// and `KCMP_FILE` (whose missing fd table is an EBADF, diagnosed) skip the reads.
+/// NULL, so kcmp would answer an order for them: each other pid is checked after the
+/// answer (one /proc/PID/stat read). The caller's own pid and `KCMP_FILE` (whose
+/// missing fd table is an EBADF, diagnosed) skip the read.
 pub fn kcmp_checked(pid1: Pid, pid2: Pid, ty: i32, fd1: Fd, fd2: Fd) -> Result<KcmpOrder, Failure> {
     support::require_kcmp()?;
-    let mut watched: [Option<(Pid, u64)>; 2] = [None, None];
-    if ty != sys::KCMP_FILE {
-        let me = sys::getpid();
-        if pid1 != me {
-            watched[0] = Some((pid1, error::alive(pid1)?));
-        }
-        if pid2 != me && pid2 != pid1 {
-            watched[1] = Some((pid2, error::alive(pid2)?));
-        }
-    }
-    let answer = sys::kcmp(pid1, pid2, ty, fd1, fd2);
-    for (pid, start) in watched.iter().flatten() {
-        error::still_alive(*pid, *start)?;
-    }
-    answer.map_err(|e| {
+    let order = sys::kcmp(pid1, pid2, ty, fd1, fd2).map_err(|e| {
         let failure = error::diagnose(pid1, pid2, ty, fd1, fd2, e);
         support::note_failure(&failure);
         failure
-    })
+    })?;
+    if ty != sys::KCMP_FILE {
+        // Asked after the answer, once per pid: a task that is a zombie or exiting now
+        // had no resources at the call either (tasks never come back), and one alive
+        // now was alive then. `dead_or_dying` never reads /proc for the caller.
+        for pid in [pid1, pid2] {
+            if let Some(failure) = error::dead_or_dying(pid) {
+                return Err(failure);
+            }
+            if pid1 == pid2 {
+                break;
+            }
+        }
+    }
+    Ok(order)
 }
 
 /// The top rung for two fds: kcmp's answer, or `Ok(None)` when kcmp is unusable here

@@ -154,7 +154,8 @@ def test_zombie_exits_1(spawn: Spawn) -> None:
         done = run_cli("scan", "-p", str(zombie))
         assert done.returncode == 1
         assert done.stderr.decode() == (
-            f"kcmp-rs: process {zombie} exited during the scan\nkcmp-rs: no process could be read\n"
+            f"kcmp-rs: process {zombie} has exited and awaits reaping (a zombie)\n"
+            "kcmp-rs: no process could be read\n"
         )
     finally:
         os.waitpid(zombie, 0)

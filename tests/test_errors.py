@@ -217,7 +217,7 @@ def test_the_scan_takes_its_skipped_reason_from_kind() -> None:
 
     for absent in ("no such process", "exited"):
         assert _reason(gone("absent"), absent) == absent
-        assert _reason(gone("zombie"), absent) == "exited"
+        assert _reason(gone("zombie"), absent) == "zombie"
         assert _reason(gone("exited"), absent) == "exited"
         denied = ProcessAccessError(errno.EPERM, "Operation not permitted: x", pid=5)
         assert _reason(denied, absent) == "permission denied"

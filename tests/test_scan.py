@@ -13,14 +13,13 @@ import os
 import pkgutil
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import kcmp_rs
 import pytest
 from _family import HOSTILE_NAME, MIN_FDS, Family, build_family
-from _helpers import NOBODY, OTHER_UID, drop_privileges, fork, run_in_child
+from _helpers import NOBODY, OTHER_UID, drop_privileges, run_in_child
 from _scan_helpers import (
     check_scan_document,
     doc_groups,
@@ -233,24 +232,6 @@ def test_missing_process_is_skipped(family: Family) -> None:
     result = kcmp_rs.scan([*family.pids, gone])
     assert result.skipped == (Skipped(gone, "no such process"),)
     assert groups(result) == family.groups
-
-
-def test_zombie_is_reported_exited() -> None:
-    pid = fork()
-    if pid == 0:  # pragma: no cover - the child
-        os._exit(0)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    break
-            time.sleep(0.005)
-        result = kcmp_rs.scan([pid])
-        assert result.skipped == (Skipped(pid, "exited"),)
-        assert result.processes_read == 0
-    finally:
-        os.waitpid(pid, 0)
 
 
 def _drop_to_nobody() -> int:

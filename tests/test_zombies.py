@@ -136,11 +136,11 @@ def test_skip_leaves_a_zombie_out_of_multi_process_batches(
 
 
 def test_scan_skips_a_zombie(zombie: int) -> None:
-    """The scan never fails for a zombie: it is skipped (counted as exited) and the
-    others are read."""
+    """The scan never fails for a zombie: it is skipped with the reason "zombie" and
+    the others are read."""
     me = os.getpid()
     found = kcmp_rs.scan([zombie, me])
-    assert Skipped(zombie, "exited") in found.skipped
+    assert Skipped(zombie, "zombie") in found.skipped
     assert all(m.pid != zombie for d in found.descriptions for m in d.members)
     assert found.processes_read == 1
 
@@ -161,7 +161,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("fds", "{z}"), "has exited and awaits reaping (a zombie)"),
         (("share", "{me}", "{z}"), "has exited and awaits reaping (a zombie)"),
         (("share", "{z}", "{me}"), "has exited and awaits reaping (a zombie)"),
-        (("scan", "-p", "{z}"), "exited during the scan"),
+        (("scan", "-p", "{z}"), "has exited and awaits reaping (a zombie)"),
     ],
     ids=["fds", "share", "share-first", "scan-p"],
 )

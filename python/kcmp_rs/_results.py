@@ -16,6 +16,7 @@ __all__ = [
     "NO_SUCH_PROCESS",
     "OWNER_EXITED",
     "PERMISSION_DENIED",
+    "ZOMBIE",
     "Description",
     "Member",
     "Ref",
@@ -28,6 +29,7 @@ Ref = tuple[int, int]
 #: ``Skipped.reason`` values (plus ``"error: <message>"`` for anything else).
 NO_SUCH_PROCESS = "no such process"
 EXITED = "exited"
+ZOMBIE = "zombie"
 PERMISSION_DENIED = "permission denied"
 OWNER_EXITED = "fd table owner exited"
 

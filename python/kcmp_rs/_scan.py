@@ -27,6 +27,7 @@ from kcmp_rs._results import (
     NO_SUCH_PROCESS,
     OWNER_EXITED,
     PERMISSION_DENIED,
+    ZOMBIE,
     Description,
     Member,
     Ref,
@@ -49,7 +50,7 @@ def _reason(err: OSError, absent: str) -> str:
     """The ``Skipped.reason`` for an error about one process, from the error's class and
     kind. ``absent``: what a process that was not there counts as at this step."""
     if isinstance(err, ProcessGoneError):
-        return absent if err.kind == "absent" else EXITED  # a zombie counts as exited
+        return {"absent": absent, "zombie": ZOMBIE}.get(err.kind, EXITED)
     if isinstance(err, ProcessLookupError):
         return absent
     if isinstance(err, PermissionError):
@@ -96,7 +97,10 @@ def _fd_tables(pids: list[int], skipped: dict[int, str]) -> list[tuple[int, ...]
     seen = {p for g in tables for p in g}
     for pid in pids:
         if pid not in seen and pid not in skipped:  # left out as missing: a zombie, or gone
-            skipped[pid] = EXITED if os.path.exists(b"/proc/%d" % pid) else NO_SUCH_PROCESS
+            if is_zombie(pid):
+                skipped[pid] = ZOMBIE
+            else:
+                skipped[pid] = EXITED if os.path.exists(b"/proc/%d" % pid) else NO_SUCH_PROCESS
     return tables
 
 
@@ -277,7 +281,8 @@ def scan(
     - A process whose fds cannot be listed (it exited, or access is denied) is reported
       in ``Scan.skipped`` with a reason and never aborts the scan. Reasons:
       ``"no such process"`` (gone before the scan reached it, or never existed),
-      ``"exited"`` (exited while being scanned; a zombie counts as exited),
+      ``"exited"`` (exited while being scanned), ``"zombie"`` (it had exited and
+      awaited reaping when the scan reached it),
       ``"permission denied"``, ``"fd table owner exited"`` (it shares its fd table with a
       process that exited mid-scan), or ``"error: <message>"``.
     - Processes sharing one fd table (CLONE_FILES: threads given by tid, some runtimes)

@@ -39,7 +39,7 @@ from kcmp_rs._cli_io import (
 )
 from kcmp_rs._native import is_zombie
 from kcmp_rs._proc import read_mode, read_target
-from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, Ref, Scan
+from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, ZOMBIE, Ref, Scan
 from kcmp_rs._scan import classify_refs
 from kcmp_rs._table import escape, format_table, render_table
 from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order
@@ -461,15 +461,18 @@ def _print_scan(result: Scan, args: argparse.Namespace) -> None:
         out(format_table(result))
 
 
+_SKIPPED_NOTES = {
+    NO_SUCH_PROCESS: "process {pid} does not exist",
+    EXITED: "process {pid} exited during the scan",
+    ZOMBIE: "process {pid} has exited and awaits reaping (a zombie)",
+}
+
+
 def _report_skipped(result: Scan, explicit: bool) -> None:
     if explicit:
         for s in result.skipped:
-            if s.reason in (NO_SUCH_PROCESS, EXITED):
-                note(
-                    f"process {s.pid} does not exist"
-                    if s.reason == NO_SUCH_PROCESS
-                    else f"process {s.pid} exited during the scan"
-                )
+            if s.reason in _SKIPPED_NOTES:
+                note(_SKIPPED_NOTES[s.reason].format(pid=s.pid))
             elif s.reason == PERMISSION_DENIED:
                 note(_denied(s.pid))
             else:
