@@ -13,6 +13,7 @@ use crate::oracle;
 use crate::support;
 use crate::sys::{self, Fd, KcmpOrder, Pid};
 
+pub use crate::holders::{holders, Found as HoldersFound};
 pub use crate::ladder::{kcmp_checked, same_epoll_target};
 pub use crate::oracle::{classify_files, classify_tasks, Classified, FileOptions, FileRef};
 pub use crate::support::Report;
@@ -160,6 +161,17 @@ pub fn support(refresh: bool) -> Report {
 /// Never issue kcmp again in this process (sandboxes that kill on it).
 pub fn disable_kcmp() {
     support::disable();
+}
+
+/// Why a process could not be searched, as the word the Python layer turns into a
+/// `Skipped.reason`: the kind of a process that is gone, `"denied"`, or the message.
+pub fn skip_reason(failure: &Failure) -> String {
+    match failure {
+        Failure::Denied { .. } => "denied".to_string(),
+        other => other
+            .gone_kind()
+            .map_or_else(|| format!("error: {}", other.message()), str::to_string),
+    }
 }
 
 /// Whether `pid` has exited and awaits reaping (a zombie): it keeps its pid but none of

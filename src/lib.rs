@@ -27,6 +27,7 @@
 pub mod api;
 pub mod engine;
 pub mod error;
+pub mod holders;
 pub mod ladder;
 pub mod oracle;
 pub mod support;

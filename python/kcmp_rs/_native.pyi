@@ -151,3 +151,6 @@ def is_zombie(pid: SupportsIndex) -> bool:
 
 # bench_syscall_floor exists only in `make bench` builds (cargo feature "bench"), never
 # in a wheel: benches/test_overhead.py looks it up at run time, so it has no stub here.
+def holders(
+    pid: int, fd: int, pids: Iterable[int]
+) -> tuple[list[tuple[int, int]], list[tuple[int, str]], int, int]: ...

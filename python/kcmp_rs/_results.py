@@ -16,6 +16,7 @@ __all__ = [
     "NO_SUCH_PROCESS",
     "OWNER_EXITED",
     "PERMISSION_DENIED",
+    "SCHEMA_VERSION",
     "ZOMBIE",
     "Description",
     "Member",
@@ -25,6 +26,9 @@ __all__ = [
 ]
 
 Ref = tuple[int, int]
+
+#: The version of every JSON document the package prints (``schema_version``).
+SCHEMA_VERSION = 2
 
 #: ``Skipped.reason`` values (plus ``"error: <message>"`` for anything else).
 NO_SUCH_PROCESS = "no such process"

@@ -88,6 +88,14 @@ type FloorFigures = (Vec<f64>, Vec<f64>, u64, u64, u64, usize);
 /// Groups and the refs no exact method could decide.
 type Partial<'py> = (Bound<'py, PyList>, Vec<(crate::sys::Pid, crate::sys::Fd)>);
 
+/// `holders`' answer: holders, (pid, reason) skipped, kcmp calls, fds compared.
+type HoldersAnswer = (
+    Vec<(crate::sys::Pid, crate::sys::Fd)>,
+    Vec<(crate::sys::Pid, String)>,
+    u64,
+    u64,
+);
+
 /// `classify_files` and `classify_files_partial` after their argument checks.
 fn classify_refs(
     py: Python<'_>,
@@ -116,7 +124,7 @@ pub mod _native {
     use super::args::{
         arg, Fd, Fds, Flag, Index, IndexType, MissingPolicy, Optional, Order, Pid, Pids, TaskType,
     };
-    use super::{cached, classify_refs, detached, to_pyerr, tuples, Partial};
+    use super::{cached, classify_refs, detached, to_pyerr, tuples, HoldersAnswer, Partial};
     use crate::api;
     use pyo3::prelude::*;
     use pyo3::types::PyList;
@@ -380,6 +388,32 @@ pub mod _native {
     #[pyo3(text_signature = "()")]
     fn disable_kcmp() {
         api::disable_kcmp();
+    }
+
+    /// (holders, skipped, kcmp_calls, fds_compared): every (pid, fd) of ``pids`` that
+    /// refers to the open file description of ``fd`` in ``pid``.
+    ///
+    /// One kcmp per candidate fd, the GIL released. ``skipped`` pairs each process
+    /// that could not be read with a reason code ("absent", "exited", "zombie",
+    /// "denied", or "error: ..."). Needs kcmp (``KcmpUnavailableError`` otherwise).
+    #[pyfunction]
+    #[pyo3(text_signature = "(pid, fd, pids)")]
+    fn holders(
+        py: Python<'_>,
+        pid: &Bound<'_, PyAny>,
+        fd: &Bound<'_, PyAny>,
+        pids: &Bound<'_, PyAny>,
+    ) -> PyResult<HoldersAnswer> {
+        let Pid(pid) = arg(pid, "pid")?;
+        let Fd(fd) = arg(fd, "fd")?;
+        let Pids(pids) = arg(pids, "pids")?;
+        let found = detached(py, |stop| api::holders((pid, fd), &pids, stop))?;
+        let skipped = found
+            .skipped
+            .iter()
+            .map(|(p, f)| (*p, api::skip_reason(f)))
+            .collect();
+        Ok((found.holders, skipped, found.kcmp_calls, found.fds_compared))
     }
 
     /// Whether ``pid`` has exited and awaits reaping (a zombie).

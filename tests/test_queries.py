@@ -1,0 +1,314 @@
+"""holders(), shared_files() and epoll_targets() against brute-force kernel truth, on
+process families the tests build: fork inheritance, dup2 to other numbers, fds passed
+over Unix sockets, ends closed in some children, threads, zombies, denied access."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from _checks import needs_kcmp, needs_root, raised
+from _helpers import ChildProcess, Spawn, drop_to_nobody, run_in_child
+from kcmp_rs import KcmpType, baseline, open_fds
+from kcmp_rs._queries import _epoll_targets, epoll_targets, holders, shared_files
+
+pytestmark = needs_kcmp
+
+
+def truth(target: tuple[int, int], pids: list[int]) -> list[tuple[int, int]]:
+    """Every (pid, fd) of ``pids`` the ctypes baseline says is the target's description."""
+    tp, tf = target
+    found = []
+    for pid in pids:
+        for fd in open_fds(pid):
+            try:
+                if baseline.kcmp(tp, pid, KcmpType.FILE, tf, fd) == 0:
+                    found.append((pid, fd))
+            except OSError as err:
+                assert err.errno == errno.EBADF  # closed since it was listed
+    return sorted(found)
+
+
+def refs(h: object) -> list[tuple[int, int]]:
+    return [(m.pid, m.fd) for m in h.members]  # type: ignore[attr-defined]
+
+
+def send_fd(sock: socket.socket, fd: int) -> None:
+    socket.send_fds(sock, [b"x"], [fd])
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe()
+    yield r, w
+    for fd in (r, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def test_holders_of_a_pipe_end_across_a_family(spawn: Spawn, pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    a, b = socket.socketpair()
+    with a, b:
+        send_fd(a, w)  # waiting in the socket for the child that receives it
+
+        def inherits_and_moves() -> int:
+            os.dup2(w, 77)
+            os.close(w)
+            return 77
+
+        def closes_the_write_end() -> None:
+            os.close(w)
+
+        def receives_it() -> int:
+            _, fds, _, _ = socket.recv_fds(b, 1, 1)
+            os.close(w)
+            return fds[0]
+
+        moved = spawn(inherits_and_moves)
+        closed = spawn(closes_the_write_end)
+        passed = spawn(receives_it)
+        plain = spawn()
+        kids = [moved, closed, passed, plain]
+        me = os.getpid()
+        pids = [me] + [k.pid for k in kids]
+        h = holders(me, w, pids)
+        assert refs(h) == truth((me, w), pids)
+        assert (moved.pid, 77) in refs(h)
+        assert (passed.pid, passed.data) in refs(h)
+        assert not any(p == closed.pid for p, _ in refs(h))
+        assert h.complete and h.skipped == () and h.undecided == ()
+        assert h.description.type == "FIFO" and h.description.mode == "w"
+        assert h.description.target == f"pipe:[{os.fstat(w).st_ino}]"
+        assert {m.command for m in h.members} <= {"python", "python3", "pytest"} | {
+            m.command for m in h.members
+        }
+        assert h.fds_compared == sum(len(open_fds(p)) for p in pids), "one kcmp per fd"
+        # The read end is another description of the same inode: never a holder.
+        assert (me, r) not in refs(h)
+        for m in h.members:
+            assert m.command, m
+
+
+def test_threads_are_read_once(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    started, release = threading.Event(), threading.Event()
+    tids: list[int] = []
+
+    def worker() -> None:
+        tids.append(threading.get_native_id())
+        started.set()
+        release.wait(30)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        started.wait(30)
+        me = os.getpid()
+        h = holders(me, w, [me, tids[0]])
+        assert refs(h) == [(me, w)], "the thread's fds are ours: listed once, under us"
+        assert h.fd_table_shared == ((me, tids[0]),)
+        assert h.processes_read == 2
+    finally:
+        release.set()
+        t.join()
+
+
+def test_gone_and_zombie_processes_are_skipped_with_reasons(
+    spawn: Spawn, pipe: tuple[int, int]
+) -> None:
+    r, w = pipe
+    zombie = spawn(expect_exit=None)
+    os.kill(zombie.pid, 9)
+    os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # a zombie until reaped
+    gone = spawn(expect_exit=None)
+    gone.kill()
+    me = os.getpid()
+    h = holders(me, w, [me, zombie.pid, gone.pid])
+    assert refs(h) == [(me, w)]
+    reasons = {s.pid: s.reason for s in h.skipped}
+    assert reasons == {zombie.pid: "zombie", gone.pid: "no such process"}
+    assert not h.complete
+    d = json.loads(json.dumps(h.to_dict()))
+    assert d["schema_version"] == 2
+    assert d["description"]["members"] == [{"pid": me, "fd": w, "command": h.members[0].command}]
+    assert {s["pid"]: s["reason"] for s in d["skipped"]} == reasons
+
+
+@needs_root
+def test_a_process_that_denies_access_is_skipped(spawn: Spawn) -> None:
+    root_child = spawn()
+
+    def search() -> tuple[list[tuple[int, int]], dict[int, str]]:
+        drop_to_nobody()
+        r, w = os.pipe()
+        h = holders(os.getpid(), w, [os.getpid(), root_child.pid])
+        return refs(h), {s.pid: s.reason for s in h.skipped}
+
+    found, skipped = run_in_child(search).unwrap()
+    assert len(found) == 1
+    assert skipped == {root_child.pid: "permission denied"}
+
+
+def test_target_errors_name_the_pid_and_fd(spawn: Spawn) -> None:
+    me = os.getpid()
+    gone = spawn(expect_exit=None)
+    gone.kill()
+    e = raised(holders, gone.pid, 0, [me])
+    assert isinstance(e, ProcessLookupError)
+    assert str(e).endswith(f"process {gone.pid} does not exist")
+    e = raised(holders, me, 999_999, [me])
+    assert isinstance(e, OSError) and e.errno == errno.EBADF
+    assert str(e).endswith(f"fd 999999 is not open in process {me}")
+    e = raised(holders, me, 0, [me], progress=5)
+    assert isinstance(e, TypeError)
+    assert str(e) == "progress must be callable or None, not int"
+    e = raised(holders, me, 0, [me], allow_pidfd_getfd="yes")
+    assert str(e) == "allow_pidfd_getfd must be a bool, not str"
+
+
+def test_progress_counts_every_process(pipe: tuple[int, int]) -> None:
+    calls: list[tuple[int, int]] = []
+    me = os.getpid()
+    holders(me, pipe[1], [me], progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 1)]
+
+
+# ---- shared_files ----
+
+
+def test_shared_files_tells_inherited_from_reopened(spawn: Spawn, tmp_path: object) -> None:
+    path = os.path.join(str(tmp_path), "f")
+    with open(path, "w") as f:
+        f.write("x")
+    inherited = os.open(path, os.O_RDONLY)
+    try:
+
+        def reopen() -> int:
+            return os.open(path, os.O_RDONLY)
+
+        child = spawn(reopen)
+        me = os.getpid()
+        s = shared_files(me, child.pid)
+        # Brute force: every pair of fds the kernel says are one description.
+        pairs = {
+            (f1, f2)
+            for f1 in open_fds(me)
+            for f2 in open_fds(child.pid)
+            if baseline.kcmp(me, child.pid, KcmpType.FILE, f1, f2) == 0
+        }
+        got = {(f1, f2) for a, b in s.shared for f1 in a for f2 in b}
+        assert got == pairs
+        assert any(inherited in a for a, _ in s.shared)
+        assert any(child.data in b for _, b in s.reopened), s.reopened
+        assert not any(child.data in b for _, b in s.shared)
+        assert not s.same_fd_table
+        d = json.loads(json.dumps(s.to_dict()))
+        assert d["schema_version"] == 2 and d["pid1"] == me
+    finally:
+        os.close(inherited)
+
+
+def test_shared_files_with_itself_is_every_description() -> None:
+    me = os.getpid()
+    s = shared_files(me, me)
+    assert s.same_fd_table and s.reopened == ()
+    assert sorted(f for a, _ in s.shared for f in a) == open_fds(me)
+
+
+def test_shared_files_of_a_gone_process_raises(spawn: Spawn) -> None:
+    gone = spawn(expect_exit=None)
+    gone.kill()
+    e = raised(shared_files, os.getpid(), gone.pid)
+    assert isinstance(e, ProcessLookupError)
+
+
+# ---- epoll ----
+
+
+def test_epoll_registrations_open_closed_reused_and_twice() -> None:
+    me = os.getpid()
+    ep = select.epoll()
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    try:
+        ep.register(a.fileno(), select.EPOLLIN)
+        twice = os.dup(a.fileno())
+        ep.register(twice, select.EPOLLOUT)
+        closed, reused = os.dup(c.fileno()), os.dup(c.fileno())
+        ep.register(closed, select.EPOLLIN)
+        ep.register(reused, select.EPOLLIN)
+        os.close(closed)
+        os.dup2(b.fileno(), reused)  # the number now names another socket
+        regs, calls = _epoll_targets(me, ep.fileno(), None)
+        by_tfd = {t.tfd: t for t in regs}
+        assert by_tfd[a.fileno()].status == "open"
+        assert by_tfd[twice].status == "open"
+        assert by_tfd[twice].events & select.EPOLLOUT
+        assert {(m.pid, m.fd) for m in by_tfd[a.fileno()].holders} == {
+            (me, a.fileno()),
+            (me, twice),
+        }
+        assert by_tfd[reused].status == "reused"
+        assert {(m.pid, m.fd) for m in by_tfd[reused].holders} == {(me, c.fileno())}
+        assert by_tfd[closed].status == "closed"
+        assert {(m.pid, m.fd) for m in by_tfd[closed].holders} == {(me, c.fileno())}
+        assert calls <= sum(len(t.holders) for t in regs) + 4 * len(regs)
+        for t in regs:
+            assert json.loads(json.dumps(t.to_dict()))["tfd"] == t.tfd
+        os.close(twice)
+        os.close(reused)
+    finally:
+        for s in (a, b, c, d):
+            s.close()
+        ep.close()
+
+
+def test_epoll_set_shared_with_a_child_and_held_only_there(spawn: Spawn) -> None:
+    ep = select.epoll()
+    a, b = socket.socketpair()
+    try:
+        ep.register(a.fileno(), select.EPOLLIN)
+        tfd = a.fileno()
+
+        def keep_a_copy() -> int:
+            return os.dup(tfd)
+
+        child = spawn(keep_a_copy)
+        a.close()  # only the child holds the registered socket now
+        me = os.getpid()
+        [t] = epoll_targets(me, ep.fileno(), [child.pid])
+        assert t.status == "closed"
+        assert {(m.pid, m.fd) for m in t.holders} == {(child.pid, tfd), (child.pid, child.data)}
+        [t] = epoll_targets(child.pid, ep.fileno())  # the child's inherited set
+        assert t.status == "open"
+    finally:
+        b.close()
+        ep.close()
+
+
+def test_epoll_errors(pipe: tuple[int, int]) -> None:
+    me = os.getpid()
+    ep = select.epoll()
+    try:
+        assert epoll_targets(me, ep.fileno()) == []
+    finally:
+        ep.close()
+    e = raised(epoll_targets, me, pipe[0])
+    assert isinstance(e, OSError) and e.errno == errno.EINVAL
+    assert str(e).endswith(f"fd {pipe[0]} of process {me} is not an epoll fd")
+    e = raised(epoll_targets, me, 999_999)
+    assert isinstance(e, OSError) and e.errno == errno.EBADF
+
+
+def _children_alive(children: list[ChildProcess]) -> None:
+    for c in children:
+        assert c.status is None
