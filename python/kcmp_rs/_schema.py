@@ -1,0 +1,120 @@
+"""The shapes of every ``to_dict()``, as ``TypedDict``s: the JSON the ``kcmp-rs``
+commands print, for type checkers and for scripts that read it.
+
+``schema_version`` (``SCHEMA_VERSION``) is in every document and in the first line of
+JSON Lines output; it changes only when a field changes meaning or goes away. A field
+ending in ``_bytes_b64`` is present only when the text beside it is not exact (a name
+that is not UTF-8). Nothing here runs: this module only declares.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+__all__ = [
+    "DescriptionDict",
+    "EpollTargetDict",
+    "FdDict",
+    "HoldersDict",
+    "MemberDict",
+    "PairDict",
+    "ScanDict",
+    "SharedFilesDict",
+    "SkippedDict",
+]
+
+
+class _MemberBytes(TypedDict, total=False):
+    command_bytes_b64: str
+
+
+class MemberDict(_MemberBytes):
+    """One fd of one process (a holder)."""
+
+    pid: int
+    fd: int
+    command: str
+
+
+class _DescriptionBytes(TypedDict, total=False):
+    target_bytes_b64: str
+
+
+class DescriptionDict(_DescriptionBytes):
+    """One open file description and its members."""
+
+    type: str
+    mode: str
+    target: str
+    members: list[MemberDict]
+
+
+class SkippedDict(TypedDict):
+    """A process that could not be read, and why."""
+
+    pid: int
+    reason: str
+
+
+class FdDict(TypedDict):
+    """A (pid, fd) pair, as in ``undecided``."""
+
+    pid: int
+    fd: int
+
+
+class ScanDict(TypedDict):
+    """``Scan.to_dict()``: ``kcmp-rs scan -J``."""
+
+    schema_version: int
+    descriptions: list[DescriptionDict]
+    skipped: list[SkippedDict]
+    processes_read: int
+    fds_classified: int
+    undecided: list[FdDict]
+    fd_table_shared: list[list[int]]
+
+
+class HoldersDict(TypedDict):
+    """``Holders.to_dict()``: ``kcmp-rs holders -J``."""
+
+    schema_version: int
+    pid: int
+    fd: int
+    description: DescriptionDict
+    skipped: list[SkippedDict]
+    undecided: list[FdDict]
+    processes_read: int
+    fds_compared: int
+    fd_table_shared: list[list[int]]
+
+
+class PairDict(TypedDict):
+    """The fds of each process on one description (or one file)."""
+
+    fds1: list[int]
+    fds2: list[int]
+
+
+class SharedFilesDict(TypedDict):
+    """``SharedFiles.to_dict()``."""
+
+    schema_version: int
+    pid1: int
+    pid2: int
+    same_fd_table: bool
+    shared: list[PairDict]
+    reopened: list[PairDict]
+    undecided: list[FdDict]
+
+
+class EpollTargetDict(TypedDict):
+    """``EpollTarget.to_dict()``: one registration of an epoll set."""
+
+    tfd: int
+    index: int
+    events: int
+    data: int
+    ino: int
+    status: Literal["open", "closed", "reused"]
+    holders: list[MemberDict]
