@@ -78,7 +78,7 @@ impl Search {
                 ours.insert(fd);
             }
             Ok(None) => {}
-            Err(e) => return Err(Failure::from_errno(e, tpid, None, "pidfd_open")),
+            Err(failure) => return Err(failure),
         }
         let mut search = Search {
             target,
@@ -148,11 +148,11 @@ impl Search {
                 self.ours.insert(fd);
             }
             Ok(None) => {}
-            Err(Errno(libc::ESRCH)) => {
-                self.found.skipped.push((pid, Failure::NoProcess { pid }));
+            Err(failure) if failure.gone_kind().is_some() => {
+                self.found.skipped.push((pid, failure));
                 return Ok(());
             }
-            Err(e) => return Err(Failure::from_errno(e, pid, None, "pidfd_open")),
+            Err(failure) => return Err(failure),
         }
         let fds = match self.list(pid) {
             Ok(fds) => fds,
@@ -233,7 +233,7 @@ impl Search {
         if self.target_key()? != self.key {
             return Err(self.target_changed());
         }
-        for pid in self.guard.vanished() {
+        for pid in self.guard.vanished()? {
             self.drop_holders_of(pid);
             self.found.skipped.retain(|(p, _)| *p != pid);
             self.found.skipped.push((pid, Failure::Exited { pid }));

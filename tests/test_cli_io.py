@@ -16,7 +16,7 @@ import pytest
 from _family import build_family
 from _scan_helpers import missing_pid
 from conftest import Spawn
-from kcmp_rs import _cli_io, _config, cli
+from kcmp_rs import _cli_common, _cli_io, _config, cli
 
 # Every subcommand and the help and version output; "{pid}" is a child of the test.
 COMMANDS = [
@@ -235,10 +235,10 @@ def test_process_lookup_errors_are_one_line() -> None:
     for said in kinds:
         e = ProcessLookupError(3, f"{os.strerror(3)}: {said}")
         e.pid = 12  # type: ignore[attr-defined]
-        assert cli._explain(e) == said
+        assert _cli_common.explain(e) == said
     # Words that name no process: the command names it.
     e = ProcessLookupError(3, f"{os.strerror(3)}: gone")
-    assert cli._explain(e, 12) == "process 12 does not exist"
+    assert _cli_common.explain(e, 12) == "process 12 does not exist"
 
 
 # ---- KCMP_RS_NO_KCMP ----

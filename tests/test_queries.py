@@ -4,6 +4,7 @@ over Unix sockets, ends closed in some children, threads, zombies, denied access
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -48,10 +49,8 @@ def pipe() -> Iterator[tuple[int, int]]:
     r, w = os.pipe()
     yield r, w
     for fd in (r, w):
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 def test_holders_of_a_pipe_end_across_a_family(spawn: Spawn, pipe: tuple[int, int]) -> None:
@@ -99,7 +98,7 @@ def test_holders_of_a_pipe_end_across_a_family(spawn: Spawn, pipe: tuple[int, in
 
 
 def test_threads_are_read_once(pipe: tuple[int, int]) -> None:
-    r, w = pipe
+    _, w = pipe
     started, release = threading.Event(), threading.Event()
     tids: list[int] = []
 
@@ -125,7 +124,7 @@ def test_threads_are_read_once(pipe: tuple[int, int]) -> None:
 def test_gone_and_zombie_processes_are_skipped_with_reasons(
     spawn: Spawn, pipe: tuple[int, int]
 ) -> None:
-    r, w = pipe
+    _, w = pipe
     zombie = spawn(expect_exit=None)
     os.kill(zombie.pid, 9)
     os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # a zombie until reaped
@@ -149,7 +148,7 @@ def test_a_process_that_denies_access_is_skipped(spawn: Spawn) -> None:
 
     def search() -> tuple[list[tuple[int, int]], dict[int, str]]:
         drop_to_nobody()
-        r, w = os.pipe()
+        _, w = os.pipe()
         h = holders(os.getpid(), w, [os.getpid(), root_child.pid])
         return refs(h), {s.pid: s.reason for s in h.skipped}
 

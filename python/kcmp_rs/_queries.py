@@ -25,13 +25,21 @@ from kcmp_rs._results import (
     EXITED,
     NO_SUCH_PROCESS,
     PERMISSION_DENIED,
+    ZOMBIE,
     Description,
     Member,
     Ref,
     Skipped,
 )
-from kcmp_rs._scan import _checked_pids, _fd_tables, classify_refs
-from kcmp_rs._types import KcmpType
+from kcmp_rs._scan import (
+    _check_flag,
+    _check_progress,
+    _checked_pids,
+    _fd_tables,
+    _reason,
+    classify_refs,
+)
+from kcmp_rs._types import FdNotOpenError, GoneKind, KcmpError, KcmpType, ProcessGoneError
 
 __all__ = ["epoll_targets", "holders", "shared_files"]
 
@@ -42,19 +50,9 @@ _CHUNK = 64
 _REASONS = {
     "absent": NO_SUCH_PROCESS,
     "exited": EXITED,
-    "zombie": "zombie",
+    "zombie": ZOMBIE,
     "denied": PERMISSION_DENIED,
 }
-
-
-def _check_callable(name: str, value: object) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
 
 
 def _require_kcmp() -> None:
@@ -114,32 +112,19 @@ def _search_by_ladder(
 ) -> tuple[list[Ref], int, list[Ref]]:
     """Without kcmp: the fds on the target's inode, grouped by the batch's exact
     fallbacks; what they cannot decide is returned as undecided, never guessed."""
-    # Checks the target is open (and pid and fd valid) with the caller's exceptions.
-    _native.same_file(pid, fd, pid, fd, allow_pidfd_getfd=allow_pidfd_getfd)
     key = _inode(pid, fd)
     candidates: list[Ref] = []
     for reader in readers:
         try:
             fds = _native.open_fds(reader)
         except OSError as err:
-            skipped[reader] = _reason(err)
+            skipped[reader] = _reason(err, absent=NO_SUCH_PROCESS)
             continue
         candidates.extend((reader, f) for f in fds if _inode(reader, f) == key)
     refs = [(pid, fd), *[c for c in candidates if c != (pid, fd)]]
     groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
     mine = next((g for g in groups if (pid, fd) in g), ())
     return [r for r in mine if r in set(candidates)], len(candidates), undecided
-
-
-def _reason(err: OSError) -> str:
-    kind = getattr(err, "kind", None)
-    if isinstance(kind, str):
-        return _REASONS.get(kind, kind)
-    if isinstance(err, ProcessLookupError):
-        return EXITED
-    if isinstance(err, PermissionError):
-        return PERMISSION_DENIED
-    return f"error: {err.strerror or err}"
 
 
 def holders(
@@ -169,9 +154,12 @@ def holders(
     search, ``OSError`` (EBADF) when ``fd`` is not open in it, ``BlockingIOError``
     when ``fd`` was closed or replaced during the search.
     """
-    _check_bool("allow_pidfd_getfd", allow_pidfd_getfd)
-    _check_callable("progress", progress)
+    _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
+    _check_progress(progress)
     wanted = list_pids() if pids is None else _checked_pids(pids)
+    # The arguments checked, and the target found open, before any other process is
+    # read: the caller's mistakes are the native calls' exceptions.
+    _native.same_file(pid, fd, pid, fd, allow_pidfd_getfd=allow_pidfd_getfd)
     skipped: dict[int, str] = {}
     tables = _fd_tables(wanted, skipped)
     readers = [t[0] for t in tables]
@@ -181,22 +169,15 @@ def holders(
             pid, fd, readers, skipped, progress, len(skipped), len(wanted)
         )
     else:
-        found, compared, undecided = _search_by_ladder(
-            pid, fd, readers, skipped, allow_pidfd_getfd
-        )
+        found, compared, undecided = _search_by_ladder(pid, fd, readers, skipped, allow_pidfd_getfd)
         if progress is not None:
             progress(len(wanted), len(wanted))
-    commands: dict[int, str] = {}
-    members = []
-    for p, f in sorted(found):
-        if p not in commands:
-            commands[p] = read_command(p)
-        members.append(Member(p, f, commands[p]))
+    members = _members(sorted(found), {})
     read = [t for t in tables if t[0] not in skipped]
     return Holders(
         pid=pid,
         fd=fd,
-        description=_describe_target(pid, fd, tuple(members)),
+        description=_describe_target(pid, fd, members),
         skipped=tuple(Skipped(p, r) for p, r in sorted(skipped.items())),
         processes_read=sum(len(t) for t in read),
         fds_compared=compared,
@@ -233,15 +214,12 @@ def _pinned(pids: Iterable[int]) -> Iterator[tuple[Callable[[], list[int]], set[
             os.close(f)
 
 
-def _gone(pid: int, kind: str) -> ProcessLookupError:
+def _gone(pid: int, kind: GoneKind) -> ProcessGoneError:
     if kind == "absent":
         text = f"process {pid} does not exist"
     else:
         text = f"process {pid} exited during the call (its pid may now name another process)"
-    err = ProcessLookupError(errno.ESRCH, f"{os.strerror(errno.ESRCH)}: {text}")
-    err.pid = pid  # type: ignore[attr-defined]
-    err.fd = None  # type: ignore[attr-defined]
-    return err
+    return ProcessGoneError(errno.ESRCH, f"{os.strerror(errno.ESRCH)}: {text}", pid=pid, kind=kind)
 
 
 # ---- shared files ----
@@ -275,7 +253,7 @@ def shared_files(pid1: int, pid2: int, *, allow_pidfd_getfd: bool = False) -> Sh
     Where kcmp is blocked the batch's exact fallbacks decide (``allow_pidfd_getfd`` as
     for ``classify_files``); fds they cannot decide are in ``undecided``.
     """
-    _check_bool("allow_pidfd_getfd", allow_pidfd_getfd)
+    _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
     fds1 = _native.open_fds(pid1)
     same_table = pid1 == pid2
     if not same_table and _native.support(refresh=False)[0]:
@@ -325,11 +303,8 @@ def _registrations(pid: int, epfd: int) -> list[_Registration]:
     if target is None:
         _native.same_file(pid, epfd, pid, epfd)  # raises the documented error
     if target != "anon_inode:[eventpoll]":
-        err = OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: "
-                      f"fd {epfd} of process {pid} is not an epoll fd")
-        err.pid = pid  # type: ignore[attr-defined]
-        err.fd = epfd  # type: ignore[attr-defined]
-        raise err
+        detail = f"fd {epfd} of process {pid} is not an epoll fd"
+        raise KcmpError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {detail}", pid=pid, fd=epfd)
     with open(b"/proc/%d/fdinfo/%d" % (pid, epfd), "rb") as f:
         text = f.read().decode("ascii", "replace")
     seen: dict[int, int] = defaultdict(int)
@@ -353,6 +328,52 @@ def _registrations(pid: int, epfd: int) -> list[_Registration]:
     return regs
 
 
+def _members(refs: Iterable[Ref], commands: dict[int, str]) -> tuple[Member, ...]:
+    """``Member``s with their command names, each read once per call."""
+    members = []
+    for p, f in refs:
+        if p not in commands:
+            commands[p] = read_command(p)
+        members.append(Member(p, f, commands[p]))
+    return tuple(members)
+
+
+def _by_ino(pid: int, own: set[int], others: list[int]) -> dict[int, list[Ref]]:
+    """The candidate fds of ``pid`` and ``others``, keyed by inode number (fdinfo gives
+    a registration's inode, never its device: numbers equal across filesystems only
+    add candidates, which kcmp then turns down)."""
+    by_ino: dict[int, list[Ref]] = defaultdict(list)
+    for p in [pid, *others]:
+        for f in sorted(own) if p == pid else _native.open_fds(p):
+            key = _inode(p, f)
+            if key is not None:
+                by_ino[key[1]].append((p, f))
+    return by_ino
+
+
+def _registered(pid: int, epfd: int, reg: _Registration, candidates: list[Ref]) -> list[Ref]:
+    """The candidates that are the file ``reg`` registered (KCMP_EPOLL_TFD each)."""
+    found = []
+    for p, f in candidates:
+        try:
+            same = _native.same_epoll_target(p, f, pid, epfd, reg.tfd, reg.index)
+        except FdNotOpenError as err:
+            if err.pid == p and err.fd == f:
+                continue  # closed since it was listed: not a holder now
+            raise
+        if same:
+            found.append((p, f))
+    return found
+
+
+def _status(pid: int, tfd: int, found: list[Ref], own: set[int]) -> str:
+    """Whether ``tfd`` still names the registered file ("open"), names nothing
+    ("closed") or another file ("reused")."""
+    if (pid, tfd) in found:
+        return "open"
+    return "reused" if tfd in own else "closed"
+
+
 def _epoll_targets(
     pid: int, epfd: int, pids: Iterable[int] | None
 ) -> tuple[list[EpollTarget], int]:
@@ -364,39 +385,25 @@ def _epoll_targets(
         own = set(_native.open_fds(pid))
         if pid == os.getpid():
             own -= pins
-        by_ino: dict[int, list[Ref]] = defaultdict(list)
-        for p in [pid, *others]:
-            for f in own if p == pid else _native.open_fds(p):
-                key = _inode(p, f)
-                if key is not None:
-                    by_ino[key[1]].append((p, f))
+        by_ino = _by_ino(pid, own, others)
         calls = 0
         answers = []
         commands: dict[int, str] = {}
         for reg in regs:
-            found = []
-            for p, f in by_ino.get(reg.ino, []):
-                calls += 1
-                try:
-                    same = _native.same_epoll_target(p, f, pid, epfd, reg.tfd, reg.index)
-                except OSError as err:
-                    if err.errno == errno.EBADF and getattr(err, "pid", None) == p:
-                        continue  # closed since it was listed: not a holder now
-                    raise
-                if same:
-                    found.append((p, f))
-            if (pid, reg.tfd) in found:
-                status = "open"
-            else:
-                status = "reused" if reg.tfd in own else "closed"
-            members = []
-            for p, f in found:
-                if p not in commands:
-                    commands[p] = read_command(p)
-                members.append(Member(p, f, commands[p]))
+            candidates = by_ino.get(reg.ino, [])
+            calls += len(candidates)
+            found = _registered(pid, epfd, reg, candidates)
+            status = _status(pid, reg.tfd, found, own)
             answers.append(
-                EpollTarget(reg.tfd, reg.index, reg.events, reg.data, reg.ino, status,
-                            tuple(members))
+                EpollTarget(
+                    reg.tfd,
+                    reg.index,
+                    reg.events,
+                    reg.data,
+                    reg.ino,
+                    status,
+                    _members(found, commands),
+                )
             )
         gone = exited()
     if gone:

@@ -241,6 +241,11 @@ def _check_flag(value: object, name: str) -> None:
         raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
 
 
+def _check_progress(progress: object) -> None:
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable or None, not {type(progress).__name__}")
+
+
 def scan(
     pids: Iterable[SupportsIndex] | None = None,
     *,
@@ -344,8 +349,7 @@ def scan(
     given = None if pids is None else _checked_pids(pids)
     _check_flag(include_unshared, "include_unshared")
     _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable or None, not {type(progress).__name__}")
+    _check_progress(progress)
     wanted = list_pids() if given is None else given
     skipped: dict[int, str] = {}
     tables = _fd_tables(wanted, skipped)

@@ -12,15 +12,25 @@ import argparse
 import io
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
-import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import kcmp_rs
+from kcmp_rs._cli_common import (
+    CommandError,
+    allow_pidfd_getfd_flag,
+    command,
+    denied,
+    explain,
+    mode_and_target,
+    pid_arg,
+    pid_list,
+    report_undecided,
+    unavailable_reason,
+)
 from kcmp_rs._cli_io import (
     EXIT_FAILED,
     EXIT_INCOMPLETE,
@@ -38,94 +48,15 @@ from kcmp_rs._cli_io import (
     write_utf8,
 )
 from kcmp_rs._native import is_zombie
-from kcmp_rs._proc import read_mode, read_target
 from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, ZOMBIE, Ref, Scan
 from kcmp_rs._scan import classify_refs
-from kcmp_rs._table import escape, format_table, render_table
+from kcmp_rs._table import format_table, render_table
 from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order
 
 if TYPE_CHECKING:
     from kcmp_rs._example import Family
 
 __all__ = ["build_parser", "main"]
-
-_PID_MAX = 2**31 - 1
-
-
-class CommandError(Exception):
-    """A subcommand could not do its job: ``main`` prints the message on stderr (after
-    ``kcmp-rs: ``) and exits with status 1. Usage errors go through argparse (status 2)."""
-
-
-def _denied(pid: int | None) -> str:
-    return (
-        f"permission denied for process {pid} "
-        "(inspecting it needs the same user, or root / CAP_SYS_PTRACE)"
-    )
-
-
-def _explain(err: OSError, pid: int | None = None) -> str:
-    """A one-line cause for an error of the library, naming the process."""
-    pid = getattr(err, "pid", None) or pid
-    if isinstance(err, KcmpUnavailableError):
-        text = f"kcmp(2) is unavailable here: {err.reason or err.strerror or err}"
-        if err.undecided:
-            text += f" ({len(err.undecided)} fds undecided; try --allow-pidfd-getfd)"
-        return text
-    if pid is None:
-        return str(err)
-    if isinstance(err, ProcessLookupError):
-        # The library's own words say which kind: absent, a zombie, or exited meanwhile.
-        said = _without_kernel_text(err)
-        return said if said.startswith(f"process {pid} ") else f"process {pid} does not exist"
-    if isinstance(err, PermissionError):
-        return _denied(pid)
-    return f"process {pid}: {err.strerror or err}"
-
-
-def _without_kernel_text(err: OSError) -> str:
-    """The library's message after the kernel's text (``No such process: ...``)."""
-    said = err.strerror or ""
-    kernel = os.strerror(err.errno) + ": " if err.errno else ""
-    return said[len(kernel) :] if kernel and said.startswith(kernel) else said
-
-
-# ---- arguments ----
-
-
-def _pid(text: str) -> int:
-    if not re.fullmatch(r"[0-9]+", text) or not 0 < int(text) <= _PID_MAX:
-        raise argparse.ArgumentTypeError(f"not a process id: {text!r}")
-    return int(text)
-
-
-def _pid_list(text: str) -> list[int]:
-    return [_pid(part) for part in text.split(",")]
-
-
-def _allow_pidfd_getfd(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--allow-pidfd-getfd",
-        action="store_true",
-        help="where kcmp is blocked, let pidfd_getfd(2) copy fds to compare them",
-    )
-
-
-def _command(
-    sub: argparse._SubParsersAction[Parser],
-    name: str,
-    *,
-    help: str,
-    description: str,
-    example: str,
-) -> Parser:
-    return sub.add_parser(
-        name,
-        help=help,
-        description=textwrap.fill(description, 79),
-        epilog=f"example:\n{example}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    demo = _command(
+    demo = command(
         sub,
         "demo",
         help="run the kcmp(2) manual page's example",
@@ -152,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo, parser=demo)
 
-    fds = _command(
+    fds = command(
         sub,
         "fds",
         help="one process's fds grouped by open file description",
@@ -161,11 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         "access mode (r, w, rw, path for O_PATH), TARGET what /proc/PID/fd/N points to.",
         example="  kcmp-rs fds 1234\n  kcmp-rs fds $$",
     )
-    fds.add_argument("pid", type=_pid, metavar="PID")
-    _allow_pidfd_getfd(fds)
+    fds.add_argument("pid", type=pid_arg, metavar="PID")
+    allow_pidfd_getfd_flag(fds)
     fds.set_defaults(func=_cmd_fds, parser=fds)
 
-    share = _command(
+    share = command(
         sub,
         "share",
         help="what two processes share",
@@ -173,12 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         "SYSVSEM) two processes share, and the open file descriptions they both hold.",
         example="  kcmp-rs share 1234 1240",
     )
-    share.add_argument("pid1", type=_pid, metavar="PID1")
-    share.add_argument("pid2", type=_pid, metavar="PID2")
-    _allow_pidfd_getfd(share)
+    share.add_argument("pid1", type=pid_arg, metavar="PID1")
+    share.add_argument("pid2", type=pid_arg, metavar="PID2")
+    allow_pidfd_getfd_flag(share)
     share.set_defaults(func=_cmd_share, parser=share)
 
-    scan = _command(
+    scan = command(
         sub,
         "scan",
         help="the open file descriptions processes share (like lsfd)",
@@ -194,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-p",
         "--pid",
         dest="pids",
-        type=_pid_list,
+        type=pid_list,
         action="append",
         metavar="PID[,PID...]",
         help="scan only these processes (repeatable)",
@@ -210,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument(
         "-j", "--json-lines", action="store_true", help="JSON Lines: one description per line"
     )
-    _allow_pidfd_getfd(scan)
+    allow_pidfd_getfd_flag(scan)
     scan.add_argument(
         "--example",
         action="store_true",
@@ -255,7 +186,7 @@ def _demo_child(path: str, fd1: int, report: int) -> NoReturn:
         _demo_steps(path, fd1, lines)
         code = 0
     except OSError as err:
-        note(f"demo: {_explain(err)}")
+        note(f"demo: {explain(err)}")
     except BaseException as err:  # the child must reach os._exit whatever happens
         note(f"demo: {type(err).__name__}: {err}")
     finally:
@@ -323,36 +254,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ---- fds, share ----
 
 
-def _mode_and_target(pid: int, fd: int) -> tuple[str, str]:
-    target = read_target(pid, fd)
-    return read_mode(pid, fd), escape(target if target is not None else "?")
-
-
-def _undecided_hint(allow_pidfd_getfd: bool) -> str:
-    if not allow_pidfd_getfd:
-        return (
-            "without kcmp(2), another process's fds can be compared only by copying them: "
-            "try --allow-pidfd-getfd"
-        )
-    return (
-        "no exact fallback decided them (pidfd_getfd(2) needs ptrace attach permission; "
-        "regular files need F_DUPFD_QUERY, Linux 6.10+)"
-    )
-
-
-def _unavailable_reason() -> str:
-    return kcmp_rs.support().reason or "kcmp(2) is unavailable here"
-
-
-def _report_undecided(refs: Sequence[tuple[int, int]], allow_pidfd_getfd: bool) -> None:
-    """One stderr line: how many fds stayed undecided (the answer is incomplete), why,
-    and what could decide them."""
-    note(
-        f"incomplete answer: {len(refs)} fds undecided: {_unavailable_reason()}; "
-        f"{_undecided_hint(allow_pidfd_getfd)}"
-    )
-
-
 def _classified(
     pids: Sequence[int], allow_pidfd_getfd: bool
 ) -> tuple[list[tuple[Ref, ...]], list[Ref]]:
@@ -373,17 +274,17 @@ def _classified(
             if pid not in answered:
                 kcmp_rs.open_fds(pid)
     except OSError as err:
-        raise CommandError(_explain(err, pids[0])) from None
+        raise CommandError(explain(err, pids[0])) from None
     return groups, undecided
 
 
 def _cmd_fds(args: argparse.Namespace) -> int:
     pid: int = args.pid
     groups, undecided = _classified([pid], args.allow_pidfd_getfd)
-    rows = [[",".join(str(fd) for _, fd in g), *_mode_and_target(*g[0])] for g in groups]
+    rows = [[",".join(str(fd) for _, fd in g), *mode_and_target(*g[0])] for g in groups]
     out(render_table(["FDS", "MODE", "TARGET"], rows))
     if undecided:
-        _report_undecided(undecided, args.allow_pidfd_getfd)
+        report_undecided(undecided, args.allow_pidfd_getfd)
         return EXIT_INCOMPLETE
     return 0
 
@@ -406,7 +307,7 @@ def _sharing(pid1: int, pid2: int) -> kcmp_rs.Sharing | None:
     except KcmpUnavailableError:
         return None
     except OSError as err:
-        raise CommandError(_explain(err, pid1)) from None
+        raise CommandError(explain(err, pid1)) from None
 
 
 def _resource_rows(shared: kcmp_rs.Sharing | None) -> list[list[str]]:
@@ -431,17 +332,17 @@ def _cmd_share(args: argparse.Namespace) -> int:
     out(f"\nOpen file descriptions shared by {pid1} and {pid2}: {len(both) or 'none'}{tail}\n")
     if both:
         rows = [
-            [",".join(map(str, fds1)), ",".join(map(str, fds2)), *_mode_and_target(pid1, fds1[0])]
+            [",".join(map(str, fds1)), ",".join(map(str, fds2)), *mode_and_target(pid1, fds1[0])]
             for fds1, fds2 in both
         ]
         out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "MODE", "TARGET"], rows))
     if shared is None:
         note(
             "incomplete answer: the task resources (VM, FILES, FS, SIGHAND, IO, SYSVSEM) "
-            f"need kcmp(2), which has no fallback: {_unavailable_reason()}"
+            f"need kcmp(2), which has no fallback: {unavailable_reason()}"
         )
     if undecided:
-        _report_undecided(undecided, args.allow_pidfd_getfd)
+        report_undecided(undecided, args.allow_pidfd_getfd)
     return EXIT_INCOMPLETE if shared is None or undecided else 0
 
 
@@ -474,7 +375,7 @@ def _report_skipped(result: Scan, explicit: bool) -> None:
             if s.reason in _SKIPPED_NOTES:
                 note(_SKIPPED_NOTES[s.reason].format(pid=s.pid))
             elif s.reason == PERMISSION_DENIED:
-                note(_denied(s.pid))
+                note(denied(s.pid))
             else:
                 note(f"process {s.pid}: {s.reason}")
 
@@ -508,7 +409,7 @@ def _show_example(family: Family, args: argparse.Namespace) -> int:
     )
     _print_scan(result, args)
     if result.undecided:  # kcmp blocked: what was decided cannot be checked whole
-        _report_undecided(result.undecided, args.allow_pidfd_getfd)
+        report_undecided(result.undecided, args.allow_pidfd_getfd)
         return EXIT_INCOMPLETE
     found = [tuple((m.pid, m.fd) for m in d.members) for d in result.shared]
     if found != family.groups or result.skipped:
@@ -540,7 +441,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     if result.processes_read == 0:
         raise CommandError("no process could be read")
     if result.undecided:
-        _report_undecided(result.undecided, args.allow_pidfd_getfd)
+        report_undecided(result.undecided, args.allow_pidfd_getfd)
         return EXIT_INCOMPLETE
     return 0
 
@@ -591,7 +492,7 @@ def _run(argv: Sequence[str] | None) -> int:
     except (BrokenPipeError, OutputError):
         raise
     except OSError as err:  # KcmpUnavailableError, or one no subcommand expected
-        note(_explain(err))
+        note(explain(err))
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -1,0 +1,201 @@
+"""What the ``kcmp-rs`` subcommands share: their errors (one line naming the process),
+argument types, the options every answer takes (JSON, ``--allow-pidfd-getfd``), the
+JSON writers, and the notes of an incomplete answer.
+
+``cli`` holds the subcommands, ``_cli_queries`` the questions of issue-sized features
+(holders, epoll, share), ``_cli_io`` the streams; this module is below both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kcmp_rs
+from kcmp_rs._cli_io import Parser, note, write_utf8
+from kcmp_rs._proc import read_mode, read_target
+from kcmp_rs._results import SCHEMA_VERSION
+from kcmp_rs._table import escape
+from kcmp_rs._types import KcmpUnavailableError
+
+__all__ = [
+    "CommandError",
+    "add_json_flags",
+    "allow_pidfd_getfd_flag",
+    "command",
+    "denied",
+    "explain",
+    "json_lines",
+    "mode_and_target",
+    "pid_arg",
+    "pid_list",
+    "print_json",
+    "report_undecided",
+    "unavailable_reason",
+    "undecided_hint",
+]
+
+_PID_MAX = 2**31 - 1
+
+
+class CommandError(Exception):
+    """A subcommand could not do its job: ``main`` prints the message on stderr (after
+    ``kcmp-rs: ``) and exits with status 1. Usage errors go through argparse (status 2)."""
+
+
+def denied(pid: int | None) -> str:
+    return (
+        f"permission denied for process {pid} "
+        "(inspecting it needs the same user, or root / CAP_SYS_PTRACE)"
+    )
+
+
+def explain(err: OSError, pid: int | None = None) -> str:
+    """A one-line cause for an error of the library, naming the process."""
+    pid = getattr(err, "pid", None) or pid
+    if isinstance(err, KcmpUnavailableError):
+        text = f"kcmp(2) is unavailable here: {err.reason or err.strerror or err}"
+        if err.undecided:
+            text += f" ({len(err.undecided)} fds undecided; try --allow-pidfd-getfd)"
+        return text
+    if pid is None:
+        return str(err)
+    if isinstance(err, ProcessLookupError):
+        # The library's own words say which kind: absent, a zombie, or exited meanwhile.
+        said = _without_kernel_text(err)
+        return said if said.startswith(f"process {pid} ") else f"process {pid} does not exist"
+    if isinstance(err, PermissionError):
+        return denied(pid)
+    return f"process {pid}: {err.strerror or err}"
+
+
+def _without_kernel_text(err: OSError) -> str:
+    """The library's message after the kernel's text (``No such process: ...``)."""
+    said = err.strerror or ""
+    kernel = os.strerror(err.errno) + ": " if err.errno else ""
+    return said[len(kernel) :] if kernel and said.startswith(kernel) else said
+
+
+# ---- arguments ----
+
+
+def pid_arg(text: str) -> int:
+    if not re.fullmatch(r"[0-9]+", text) or not 0 < int(text) <= _PID_MAX:
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r}")
+    return int(text)
+
+
+def pid_list(text: str) -> list[int]:
+    return [pid_arg(part) for part in text.split(",")]
+
+
+def allow_pidfd_getfd_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-pidfd-getfd",
+        action="store_true",
+        help="where kcmp is blocked, let pidfd_getfd(2) copy fds to compare them",
+    )
+
+
+def command(
+    sub: argparse._SubParsersAction[Parser],
+    name: str,
+    *,
+    help: str,
+    description: str,
+    example: str,
+) -> Parser:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=textwrap.fill(description, 79),
+        epilog=f"example:\n{example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def mode_and_target(pid: int, fd: int) -> tuple[str, str]:
+    target = read_target(pid, fd)
+    return read_mode(pid, fd), escape(target if target is not None else "?")
+
+
+def undecided_hint(allow_pidfd_getfd: bool) -> str:
+    if not allow_pidfd_getfd:
+        return (
+            "without kcmp(2), another process's fds can be compared only by copying them: "
+            "try --allow-pidfd-getfd"
+        )
+    return (
+        "no exact fallback decided them (pidfd_getfd(2) needs ptrace attach permission; "
+        "regular files need F_DUPFD_QUERY, Linux 6.10+)"
+    )
+
+
+def unavailable_reason() -> str:
+    return kcmp_rs.support().reason or "kcmp(2) is unavailable here"
+
+
+def report_undecided(refs: Sequence[tuple[int, int]], allow_pidfd_getfd: bool) -> None:
+    """One stderr line: how many fds stayed undecided (the answer is incomplete), why,
+    and what could decide them."""
+    note(
+        f"incomplete answer: {len(refs)} fds undecided: {unavailable_reason()}; "
+        f"{undecided_hint(allow_pidfd_getfd)}"
+    )
+
+
+# ---- JSON ----
+
+
+def add_json_flags(parser: argparse.ArgumentParser, lines_help: str) -> None:
+    """``-J`` (one document) and ``-j`` (JSON Lines), mutually exclusive."""
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("-J", "--json", action="store_true", help="one JSON document")
+    form.add_argument("-j", "--json-lines", action="store_true", help=lines_help)
+
+
+def json_lines(doc: Mapping[str, Any], command_name: str, records: Mapping[str, str]) -> str:
+    """``doc`` (a ``to_dict()`` with ``schema_version``) as JSON Lines carrying all of
+    it, each line an object whose ``record`` says what it is: first a ``header``
+    (``schema_version``, ``command``), then one line per item of each list field
+    (``records`` maps the field to its record kind; an item that is a list becomes
+    ``{"pids": [...]}``) and per object field, last a ``summary`` with the scalars."""
+    lines = [{"record": "header", "schema_version": doc["schema_version"], "command": command_name}]
+    summary: dict[str, Any] = {"record": "summary"}
+    for key, value in doc.items():
+        if key == "schema_version":
+            continue
+        if isinstance(value, list):
+            kind = records.get(key, key)
+            for item in value:
+                body = item if isinstance(item, dict) else {"pids": item}
+                lines.append({"record": kind, **body})
+        elif isinstance(value, dict):
+            lines.append({"record": records.get(key, key), **value})
+        else:
+            summary[key] = value
+    lines.append(summary)
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+
+
+def print_json(
+    doc: Mapping[str, Any], args: argparse.Namespace, command_name: str, records: Mapping[str, str]
+) -> bool:
+    """Prints ``doc`` as ``-J`` or ``-j`` asked; False when neither was (a table is due)."""
+    if args.json:
+        # Compact: CPython's fast C encoder only serves indent=None, and a host-wide
+        # document is large (pipe it through `python -m json.tool` to read it).
+        write_utf8(json.dumps(doc, ensure_ascii=False) + "\n")
+        return True
+    if args.json_lines:
+        write_utf8(json_lines(doc, command_name, records))
+        return True
+    return False
+
+
+assert SCHEMA_VERSION >= 2  # the JSON Lines records above need version 2
