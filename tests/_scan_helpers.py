@@ -4,12 +4,17 @@ documented in ``help(kcmp_rs.scan)``."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from kcmp_rs import _schema
+from kcmp_rs._results import SCHEMA_VERSION
 
 Ref = tuple[int, int]
 
@@ -92,66 +97,91 @@ def shared_refs(cell_lines: Sequence[str]) -> tuple[Ref, ...]:
     return tuple(refs)
 
 
-# ---- the JSON schema of kcmp_rs.scan (its docstring), checked by hand ----
+# ---- the JSON shapes (kcmp_rs._schema's TypedDicts), checked field by field ----
 
 
-def _check_keys(obj: Any, required: dict[str, type], optional: dict[str, type], where: str) -> None:
-    assert isinstance(obj, dict), f"{where}: not an object: {obj!r}"
-    missing = set(required) - set(obj)
-    unknown = set(obj) - set(required) - set(optional)
-    assert not missing, f"{where}: missing keys {sorted(missing)}"
-    assert not unknown, f"{where}: unknown keys {sorted(unknown)}"
-    for key, value in obj.items():
-        want = required.get(key) or optional[key]
-        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-        assert ok, f"{where}.{key}: {value!r} is not {want.__name__}"
+def check_typed(obj: Any, shape: Any, where: str) -> None:
+    """Asserts ``obj`` (parsed JSON) has exactly the shape of the TypedDict, list type,
+    Literal or scalar type ``shape``: every required key, no unknown key, each value
+    of its declared type (a bool is not an int)."""
+    origin = typing.get_origin(shape)
+    if origin is list:
+        assert isinstance(obj, list), f"{where}: not a list: {obj!r}"
+        (item,) = typing.get_args(shape)
+        for i, value in enumerate(obj):
+            check_typed(value, item, f"{where}[{i}]")
+    elif origin is typing.Literal:
+        assert obj in typing.get_args(shape), f"{where}: {obj!r} not in {typing.get_args(shape)}"
+    elif isinstance(shape, type) and issubclass(shape, dict):
+        assert isinstance(obj, dict), f"{where}: not an object: {obj!r}"
+        hints = typing.get_type_hints(shape)
+        missing = set(shape.__required_keys__) - set(obj)  # type: ignore[attr-defined]
+        unknown = set(obj) - set(hints)
+        assert not missing, f"{where}: missing keys {sorted(missing)}"
+        assert not unknown, f"{where}: unknown keys {sorted(unknown)}"
+        for key, value in obj.items():
+            check_typed(value, hints[key], f"{where}.{key}")
+    else:
+        ok = isinstance(obj, shape) and not (shape is int and isinstance(obj, bool))
+        assert ok, f"{where}: {obj!r} is not {shape.__name__}"
 
 
 def check_member(obj: Any, where: str = "member") -> None:
-    _check_keys(obj, {"pid": int, "fd": int, "command": str}, {"command_bytes_b64": str}, where)
+    check_typed(obj, _schema.MemberDict, where)
 
 
 def check_description(obj: Any, where: str = "description") -> None:
-    _check_keys(
-        obj,
-        {"type": str, "mode": str, "target": str, "members": list},
-        {"target_bytes_b64": str},
-        where,
-    )
+    check_typed(obj, _schema.DescriptionDict, where)
     assert obj["mode"] in ("r", "w", "rw", "path", "?"), obj["mode"]
     assert obj["members"], f"{where}: no members"
-    for i, member in enumerate(obj["members"]):
-        check_member(member, f"{where}.members[{i}]")
     refs = [(m["pid"], m["fd"]) for m in obj["members"]]
     assert refs == sorted(set(refs)), f"{where}: members not ascending: {refs}"
 
 
 def check_scan_document(doc: Any) -> None:
-    """Asserts ``doc`` follows the schema of ``Scan.to_dict()`` (``help(kcmp_rs.scan)``)."""
-    _check_keys(
-        doc,
-        {
-            "descriptions": list,
-            "skipped": list,
-            "processes_read": int,
-            "fds_classified": int,
-            "undecided": list,
-            "fd_table_shared": list,
-        },
-        {},
-        "scan",
-    )
+    """Asserts ``doc`` follows ``Scan.to_dict()``'s shape (``_schema.ScanDict``, the
+    schema in ``help(kcmp_rs.scan)``) and its orderings."""
+    check_typed(doc, _schema.ScanDict, "scan")
+    assert doc["schema_version"] == SCHEMA_VERSION
     for i, d in enumerate(doc["descriptions"]):
         check_description(d, f"descriptions[{i}]")
     firsts = [(d["members"][0]["pid"], d["members"][0]["fd"]) for d in doc["descriptions"]]
     assert firsts == sorted(firsts), "descriptions not ordered by smallest member"
-    for i, s in enumerate(doc["skipped"]):
-        _check_keys(s, {"pid": int, "reason": str}, {}, f"skipped[{i}]")
-    for i, u in enumerate(doc["undecided"]):
-        _check_keys(u, {"pid": int, "fd": int}, {}, f"undecided[{i}]")
     for i, table in enumerate(doc["fd_table_shared"]):
-        assert isinstance(table, list) and len(table) >= 2, f"fd_table_shared[{i}]: {table!r}"
-        assert all(isinstance(p, int) for p in table) and table == sorted(table)
+        assert len(table) >= 2, f"fd_table_shared[{i}]: {table!r}"
+        assert table == sorted(table)
+
+
+#: The scan's list fields and their JSON Lines record kinds.
+SCAN_RECORDS = {
+    "descriptions": "description",
+    "skipped": "skipped",
+    "undecided": "undecided",
+    "fd_table_shared": "fd_table_shared",
+}
+
+
+def from_json_lines(text: str, command: str, lists: Mapping[str, str]) -> dict[str, Any]:
+    """The ``-J`` document that ``-j`` output carries, rebuilt: the header's
+    ``schema_version`` first, each list field from its records (``lists`` maps the
+    field to its record kind, as the CLI does), an object field from its one record,
+    the summary's scalars. Asserts every line has a ``record`` and the frame is whole."""
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert lines[0] == {"record": "header", "schema_version": SCHEMA_VERSION, "command": command}
+    assert lines[-1]["record"] == "summary", lines[-1]
+    doc: dict[str, Any] = {"schema_version": lines[0]["schema_version"]}
+    kinds = {kind: field for field, kind in lists.items()}
+    for line in lines[1:-1]:
+        kind = line.pop("record")
+        if kind in kinds:
+            item = line["pids"] if set(line) == {"pids"} else line
+            doc.setdefault(kinds[kind], []).append(item)
+        else:
+            doc[kind] = line
+    for field in lists:
+        doc.setdefault(field, [])
+    doc.update({k: v for k, v in lines[-1].items() if k != "record"})
+    return doc
 
 
 def doc_groups(descriptions: Sequence[Mapping[str, Any]]) -> list[tuple[Ref, ...]]:

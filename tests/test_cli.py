@@ -20,9 +20,10 @@ import pytest
 from _family import HOSTILE_NAME, Family, build_family
 from _helpers import NOBODY, OTHER_UID, drop_privileges, run_in_child
 from _scan_helpers import (
-    check_description,
+    SCAN_RECORDS,
     check_scan_document,
     doc_groups,
+    from_json_lines,
     missing_pid,
     parse_table,
     run_cli,
@@ -282,11 +283,12 @@ def test_share_two_processes(family: Family) -> None:
     done = run_cli("share", str(pid1), str(pid2))
     assert done.returncode == 0, done.stderr
     assert done.stderr == b""
-    first, second = done.stdout.decode().split("\n\n")
+    first, second, *reopened = done.stdout.decode().split("\n\n")
     rows, _ = parse_table(first)
     shared = {row["RESOURCE"][0]: row["SHARED"][0] for row in rows}
     assert list(shared) == ["VM", "FILES", "FS", "SIGHAND", "IO", "SYSVSEM"]
-    assert shared["VM"] == shared["FILES"] == shared["FS"] == shared["SIGHAND"] == "no"
+    # IO and SYSVSEM: two absent contexts compare equal, which is not sharing one.
+    assert set(shared.values()) == {"no"}, shared
     notes = {row["RESOURCE"][0]: " ".join(row["NOTE"]) for row in rows}
     assert "neither process has an I/O context" in notes["IO"]
     assert "neither process has a SysV semaphore undo list" in notes["SYSVSEM"]
@@ -305,6 +307,8 @@ def test_share_two_processes(family: Family) -> None:
         for g in truth
     ]
     assert found == expected and len(found) == 3
+    # The two ends of each pair's private pipe: one file, two descriptions.
+    assert reopened and reopened[0].startswith("Files both have open through different")
 
 
 NO_KCMP = {"KCMP_RS_NO_KCMP": "1"}
@@ -353,7 +357,7 @@ def test_fds_with_kcmp_unavailable(spawn: Spawn) -> None:
 
 
 def _share_parts(out: bytes) -> tuple[dict[str, str], str, list[tuple[str, ...]]]:
-    first, second = out.decode().split("\n\n")
+    first, second, *_ = out.decode().split("\n\n")  # then the separate opens, if any
     rows, _ = parse_table(first)
     resources = {row["RESOURCE"][0]: row["SHARED"][0] for row in rows}
     title, _, table = second.partition("\n")
@@ -441,11 +445,12 @@ def test_scan_json_document(family: Family) -> None:
 def test_scan_json_lines(family: Family) -> None:
     done = run_cli("scan", "-p", pid_list(family), "--json-lines")
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.decode("utf-8").splitlines()
-    descriptions = [json.loads(line) for line in lines]
-    for i, d in enumerate(descriptions):
-        check_description(d, f"line {i + 1}")
-    assert doc_groups(descriptions) == family.groups
+    doc = from_json_lines(done.stdout.decode("utf-8"), "scan", SCAN_RECORDS)
+    check_scan_document(doc)
+    assert doc_groups(doc["descriptions"]) == family.groups
+    # Everything -J carries, nothing more: the same document, key for key.
+    whole = run_cli("scan", "-p", pid_list(family), "-J")
+    assert doc == json.loads(whole.stdout)
 
 
 def test_scan_all_lists_unshared_descriptions_too(family: Family) -> None:
@@ -500,8 +505,7 @@ def test_scan_hostile_names() -> None:
     member = described["members"][0]
     assert member["command"] == "fam\x1b[31m\ufffd"
     assert base64.b64decode(member["command_bytes_b64"]) == command
-    jsonl = [json.loads(line) for line in lines.stdout.decode("utf-8").splitlines()]
-    assert jsonl == doc["descriptions"]
+    assert from_json_lines(lines.stdout.decode("utf-8"), "scan", SCAN_RECORDS) == doc
 
 
 def test_scan_example(tmp_path: Path) -> None:

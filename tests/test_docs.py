@@ -112,7 +112,8 @@ def test_public_class_is_documented(name: str) -> None:
 
 def _schema(doc: str) -> str:
     start = doc.index("JSON schema of ``Scan.to_dict()``")
-    return doc[start:]
+    end = doc.index("``kcmp-rs scan -j`` (JSON Lines)", start)
+    return doc[start:end]
 
 
 def _keys(value: Any) -> set[str]:

@@ -401,6 +401,7 @@ def test_summary_counts_skipped_by_reason() -> None:
         "1 fd undecided, 3 processes skipped (2 exited, 1 permission denied)"
     )
     assert result.to_dict() == {
+        "schema_version": 2,
         "descriptions": [],
         "skipped": [
             {"pid": 5, "reason": "exited"},

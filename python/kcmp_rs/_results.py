@@ -120,6 +120,7 @@ class Scan:
     def to_dict(self) -> dict[str, Any]:
         """The whole scan as the JSON document of ``kcmp-rs scan -J``."""
         return {
+            "schema_version": SCHEMA_VERSION,
             "descriptions": [d.to_dict() for d in self.descriptions],
             "skipped": [s.to_dict() for s in self.skipped],
             "processes_read": self.processes_read,

@@ -321,10 +321,11 @@ def scan(
       means the text field is exact. Commands follow the same rule (``command`` /
       ``command_bytes_b64``). The documents are valid UTF-8.
 
-    JSON schema of ``Scan.to_dict()`` (``kcmp-rs scan -J`` prints exactly this; ``-j``
-    prints one description object per line)::
+    JSON schema of ``Scan.to_dict()`` (``kcmp-rs scan -J`` prints exactly this; its
+    ``TypedDict`` is ``kcmp_rs._schema.ScanDict``)::
 
         {
+          "schema_version": 2,               # changes only when a field changes meaning
           "descriptions": [                  # ordered by smallest member (pid, fd)
             {
               "type": str,                   # REG DIR CHR BLK FIFO SOCK LNK, an anon
@@ -345,6 +346,14 @@ def scan(
           "undecided": [{"pid": int, "fd": int}],
           "fd_table_shared": [[int, ...]]    # pids sharing one fd table, smallest first
         }
+
+    ``kcmp-rs scan -j`` (JSON Lines) carries all of it, one object per line, each with a
+    ``record`` field: first ``{"record": "header", "schema_version": 2, "command":
+    "scan"}``, then one ``description`` record per description (the object above plus
+    ``record``), one ``skipped`` record per skipped process, one ``undecided`` record per
+    undecided fd, one ``fd_table_shared`` record (``{"pids": [...]}``) per shared fd
+    table, and last ``{"record": "summary", "processes_read": int, "fds_classified":
+    int}``.
     """
     given = None if pids is None else _checked_pids(pids)
     _check_flag(include_unshared, "include_unshared")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
 import sys
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 import kcmp_rs
 from kcmp_rs._cli_common import (
     CommandError,
+    add_json_flags,
     allow_pidfd_getfd_flag,
     command,
     denied,
@@ -28,8 +28,8 @@ from kcmp_rs._cli_common import (
     mode_and_target,
     pid_arg,
     pid_list,
+    print_json,
     report_undecided,
-    unavailable_reason,
 )
 from kcmp_rs._cli_io import (
     EXIT_FAILED,
@@ -45,13 +45,13 @@ from kcmp_rs._cli_io import (
     note,
     out,
     silence_stdout,
-    write_utf8,
 )
+from kcmp_rs._cli_queries import add_commands
 from kcmp_rs._native import is_zombie
 from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, ZOMBIE, Ref, Scan
 from kcmp_rs._scan import classify_refs
 from kcmp_rs._table import format_table, render_table
-from kcmp_rs._types import KcmpType, KcmpUnavailableError, Order
+from kcmp_rs._types import KcmpType, Order
 
 if TYPE_CHECKING:
     from kcmp_rs._example import Family
@@ -96,18 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     allow_pidfd_getfd_flag(fds)
     fds.set_defaults(func=_cmd_fds, parser=fds)
 
-    share = command(
-        sub,
-        "share",
-        help="what two processes share",
-        description="Show which of the six task resources (VM, FILES, FS, SIGHAND, IO, "
-        "SYSVSEM) two processes share, and the open file descriptions they both hold.",
-        example="  kcmp-rs share 1234 1240",
-    )
-    share.add_argument("pid1", type=pid_arg, metavar="PID1")
-    share.add_argument("pid2", type=pid_arg, metavar="PID2")
-    allow_pidfd_getfd_flag(share)
-    share.set_defaults(func=_cmd_share, parser=share)
+    add_commands(sub)
 
     scan = command(
         sub,
@@ -136,10 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list every open file description, not only the shared ones",
     )
-    form = scan.add_mutually_exclusive_group()
-    form.add_argument("-J", "--json", action="store_true", help="one JSON document")
-    form.add_argument(
-        "-j", "--json-lines", action="store_true", help="JSON Lines: one description per line"
+    add_json_flags(
+        scan,
+        "JSON Lines: a header, one record per description, skipped process and "
+        "undecided fd, then a summary",
     )
     allow_pidfd_getfd_flag(scan)
     scan.add_argument(
@@ -251,7 +240,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-# ---- fds, share ----
+# ---- fds ----
 
 
 def _classified(
@@ -289,76 +278,19 @@ def _cmd_fds(args: argparse.Namespace) -> int:
     return 0
 
 
-_RESOURCES = (
-    ("VM", "vm", ""),
-    ("FILES", "files", ""),
-    ("FS", "fs", ""),
-    ("SIGHAND", "sighand", ""),
-    ("IO", "io", "also yes when neither process has an I/O context"),
-    ("SYSVSEM", "sysvsem", "also yes when neither process has a SysV semaphore undo list"),
-)
-
-
-def _sharing(pid1: int, pid2: int) -> kcmp_rs.Sharing | None:
-    """The task resources the two share; None where kcmp is blocked (no fallback
-    compares them, but the fds may still be answered)."""
-    try:
-        return kcmp_rs.sharing(pid1, pid2)
-    except KcmpUnavailableError:
-        return None
-    except OSError as err:
-        raise CommandError(explain(err, pid1)) from None
-
-
-def _resource_rows(shared: kcmp_rs.Sharing | None) -> list[list[str]]:
-    if shared is None:
-        return [[name, "?", "unknown: needs kcmp(2)"] for name, _, _ in _RESOURCES]
-    return [[name, "yes" if getattr(shared, attr) else "no", why] for name, attr, why in _RESOURCES]
-
-
-def _cmd_share(args: argparse.Namespace) -> int:
-    pid1: int = args.pid1
-    pid2: int = args.pid2
-    shared = _sharing(pid1, pid2)
-    groups, undecided = _classified([pid1, pid2], args.allow_pidfd_getfd)
-    out(render_table(["RESOURCE", "SHARED", "NOTE"], _resource_rows(shared)))
-    both = []
-    for group in groups:
-        fds1 = [fd for pid, fd in group if pid == pid1]
-        fds2 = [fd for pid, fd in group if pid == pid2]
-        if fds1 and fds2:
-            both.append((fds1, fds2))
-    tail = f"; {len(undecided)} fds undecided" if undecided else ""
-    out(f"\nOpen file descriptions shared by {pid1} and {pid2}: {len(both) or 'none'}{tail}\n")
-    if both:
-        rows = [
-            [",".join(map(str, fds1)), ",".join(map(str, fds2)), *mode_and_target(pid1, fds1[0])]
-            for fds1, fds2 in both
-        ]
-        out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "MODE", "TARGET"], rows))
-    if shared is None:
-        note(
-            "incomplete answer: the task resources (VM, FILES, FS, SIGHAND, IO, SYSVSEM) "
-            f"need kcmp(2), which has no fallback: {unavailable_reason()}"
-        )
-    if undecided:
-        report_undecided(undecided, args.allow_pidfd_getfd)
-    return EXIT_INCOMPLETE if shared is None or undecided else 0
-
-
 # ---- scan ----
 
 
+_SCAN_RECORDS = {
+    "descriptions": "description",
+    "skipped": "skipped",
+    "undecided": "undecided",
+    "fd_table_shared": "fd_table_shared",
+}
+
+
 def _print_scan(result: Scan, args: argparse.Namespace) -> None:
-    if args.json:
-        # Compact: CPython's fast C encoder only serves indent=None, and a host-wide
-        # scan's document is large (pipe it through `python -m json.tool` to read it).
-        write_utf8(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-    elif args.json_lines:
-        write_utf8(
-            "".join(json.dumps(d.to_dict(), ensure_ascii=False) + "\n" for d in result.descriptions)
-        )
-    else:
+    if not print_json(result.to_dict(), args, "scan", _SCAN_RECORDS):
         out(format_table(result))
 
 

@@ -1,0 +1,299 @@
+"""The ``kcmp-rs`` subcommands that answer one question each: ``holders PID FD`` (who
+holds one open file description), ``epoll PID [EPFD]`` (what an epoll set watches) and
+``share PID1 PID2`` (what two processes share), built on ``holders()``,
+``epoll_targets()`` and ``shared_files()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+import kcmp_rs
+from kcmp_rs import baseline
+from kcmp_rs._cli_common import (
+    CommandError,
+    add_json_flags,
+    allow_pidfd_getfd_flag,
+    command,
+    denied,
+    explain,
+    mode_and_target,
+    pid_arg,
+    pid_list,
+    print_json,
+    report_undecided,
+    unavailable_reason,
+)
+from kcmp_rs._cli_io import EXIT_INCOMPLETE, Parser, note, out
+from kcmp_rs._proc import read_target
+from kcmp_rs._queries import epoll_targets, holders, shared_files
+from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, SCHEMA_VERSION, ZOMBIE
+from kcmp_rs._table import escape, render_table
+from kcmp_rs._types import KcmpType, KcmpUnavailableError
+
+__all__ = ["add_commands"]
+
+
+def _fd_arg(text: str) -> int:
+    if not text.isdigit() or int(text) > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"not an fd: {text!r}")
+    return int(text)
+
+
+def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    """Registers ``share``, ``holders`` and ``epoll``."""
+    share = command(
+        sub,
+        "share",
+        help="what two processes share",
+        description="Show which of the six task resources (VM, FILES, FS, SIGHAND, IO, "
+        "SYSVSEM) two processes share, the open file descriptions they both hold "
+        "(inherited, passed, or one fd table), and the files both have open through "
+        "different descriptions (separate opens).",
+        example="  kcmp-rs share 1234 1240",
+    )
+    share.add_argument("pid1", type=pid_arg, metavar="PID1")
+    share.add_argument("pid2", type=pid_arg, metavar="PID2")
+    allow_pidfd_getfd_flag(share)
+    share.set_defaults(func=_cmd_share, parser=share)
+
+    hold = command(
+        sub,
+        "holders",
+        help="every fd that refers to one open file description",
+        description="List every (pid, fd) that refers to the open file description of FD "
+        "in PID: who still holds the write end of a pipe, who else has a socket or a lock "
+        "file open as the same description. One kcmp(2) per candidate fd. All processes "
+        "by default; -p narrows the search.",
+        example="  kcmp-rs holders 1234 5\n  kcmp-rs holders 1234 5 -p 1240,1241 -J",
+    )
+    hold.add_argument("pid", type=pid_arg, metavar="PID")
+    hold.add_argument("fd", type=_fd_arg, metavar="FD")
+    hold.add_argument(
+        "-p",
+        "--pid",
+        dest="pids",
+        type=pid_list,
+        action="append",
+        metavar="PID[,PID...]",
+        help="search only these processes (repeatable)",
+    )
+    add_json_flags(hold, "JSON Lines: one record per line (header, description, ...)")
+    allow_pidfd_getfd_flag(hold)
+    hold.set_defaults(func=_cmd_holders, parser=hold)
+
+    epoll = command(
+        sub,
+        "epoll",
+        help="what an epoll set watches, checked against what is open now",
+        description="For every epoll fd of PID (or EPFD alone): each registration from "
+        "/proc/PID/fdinfo (TFD: the fd number it was registered under, EVENTS, DATA), the "
+        "fds that refer to the registered file now (found with kcmp(2) KCMP_EPOLL_TFD), "
+        "and STATUS: open (TFD still names that file), closed (TFD is not open) or "
+        "reused (TFD now names another file).",
+        example="  kcmp-rs epoll 1234\n  kcmp-rs epoll 1234 7 -p 1240",
+    )
+    epoll.add_argument("pid", type=pid_arg, metavar="PID")
+    epoll.add_argument("epfd", type=_fd_arg, metavar="EPFD", nargs="?")
+    epoll.add_argument(
+        "-p",
+        "--pid",
+        dest="pids",
+        type=pid_list,
+        action="append",
+        metavar="PID[,PID...]",
+        help="also look for holders in these processes (repeatable)",
+    )
+    add_json_flags(epoll, "JSON Lines: one record per line (header, registration, ...)")
+    epoll.set_defaults(func=_cmd_epoll, parser=epoll)
+
+
+def _flat(chunks: list[list[int]] | None) -> list[int] | None:
+    return None if chunks is None else [p for chunk in chunks for p in chunk]
+
+
+# ---- holders ----
+
+_SKIPPED = {
+    NO_SUCH_PROCESS: "process {pid} does not exist",
+    EXITED: "process {pid} exited during the search",
+    ZOMBIE: "process {pid} has exited and awaits reaping (a zombie)",
+}
+
+
+def _cmd_holders(args: argparse.Namespace) -> int:
+    pids = _flat(args.pids)
+    try:
+        found = holders(args.pid, args.fd, pids, allow_pidfd_getfd=args.allow_pidfd_getfd)
+    except OSError as err:
+        raise CommandError(explain(err, args.pid)) from None
+    records = {"description": "description", "skipped": "skipped", "undecided": "undecided"}
+    if not print_json(found.to_dict(), args, "holders", records):
+        d = found.description
+        out(f"fd {args.fd} of process {args.pid}: {d.type} {d.mode} {escape(d.target)}\n")
+        rows = [[str(m.pid), escape(m.command), str(m.fd)] for m in found.members]
+        out(render_table(["PID", "COMMAND", "FD"], rows))
+        procs = len({m.pid for m in found.members})
+        out(
+            f"{len(found.members)} fds in {procs} processes; {found.processes_read} "
+            f"processes read, {found.fds_compared} fds compared, {len(found.skipped)} skipped\n"
+        )
+    if pids is not None:
+        for s in found.skipped:
+            if s.reason == PERMISSION_DENIED:
+                note(denied(s.pid))
+            else:
+                note(_SKIPPED.get(s.reason, "process {pid}: " + s.reason).format(pid=s.pid))
+    if found.undecided:
+        report_undecided(found.undecided, args.allow_pidfd_getfd)
+        return EXIT_INCOMPLETE
+    return 0
+
+
+# ---- epoll ----
+
+
+def _epoll_fds(pid: int, epfd: int | None) -> list[int]:
+    if epfd is not None:
+        return [epfd]
+    return [f for f in kcmp_rs.open_fds(pid) if read_target(pid, f) == "anon_inode:[eventpoll]"]
+
+
+def _cmd_epoll(args: argparse.Namespace) -> int:
+    pid: int = args.pid
+    try:
+        sets = [
+            (epfd, epoll_targets(pid, epfd, _flat(args.pids)))
+            for epfd in _epoll_fds(pid, args.epfd)
+        ]
+    except OSError as err:
+        raise CommandError(explain(err, pid)) from None
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "pid": pid,
+        "registrations": [{"epfd": epfd, **t.to_dict()} for epfd, targets in sets for t in targets],
+    }
+    if print_json(doc, args, "epoll", {"registrations": "registration"}):
+        return 0
+    rows = [
+        [
+            str(epfd),
+            str(t.tfd),
+            f"{t.events:#x}",
+            f"{t.data:#x}",
+            t.status,
+            "\n".join(f"{m.pid},{escape(m.command)},{m.fd}" for m in t.holders) or "-",
+        ]
+        for epfd, targets in sets
+        for t in targets
+    ]
+    out(render_table(["EPFD", "TFD", "EVENTS", "DATA", "STATUS", "HOLDERS"], rows))
+    count = sum(len(t) for _, t in sets)
+    out(f"{len(sets)} epoll sets in process {pid}, {count} registrations\n")
+    return 0
+
+
+# ---- share ----
+
+_RESOURCES = (
+    ("VM", "vm"),
+    ("FILES", "files"),
+    ("FS", "fs"),
+    ("SIGHAND", "sighand"),
+    ("IO", "io"),
+    ("SYSVSEM", "sysvsem"),
+)
+
+#: Resources a process may lack altogether: kcmp compares two absent ones as equal.
+_MAYBE_ABSENT = {"IO": KcmpType.IO, "SYSVSEM": KcmpType.SYSVSEM}
+_NONE = {
+    "IO": "neither process has an I/O context",
+    "SYSVSEM": "neither process has a SysV semaphore undo list",
+}
+
+
+def _absent(pids: Sequence[int]) -> set[tuple[int, str]]:
+    """Which of IO and SYSVSEM each process lacks: compared with a zombie child of
+    ours, which has neither (exit clears both), the kernel answers "equal" exactly
+    when the process has none either. Raw kcmp (the ctypes baseline): the package
+    itself refuses to compare a zombie."""
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child exits at once
+        os._exit(0)
+    try:
+        os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)  # a zombie until reaped
+        return {
+            (pid, name)
+            for pid in pids
+            for name, ty in _MAYBE_ABSENT.items()
+            if baseline.kcmp(pid, child, ty) == 0
+        }
+    finally:
+        os.waitpid(child, 0)
+
+
+def _resource_rows(pid1: int, pid2: int) -> list[list[str]] | None:
+    """One row per task resource; None where kcmp is blocked (no fallback compares
+    them, but the fds may still be answered)."""
+    try:
+        shared = kcmp_rs.sharing(pid1, pid2)
+    except KcmpUnavailableError:
+        return None
+    except OSError as err:
+        raise CommandError(explain(err, pid1)) from None
+    absent = _absent([pid1, pid2]) if shared.io or shared.sysvsem else set()
+    rows = []
+    for name, attr in _RESOURCES:
+        same = getattr(shared, attr)
+        if same and {(pid1, name), (pid2, name)} <= absent:
+            rows.append([name, "no", _NONE[name]])
+        else:
+            rows.append([name, "yes" if same else "no", ""])
+    return rows
+
+
+def _fds(fds: Sequence[int]) -> str:
+    return ",".join(map(str, fds)) or "-"
+
+
+def _cmd_share(args: argparse.Namespace) -> int:
+    pid1: int = args.pid1
+    pid2: int = args.pid2
+    resources = _resource_rows(pid1, pid2)
+    try:
+        found = shared_files(pid1, pid2, allow_pidfd_getfd=args.allow_pidfd_getfd)
+    except OSError as err:
+        raise CommandError(explain(err, pid1)) from None
+    if pid1 == pid2:
+        out(
+            f"Process {pid1} trivially shares everything with itself: every task resource "
+            f"and all its {len(found.shared)} open file descriptions.\n"
+        )
+        return 0
+    if resources is None:
+        resources = [[name, "?", "unknown: needs kcmp(2)"] for name, _ in _RESOURCES]
+    out(render_table(["RESOURCE", "SHARED", "NOTE"], resources))
+    tail = f"; {len(found.undecided)} fds undecided" if found.undecided else ""
+    table = " (one fd table)" if found.same_fd_table else ""
+    count = len(found.shared) or "none"
+    out(f"\nOpen file descriptions shared by {pid1} and {pid2}{table}: {count}{tail}\n")
+    if found.shared:
+        rows = [[_fds(a), _fds(b), *mode_and_target(pid1, a[0])] for a, b in found.shared]
+        out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "MODE", "TARGET"], rows))
+    if found.reopened:
+        out(f"\nFiles both have open through different descriptions: {len(found.reopened)}\n")
+        rows = [
+            [_fds(a), _fds(b), mode_and_target(*((pid1, a[0]) if a else (pid2, b[0])))[1]]
+            for a, b in found.reopened
+        ]
+        out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "TARGET"], rows))
+    if resources[0][1] == "?":
+        note(
+            "incomplete answer: the task resources (VM, FILES, FS, SIGHAND, IO, SYSVSEM) "
+            f"need kcmp(2), which has no fallback: {unavailable_reason()}"
+        )
+    if found.undecided:
+        report_undecided(found.undecided, args.allow_pidfd_getfd)
+    return EXIT_INCOMPLETE if resources[0][1] == "?" or found.undecided else 0
