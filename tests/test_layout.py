@@ -54,7 +54,7 @@ def _package_imports(module: pathlib.Path) -> set[str]:
     ("module", "allowed"),
     [
         ("_types.py", set()),
-        ("_results.py", set()),
+        ("_results.py", {"kcmp_rs._schema"}),
         ("_example.py", set()),
         ("_proc.py", set()),
         ("_table.py", {"kcmp_rs._results"}),
@@ -62,6 +62,21 @@ def _package_imports(module: pathlib.Path) -> set[str]:
         (
             "_scan.py",
             {"kcmp_rs._native", "kcmp_rs._proc", "kcmp_rs._results", "kcmp_rs._types"},
+        ),
+        ("_schema.py", set()),
+        ("_config.py", set()),
+        ("_cli_io.py", {"kcmp_rs._config"}),
+        ("_answers.py", {"kcmp_rs._results", "kcmp_rs._schema"}),
+        (
+            "_queries.py",
+            {
+                "kcmp_rs._native",
+                "kcmp_rs._answers",
+                "kcmp_rs._proc",
+                "kcmp_rs._results",
+                "kcmp_rs._scan",
+                "kcmp_rs._types",
+            },
         ),
     ],
 )

@@ -297,7 +297,7 @@ def test_processes_sharing_an_fd_table_are_read_once(spawn: Spawn) -> None:
 
 def _scan_without_kcmp(pids: tuple[int, ...], allow_pidfd_getfd: bool) -> dict[str, Any]:
     kcmp_rs.disable_kcmp()
-    return kcmp_rs.scan(pids, allow_pidfd_getfd=allow_pidfd_getfd).to_dict()
+    return dict(kcmp_rs.scan(pids, allow_pidfd_getfd=allow_pidfd_getfd).to_dict())
 
 
 def test_blocked_kcmp_reports_undecided_fds(family: Family) -> None:

@@ -29,6 +29,8 @@ from kcmp_rs._native import (
     same_epoll_target,
     same_file,
 )
+from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
+from kcmp_rs._queries import epoll_targets, holders, shared_files
 from kcmp_rs._results import Description, Member, Scan, Skipped
 from kcmp_rs._scan import scan
 from kcmp_rs._types import (
@@ -50,7 +52,9 @@ if _kcmp_disabled_by_environment(_os.environ):
 
 __all__ = [
     "Description",
+    "EpollTarget",
     "FdNotOpenError",
+    "Holders",
     "KcmpError",
     "KcmpType",
     "KcmpUnavailableError",
@@ -59,6 +63,7 @@ __all__ = [
     "ProcessAccessError",
     "ProcessGoneError",
     "Scan",
+    "SharedFiles",
     "Sharing",
     "Skipped",
     "Support",
@@ -67,6 +72,8 @@ __all__ = [
     "classify_files",
     "classify_tasks",
     "disable_kcmp",
+    "epoll_targets",
+    "holders",
     "kcmp",
     "open_fds",
     "same_epoll_target",
@@ -78,6 +85,7 @@ __all__ = [
     "same_sysvsem",
     "same_vm",
     "scan",
+    "shared_files",
     "sharing",
     "support",
 ]

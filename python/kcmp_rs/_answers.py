@@ -8,9 +8,12 @@ Plain data, like ``_results``: each holder is a ``Member`` (``pid``, ``fd``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 from kcmp_rs._results import SCHEMA_VERSION, Description, Member, Ref, Skipped
+
+if TYPE_CHECKING:
+    from kcmp_rs._schema import EpollTargetDict, HoldersDict, PairDict, SharedFilesDict
 
 __all__ = ["EpollTarget", "Holders", "SharedFiles"]
 
@@ -46,7 +49,7 @@ class Holders:
         """Whether every process was read and every fd decided."""
         return not self.skipped and not self.undecided
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> HoldersDict:
         """The answer as the JSON document of ``kcmp-rs holders -J``."""
         return {
             "schema_version": SCHEMA_VERSION,
@@ -81,10 +84,10 @@ class SharedFiles:
     same_fd_table: bool = False
     undecided: tuple[Ref, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SharedFilesDict:
         """The answer as a JSON object."""
 
-        def pairs(ps: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]) -> list[Any]:
+        def pairs(ps: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]) -> list[PairDict]:
             return [{"fds1": list(a), "fds2": list(b)} for a, b in ps]
 
         return {
@@ -117,10 +120,10 @@ class EpollTarget:
     events: int
     data: int
     ino: int
-    status: str
+    status: Literal["open", "closed", "reused"]
     holders: tuple[Member, ...]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> EpollTargetDict:
         """The registration as a JSON object."""
         return {
             "tfd": self.tfd,

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 from kcmp_rs import _native
 from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
@@ -366,7 +366,9 @@ def _registered(pid: int, epfd: int, reg: _Registration, candidates: list[Ref]) 
     return found
 
 
-def _status(pid: int, tfd: int, found: list[Ref], own: set[int]) -> str:
+def _status(
+    pid: int, tfd: int, found: list[Ref], own: set[int]
+) -> Literal["open", "closed", "reused"]:
     """Whether ``tfd`` still names the registered file ("open"), names nothing
     ("closed") or another file ("reused")."""
     if (pid, tfd) in found:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import binascii
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from kcmp_rs._schema import DescriptionDict, MemberDict, ScanDict, SkippedDict
 
 __all__ = [
     "EXITED",
@@ -60,9 +63,10 @@ class Member:
     fd: int
     command: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> MemberDict:
         """The member as a JSON object: ``pid``, ``fd``, ``command``."""
-        return {"pid": self.pid, "fd": self.fd, **_text_fields("command", self.command)}
+        doc = {"pid": self.pid, "fd": self.fd, **_text_fields("command", self.command)}
+        return cast("MemberDict", doc)
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,15 @@ class Description:
     members: tuple[Member, ...]
     type: str = "?"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> DescriptionDict:
         """The description as a JSON object: ``type``, ``mode``, ``target``, ``members``."""
-        return {
+        doc = {
             "type": self.type,
             "mode": self.mode,
             **_text_fields("target", self.target),
             "members": [m.to_dict() for m in self.members],
         }
+        return cast("DescriptionDict", doc)
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ class Skipped:
     pid: int
     reason: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SkippedDict:
         """The skipped process as a JSON object: ``pid``, ``reason``."""
         return {"pid": self.pid, "reason": self.reason}
 
@@ -117,7 +122,7 @@ class Scan:
         """The descriptions held by more than one fd."""
         return tuple(d for d in self.descriptions if len(d.members) > 1)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ScanDict:
         """The whole scan as the JSON document of ``kcmp-rs scan -J``."""
         return {
             "schema_version": SCHEMA_VERSION,
