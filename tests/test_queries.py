@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from _checks import needs_kcmp, needs_root, raised
 from _helpers import ChildProcess, Spawn, drop_to_nobody, run_in_child
-from kcmp_rs import KcmpType, baseline, open_fds
+from kcmp_rs import KcmpType, KcmpUnavailableError, baseline, disable_kcmp, open_fds
 from kcmp_rs._queries import _epoll_targets, epoll_targets, holders, shared_files
 
 pytestmark = needs_kcmp
@@ -311,3 +311,89 @@ def test_epoll_errors(pipe: tuple[int, int]) -> None:
 def _children_alive(children: list[ChildProcess]) -> None:
     for c in children:
         assert c.status is None
+
+
+# ---- kcmp blocked ----
+
+
+def _same_inode(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    sa, sb = (os.stat(f"/proc/{p}/fd/{f}") for p, f in (a, b))
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _holders_without_kcmp(target: tuple[int, int], pids: list[int], allow: bool) -> object:
+    disable_kcmp()
+    h = holders(*target, pids, allow_pidfd_getfd=allow)
+    return refs(h), h.undecided, h.complete
+
+
+def test_holders_without_kcmp_are_exact_or_say_undecided(
+    spawn: Spawn, pipe: tuple[int, int]
+) -> None:
+    _, w = pipe
+    child = spawn()
+    me = os.getpid()
+    pids = [me, child.pid]
+    want = truth((me, w), pids)
+    found, undecided, complete = run_in_child(_holders_without_kcmp, (me, w), pids, True).unwrap()
+    assert (found, undecided, complete) == (want, (), True)
+    found, undecided, complete = run_in_child(_holders_without_kcmp, (me, w), pids, False).unwrap()
+    # Without pidfd_getfd the child's fds on the pipe's inode cannot be compared: they
+    # are listed as undecided, never guessed, and the answer says it is incomplete.
+    assert set(found) <= set(want) and not complete
+    assert set(want) - set(found) <= set(undecided)
+    on_inode = {(p, f) for p in pids for f in open_fds(p) if _same_inode((p, f), (me, w))}
+    assert set(undecided) <= on_inode, undecided
+
+
+def _epoll_without_kcmp() -> None:
+    disable_kcmp()
+    ep = select.epoll()
+    try:
+        epoll_targets(os.getpid(), ep.fileno())
+    finally:
+        ep.close()
+
+
+def test_epoll_targets_without_kcmp_says_why() -> None:
+    e = run_in_child(_epoll_without_kcmp).raised()
+    assert isinstance(e, KcmpUnavailableError)
+    assert "disabled by configuration" in e.reason
+
+
+# ---- deaths ----
+
+
+def _many_dups(fd: int) -> int:
+    for i in range(2000):
+        os.dup2(fd, 100 + i)
+    return 2000
+
+
+def test_a_holder_killed_during_the_search_is_skipped_never_half_read(
+    spawn: Spawn, pipe: tuple[int, int]
+) -> None:
+    """Kills at a spread of times: the child's holders are all there (killed after the
+    search) or it is skipped as gone; never a part of its 2,000 holders."""
+    _, w = pipe
+    me = os.getpid()
+    outcomes: dict[str, int] = {}
+    for round_ in range(40):
+        child = spawn(lambda: _many_dups(w), expect_exit=None)
+        delay = (round_ % 10) * 0.0005
+        killer = threading.Timer(delay, os.kill, (child.pid, 9))
+        killer.start()
+        h = holders(me, w, [me, child.pid])
+        killer.join()
+        theirs = [r for r in refs(h) if r[0] == child.pid]
+        reasons = {s.pid: s.reason for s in h.skipped}
+        if child.pid in reasons:
+            assert theirs == [] and reasons[child.pid] in ("exited", "zombie", "no such process")
+            kind = reasons[child.pid]
+        else:
+            assert len(theirs) == 2001, len(theirs)  # fd w itself and the 2,000 dups
+            kind = "whole"
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+        child.kill()
+    print("holders with a holder killed at a spread of times:", outcomes)
+    assert sum(outcomes.values()) == 40, outcomes
