@@ -191,7 +191,9 @@ def _cmd_epoll(args: argparse.Namespace) -> int:
     ]
     out(render_table(["EPFD", "TFD", "EVENTS", "DATA", "STATUS", "HOLDERS"], rows))
     count = sum(len(t) for _, t in sets)
-    out(f"{len(sets)} epoll sets in process {pid}, {count} registrations\n")
+    sets_word = "epoll set" if len(sets) == 1 else "epoll sets"
+    regs_word = "registration" if count == 1 else "registrations"
+    out(f"{len(sets)} {sets_word} in process {pid}, {count} {regs_word}\n")
     return 0
 
 
