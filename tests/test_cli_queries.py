@@ -38,7 +38,11 @@ Ref = tuple[int, int]
 #: objects close when collected). Only ever filled in forked children.
 _KEEP: list[Any] = []
 
-HOLDERS_LISTS = {"skipped": "skipped", "undecided": "undecided", "fd_table_shared": "fd_table_shared"}
+HOLDERS_LISTS = {
+    "skipped": "skipped",
+    "undecided": "undecided",
+    "fd_table_shared": "fd_table_shared",
+}
 
 
 def kcmp_rs(*args: object) -> tuple[int, str, str]:
@@ -266,7 +270,7 @@ def test_epoll_table_statuses_and_holders(spawn: Spawn) -> None:
     status, out, err = kcmp_rs("epoll", child.pid)
     assert status == 0 and err == "", err
     rows, summary = split_summary(out)
-    assert summary == f"1 epoll sets in process {child.pid}, 3 registrations"
+    assert summary == f"1 epoll set in process {child.pid}, 3 registrations"
     assert [r["EPFD"] for r in rows] == [[str(child.data["epfd"])]] * 3
     got = {int(r["TFD"][0]): (r["STATUS"][0], list(shared_refs(r["HOLDERS"]))) for r in rows}
     assert got == expected_registrations(child)
@@ -274,8 +278,16 @@ def test_epoll_table_statuses_and_holders(spawn: Spawn) -> None:
     assert events[child.data["open_tfd"]] & select.EPOLLIN
     assert events[child.data["closed_tfd"]] & select.EPOLLOUT
     assert events[child.data["reused_tfd"]] & select.EPOLLPRI
-    # Python's epoll registers the fd number as the data.
-    assert all(int(r["DATA"][0], 16) == int(r["TFD"][0]) for r in rows)
+    # Python's epoll registers the fd number as the data's low 32 bits (it leaves the
+    # high ones as they were): the table shows all 64, as -J does.
+    data = {int(r["TFD"][0]): int(r["DATA"][0], 16) for r in rows}
+    assert all(d & 0xFFFFFFFF == tfd for tfd, d in data.items())
+    status, doc, _ = kcmp_rs("epoll", child.pid, "-J")
+    assert status == 0
+    regs = json.loads(doc)["registrations"]
+    assert {r["tfd"]: (r["events"], r["data"]) for r in regs} == {
+        tfd: (events[tfd], data[tfd]) for tfd in data
+    }
 
     # The same set asked by number: the same table.
     status, alone, err = kcmp_rs("epoll", child.pid, child.data["epfd"])
@@ -403,7 +415,7 @@ def test_share_lists_inherited_and_reopened_files(spawn: Spawn, tmp_path: Any) -
     }
     head, _, table = shared.partition("\n")
     groups = pairwise_groups([(a.pid, f) for f in open_fds(a.pid)])
-    count = len({g for g in groups if any(f1 == fd for _, fd in g for f1, _ in pairs)})
+    count = sum(1 for g in groups if any(fd in {f1 for f1, _ in pairs} for _, fd in g))
     assert head == f"Open file descriptions shared by {a.pid} and {b.pid}: {count}"
     rows, _ = parse_table(table + "\n")
     got = {

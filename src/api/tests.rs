@@ -132,3 +132,21 @@ fn a_child_is_grouped_apart_and_a_missing_pid_skipped() {
         Err(Failure::NoProcess { pid: gone })
     );
 }
+
+#[test]
+fn skip_reasons_name_the_kind_or_the_error() {
+    assert_eq!(skip_reason(&Failure::NoProcess { pid: 7 }), "absent");
+    assert_eq!(skip_reason(&Failure::Exited { pid: 7 }), "exited");
+    assert_eq!(skip_reason(&Failure::Zombie { pid: 7 }), "zombie");
+    assert_eq!(skip_reason(&Failure::Denied { pid: 7 }), "denied");
+    let other = Failure::Os {
+        errno: libc::EIO,
+        pid: Some(7),
+        fd: None,
+        detail: "reading /proc/7/fd".into(),
+    };
+    assert_eq!(
+        skip_reason(&other),
+        "error: Input/output error: reading /proc/7/fd"
+    );
+}
