@@ -218,13 +218,20 @@ def test_holders_target_errors_exit_1_with_one_line(spawn: Spawn) -> None:
     assert f"fd 999999 is not open in process {child.pid}" in err
 
 
-@pytest.mark.parametrize("fd", ["x", "-1", "1.5", "99999999999"])
-def test_holders_bad_fd_is_a_usage_error(spawn: Spawn, fd: str) -> None:
+#: Not fd numbers: what argparse must refuse (status 2) for FD and EPFD. The last two
+#: are digits to ``str.isdigit`` but not ASCII ones, which ``pid_arg`` refuses too.
+BAD_FDS = ["x", "-1", "1.5", "99999999999", "\u0663", "\u00b3"]
+
+
+@pytest.mark.parametrize("command", ["holders", "epoll"])
+@pytest.mark.parametrize("fd", BAD_FDS)
+def test_bad_fd_is_a_usage_error(spawn: Spawn, command: str, fd: str) -> None:
     child = spawn()
-    status, out, err = kcmp_rs("holders", child.pid, fd, "-p", child.pid)
+    status, out, err = kcmp_rs(command, child.pid, fd, "-p", child.pid)
     assert (status, out) == (2, ""), err
-    assert "usage: kcmp-rs holders" in err
-    assert f"argument FD: not an fd: '{fd}'" in err
+    assert f"usage: kcmp-rs {command}" in err
+    name = "FD" if command == "holders" else "EPFD"
+    assert f"argument {name}: not an fd: {fd!r}" in err
 
 
 # ---- epoll ----

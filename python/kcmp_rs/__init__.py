@@ -18,6 +18,7 @@ if not _sys.platform.startswith("linux"):
     )
 
 from kcmp_rs import _native
+from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
 from kcmp_rs._config import kcmp_disabled_by_environment as _kcmp_disabled_by_environment
 from kcmp_rs._native import (
     classify_fds,
@@ -29,7 +30,6 @@ from kcmp_rs._native import (
     same_epoll_target,
     same_file,
 )
-from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
 from kcmp_rs._queries import epoll_targets, holders, shared_files
 from kcmp_rs._results import Description, Member, Scan, Skipped
 from kcmp_rs._scan import scan

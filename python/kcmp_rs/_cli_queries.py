@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Sequence
 
 import kcmp_rs
@@ -37,7 +38,7 @@ __all__ = ["add_commands"]
 
 
 def _fd_arg(text: str) -> int:
-    if not text.isdigit() or int(text) > 2**31 - 1:
+    if not re.fullmatch(r"[0-9]+", text) or int(text) > 2**31 - 1:
         raise argparse.ArgumentTypeError(f"not an fd: {text!r}")
     return int(text)
 
@@ -123,6 +124,10 @@ _SKIPPED = {
 }
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith('s') else 's'}"
+
+
 def _cmd_holders(args: argparse.Namespace) -> int:
     pids = _flat(args.pids)
     try:
@@ -137,8 +142,9 @@ def _cmd_holders(args: argparse.Namespace) -> int:
         out(render_table(["PID", "COMMAND", "FD"], rows))
         procs = len({m.pid for m in found.members})
         out(
-            f"{len(found.members)} fds in {procs} processes; {found.processes_read} "
-            f"processes read, {found.fds_compared} fds compared, {len(found.skipped)} skipped\n"
+            f"{_count(len(found.members), 'fd')} in {_count(procs, 'process')}; "
+            f"{_count(found.processes_read, 'process')} read, "
+            f"{_count(found.fds_compared, 'fd')} compared, {len(found.skipped)} skipped\n"
         )
     if pids is not None:
         for s in found.skipped:
@@ -191,9 +197,7 @@ def _cmd_epoll(args: argparse.Namespace) -> int:
     ]
     out(render_table(["EPFD", "TFD", "EVENTS", "DATA", "STATUS", "HOLDERS"], rows))
     count = sum(len(t) for _, t in sets)
-    sets_word = "epoll set" if len(sets) == 1 else "epoll sets"
-    regs_word = "registration" if count == 1 else "registrations"
-    out(f"{len(sets)} {sets_word} in process {pid}, {count} {regs_word}\n")
+    out(f"{_count(len(sets), 'epoll set')} in process {pid}, {_count(count, 'registration')}\n")
     return 0
 
 
