@@ -61,9 +61,7 @@ def test_holders_vs_scan_and_loop() -> None:
 
         def by_loop() -> list[tuple[int, int]]:
             tp, tf = target
-            return [
-                (p, f) for p in pids for f in open_fds(p) if same_file(tp, tf, p, f)
-            ]
+            return [(p, f) for p in pids for f in open_fds(p) if same_file(tp, tf, p, f)]
 
         want = sorted(group)
         assert by_holders() == want
