@@ -321,7 +321,12 @@ def _same_inode(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def _holders_without_kcmp(target: tuple[int, int], pids: list[int], allow: bool) -> object:
+Undecided = tuple[tuple[int, int], ...]
+
+
+def _holders_without_kcmp(
+    target: tuple[int, int], pids: list[int], allow: bool
+) -> tuple[list[tuple[int, int]], Undecided, bool]:
     disable_kcmp()
     h = holders(*target, pids, allow_pidfd_getfd=allow)
     return refs(h), h.undecided, h.complete
