@@ -59,9 +59,26 @@ def _package_imports(module: pathlib.Path) -> set[str]:
         ("_proc.py", set()),
         ("_table.py", {"kcmp_rs._results"}),
         ("baseline.py", {"kcmp_rs._types"}),
+        ("_boundary.py", set()),
         (
             "_scan.py",
-            {"kcmp_rs._native", "kcmp_rs._proc", "kcmp_rs._results", "kcmp_rs._types"},
+            {
+                "kcmp_rs._boundary",
+                "kcmp_rs._native",
+                "kcmp_rs._proc",
+                "kcmp_rs._results",
+                "kcmp_rs._types",
+            },
+        ),
+        (
+            "_cli_audit.py",
+            {
+                "kcmp_rs._boundary",
+                "kcmp_rs._cli_common",
+                "kcmp_rs._cli_io",
+                "kcmp_rs._results",
+                "kcmp_rs._table",
+            },
         ),
         ("_schema.py", set()),
         ("_config.py", set()),

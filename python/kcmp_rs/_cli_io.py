@@ -19,6 +19,7 @@ from typing import IO, Any
 from kcmp_rs._config import DISABLE_VALUES, KEEP_VALUES, NO_KCMP
 
 __all__ = [
+    "EXIT_CROSSING",
     "EXIT_FAILED",
     "EXIT_INCOMPLETE",
     "EXIT_INTERRUPTED",
@@ -38,7 +39,10 @@ __all__ = [
 PROG = "kcmp-rs"
 
 EXIT_FAILED = 1
-#: kcmp(2) blocked and part of the answer undecided; 3 is kept for "unexpected crossing".
+#: ``scan --across``: a description crosses the boundary and no ``--allow`` rule
+#: expects it. It wins over 4: a crossing found is certain even where kcmp is blocked.
+EXIT_CROSSING = 3
+#: kcmp(2) blocked and part of the answer undecided.
 EXIT_INCOMPLETE = 4
 EXIT_INTERRUPTED = 130
 #: 128 + SIGPIPE: what the shell reports for any tool cut off by ``| head``, so a
@@ -53,11 +57,14 @@ examples:
   kcmp-rs share 1234 1240
   kcmp-rs scan -p 1234,1240
   kcmp-rs scan --example
+  kcmp-rs scan --across net --allow command=containerd-shim*
 
 exit status:
-  0    the answer is complete
+  0    the answer is complete (scan --across: no unexpected crossing)
   1    nothing could be read, or an error (one line on stderr)
   2    usage error
+  3    scan --across: a description crosses the boundary and no --allow
+       rule expects it (stdout lists the crossings; wins over 4)
   4    incomplete: kcmp(2) is blocked and some fds or resources stay
        undecided (stdout has the rest; stderr says what and why)
   130  interrupted (Ctrl-C)

@@ -57,15 +57,24 @@ def _text_fields(name: str, text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Member:
-    """One fd of one process: ``fd`` in ``pid``, whose command (comm) is ``command``."""
+    """One fd of one process: ``fd`` in ``pid``, whose command (comm) is ``command``;
+    ``boundary``: the process's boundary value when a scan asked for one."""
 
     pid: int
     fd: int
     command: str
+    boundary: str | None = None
 
     def to_dict(self) -> MemberDict:
-        """The member as a JSON object: ``pid``, ``fd``, ``command``."""
-        doc = {"pid": self.pid, "fd": self.fd, **_text_fields("command", self.command)}
+        """The member as a JSON object: ``pid``, ``fd``, ``command`` (``boundary``
+        only when it has one)."""
+        doc: dict[str, object] = {
+            "pid": self.pid,
+            "fd": self.fd,
+            **_text_fields("command", self.command),
+        }
+        if self.boundary is not None:
+            doc["boundary"] = self.boundary
         return cast("MemberDict", doc)
 
 
@@ -74,21 +83,27 @@ class Description:
     """One open file description and the fds that refer to it.
 
     ``type`` is the file type (``REG``, ``FIFO``, ``SOCK``, an anon inode's name, ...).
+    ``boundaries``: with a boundary asked, the distinct values of its holders, sorted
+    (more than one: it crosses the boundary); else empty.
     """
 
     target: str
     mode: str
     members: tuple[Member, ...]
     type: str = "?"
+    boundaries: tuple[str, ...] = ()
 
     def to_dict(self) -> DescriptionDict:
-        """The description as a JSON object: ``type``, ``mode``, ``target``, ``members``."""
-        doc = {
+        """The description as a JSON object: ``type``, ``mode``, ``target``, ``members``
+        (and ``boundaries`` when a boundary was asked)."""
+        doc: dict[str, object] = {
             "type": self.type,
             "mode": self.mode,
             **_text_fields("target", self.target),
             "members": [m.to_dict() for m in self.members],
         }
+        if self.boundaries:
+            doc["boundaries"] = list(self.boundaries)
         return cast("DescriptionDict", doc)
 
 

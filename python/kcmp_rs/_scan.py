@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Callable, SupportsIndex
 
+from kcmp_rs._boundary import Boundaries, check_kind
 from kcmp_rs._native import classify_files_partial, classify_tasks, is_zombie, kcmp, open_fds
 from kcmp_rs._proc import (
     file_type,
@@ -165,6 +166,50 @@ def _tally_readers(
     return processes_read, fd_table_shared
 
 
+# ---- boundaries ----
+
+
+def _boundary_reason(err: OSError, pid: int) -> str:
+    if is_zombie(pid):
+        return ZOMBIE
+    if not os.path.exists(b"/proc/%d" % pid):
+        return EXITED
+    if isinstance(err, PermissionError):
+        return PERMISSION_DENIED
+    return f"boundary unreadable: {err.strerror or err}"
+
+
+def _read_boundaries(
+    kind: str,
+    refs: list[Ref],
+    read_tables: list[tuple[int, ...]],
+    skipped: dict[int, str],
+) -> tuple[list[Ref], list[tuple[int, ...]], dict[int, tuple[str, ...]]]:
+    """Each read process's boundary value, before any fd is classified: a process
+    whose value cannot be read goes to ``skipped`` and its fds to no description (an
+    unread reader takes its fd table's sharers along). Returns the refs and tables
+    kept and, per reader, its value followed by its sharers'."""
+    reader = Boundaries(kind)
+    kept_tables = []
+    values: dict[int, tuple[str, ...]] = {}
+    for table in read_tables:
+        found = []
+        for pid in table:
+            try:
+                found.append(reader.value(pid))
+            except OSError as err:
+                skipped[pid] = _boundary_reason(err, pid)
+        if table[0] in skipped:
+            gone = skipped[table[0]] in (EXITED, ZOMBIE)
+            for pid in table[1:]:
+                skipped.setdefault(pid, OWNER_EXITED if gone else skipped[table[0]])
+            continue
+        kept = tuple(p for p in table if p not in skipped)
+        kept_tables.append(kept)
+        values[table[0]] = tuple(found)
+    return [r for r in refs if r[0] in values], kept_tables, values
+
+
 # ---- classification ----
 
 
@@ -186,18 +231,25 @@ def classify_refs(
     return [g for g in kept if g], undecided
 
 
-def _describe(group: Sequence[Ref], commands: dict[int, str]) -> Description:
+def _describe(
+    group: Sequence[Ref], commands: dict[int, str], values: dict[int, tuple[str, ...]]
+) -> Description:
+    """``values``: per reader, its boundary value and its fd table's sharers' (empty
+    without a boundary)."""
     members = []
     for pid, fd in sorted(group):
         if pid not in commands:
             commands[pid] = read_command(pid)
-        members.append(Member(pid, fd, commands[pid]))
+        side = values.get(pid)
+        members.append(Member(pid, fd, commands[pid], side[0] if side else None))
+    sides = tuple(sorted({v for m in members for v in values.get(m.pid, ())}))
     for m in members:  # the first member whose fd is still there names the target
         target = read_target(m.pid, m.fd)
         if target is not None:
             mode = read_mode(m.pid, m.fd)
-            return Description(target, mode, tuple(members), file_type(m.pid, m.fd, target))
-    return Description("?", "?", tuple(members), "?")
+            kind = file_type(m.pid, m.fd, target)
+            return Description(target, mode, tuple(members), kind, sides)
+    return Description("?", "?", tuple(members), "?", sides)
 
 
 # ---- arguments: checked up front, with the native calls' classes and messages ----
@@ -252,6 +304,7 @@ def scan(
     include_unshared: bool = False,
     allow_pidfd_getfd: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    boundary: str | None = None,
 ) -> Scan:
     """Which open file descriptions do processes share? A scan of many processes at once.
 
@@ -273,13 +326,25 @@ def scan(
       (pidfd_getfd(2)) to decide.
     - ``progress(done, total)``: called as the fds of each process have been read
       (``total``: the number of processes; the classification follows).
+    - ``boundary``: ``"pid"``, ``"mnt"``, ``"net"``, ``"user"``, ``"ipc"``, ``"uts"``
+      (a namespace: the link text of ``/proc/PID/ns/KIND``, ``net:[4026531833]``) or
+      ``"cgroup"`` (the process's cgroup: the path of the ``0::`` line of
+      ``/proc/PID/cgroup``; on a host with only cgroup v1, its lines without their
+      hierarchy numbers joined with ``;``). Each ``Member`` then carries its process's
+      value (``boundary``) and each ``Description`` the distinct values of its holders,
+      sorted (``boundaries``; fd-table sharers of a member count as holders): more
+      than one, and the description crosses the boundary. Each value is read once per
+      process, before any fd is classified; a process whose value cannot be read is
+      skipped (reason below), never put on a side.
 
     Every argument is checked before any work, with the classes and messages of the
     native calls: ``TypeError: each pid in pids must be an int, not float``,
     ``ValueError: each pid in pids must be a pid in 1..2147483647, got 0``,
     ``TypeError: pids must be an iterable of ints, not int``, ``TypeError:
     include_unshared must be a bool, not str`` (``allow_pidfd_getfd`` alike),
-    ``TypeError: progress must be callable or None, not int``.
+    ``TypeError: progress must be callable or None, not int``, ``ValueError: boundary
+    must be one of 'pid', 'mnt', 'net', 'user', 'ipc', 'uts', 'cgroup' or None, got
+    'x'``, ``TypeError: boundary must be a str or None, not int``.
 
     What the scan guarantees:
 
@@ -289,7 +354,8 @@ def scan(
       ``"exited"`` (exited while being scanned), ``"zombie"`` (it had exited and
       awaited reaping when the scan reached it),
       ``"permission denied"``, ``"fd table owner exited"`` (it shares its fd table with a
-      process that exited mid-scan), or ``"error: <message>"``.
+      process that exited mid-scan), ``"boundary unreadable: <message>"`` (its boundary
+      value could not be read), or ``"error: <message>"``.
     - Processes sharing one fd table (CLONE_FILES: threads given by tid, some runtimes)
       are read once, under the smallest pid: ``Scan.fd_table_shared`` lists each such
       set, smallest pid first, and the members of the descriptions name that pid only.
@@ -335,8 +401,11 @@ def scan(
               "target_bytes_b64": str,       # only when the target is not UTF-8
               "members": [                   # ascending (pid, fd)
                 {"pid": int, "fd": int, "command": str,
-                 "command_bytes_b64": str}   # only when the command is not UTF-8
-              ]
+                 "command_bytes_b64": str,   # only when the command is not UTF-8
+                 "boundary": str}            # only with a boundary: its process's value
+              ],
+              "boundaries": [str]            # only with a boundary: the holders'
+                                             # distinct values, sorted
             }
           ],
           "skipped": [{"pid": int, "reason": str}],   # ascending pid
@@ -359,15 +428,19 @@ def scan(
     _check_flag(include_unshared, "include_unshared")
     _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
     _check_progress(progress)
+    kind = check_kind(boundary)
     wanted = list_pids() if given is None else given
     skipped: dict[int, str] = {}
     tables = _fd_tables(wanted, skipped)
     refs, read_tables = _list_fds(tables, skipped, len(wanted), progress)
+    values: dict[int, tuple[str, ...]] = {}
+    if kind is not None:
+        refs, read_tables, values = _read_boundaries(kind, refs, read_tables, skipped)
     groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
     processes_read, fd_table_shared = _tally_readers(read_tables, refs, groups, undecided, skipped)
     commands: dict[int, str] = {}
     descriptions = tuple(
-        _describe(group, commands) for group in groups if include_unshared or len(group) > 1
+        _describe(group, commands, values) for group in groups if include_unshared or len(group) > 1
     )
     return Scan(
         descriptions=descriptions,

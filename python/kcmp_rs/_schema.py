@@ -4,7 +4,9 @@ commands print, for type checkers and for scripts that read it.
 ``schema_version`` (``SCHEMA_VERSION``) is in every document and in the first line of
 JSON Lines output; it changes only when a field changes meaning or goes away. A field
 ending in ``_bytes_b64`` is present only when the text beside it is not exact (a name
-that is not UTF-8). Nothing here runs: this module only declares.
+that is not UTF-8); ``boundary`` / ``boundaries`` only when a scan was asked for a
+boundary (``scan(boundary=...)``, ``kcmp-rs scan --across``). Nothing here runs: this
+module only declares.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ __all__ = [
 ]
 
 
-class _MemberBytes(TypedDict, total=False):
+class _MemberOptional(TypedDict, total=False):
     command_bytes_b64: str
+    boundary: str  # only from a scan with a boundary (``--across``)
 
 
-class MemberDict(_MemberBytes):
+class MemberDict(_MemberOptional):
     """One fd of one process (a holder)."""
 
     pid: int
@@ -36,11 +39,12 @@ class MemberDict(_MemberBytes):
     command: str
 
 
-class _DescriptionBytes(TypedDict, total=False):
+class _DescriptionOptional(TypedDict, total=False):
     target_bytes_b64: str
+    boundaries: list[str]  # only from a scan with a boundary (``--across``)
 
 
-class DescriptionDict(_DescriptionBytes):
+class DescriptionDict(_DescriptionOptional):
     """One open file description and its members."""
 
     type: str

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from kcmp_rs._results import Scan
+from kcmp_rs._results import Description, Scan
 
-__all__ = ["escape", "format_table", "render_table", "summary"]
+__all__ = ["description_rows", "escape", "format_table", "render_table", "summary"]
 
 _NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 
@@ -90,20 +90,26 @@ def summary(result: Scan) -> str:
     return ", ".join(parts)
 
 
-def format_table(result: Scan) -> str:
-    """The scan as an aligned table, one row per description, then a summary line.
+def description_rows(descriptions: Iterable[Description]) -> str:
+    """The descriptions as an aligned table, one row per description ("" for none).
 
     SHARED lists the members as ``PID,COMMAND,FD``, one per line (like lsfd's
-    ENDPOINTS); names are escaped (``escape``).
+    ENDPOINTS); names are escaped (``escape``). When the members carry boundary values
+    (a scan with a boundary), BOUNDARY gives each member's, line for line.
     """
-    rows = [
-        [
-            escape(d.type),
-            d.mode,
-            "\n".join(f"{m.pid},{escape(m.command)},{m.fd}" for m in d.members),
-            escape(d.target),
-        ]
-        for d in result.descriptions
-    ]
-    table = render_table(["TYPE", "MODE", "SHARED", "TARGET"], rows) if rows else ""
-    return table + summary(result) + "\n"
+    listed = list(descriptions)
+    sided = any(m.boundary is not None for d in listed for m in d.members)
+    rows = []
+    for d in listed:
+        shared = "\n".join(f"{m.pid},{escape(m.command)},{m.fd}" for m in d.members)
+        row = [escape(d.type), d.mode, shared]
+        if sided:
+            row.append("\n".join(escape(m.boundary or "?") for m in d.members))
+        rows.append([*row, escape(d.target)])
+    headers = ["TYPE", "MODE", "SHARED", *(["BOUNDARY"] if sided else []), "TARGET"]
+    return render_table(headers, rows) if rows else ""
+
+
+def format_table(result: Scan) -> str:
+    """The scan as an aligned table (``description_rows``), then a summary line."""
+    return description_rows(result.descriptions) + summary(result) + "\n"

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import kcmp_rs
+from kcmp_rs._cli_audit import SCAN_RECORDS, add_audit_flags, prepare_audit, print_audit
 from kcmp_rs._cli_common import (
     CommandError,
     add_json_flags,
@@ -32,6 +33,7 @@ from kcmp_rs._cli_common import (
     report_undecided,
 )
 from kcmp_rs._cli_io import (
+    EXIT_CROSSING,
     EXIT_FAILED,
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fork a small family of processes with known sharing, scan exactly them, "
         "then clean up",
     )
+    add_audit_flags(scan)
     scan.set_defaults(func=_cmd_scan, parser=scan)
     return parser
 
@@ -281,17 +284,10 @@ def _cmd_fds(args: argparse.Namespace) -> int:
 # ---- scan ----
 
 
-_SCAN_RECORDS = {
-    "descriptions": "description",
-    "skipped": "skipped",
-    "undecided": "undecided",
-    "fd_table_shared": "fd_table_shared",
-}
-
-
-def _print_scan(result: Scan, args: argparse.Namespace) -> None:
-    if not print_json(result.to_dict(), args, "scan", _SCAN_RECORDS):
+def _print_scan(result: Scan, args: argparse.Namespace) -> bool:
+    if not print_json(result.to_dict(), args, "scan", SCAN_RECORDS):
         out(format_table(result))
+    return False  # no boundary audit, no crossing
 
 
 _SKIPPED_NOTES = {
@@ -352,6 +348,7 @@ def _show_example(family: Family, args: argparse.Namespace) -> int:
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
+    prepare_audit(args)
     if args.example:
         if args.pids:
             args.parser.error("--example scans its own processes: it takes no -p")
@@ -365,17 +362,19 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             include_unshared=args.include_unshared,
             allow_pidfd_getfd=args.allow_pidfd_getfd,
             progress=progress,
+            boundary=args.across,
         )
     finally:
         progress.clear()
-    _print_scan(result, args)
+    crossing = print_audit(result, args) if args.across else _print_scan(result, args)
     _report_skipped(result, explicit)
     if result.processes_read == 0:
         raise CommandError("no process could be read")
     if result.undecided:
         report_undecided(result.undecided, args.allow_pidfd_getfd)
-        return EXIT_INCOMPLETE
-    return 0
+    if crossing:
+        return EXIT_CROSSING
+    return EXIT_INCOMPLETE if result.undecided else 0
 
 
 # ---- main ----
@@ -385,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``kcmp-rs`` with ``argv`` (default: ``sys.argv[1:]``); the exit status.
 
     Returns 0 when the subcommand did its job, 1 when it could not or stdout cannot be
-    written (the cause is printed on stderr, one line), 4 when the answer is incomplete
+    written (the cause is printed on stderr, one line), 3 when ``scan --across``
+    found a crossing no ``--allow`` rule expects (over 4), 4 when the answer is incomplete
     (kcmp blocked, some fds or resources undecided: said on stderr), 141 when the reader
     of stdout went away (nothing printed), 130 on Ctrl-C. ``--help`` and ``--version``
     exit through ``SystemExit(0)``, a usage error through ``SystemExit(2)`` after
