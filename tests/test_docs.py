@@ -125,10 +125,11 @@ def _keys(value: Any) -> set[str]:
 
 
 def test_scan_docstring_schema_names_every_json_key() -> None:
-    # Names that are not UTF-8 bring in the optional *_bytes_b64 keys.
+    # Names that are not UTF-8 bring in the optional *_bytes_b64 keys, a boundary the
+    # optional boundary keys.
     not_utf8 = os.fsdecode(b"x\xff")
     result = Scan(
-        (Description(not_utf8, "rw", (Member(1, 2, not_utf8),), "REG"),),
+        (Description(not_utf8, "rw", (Member(1, 2, not_utf8, "net:[1]"),), "REG", ("net:[1]",)),),
         (Skipped(3, "exited"),),
         1,
         1,
