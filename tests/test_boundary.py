@@ -546,3 +546,19 @@ def test_inside_a_pid_that_does_not_exist_is_status_1() -> None:
         f"process {gone} does not exist\n"
     )
     assert proc.stdout == b""
+
+
+def test_with_kcmp_blocked_undecided_is_4_and_a_crossing_decided_is_3(world: World) -> None:
+    # Without kcmp, another process's fds on one inode stay undecided unless copied
+    # (pidfd_getfd): nothing crosses for certain, and the answer is incomplete.
+    env = {"KCMP_RS_NO_KCMP": "1"}
+    pids = ",".join(map(str, world.pids))
+    proc = run_cli("scan", "-p", pids, "--across", "net", env=env)
+    assert proc.returncode == 4, proc.stderr
+    assert "incomplete answer" in proc.stderr.decode()
+    assert scan_table_rows(proc.stdout.decode())[1].endswith("; 0 crossings across net (0 allowed)")
+    proc = run_cli("scan", "-p", pids, "--across", "net", "--allow-pidfd-getfd", env=env)
+    assert proc.returncode == 3, proc.stderr
+    rows, summary = scan_table_rows(proc.stdout.decode())
+    assert sorted(shared_refs(r["SHARED"]) for r in rows) == crossings(truth(world.pids, "net"))
+    assert "undecided" not in summary
