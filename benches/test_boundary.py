@@ -115,8 +115,7 @@ def two_sides() -> Iterator[dict[int, tuple[int, int]]]:
         with os.fdopen(report_r, "rb", closefd=False) as f:
             lines = f.read().split()
         members = {
-            int(p): (int(lf), int(sf))
-            for p, lf, sf in zip(lines[0::3], lines[1::3], lines[2::3])
+            int(p): (int(lf), int(sf)) for p, lf, sf in zip(lines[0::3], lines[1::3], lines[2::3])
         }
         assert len(members) == 2 * PROCS_PER_SIDE, f"{len(members)} members reported"
         yield members
@@ -147,9 +146,7 @@ def test_boundary_audit(benchmark: Any) -> None:
             tuple((m.pid, m.fd) for m in d.members) for d in audit.descriptions
             if len(d.boundaries) > 1
         )  # fmt: skip
-        expect = sorted(
-            tuple(sorted((p, held[i]) for p, held in members.items())) for i in (0, 1)
-        )
+        expect = sorted(tuple(sorted((p, held[i]) for p, held in members.items())) for i in (0, 1))
         assert crossing == expect
         assert audit.skipped == ()
         plain_times, audit_times = [], []
@@ -166,8 +163,7 @@ def test_boundary_audit(benchmark: Any) -> None:
     RESULTS.add(
         "8 boundary audit",
         f"{len(pids)} procs x {FDS} fds, 2 pid namespaces",
-        f"{x:.2f}x (audit {fmt_time(audited)}, plain scan {fmt_time(plain)}; "
-        f"medians of {ROUNDS})",
+        f"{x:.2f}x (audit {fmt_time(audited)}, plain scan {fmt_time(plain)}; medians of {ROUNDS})",
         f"<= {RATIO}x",
         x <= RATIO,
     )
