@@ -124,15 +124,18 @@ def pipe_family(spawn: Spawn, pipe: tuple[int, int]) -> dict[str, Any]:
     holder = spawn(keeps_and_moves)
     closer = spawn(closes)
     threaded = spawn(with_a_thread)
-    leaders = [holder.pid, closer.pid, threaded.pid]
+    # One fd table is read under its smallest id, and pids wrap: the thread's may be it.
+    reader = min(threaded.pid, threaded.data)
+    leaders = [holder.pid, closer.pid, reader]
     return {
         "w": w,
         "holder": holder,
         "closer": closer,
         "threaded": threaded,
         "tid": threaded.data,
+        "reader": reader,
         "leaders": leaders,
-        "pids": ",".join(map(str, [*leaders, threaded.data])),
+        "pids": ",".join(map(str, [holder.pid, closer.pid, threaded.pid, threaded.data])),
         "target": (holder.pid, 77),
     }
 
@@ -149,7 +152,7 @@ def test_holders_table_is_the_kernel_truth(pipe_family: dict[str, Any]) -> None:
     want = truth((pid, fd), pipe_family["leaders"])
     assert [(int(r["PID"][0]), int(r["FD"][0])) for r in rows] == want
     assert (pid, 77) in want and (pid, pipe_family["w"]) in want
-    assert (pipe_family["threaded"].pid, pipe_family["w"]) in want
+    assert (pipe_family["reader"], pipe_family["w"]) in want
     assert not any(p == pipe_family["closer"].pid for p, _ in want)
     assert all(r["COMMAND"] and r["COMMAND"][0] for r in rows)
     procs = len({p for p, _ in want})
