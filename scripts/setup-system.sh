@@ -8,7 +8,7 @@ set -euo pipefail
 
 command -v dot >/dev/null && exit 0
 
-if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+if [ "$EUID" -ne 0 ] || ! command -v apt-get >/dev/null; then
     echo "setup: Graphviz's dot is missing (Debian: apt-get install graphviz);" \
         "the tests that render DOT will skip" >&2
     exit 0
