@@ -11,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi)
 
-.PHONY: help run test lint lint-py lint-rust format test-py test-rust bench bench-build build setup wheel-test clean
+.PHONY: help run test lint lint-py lint-rust format test-py test-rust bench bench-build build setup system-deps docs wheel-test clean
 
 help: ## List the targets, one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -23,7 +23,12 @@ run: build ## Set up, build, run the man-page demo and the example scan
 
 test: build lint test-rust test-py ## Set up, build, run every test and lint
 
-setup: $(VENV)/.deps ## Create .venv with the development requirements
+setup: system-deps $(VENV)/.deps ## Create .venv with the development requirements; Graphviz
+
+# Graphviz's `dot` renders the sharing graph in tests/test_dot.py and `make docs`:
+# installed from Debian's packages when missing and we are root (CI is).
+system-deps: ## Install Graphviz if missing (apt-get, as root)
+	bash scripts/setup-system.sh
 
 $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -75,11 +80,16 @@ test-rust: $(VENV)/.deps ## cargo test of the core alone, then with the binding
 	cargo test --quiet
 	cargo test --quiet --features python
 
-test-py: build ## pytest over tests/
+test-py: build system-deps ## pytest over tests/
 	$(PY) -m pytest -q tests
 
 bench: bench-build ## The benchmarks, with their figures and targets
 	$(PY) -m pytest -q benches --benchmark-columns=median,ops --benchmark-sort=name -s
+
+# The README's picture: pids and temporary names differ on every run.
+docs: build system-deps ## Render docs/scan-example.svg from `kcmp-rs scan --example --dot`
+	$(PY) -m kcmp_rs scan --example --dot > $(VENV)/scan-example.dot
+	dot -Tsvg $(VENV)/scan-example.dot -o docs/scan-example.svg
 
 wheel-test: $(VENV)/.deps ## Build the abi3 wheel and sdist; run the suite on the oldest and newest CPython
 	bash scripts/wheel-test.sh

@@ -58,6 +58,7 @@ def _package_imports(module: pathlib.Path) -> set[str]:
         ("_example.py", set()),
         ("_proc.py", set()),
         ("_table.py", {"kcmp_rs._results"}),
+        ("_dot.py", {"kcmp_rs._answers", "kcmp_rs._results", "kcmp_rs._table"}),
         ("baseline.py", {"kcmp_rs._types"}),
         ("_boundary.py", set()),
         (
@@ -76,6 +77,7 @@ def _package_imports(module: pathlib.Path) -> set[str]:
                 "kcmp_rs._boundary",
                 "kcmp_rs._cli_common",
                 "kcmp_rs._cli_io",
+                "kcmp_rs._dot",
                 "kcmp_rs._results",
                 "kcmp_rs._table",
             },

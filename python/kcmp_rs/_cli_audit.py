@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from kcmp_rs._boundary import KINDS, Boundaries, in_cgroup
 from kcmp_rs._cli_common import CommandError, explain, print_json
 from kcmp_rs._cli_io import out
+from kcmp_rs._dot import scan_dot
 from kcmp_rs._results import Description, Scan
 from kcmp_rs._table import description_rows, summary
 
@@ -149,7 +150,9 @@ def print_audit(result: Scan, args: argparse.Namespace) -> bool:
     ]
     unexpected = tuple(d for d in crossings if not allowed(d, args.allow))
     shown = dataclasses.replace(result, descriptions=unexpected)
-    if not print_json(shown.to_dict(), args, "scan", SCAN_RECORDS):
+    if args.dot:  # the crossings as a picture, processes clustered by side
+        out(scan_dot(shown))
+    elif not print_json(shown.to_dict(), args, "scan", SCAN_RECORDS):
         n = len(crossings)
         out(
             description_rows(unexpected)

@@ -29,6 +29,7 @@ __all__ = [
     "allow_pidfd_getfd_flag",
     "command",
     "denied",
+    "dot_flag",
     "explain",
     "json_lines",
     "mode_and_target",
@@ -152,11 +153,26 @@ def report_undecided(refs: Sequence[tuple[int, int]], allow_pidfd_getfd: bool) -
 # ---- JSON ----
 
 
-def add_json_flags(parser: argparse.ArgumentParser, lines_help: str) -> None:
-    """``-J`` (one document) and ``-j`` (JSON Lines), mutually exclusive."""
+def add_json_flags(parser: argparse.ArgumentParser, lines_help: str, *, dot: bool = False) -> None:
+    """``-J`` (one document) and ``-j`` (JSON Lines), and with ``dot`` also ``--dot``
+    (Graphviz), mutually exclusive. ``args.dot`` is False where there is no ``--dot``."""
     form = parser.add_mutually_exclusive_group()
     form.add_argument("-J", "--json", action="store_true", help="one JSON document")
     form.add_argument("-j", "--json-lines", action="store_true", help=lines_help)
+    if dot:
+        dot_flag(form)
+    else:
+        parser.set_defaults(dot=False)
+
+
+def dot_flag(parser: argparse._ActionsContainer) -> None:
+    """``--dot``: the sharing graph in Graphviz's DOT language (``_dot``)."""
+    parser.add_argument(
+        "--dot",
+        action="store_true",
+        help="the sharing graph in Graphviz DOT: processes, the descriptions they share, "
+        "fds on the edges (render it: | dot -Tsvg > graph.svg)",
+    )
 
 
 def json_lines(doc: Mapping[str, Any], command_name: str, records: Mapping[str, str]) -> str:

@@ -19,6 +19,7 @@ from kcmp_rs._cli_common import (
     allow_pidfd_getfd_flag,
     command,
     denied,
+    dot_flag,
     explain,
     mode_and_target,
     pid_arg,
@@ -28,7 +29,8 @@ from kcmp_rs._cli_common import (
     unavailable_reason,
 )
 from kcmp_rs._cli_io import EXIT_INCOMPLETE, Parser, note, out
-from kcmp_rs._proc import read_target
+from kcmp_rs._dot import holders_dot, shared_files_dot
+from kcmp_rs._proc import file_type, read_command, read_mode, read_target
 from kcmp_rs._queries import epoll_targets, holders, shared_files
 from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, SCHEMA_VERSION, ZOMBIE
 from kcmp_rs._table import escape, render_table
@@ -58,6 +60,7 @@ def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     share.add_argument("pid1", type=pid_arg, metavar="PID1")
     share.add_argument("pid2", type=pid_arg, metavar="PID2")
     allow_pidfd_getfd_flag(share)
+    dot_flag(share)
     share.set_defaults(func=_cmd_share, parser=share)
 
     hold = command(
@@ -81,7 +84,7 @@ def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="PID[,PID...]",
         help="search only these processes (repeatable)",
     )
-    add_json_flags(hold, "JSON Lines: one record per line (header, description, ...)")
+    add_json_flags(hold, "JSON Lines: one record per line (header, description, ...)", dot=True)
     allow_pidfd_getfd_flag(hold)
     hold.set_defaults(func=_cmd_holders, parser=hold)
 
@@ -135,7 +138,9 @@ def _cmd_holders(args: argparse.Namespace) -> int:
     except OSError as err:
         raise CommandError(explain(err, args.pid)) from None
     records = {"description": "description", "skipped": "skipped", "undecided": "undecided"}
-    if not print_json(found.to_dict(), args, "holders", records):
+    if args.dot:
+        out(holders_dot(found))
+    elif not print_json(found.to_dict(), args, "holders", records):
         d = found.description
         out(f"fd {args.fd} of process {args.pid}: {d.type} {d.mode} {escape(d.target)}\n")
         rows = [[str(m.pid), escape(m.command), str(m.fd)] for m in found.members]
@@ -264,14 +269,25 @@ def _fds(fds: Sequence[int]) -> str:
     return ",".join(map(str, fds)) or "-"
 
 
+def _describe_fd(pid: int, fd: int) -> tuple[str, str, str]:
+    target = read_target(pid, fd)
+    return file_type(pid, fd, target), read_mode(pid, fd), "?" if target is None else target
+
+
 def _cmd_share(args: argparse.Namespace) -> int:
     pid1: int = args.pid1
     pid2: int = args.pid2
-    resources = _resource_rows(pid1, pid2)
+    # The graph draws the shared descriptions only: no task resources to compare.
+    resources = None if args.dot else _resource_rows(pid1, pid2)
     try:
         found = shared_files(pid1, pid2, allow_pidfd_getfd=args.allow_pidfd_getfd)
     except OSError as err:
         raise CommandError(explain(err, pid1)) from None
+    if args.dot:
+        out(shared_files_dot(found, read_command, _describe_fd))
+        if found.undecided:
+            report_undecided(found.undecided, args.allow_pidfd_getfd)
+        return EXIT_INCOMPLETE if found.undecided else 0
     if pid1 == pid2:
         out(
             f"Process {pid1} trivially shares everything with itself: every task resource "

@@ -49,6 +49,7 @@ from kcmp_rs._cli_io import (
     silence_stdout,
 )
 from kcmp_rs._cli_queries import add_commands
+from kcmp_rs._dot import scan_dot
 from kcmp_rs._native import is_zombie
 from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, ZOMBIE, Ref, Scan
 from kcmp_rs._scan import classify_refs
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "summary. Names are shown escaped (\\n, \\x1b, \\xNN for bytes that are not "
         "UTF-8); JSON keeps them whole (schema: python -m pydoc kcmp_rs.scan).",
         example="  kcmp-rs scan -p 1234,1240\n  kcmp-rs scan --all -J > fds.json\n"
-        "  kcmp-rs scan --example",
+        "  kcmp-rs scan --example\n  kcmp-rs scan --example --dot | dot -Tsvg > example.svg",
     )
     scan.add_argument(
         "-p",
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         scan,
         "JSON Lines: a header, one record per description, skipped process and "
         "undecided fd, then a summary",
+        dot=True,
     )
     allow_pidfd_getfd_flag(scan)
     scan.add_argument(
@@ -285,7 +287,9 @@ def _cmd_fds(args: argparse.Namespace) -> int:
 
 
 def _print_scan(result: Scan, args: argparse.Namespace) -> bool:
-    if not print_json(result.to_dict(), args, "scan", SCAN_RECORDS):
+    if args.dot:
+        out(scan_dot(result))
+    elif not print_json(result.to_dict(), args, "scan", SCAN_RECORDS):
         out(format_table(result))
     return False  # no boundary audit, no crossing
 
@@ -321,7 +325,7 @@ def _scan_example(args: argparse.Namespace) -> int:
 
 
 def _show_example(family: Family, args: argparse.Namespace) -> int:
-    table = not (args.json or args.json_lines)
+    table = not (args.json or args.json_lines or args.dot)
     if table:
         out(
             f"Example: {len(family.pids)} processes ({', '.join(map(str, family.pids))}), "
