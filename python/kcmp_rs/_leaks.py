@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 from types import TracebackType
 from typing import TYPE_CHECKING, cast
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["ChildHolder", "FdLeakCheck", "FdLeaks", "LeakedFd"]
 
 Inode = tuple[int, int]
+_inode: Callable[[os.stat_result], Inode] = attrgetter("st_dev", "st_ino")
 
 
 # ---- results ----
@@ -182,13 +184,18 @@ def _fd_table() -> dict[int, Inode]:
     """This process's fds and the inode behind each. ``open_fds`` leaves out the
     directory fd it reads with; an fd closed between the listing and its fstat (by
     another thread) is left out."""
+    fds = _native.open_fds(os.getpid())
+    try:
+        # One C-level loop: the fstat calls are most of what a snapshot costs.
+        return dict(zip(fds, map(_inode, map(os.fstat, fds))))
+    except OSError:
+        pass
     table: dict[int, Inode] = {}
-    for fd in _native.open_fds(os.getpid()):
+    for fd in fds:
         try:
-            st = os.fstat(fd)
+            table[fd] = _inode(os.fstat(fd))
         except OSError:
             continue
-        table[fd] = (st.st_dev, st.st_ino)
     return table
 
 
@@ -370,9 +377,7 @@ def _child_holders(
     refs = [(me, fd) for fd in sorted(now)] + _child_fds(started)
     # The children are this process's own: copying one of their fds for a moment
     # (pidfd_getfd) is how the answer stays exact where kcmp is blocked.
-    groups, undecided = _native.classify_files_partial(
-        refs, missing="skip", allow_pidfd_getfd=True
-    )
+    groups, undecided = _native.classify_files_partial(refs, missing="skip", allow_pidfd_getfd=True)
     holders = []
     for child in started:
         again = _process(child.pid)
