@@ -131,9 +131,7 @@ def test_a_dup_of_stdout_is_named_after_the_fd_open_before() -> None:
             (high, first, None),
         ]
         assert not any(leak.new_description or leak.reused for leak in check.leaks.fds)
-        assert f": dup of fd {first} (another fd of a description open before)" in str(
-            check.leaks
-        )
+        assert f": dup of fd {first} (another fd of a description open before)" in str(check.leaks)
     finally:
         os.close(low)
         os.close(high)
@@ -248,7 +246,10 @@ def test_a_child_started_in_the_block_holding_our_pipe_is_named(pipe: tuple[int,
     held = [[(m.pid, m.fd) for m in d.members] for d in child.descriptions]
     assert [(ME, r), (pid, r)] in held
     assert [(ME, w), (pid, w)] in held
-    assert f"  child process {pid} ({child.command}, parent {ME}) started" in str(check.leaks)
+    assert (
+        f"  child process {pid} ({child.command}, parent {ME}), started meanwhile, still holds:"
+        in (str(check.leaks))
+    )
     assert f"    fd {r} (FIFO, r) {pipe_target(r)} as its fd {r}" in str(check.leaks)
 
 
@@ -362,12 +363,10 @@ def test_leaks_before_the_block_has_ended_is_an_error() -> None:
     with pytest.raises(RuntimeError) as info:
         _ = check.leaks
     assert str(info.value) == (
-        "FdLeakCheck.leaks is known once the block has ended (after the with statement, "
-        "or stop())"
+        "FdLeakCheck.leaks is known once the block has ended (after the with statement, or stop())"
     )
-    with check:
-        with pytest.raises(RuntimeError):
-            _ = check.leaks
+    with check, pytest.raises(RuntimeError):
+        _ = check.leaks
     assert check.leaks.clean
 
 
@@ -543,7 +542,9 @@ def run_inner(
     its tests recorded."""
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_inner=source)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    # The other installed plugins take most of a run's start-up and play no part here.
+    quiet = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
+    result = pytester.runpytest_subprocess(*quiet, *args)
     recorded: dict[str, int] = {}
     log = pytester.path / "record.jsonl"
     if log.exists():
@@ -564,14 +565,12 @@ def leak_lines(recorded: dict[str, int], indent: str) -> list[str]:
         # Under pytest's capture fd 1 is a dup of the capture file during a test, and
         # the original stdout again when pytest is between tests: the dup is of the
         # capture file's own fd, which the pattern leaves open.
-        f"{indent}fd {n['dup']} (REG, rw) *: dup of fd * (another fd of a description "
-        "open before)",
+        f"{indent}fd {n['dup']} (REG, rw) *: dup of fd * (another fd of a description open before)",
         "*fd leaks in test_inner.py::test_number_reused:",
         f"{indent}fd {n['reused']} (REG, r) */test_inner.py: a new open file description; "
         f"fd {n['reused']} was another file before and was closed",
         "*fd leaks in test_inner.py::test_child_holds_pipe:",
-        f"{indent}child process {n['child']} (cat, parent *) started during the block still "
-        "holds:",
+        f"{indent}child process {n['child']} (cat, parent *), started meanwhile, still holds:",
         f"{indent}  fd {n['child_r']} (FIFO, r) pipe:[[]*[]] as its fd 0",
     ]
 
@@ -582,7 +581,10 @@ def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:
 
 
 def test_importing_the_package_does_not_import_pytest() -> None:
-    code = "import sys, kcmp_rs; print('pytest' in sys.modules, 'kcmp_rs.pytest_plugin' in sys.modules)"
+    code = (
+        "import sys, kcmp_rs\n"
+        "print('pytest' in sys.modules, 'kcmp_rs.pytest_plugin' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

@@ -151,8 +151,8 @@ class FdLeaks:
             lines.append(f"  fd {leak.fd} ({leak.type}, {leak.mode}) {leak.target}: {leak.what()}")
         for child in self.children:
             lines.append(
-                f"  child process {child.pid} ({child.command}, parent {child.ppid}) "
-                "started during the block still holds:"
+                f"  child process {child.pid} ({child.command}, parent {child.ppid}), "
+                "started meanwhile, still holds:"
             )
             for d in child.descriptions:
                 ours = ", ".join(str(m.fd) for m in d.members if m.pid == self.pid)
