@@ -74,6 +74,20 @@ def in_child(body: Callable[[], object]) -> NoReturn:
         os._exit(code)
 
 
+def reader_child(r: int) -> int:
+    """Forks a child that waits for one byte on ``r``, then exits 0 (``release``)."""
+    pid = fork()
+    if pid == 0:  # pragma: no cover - the child
+        in_child(lambda: os.read(r, 1))
+    return pid
+
+
+def release(w: int, pid: int) -> None:
+    """Lets a ``reader_child`` go and reaps it."""
+    os.write(w, b"x")
+    assert reap(pid) == 0
+
+
 def read_line(fd: int) -> bytes:
     """One short message from a child, within the deadline."""
     ready, _, _ = select.select([fd], [], [], DEADLINE)
@@ -235,11 +249,8 @@ def test_the_check_holds_no_fd_across_the_block() -> None:
 def test_a_child_started_in_the_block_holding_our_pipe_is_named(pipe: tuple[int, int]) -> None:
     r, w = pipe
     with FdLeakCheck() as check:
-        pid = fork()
-        if pid == 0:  # pragma: no cover - the child
-            in_child(lambda: os.read(r, 1))
-    os.write(w, b"x")
-    assert reap(pid) == 0
+        pid = reader_child(r)
+    release(w, pid)
     assert check.leaks.fds == ()
     (child,) = check.leaks.children
     assert (child.pid, child.ppid, child.command) == (pid, ME, read_command(ME))
@@ -277,8 +288,7 @@ def test_a_grandchild_holding_our_pipe_is_named_under_its_parent(
             if pid == 0:  # pragma: no cover - the child, then the grandchild
                 in_child(lambda: parent_of_a_reader(r, w, ready_w))
             grandchild = int(read_line(ready_r))
-        os.write(w, b"x")
-        assert reap(pid) == 0
+        release(w, pid)
     finally:
         os.close(ready_r)
         os.close(ready_w)
@@ -293,16 +303,13 @@ def test_a_grandchild_holding_our_pipe_is_named_under_its_parent(
 
 def test_children_started_before_the_block_are_not_reported(pipe: tuple[int, int]) -> None:
     r, w = pipe
-    pid = fork()
-    if pid == 0:  # pragma: no cover - the child
-        in_child(lambda: os.read(r, 1))
+    pid = reader_child(r)
     try:
         with FdLeakCheck() as check:
             pass
         assert check.leaks.children == ()
     finally:
-        os.write(w, b"x")
-        assert reap(pid) == 0
+        release(w, pid)
 
 
 def test_a_child_that_exited_unreaped_holds_nothing() -> None:
@@ -324,12 +331,9 @@ def test_a_child_that_exited_unreaped_holds_nothing() -> None:
 def test_the_result_is_json_with_every_field(pipe: tuple[int, int]) -> None:
     r, w = pipe
     with FdLeakCheck() as check:
-        pid = fork()
-        if pid == 0:  # pragma: no cover - the child
-            in_child(lambda: os.read(r, 1))
+        pid = reader_child(r)
         dup = os.dup(r)
-    os.write(w, b"x")
-    assert reap(pid) == 0
+    release(w, pid)
     try:
         doc = json.loads(json.dumps(check.leaks.to_dict()))
         target = pipe_target(r)
