@@ -12,8 +12,11 @@ teardown. Setup is outside it: a module- or session-scoped fixture first set up 
 this test legitimately outlives it, and fixtures opening in setup and closing in
 teardown are simply open before and closed after. Teardown is inside it: fixtures
 close what the test opened and reap the children it started (finalizers, a
-spawning fixture), and that is no leak. A test whose call fails, is skipped or
+spawning fixture), and that is no leak. What a function-scoped fixture opens in
+setup and never closes is therefore not seen. A test whose call fails, is skipped or
 xfails is not checked: its traceback keeps its locals, open files included, alive.
+Both hooks are the outermost wrappers, so pytest's output capture is off at both ends
+and fd 1 and 2 are the same files there.
 
 ``warn``: an ``FdLeakWarning`` (a ``pytest.PytestWarning``) naming the test, in the
 warnings summary. ``fail``: the test errors in its teardown with the report (pytest
