@@ -97,6 +97,12 @@ def _package_imports(module: pathlib.Path) -> set[str]:
                 "kcmp_rs._types",
             },
         ),
+        (
+            "_leaks.py",
+            {"kcmp_rs._native", "kcmp_rs._proc", "kcmp_rs._results", "kcmp_rs._schema"},
+        ),
+        # Only pytest imports the plugin, and the plugin only the checker.
+        ("pytest_plugin.py", {"kcmp_rs._leaks"}),
     ],
 )
 def test_python_rooms_import_only_what_they_may(module: str, allowed: set[str]) -> None:

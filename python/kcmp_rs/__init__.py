@@ -20,6 +20,7 @@ if not _sys.platform.startswith("linux"):
 from kcmp_rs import _native
 from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
 from kcmp_rs._config import kcmp_disabled_by_environment as _kcmp_disabled_by_environment
+from kcmp_rs._leaks import ChildHolder, FdLeakCheck, FdLeaks, LeakedFd
 from kcmp_rs._native import (
     classify_fds,
     classify_files,
@@ -51,13 +52,17 @@ if _kcmp_disabled_by_environment(_os.environ):
     disable_kcmp()
 
 __all__ = [
+    "ChildHolder",
     "Description",
     "EpollTarget",
+    "FdLeakCheck",
+    "FdLeaks",
     "FdNotOpenError",
     "Holders",
     "KcmpError",
     "KcmpType",
     "KcmpUnavailableError",
+    "LeakedFd",
     "Member",
     "Order",
     "ProcessAccessError",

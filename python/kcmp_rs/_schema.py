@@ -14,10 +14,13 @@ from __future__ import annotations
 from typing import Literal, TypedDict
 
 __all__ = [
+    "ChildHolderDict",
     "DescriptionDict",
     "EpollTargetDict",
     "FdDict",
+    "FdLeaksDict",
     "HoldersDict",
+    "LeakedFdDict",
     "MemberDict",
     "PairDict",
     "ScanDict",
@@ -122,3 +125,44 @@ class EpollTargetDict(TypedDict):
     ino: int
     status: Literal["open", "closed", "reused"]
     holders: list[MemberDict]
+
+
+class _LeakedFdBytes(TypedDict, total=False):
+    target_bytes_b64: str
+
+
+class LeakedFdDict(_LeakedFdBytes):
+    """One leaked fd (``LeakedFd.to_dict()``)."""
+
+    fd: int
+    type: str
+    mode: str
+    target: str
+    dup_of: int | None
+    same_as: int | None
+    reused: bool
+    undecided: bool
+
+
+class _ChildHolderBytes(TypedDict, total=False):
+    command_bytes_b64: str
+
+
+class ChildHolderDict(_ChildHolderBytes):
+    """A child started during the checked block that holds this process's
+    descriptions (``ChildHolder.to_dict()``)."""
+
+    pid: int
+    ppid: int
+    command: str
+    descriptions: list[DescriptionDict]
+
+
+class FdLeaksDict(TypedDict):
+    """``FdLeaks.to_dict()``: what a checked block left behind."""
+
+    schema_version: int
+    pid: int
+    fds: list[LeakedFdDict]
+    children: list[ChildHolderDict]
+    undecided: list[FdDict]

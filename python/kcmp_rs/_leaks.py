@@ -1,0 +1,462 @@
+"""Fd-leak checking for test suites: what a block of code left open in this process,
+each fd told exactly as a new open file description or another fd of one that was
+open before, and the children it started that still hold this process's descriptions.
+
+``FdLeakCheck`` is the context manager any runner can use; ``kcmp_rs.pytest_plugin``
+wraps it for pytest (``pytest --fd-leaks``).
+
+What it holds across the block is data, never an fd: the fd numbers with the
+``(st_dev, st_ino)`` behind each (one listing of /proc/self/fd and one fstat per fd)
+and the ``(pid, start time)`` of every descendant. Everything costly (kcmp, readlink,
+reading children) runs after the block and only for what is new. It looks at this
+process and its descendants (``/proc/PID/task/*/children``, recursively), never at
+any other process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from operator import attrgetter
+from types import TracebackType
+from typing import TYPE_CHECKING, cast
+
+from kcmp_rs import _native
+from kcmp_rs._proc import file_type, read_command, read_mode, read_target
+from kcmp_rs._results import SCHEMA_VERSION, Description, Member, Ref, _text_fields
+
+if TYPE_CHECKING:
+    from kcmp_rs._schema import ChildHolderDict, FdLeaksDict, LeakedFdDict
+
+__all__ = ["ChildHolder", "FdLeakCheck", "FdLeaks", "LeakedFd"]
+
+Inode = tuple[int, int]
+_inode: Callable[[os.stat_result], Inode] = attrgetter("st_dev", "st_ino")
+
+
+# ---- results ----
+
+
+@dataclass(frozen=True)
+class LeakedFd:
+    """An fd open after the block that was not open before it, or whose number now
+    names another file than before (``reused``).
+
+    ``dup_of``: the smallest fd open before the block, and still on the same file,
+    that refers to the same open file description (``dup``, ``dup2``, ``F_DUPFD``,
+    SCM_RIGHTS to oneself): the block made another fd of an old description, not a
+    new one. ``same_as``: for a new description left open under several fds, the
+    smallest of them (None on that one). ``undecided``: no exact method could tell
+    (kcmp blocked here and no fallback applies), so ``dup_of`` is unknown.
+    """
+
+    fd: int
+    target: str
+    mode: str
+    type: str
+    dup_of: int | None = None
+    same_as: int | None = None
+    reused: bool = False
+    undecided: bool = False
+
+    @property
+    def new_description(self) -> bool:
+        """Whether the block opened the description itself (not a dup of an old one)."""
+        return self.dup_of is None and not self.undecided
+
+    def what(self) -> str:
+        """What the fd is, in words, as the report says it."""
+        if self.undecided:
+            text = "a new description or a dup of an fd open before: undecided (kcmp blocked)"
+        elif self.dup_of is not None:
+            text = f"dup of fd {self.dup_of} (another fd of a description open before)"
+        elif self.same_as is not None:
+            text = f"the same new description as fd {self.same_as}"
+        else:
+            text = "a new open file description"
+        if self.reused:
+            text += f"; fd {self.fd} was another file before and was closed"
+        return text
+
+    def to_dict(self) -> LeakedFdDict:
+        """The fd as a JSON object (``FdLeaks.to_dict()``'s ``fds``)."""
+        doc = {
+            "fd": self.fd,
+            "type": self.type,
+            "mode": self.mode,
+            **_text_fields("target", self.target),
+            "dup_of": self.dup_of,
+            "same_as": self.same_as,
+            "reused": self.reused,
+            "undecided": self.undecided,
+        }
+        return cast("LeakedFdDict", doc)
+
+
+@dataclass(frozen=True)
+class ChildHolder:
+    """A descendant started during the block, still alive after it, that holds open
+    file descriptions this process holds too.
+
+    ``ppid`` is its parent (this process, or a descendant for a grandchild);
+    ``descriptions`` the shared descriptions, each with its members in this process
+    and in the child (``Member``: pid, fd, command).
+    """
+
+    pid: int
+    ppid: int
+    command: str
+    descriptions: tuple[Description, ...]
+
+    def to_dict(self) -> ChildHolderDict:
+        """The child as a JSON object (``FdLeaks.to_dict()``'s ``children``)."""
+        doc = {
+            "pid": self.pid,
+            "ppid": self.ppid,
+            **_text_fields("command", self.command),
+            "descriptions": [d.to_dict() for d in self.descriptions],
+        }
+        return cast("ChildHolderDict", doc)
+
+
+@dataclass(frozen=True)
+class FdLeaks:
+    """What ``FdLeakCheck`` found after its block, in process ``pid``.
+
+    ``fds``: the leaked fds, ascending (``LeakedFd``); ``children``: live descendants
+    started during the block that hold this process's descriptions (``ChildHolder``);
+    ``undecided``: ``(pid, fd)`` pairs no exact method could compare (kcmp blocked).
+    ``clean`` when nothing leaked; ``report()`` is the text pytest shows.
+    """
+
+    pid: int
+    fds: tuple[LeakedFd, ...] = ()
+    children: tuple[ChildHolder, ...] = ()
+    undecided: tuple[Ref, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        """Whether the block left no fd open and no child holding this process's files."""
+        return not self.fds and not self.children
+
+    def report(self, title: str | None = None) -> str:
+        """A readable multi-line report; ``title`` names what was checked (a test)."""
+        where = title if title is not None else f"process {self.pid}"
+        if self.clean:
+            return f"no fd leaks in {where}"
+        lines = [f"fd leaks in {where}:"]
+        for leak in self.fds:
+            lines.append(f"  fd {leak.fd} ({leak.type}, {leak.mode}) {leak.target}: {leak.what()}")
+        for child in self.children:
+            lines.append(
+                f"  child process {child.pid} ({child.command}, parent {child.ppid}), "
+                "started meanwhile, still holds:"
+            )
+            for d in child.descriptions:
+                ours = ", ".join(str(m.fd) for m in d.members if m.pid == self.pid)
+                theirs = ", ".join(str(m.fd) for m in d.members if m.pid == child.pid)
+                lines.append(f"    fd {ours} ({d.type}, {d.mode}) {d.target} as its fd {theirs}")
+        if self.undecided:
+            pairs = ", ".join(f"{p}:{f}" for p, f in self.undecided)
+            lines.append(f"  undecided (kcmp blocked, no exact fallback): {pairs}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+    def to_dict(self) -> FdLeaksDict:
+        """The result as a JSON document."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "pid": self.pid,
+            "fds": [leak.to_dict() for leak in self.fds],
+            "children": [c.to_dict() for c in self.children],
+            "undecided": [{"pid": p, "fd": f} for p, f in self.undecided],
+        }
+
+
+# ---- reading this process and its descendants ----
+
+
+def _fd_table() -> dict[int, Inode]:
+    """This process's fds and the inode behind each. ``open_fds`` leaves out the
+    directory fd it reads with; an fd closed between the listing and its fstat (by
+    another thread) is left out."""
+    fds = _native.open_fds(os.getpid())
+    try:
+        # One C-level loop: the fstat calls are most of what a snapshot costs.
+        return dict(zip(fds, map(_inode, map(os.fstat, fds))))
+    except OSError:
+        pass
+    table: dict[int, Inode] = {}
+    for fd in fds:
+        try:
+            table[fd] = _inode(os.fstat(fd))
+        except OSError:
+            continue
+    return table
+
+
+def _read_all(path: bytes) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class _Process:
+    pid: int
+    ppid: int
+    start: int  # clock ticks after boot: tells a pid reused by another process apart
+    zombie: bool
+
+
+def _process(pid: int) -> _Process | None:
+    """``/proc/PID/stat``'s state, ppid and start time; None if it is gone."""
+    data = _read_all(b"/proc/%d/stat" % pid)
+    if not data or b")" not in data:
+        return None
+    # The command name may hold spaces and parentheses: fields count from the last ")".
+    fields = data.rsplit(b")", 1)[1].split()
+    try:
+        return _Process(pid, int(fields[1]), int(fields[19]), fields[0] in (b"Z", b"X"))
+    except (IndexError, ValueError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    """The children of every thread of ``pid``."""
+    try:
+        tids = os.listdir(b"/proc/%d/task" % pid)
+    except OSError:
+        return []
+    found: list[int] = []
+    for tid in tids:
+        data = _read_all(b"/proc/%d/task/%s/children" % (pid, tid))
+        if data:
+            found.extend(int(x) for x in data.split())
+    return found
+
+
+def _descendants(pid: int) -> dict[int, _Process]:
+    """Children of ``pid``, their children, and so on. An orphan re-parented away
+    (to init or a subreaper) is no longer a descendant and is not found."""
+    found: dict[int, _Process] = {}
+    todo = _children(pid)
+    while todo:
+        child = todo.pop()
+        if child in found:
+            continue
+        info = _process(child)
+        if info is not None:
+            found[child] = info
+            todo.extend(_children(child))
+    return found
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    fds: dict[int, Inode]
+    descendants: frozenset[tuple[int, int]]  # (pid, start time)
+
+
+def _snapshot() -> _Snapshot:
+    known = _descendants(os.getpid())
+    return _Snapshot(_fd_table(), frozenset((p.pid, p.start) for p in known.values()))
+
+
+# ---- comparing ----
+
+
+def _describe(me: int, fd: int) -> tuple[str, str, str] | None:
+    """(target, mode, type) of one of our fds; None if it was closed meanwhile."""
+    target = read_target(me, fd)
+    if target is None:
+        return None
+    return target, read_mode(me, fd), file_type(me, fd, target)
+
+
+def _leaked_fds(
+    me: int, before: dict[int, Inode], now: dict[int, Inode]
+) -> tuple[tuple[LeakedFd, ...], list[Ref]]:
+    # Only an old fd still on its old file can stand for a description open before:
+    # a number closed and reused inside the block names a new description.
+    kept = {fd: key for fd, key in now.items() if before.get(fd) == key}
+    new = sorted(fd for fd in now if fd not in kept)
+    if not new:
+        return (), []
+    on_inode: dict[Inode, list[int]] = defaultdict(list)
+    for fd in sorted(now):
+        on_inode[now[fd]].append(fd)
+    # Descriptions are compared only among fds on one inode, and only where a new fd
+    # has company there: a new pipe or socket costs no kcmp at all.
+    refs = {(me, other) for fd in new if len(on_inode[now[fd]]) > 1 for other in on_inode[now[fd]]}
+    groups, undecided = _native.classify_files_partial(sorted(refs), missing="skip")
+    undecided_fds = {fd for _, fd in undecided}
+    dup_of: dict[int, int] = {}
+    same_as: dict[int, int] = {}
+    for group in groups:
+        olds = [fd for _, fd in group if fd in kept]
+        news = [fd for _, fd in group if fd not in kept]
+        for fd in news:
+            if olds:
+                dup_of[fd] = olds[0]
+            elif fd != news[0]:
+                same_as[fd] = news[0]
+    leaked = []
+    for fd in new:
+        described = _describe(me, fd)
+        if described is None:
+            continue
+        leaked.append(
+            LeakedFd(
+                fd,
+                *described,
+                dup_of=dup_of.get(fd),
+                same_as=same_as.get(fd),
+                reused=fd in before,
+                undecided=fd in undecided_fds,
+            )
+        )
+    return tuple(leaked), list(undecided)
+
+
+def _child_fds(started: Iterable[_Process]) -> list[Ref]:
+    refs: list[Ref] = []
+    for child in started:
+        try:
+            refs.extend((child.pid, fd) for fd in _native.open_fds(child.pid))
+        except OSError:
+            continue  # exited meanwhile, or exec'd something this process may not read
+    return refs
+
+
+def _holder(me: int, child: _Process, groups: list[tuple[Ref, ...]]) -> ChildHolder | None:
+    command = read_command(child.pid)
+    mine = read_command(me)
+    descriptions = []
+    for group in groups:
+        ours = [fd for p, fd in group if p == me]
+        theirs = [fd for p, fd in group if p == child.pid]
+        if not ours or not theirs:
+            continue
+        described = _describe(me, ours[0])
+        if described is None:
+            continue
+        target, mode, kind = described
+        members = tuple(Member(me, fd, mine) for fd in ours) + tuple(
+            Member(child.pid, fd, command) for fd in theirs
+        )
+        descriptions.append(Description(target, mode, members, kind))
+    if not descriptions:
+        return None
+    return ChildHolder(child.pid, child.ppid, command, tuple(descriptions))
+
+
+def _child_holders(
+    me: int, before: frozenset[tuple[int, int]], now: dict[int, Inode]
+) -> tuple[tuple[ChildHolder, ...], list[Ref]]:
+    started = sorted(
+        (p for p in _descendants(me).values() if (p.pid, p.start) not in before and not p.zombie),
+        key=lambda p: p.pid,
+    )
+    if not started:
+        return (), []
+    refs = [(me, fd) for fd in sorted(now)] + _child_fds(started)
+    # The children are this process's own: copying one of their fds for a moment
+    # (pidfd_getfd) is how the answer stays exact where kcmp is blocked.
+    groups, undecided = _native.classify_files_partial(refs, missing="skip", allow_pidfd_getfd=True)
+    holders = []
+    for child in started:
+        again = _process(child.pid)
+        if again is None or again.start != child.start or again.zombie:
+            continue  # exited during the check: it holds nothing any more
+        holder = _holder(me, child, groups)
+        if holder is not None:
+            holders.append(holder)
+    return tuple(holders), list(undecided)
+
+
+def _compare(before: _Snapshot) -> FdLeaks:
+    me = os.getpid()
+    now = _fd_table()
+    leaked, undecided = _leaked_fds(me, before.fds, now)
+    children, undecided_children = _child_holders(me, before.descendants, now)
+    return FdLeaks(me, leaked, children, tuple(sorted(set(undecided + undecided_children))))
+
+
+# ---- the context manager ----
+
+
+class FdLeakCheck:
+    """Checks a block of code for fd leaks: ``with FdLeakCheck() as check: ...``, then
+    ``check.leaks`` (an ``FdLeaks``) says what the block left behind.
+
+    Before the block it records this process's fd numbers with the inode behind each
+    and its descendants (pid and start time): data only, no fd is held across the
+    block. After it: every fd open now that was not, or whose number now names
+    another file (closed and reused), is leaked; each is told apart by open file
+    description (kcmp, only among fds on one inode) as a new description or a dup of
+    an fd open before and still on its file. Then every descendant started during
+    the block and still alive is compared with this process's fds; those holding any
+    of its descriptions are listed. The fds the check itself opens (listing /proc)
+    are closed before it returns and never reported.
+
+    Limits: an fd closed and reopened on the same file (same inode: ``/dev/null``
+    again) inside the block is taken for the old one, as nothing tells the two apart
+    without holding the old description; an fd the block's other threads open is
+    this process's like any other; a grandchild re-parented away (its parent exited)
+    is no descendant any more. ``start()`` and ``stop()`` do what ``with`` does, for
+    runners whose hooks split the block (the pytest plugin); a check may run again.
+    """
+
+    def __init__(self) -> None:
+        self._before: _Snapshot | None = None
+        self._leaks: FdLeaks | None = None
+
+    def start(self) -> None:
+        """Records the fd table and the descendants: the block begins."""
+        self._leaks = None
+        self._before = _snapshot()
+
+    def stop(self) -> FdLeaks:
+        """Compares with what ``start()`` recorded: the block ends. Returns ``leaks``."""
+        if self._before is None:
+            raise RuntimeError("FdLeakCheck.stop() without start(): the check was not started")
+        before, self._before = self._before, None
+        self._leaks = _compare(before)
+        return self._leaks
+
+    @property
+    def leaks(self) -> FdLeaks:
+        """What the last block left behind; RuntimeError until a block has ended."""
+        if self._leaks is None:
+            raise RuntimeError(
+                "FdLeakCheck.leaks is known once the block has ended (after the with "
+                "statement, or stop())"
+            )
+        return self._leaks
+
+    def __enter__(self) -> FdLeakCheck:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
