@@ -101,10 +101,8 @@ impl Search {
             sys::fstat_key(tfd)
         } else {
             let dir = open_fd_dir(tpid)?;
-            let name = std::ffi::CString::new(tfd.to_string()).map_err(|_| Failure::NotOpen {
-                pid: tpid,
-                fd: tfd,
-            })?;
+            let name = std::ffi::CString::new(tfd.to_string())
+                .map_err(|_| Failure::NotOpen { pid: tpid, fd: tfd })?;
             sys::fstatat_key(dir.as_raw_fd(), &name)
         };
         key.map_err(|e| match e {

@@ -14,13 +14,22 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Callable, SupportsIndex
 
-from kcmp_rs._native import classify_files_partial, classify_tasks, is_zombie, kcmp, open_fds
+from kcmp_rs._native import (
+    classify_files_partial,
+    classify_tasks,
+    describe_refs,
+    is_zombie,
+    kcmp,
+    open_fds,
+)
 from kcmp_rs._proc import (
     file_type,
     list_pids,
+    mode_of,
     read_command,
     read_mode,
     read_target,
+    type_of,
 )
 from kcmp_rs._results import (
     EXITED,
@@ -186,13 +195,29 @@ def classify_refs(
     return [g for g in kept if g], undecided
 
 
-def _describe(group: Sequence[Ref], commands: dict[int, str]) -> Description:
+def _describe(groups: Sequence[Sequence[Ref]], commands: dict[int, str]) -> tuple[Description, ...]:
+    """The descriptions of ``groups``: /proc read natively (``describe_refs``, in
+    parallel) for each group's first member, and in Python for the next members of a
+    group whose first fd is gone."""
+    firsts = describe_refs([min(group) for group in groups])
+    return tuple(_describe_one(g, commands, first) for g, first in zip(groups, firsts))
+
+
+def _describe_one(
+    group: Sequence[Ref],
+    commands: dict[int, str],
+    first: tuple[bytes | None, int | None, int | None],
+) -> Description:
     members = []
     for pid, fd in sorted(group):
         if pid not in commands:
             commands[pid] = read_command(pid)
         members.append(Member(pid, fd, commands[pid]))
-    for m in members:  # the first member whose fd is still there names the target
+    target_bytes, link_mode, file_mode = first
+    if target_bytes is not None:
+        name = os.fsdecode(target_bytes)
+        return Description(name, mode_of(link_mode), tuple(members), type_of(name, file_mode))
+    for m in members[1:]:  # the first member whose fd is still there names the target
         target = read_target(m.pid, m.fd)
         if target is not None:
             mode = read_mode(m.pid, m.fd)
@@ -366,8 +391,8 @@ def scan(
     groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
     processes_read, fd_table_shared = _tally_readers(read_tables, refs, groups, undecided, skipped)
     commands: dict[int, str] = {}
-    descriptions = tuple(
-        _describe(group, commands) for group in groups if include_unshared or len(group) > 1
+    descriptions = _describe(
+        [group for group in groups if include_unshared or len(group) > 1], commands
     )
     return Scan(
         descriptions=descriptions,

@@ -57,7 +57,10 @@ fn finds_every_holder_and_only_them() {
     assert_eq!(found.holders, want);
     assert!(found.skipped.is_empty(), "{:?}", found.skipped);
     assert!(found.kcmp_calls >= found.fds_compared);
-    assert!(found.kcmp_calls <= found.fds_compared + 1, "one call per candidate fd");
+    assert!(
+        found.kcmp_calls <= found.fds_compared + 1,
+        "one call per candidate fd"
+    );
     reap(a);
     reap(b);
 }
@@ -75,14 +78,24 @@ fn gone_candidates_are_skipped_with_the_reason() {
     // Killed but not reaped: wait until the kernel shows it as a zombie.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !sys::is_zombie(pz) {
-        assert!(std::time::Instant::now() < deadline, "child never became a zombie");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child never became a zombie"
+        );
         std::thread::yield_now();
     }
     let absent = i32::MAX;
     let found = holders((me, r.as_raw_fd()), &[pz, absent], || false).unwrap();
     assert_eq!(found.holders, vec![]);
-    let reasons: Vec<_> = found.skipped.iter().map(|(p, f)| (*p, f.gone_kind())).collect();
-    assert_eq!(reasons, vec![(pz, Some("zombie")), (absent, Some("absent"))]);
+    let reasons: Vec<_> = found
+        .skipped
+        .iter()
+        .map(|(p, f)| (*p, f.gone_kind()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![(pz, Some("zombie")), (absent, Some("absent"))]
+    );
     zombie.wait().unwrap();
 }
 
@@ -94,7 +107,10 @@ fn a_target_that_is_not_there_is_an_error() {
     let me = sys::getpid();
     assert_eq!(
         holders((me, 999_999), &[me], || false).unwrap_err(),
-        Failure::NotOpen { pid: me, fd: 999_999 }
+        Failure::NotOpen {
+            pid: me,
+            fd: 999_999
+        }
     );
     assert_eq!(
         holders((i32::MAX, 0), &[me], || false).unwrap_err(),
