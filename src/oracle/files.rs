@@ -201,9 +201,6 @@ impl FileOracle {
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<(), Failure> {
         self.prefetched.clear();
-        if std::env::var_os("SP_OFF").is_some() {
-            return Ok(());
-        } // TEMP
         let mut foreign: Vec<FileRef> = Vec::with_capacity(refs.len());
         for &r in refs {
             if !self.is_local(r.0) {
@@ -213,7 +210,6 @@ impl FileOracle {
         if foreign.len() < PREFETCH_MIN {
             return Ok(());
         }
-        // Sorted by pid, a chunk spans few processes: one /proc/PID/fd open each.
         foreign.sort_unstable();
         foreign.dedup();
         let keys = map_chunks(&foreign, stat_keys, interrupted)?;
@@ -418,23 +414,16 @@ impl Oracle for FileOracle {
     }
 }
 
-/// The keys of other processes' fds (sorted by pid), `None` where the stat failed:
-/// the sequential keying tells the failures apart. Holds one /proc/PID/fd directory
-/// at a time, closed before it returns.
+/// The keys of other processes' fds, `None` where the stat failed: the sequential
+/// keying tells the failures apart. Stats by path, so the threads hold no fd (a
+/// batch keeps holding at most one /proc directory).
 fn stat_keys(refs: &[FileRef]) -> Vec<Option<Key>> {
-    let mut keys = Vec::with_capacity(refs.len());
-    let mut dir: Option<(Pid, Option<OwnedFd>)> = None;
-    for &(pid, fd) in refs {
-        if dir.as_ref().is_none_or(|(p, _)| *p != pid) {
-            dir = Some((pid, open_fd_dir(pid).ok()));
-        }
-        let key = match (&dir, CString::new(fd.to_string())) {
-            (Some((_, Some(d))), Ok(name)) => sys::fstatat_key(d.as_raw_fd(), &name).ok(),
-            _ => None,
-        };
-        keys.push(key);
-    }
-    keys
+    refs.iter()
+        .map(|&(pid, fd)| {
+            let path = CString::new(format!("/proc/{pid}/fd/{fd}")).ok()?;
+            sys::fstatat_key(libc::AT_FDCWD, &path).ok()
+        })
+        .collect()
 }
 
 /// The (dev, ino) of an fd of any process: fstat for ours, /proc/PID/fd/N otherwise.

@@ -66,7 +66,9 @@ fn oracle_for(refs: &[FileRef], missing: Missing) -> FileOracle {
 }
 
 fn groups(oracle: &mut FileOracle, refs: &[FileRef], missing: Missing) -> Vec<Vec<FileRef>> {
-    engine::classify(oracle, refs, GroupOrder::Fd, missing).unwrap().0
+    engine::classify(oracle, refs, GroupOrder::Fd, missing)
+        .unwrap()
+        .0
 }
 
 #[test]
@@ -80,7 +82,11 @@ fn prefetched_keys_and_groups_equal_sequential_ones() {
     let mut sequential = oracle_for(&refs, Missing::Skip);
     let mut parallel = oracle_for(&refs, Missing::Skip);
     parallel.prefetch_keys(&refs, &mut || false).unwrap();
-    assert_eq!(parallel.prefetched.len(), 2 * COPIES, "every open fd, and only those");
+    assert_eq!(
+        parallel.prefetched.len(),
+        2 * COPIES,
+        "every open fd, and only those"
+    );
     for &r in &refs {
         assert_eq!(parallel.key(r), sequential.key(r), "{r:?}");
     }
@@ -110,7 +116,11 @@ fn fds_closed_after_prefetching_are_left_out_or_raised() {
         }
         let closed: Vec<FileRef> = (0..fds.len()).map(|i| (a.0, BASE + i as Fd)).collect();
         let outcome = engine::classify(&mut oracle, &refs, GroupOrder::Fd, missing);
-        let open: Vec<FileRef> = refs.iter().copied().filter(|r| !closed.contains(r)).collect();
+        let open: Vec<FileRef> = refs
+            .iter()
+            .copied()
+            .filter(|r| !closed.contains(r))
+            .collect();
         let truth = groups(&mut oracle_for(&open, missing), &open, missing);
         match (missing, outcome) {
             (Missing::Skip, Ok((found, _))) => assert_eq!(found, truth),
@@ -141,7 +151,11 @@ fn a_process_killed_after_prefetching_is_found_vanished() {
     let a_only = a.refs();
     assert_eq!(
         settled.groups,
-        groups(&mut oracle_for(&a_only, Missing::Skip), &a_only, Missing::Skip)
+        groups(
+            &mut oracle_for(&a_only, Missing::Skip),
+            &a_only,
+            Missing::Skip
+        )
     );
     // A batch started now finds it dead already: a zombie, awaiting its reaping.
     assert_eq!(
@@ -172,5 +186,8 @@ fn map_chunks_keeps_order_across_threads() {
     let doubled = map_chunks(&items, |c| c.iter().map(|x| x * 2).collect(), &mut || false);
     assert_eq!(doubled, Ok(items.iter().map(|x| x * 2).collect::<Vec<_>>()));
     let none: Vec<u32> = Vec::new();
-    assert_eq!(map_chunks(&none, |c| c.to_vec(), &mut || false), Ok(vec![]));
+    assert_eq!(
+        map_chunks(&none, <[u32]>::to_vec, &mut || false),
+        Ok(vec![])
+    );
 }
