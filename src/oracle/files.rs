@@ -271,8 +271,9 @@ impl FileOracle {
         }
     }
 
-    /// Another process's fd: its pid guarded first, then a stat of /proc/PID/fd/N
-    /// (taken in advance by `prefetch_keys` the first time, when it succeeded).
+    /// Another process's fd: its pid guarded first, its /proc/PID/fd opened, then a
+    /// stat of /proc/PID/fd/N (taken in advance by `prefetch_keys` the first time,
+    /// when it succeeded).
     fn foreign_key(&mut self, r: FileRef) -> Result<Key, OracleError<FileRef, Failure>> {
         let (pid, fd) = r;
         let skip = self.opts.missing == Missing::Skip;
@@ -281,14 +282,15 @@ impl FileOracle {
             Err(f) if skip && f.gone_kind().is_some() => return Err(OracleError::ItemGone(r)),
             Err(f) => return Err(OracleError::Fatal(f)),
         }
-        if let Some(key) = self.prefetched.remove(&r) {
-            return Ok(key);
-        }
         let dir = match self.proc_dir(pid) {
             Ok(d) => d,
             Err(Failure::NoProcess { .. }) if skip => return Err(OracleError::ItemGone(r)),
             Err(f) => return Err(OracleError::Fatal(self.pids.explain(f))),
         };
+        // Served only while the process's fd directory still opens, as a stat would be.
+        if let Some(key) = self.prefetched.remove(&r) {
+            return Ok(key);
+        }
         let name = CString::new(fd.to_string()).map_err(|_| OracleError::ItemGone(r))?;
         match sys::fstatat_key(dir, &name) {
             Ok(k) => Ok(k),
