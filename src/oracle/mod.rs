@@ -152,6 +152,14 @@ impl ProcessOracle for FileOracle {
         items: &[FileRef],
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<(), Failure> {
+        // A batch over a few processes keys them in milliseconds: threads would only
+        // change its timing. A scan spans hundreds, and its keys take most of a second.
+        let mut pids: Vec<Pid> = items.iter().map(|&(pid, _)| pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        if pids.len() < PREFETCH_PROCESSES {
+            return Ok(());
+        }
         self.prefetch_keys(items, interrupted)
     }
 }
@@ -310,6 +318,9 @@ impl<O: Oracle<Error = Failure>> Oracle for Interruptible<'_, O> {
         self.oracle.churn_error()
     }
 }
+
+/// Processes a file batch spans before its keys are stat'ed in parallel threads.
+const PREFETCH_PROCESSES: usize = 16;
 
 /// Items a thread takes at a time in `map_chunks`: a millisecond or so of syscalls,
 /// so Ctrl-C is noticed soon and a thread slowed by other load takes fewer chunks.
