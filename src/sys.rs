@@ -195,6 +195,17 @@ pub fn fstatat_key(dir: RawFd, name: &CStr) -> Result<FileKey, Errno> {
     Ok(stat_key(unsafe { &st.assume_init() }))
 }
 
+/// The st_mode of `fstatat(dir, name)`: of the /proc magic link itself with
+/// `follow == false` (its permission bits give the fd's open mode), else of the file.
+pub fn fstatat_mode(dir: RawFd, name: &CStr, follow: bool) -> Result<u32, Errno> {
+    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is NUL-terminated and `st` a writable buffer of the right size.
+    Errno::result(unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat returned 0, so it filled the whole struct.
+    Ok(unsafe { st.assume_init() }.st_mode)
+}
+
 /// Opens a directory (close-on-exec) and returns it as an owned fd.
 pub fn open_dir(path: &CStr) -> Result<OwnedFd, Errno> {
     // SAFETY: `path` is NUL-terminated; the fd returned is owned by nobody else.
@@ -514,6 +525,77 @@ pub mod testing {
             libc::close(p[0]);
         }
         child
+    }
+
+    /// Forks a child holding `copies` duplicates of `fds` (round robin) at fd numbers
+    /// `base..base + copies`; returns once all are open, with a pipe to it: each byte
+    /// written there makes it close the next of those fds, from `base` up, and answer
+    /// one byte back (`close_next` sends the byte and waits for the answer).
+    ///
+    /// # Panics
+    /// When `fds` is empty or the child cannot report back.
+    pub fn fork_closable(fds: &[Fd], copies: usize, base: Fd) -> (Pid, [Fd; 2]) {
+        assert!(!fds.is_empty());
+        let (mut to, mut from) = ([0; 2], [0; 2]);
+        // SAFETY: pipe2 writes two ints into each array.
+        unsafe {
+            assert_eq!(libc::pipe2(to.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            assert_eq!(libc::pipe2(from.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        }
+        // SAFETY: the child only makes async-signal-safe syscalls, allocates nothing
+        // and never returns.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            for i in 0..copies {
+                // SAFETY: fcntl on integers only.
+                unsafe { libc::fcntl(fds[i % fds.len()], libc::F_DUPFD, base) };
+            }
+            let mut next = base;
+            let mut b = [0u8; 1];
+            // SAFETY: reads and writes one byte through live buffers; closes its own
+            // fds; exits when the test's end of the pipe closes.
+            unsafe {
+                libc::write(from[1], b"x".as_ptr().cast(), 1);
+                while libc::read(to[0], b.as_mut_ptr().cast(), 1) == 1 {
+                    libc::close(next);
+                    next += 1;
+                    libc::write(from[1], b"x".as_ptr().cast(), 1);
+                }
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        let mut b = [0u8; 1];
+        // SAFETY: closes the child's ends in this process and reads one byte into `b`.
+        unsafe {
+            libc::close(to[0]);
+            libc::close(from[1]);
+            assert_eq!(libc::read(from[0], b.as_mut_ptr().cast(), 1), 1);
+        }
+        (child, [to[1], from[0]])
+    }
+
+    /// Makes a `fork_closable` child close its next fd, and waits until it has.
+    ///
+    /// # Panics
+    /// When the child does not answer.
+    pub fn close_next(pipe: [Fd; 2]) {
+        let mut b = [0u8; 1];
+        // SAFETY: writes and reads one byte through live buffers on our pipe ends.
+        unsafe {
+            assert_eq!(libc::write(pipe[0], b"x".as_ptr().cast(), 1), 1);
+            assert_eq!(libc::read(pipe[1], b.as_mut_ptr().cast(), 1), 1);
+        }
+    }
+
+    /// Closes the test's ends of a `fork_closable` pipe.
+    pub fn close_pipe(pipe: [Fd; 2]) {
+        // SAFETY: closes two fds this test opened and no longer uses.
+        unsafe {
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
+        }
     }
 
     pub fn kill(pid: Pid) {

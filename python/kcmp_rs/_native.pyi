@@ -142,6 +142,18 @@ def disable_kcmp() -> None:
     For sandboxes that kill a process on kcmp; the exact fallbacks still answer.
     """
 
+def describe_refs(
+    refs: Iterable[tuple[SupportsIndex, SupportsIndex]],
+) -> list[tuple[bytes | None, int | None, int | None]]:
+    """What /proc shows of each (pid, fd), for a report: one tuple per ref, in order.
+
+    ``(target, link_mode, file_mode)``: ``readlink /proc/PID/fd/N`` as bytes, the
+    st_mode of that link (lstat: its permission bits are the open mode), the st_mode
+    of the file (stat), this last only where the target does not name the type
+    (``socket:[``, ``pipe:[``, ``anon_inode:``). None for what is gone; with no
+    target, nothing else is read. Read in parallel threads, the GIL released.
+    """
+
 def is_zombie(pid: SupportsIndex) -> bool:
     """Whether ``pid`` has exited and awaits reaping (a zombie).
 

@@ -13,7 +13,15 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["file_type", "list_pids", "read_command", "read_mode", "read_target"]
+__all__ = [
+    "file_type",
+    "list_pids",
+    "mode_of",
+    "read_command",
+    "read_mode",
+    "read_target",
+    "type_of",
+]
 
 
 def list_pids() -> list[int]:
@@ -54,6 +62,13 @@ def read_mode(pid: int, fd: int) -> str:
         bits = os.lstat(b"/proc/%d/fd/%d" % (pid, fd)).st_mode
     except OSError:
         return "?"
+    return mode_of(bits)
+
+
+def mode_of(bits: int | None) -> str:
+    """``read_mode``'s answer from the st_mode of the /proc/PID/fd/N link (None: gone)."""
+    if bits is None:
+        return "?"
     readable, writable = bool(bits & stat.S_IRUSR), bool(bits & stat.S_IWUSR)
     if readable and writable:
         return "rw"
@@ -83,15 +98,33 @@ _TYPES = {
 
 def file_type(pid: int, fd: int, target: str | None) -> str:
     """A short type for a description: from its target where that tells, else fstat."""
-    if target is not None:
-        if target.startswith("socket:["):
-            return "SOCK"
-        if target.startswith("pipe:["):
-            return "FIFO"
-        if target.startswith("anon_inode:"):
-            return target[len("anon_inode:") :].strip("[]") or "anon"
+    told = _told_type(target)
+    if told is not None:
+        return told
     try:
         mode = os.stat(b"/proc/%d/fd/%d" % (pid, fd)).st_mode
     except OSError:
         return "?"
     return _TYPES.get(stat.S_IFMT(mode), "?")
+
+
+def type_of(target: str, file_mode: int | None) -> str:
+    """``file_type``'s answer from the target and the st_mode of the file itself (None:
+    not read, or gone), as the native ``describe_refs`` gives them."""
+    told = _told_type(target)
+    if told is not None:
+        return told
+    return "?" if file_mode is None else _TYPES.get(stat.S_IFMT(file_mode), "?")
+
+
+def _told_type(target: str | None) -> str | None:
+    """The type a target names (sockets, pipes, anon inodes), else None."""
+    if target is None:
+        return None
+    if target.startswith("socket:["):
+        return "SOCK"
+    if target.startswith("pipe:["):
+        return "FIFO"
+    if target.startswith("anon_inode:"):
+        return target[len("anon_inode:") :].strip("[]") or "anon"
+    return None

@@ -15,13 +15,22 @@ from collections.abc import Iterable, Sequence
 from typing import Callable, SupportsIndex
 
 from kcmp_rs._boundary import Boundaries, check_kind
-from kcmp_rs._native import classify_files_partial, classify_tasks, is_zombie, kcmp, open_fds
+from kcmp_rs._native import (
+    classify_files_partial,
+    classify_tasks,
+    describe_refs,
+    is_zombie,
+    kcmp,
+    open_fds,
+)
 from kcmp_rs._proc import (
     file_type,
     list_pids,
+    mode_of,
     read_command,
     read_mode,
     read_target,
+    type_of,
 )
 from kcmp_rs._results import (
     EXITED,
@@ -232,10 +241,24 @@ def classify_refs(
 
 
 def _describe(
-    group: Sequence[Ref], commands: dict[int, str], values: dict[int, tuple[str, ...]]
+    groups: Sequence[Sequence[Ref]],
+    commands: dict[int, str],
+    values: dict[int, tuple[str, ...]],
+) -> tuple[Description, ...]:
+    """The descriptions of ``groups``: /proc read natively (``describe_refs``, in
+    parallel) for each group's first member, and in Python for the next members of a
+    group whose first fd is gone. ``values``: per reader, its boundary value and its fd
+    table's sharers' (empty without a boundary)."""
+    firsts = describe_refs([min(group) for group in groups])
+    return tuple(_describe_one(g, commands, values, first) for g, first in zip(groups, firsts))
+
+
+def _describe_one(
+    group: Sequence[Ref],
+    commands: dict[int, str],
+    values: dict[int, tuple[str, ...]],
+    first: tuple[bytes | None, int | None, int | None],
 ) -> Description:
-    """``values``: per reader, its boundary value and its fd table's sharers' (empty
-    without a boundary)."""
     members = []
     for pid, fd in sorted(group):
         if pid not in commands:
@@ -243,7 +266,12 @@ def _describe(
         side = values.get(pid)
         members.append(Member(pid, fd, commands[pid], side[0] if side else None))
     sides = tuple(sorted({v for m in members for v in values.get(m.pid, ())}))
-    for m in members:  # the first member whose fd is still there names the target
+    target_bytes, link_mode, file_mode = first
+    if target_bytes is not None:
+        name = os.fsdecode(target_bytes)
+        kind = type_of(name, file_mode)
+        return Description(name, mode_of(link_mode), tuple(members), kind, sides)
+    for m in members[1:]:  # the first member whose fd is still there names the target
         target = read_target(m.pid, m.fd)
         if target is not None:
             mode = read_mode(m.pid, m.fd)
@@ -439,8 +467,8 @@ def scan(
     groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
     processes_read, fd_table_shared = _tally_readers(read_tables, refs, groups, undecided, skipped)
     commands: dict[int, str] = {}
-    descriptions = tuple(
-        _describe(group, commands, values) for group in groups if include_unshared or len(group) > 1
+    descriptions = _describe(
+        [group for group in groups if include_unshared or len(group) > 1], commands, values
     )
     return Scan(
         descriptions=descriptions,

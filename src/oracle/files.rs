@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::pids::PidGuard;
-use super::{churn_failure, kcmp_order, FileOptions, FileRef};
+use super::{churn_failure, kcmp_order, map_chunks, FileOptions, FileRef};
 use crate::engine::{self, Key, Missing, Oracle, OracleError};
 use crate::error::{self, Failure};
 use crate::ladder::{copy_fd, same_local, undecided_failure};
@@ -20,6 +20,10 @@ use crate::sys::{self, Errno, Fd, KcmpOrder, Pid};
 
 /// The key of another process's open fds whose file has no inode left to stat.
 const UNSTATTABLE: Key = (u64::MAX, u64::MAX);
+
+/// Other processes' fds a batch needs before its keys are fetched in parallel: below
+/// it, starting a thread costs more than the stats it would share.
+const PREFETCH_MIN: usize = 64;
 
 /// Answers the engine about (pid, fd) pairs, in this or other processes.
 pub struct FileOracle {
@@ -39,6 +43,9 @@ pub struct FileOracle {
     local_pids: HashMap<Pid, bool>,
     /// Refs no rung of the ladder could decide, reported when the run ends.
     undecided: Vec<FileRef>,
+    /// Other processes' keys stat'ed in parallel before the engine ran: each served
+    /// once (a ref keyed again, after a change, is stat'ed afresh).
+    prefetched: HashMap<FileRef, Key>,
 }
 
 impl FileOracle {
@@ -55,6 +62,7 @@ impl FileOracle {
             pids: PidGuard::default(),
             local_pids: HashMap::default(),
             undecided: Vec::new(),
+            prefetched: HashMap::default(),
         }
     }
 
@@ -182,6 +190,38 @@ impl FileOracle {
         }
     }
 
+    /// Stats the other processes' fds among `refs` in parallel threads, keeping the
+    /// keys for `key` to serve. Only successes are kept: a ref whose stat failed is
+    /// keyed again in turn, where every failure is told apart as before. Runs after
+    /// the batch's pids are guarded, so a key served later was taken of the process
+    /// the guard checks at the end of the run.
+    pub(super) fn prefetch_keys(
+        &mut self,
+        refs: &[FileRef],
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<(), Failure> {
+        self.prefetched.clear();
+        let mut foreign: Vec<FileRef> = Vec::with_capacity(refs.len());
+        for &r in refs {
+            if !self.is_local(r.0) {
+                foreign.push(r);
+            }
+        }
+        if foreign.len() < PREFETCH_MIN {
+            return Ok(());
+        }
+        foreign.sort_unstable();
+        foreign.dedup();
+        let keys = map_chunks(&foreign, stat_keys, interrupted)?;
+        self.prefetched.reserve(foreign.len());
+        for (r, key) in foreign.into_iter().zip(keys) {
+            if let Some(key) = key {
+                self.prefetched.insert(r, key);
+            }
+        }
+        Ok(())
+    }
+
     /// The refs no exact method could decide, or the error naming them.
     pub(super) fn undecided_refs(&mut self) -> Result<Vec<FileRef>, Failure> {
         let mut undecided = std::mem::take(&mut self.undecided);
@@ -231,7 +271,9 @@ impl FileOracle {
         }
     }
 
-    /// Another process's fd: its pid guarded first, then a stat of /proc/PID/fd/N.
+    /// Another process's fd: its pid guarded first, its /proc/PID/fd opened, then a
+    /// stat of /proc/PID/fd/N (taken in advance by `prefetch_keys` the first time,
+    /// when it succeeded).
     fn foreign_key(&mut self, r: FileRef) -> Result<Key, OracleError<FileRef, Failure>> {
         let (pid, fd) = r;
         let skip = self.opts.missing == Missing::Skip;
@@ -245,6 +287,10 @@ impl FileOracle {
             Err(Failure::NoProcess { .. }) if skip => return Err(OracleError::ItemGone(r)),
             Err(f) => return Err(OracleError::Fatal(self.pids.explain(f))),
         };
+        // Served only while the process's fd directory still opens, as a stat would be.
+        if let Some(key) = self.prefetched.remove(&r) {
+            return Ok(key);
+        }
         let name = CString::new(fd.to_string()).map_err(|_| OracleError::ItemGone(r))?;
         match sys::fstatat_key(dir, &name) {
             Ok(k) => Ok(k),
@@ -370,6 +416,18 @@ impl Oracle for FileOracle {
     }
 }
 
+/// The keys of other processes' fds, `None` where the stat failed: the sequential
+/// keying tells the failures apart. Stats by path, so the threads hold no fd (a
+/// batch keeps holding at most one /proc directory).
+fn stat_keys(refs: &[FileRef]) -> Vec<Option<Key>> {
+    refs.iter()
+        .map(|&(pid, fd)| {
+            let path = CString::new(format!("/proc/{pid}/fd/{fd}")).ok()?;
+            sys::fstatat_key(libc::AT_FDCWD, &path).ok()
+        })
+        .collect()
+}
+
 /// The (dev, ino) of an fd of any process: fstat for ours, /proc/PID/fd/N otherwise.
 fn file_key((pid, fd): (Pid, Fd), me: Pid) -> Result<sys::FileKey, Failure> {
     if pid == me {
@@ -383,3 +441,6 @@ fn file_key((pid, fd): (Pid, Fd), me: Pid) -> Result<sys::FileKey, Failure> {
         _ => Failure::from_errno(e, pid, Some(fd), "stat of /proc/PID/fd/N"),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,8 @@ mod pids;
 mod tasks;
 
 use std::cmp::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as Atomic};
+use std::thread;
 
 use crate::engine::{self, GroupOrder, Key, Missing, Oracle, OracleError, Stats};
 use crate::error::Failure;
@@ -111,6 +113,16 @@ trait ProcessOracle: Oracle<Error = Failure> {
 
     /// Releases what the run held open, before its pids are checked.
     fn end_run(&mut self) {}
+
+    /// Work done for every item before the engine runs, once its pids are guarded
+    /// (the file oracle keys the batch in parallel threads).
+    fn prepare(
+        &mut self,
+        _items: &[Self::Item],
+        _interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<(), Failure> {
+        Ok(())
+    }
 }
 
 impl ProcessOracle for FileOracle {
@@ -133,6 +145,22 @@ impl ProcessOracle for FileOracle {
 
     fn end_run(&mut self) {
         self.close_dir();
+    }
+
+    fn prepare(
+        &mut self,
+        items: &[FileRef],
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<(), Failure> {
+        // A batch over a few processes keys them in milliseconds: threads would only
+        // change its timing. A scan spans hundreds, and its keys take most of a second.
+        let mut pids: Vec<Pid> = items.iter().map(|&(pid, _)| pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        if pids.len() < PREFETCH_PROCESSES {
+            return Ok(());
+        }
+        self.prefetch_keys(items, interrupted)
     }
 }
 
@@ -178,6 +206,7 @@ fn classify_until_settled<O: ProcessOracle>(
         let mut oracle = new_oracle()?;
         let absent = track_all(&mut oracle, &items, missing)?;
         items.retain(|&item| !absent.contains(&O::pid_of(item)));
+        oracle.prepare(&items, interrupted)?;
         let mut run = Interruptible {
             oracle,
             interrupted: &mut *interrupted,
@@ -288,6 +317,79 @@ impl<O: Oracle<Error = Failure>> Oracle for Interruptible<'_, O> {
     fn churn_error(&mut self) -> Option<Failure> {
         self.oracle.churn_error()
     }
+}
+
+/// Processes a file batch spans before its keys are stat'ed in parallel threads.
+const PREFETCH_PROCESSES: usize = 16;
+
+/// Items a thread takes at a time in `map_chunks`: a millisecond or so of syscalls,
+/// so Ctrl-C is noticed soon and a thread slowed by other load takes fewer chunks.
+const CHUNK: usize = 256;
+
+/// Threads `map_chunks` uses at most: the batches are syscall-bound on /proc, whose
+/// lookups stop scaling beyond a few cores.
+const MAX_THREADS: usize = 4;
+
+/// `work` applied to every chunk of `items`, in order, by this thread and up to
+/// `MAX_THREADS - 1` scoped helpers (as many as the cores allow) taking chunks in
+/// turn; `work` returns one answer per item. Only this thread polls `interrupted`,
+/// between its chunks; a helper that cannot be started, or whose work is lost, leaves
+/// its chunks to this thread.
+pub(crate) fn map_chunks<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&[T]) -> Vec<R> + Sync,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<Vec<R>, Failure> {
+    let chunks: Vec<&[T]> = items.chunks(CHUNK).collect();
+    let threads = thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_THREADS)
+        .min(chunks.len());
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let take = || {
+        let i = next.fetch_add(1, Atomic::Relaxed);
+        chunks.get(i).map(|chunk| (i, work(chunk)))
+    };
+    let helper = || {
+        let mut done = Vec::new();
+        while !stop.load(Atomic::Relaxed) {
+            let Some(answer) = take() else { break };
+            done.push(answer);
+        }
+        done
+    };
+    let mut answers: Vec<Option<Vec<R>>> = Vec::new();
+    answers.resize_with(chunks.len(), || None);
+    let interrupted_here = thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| thread::Builder::new().spawn_scoped(scope, helper).ok())
+            .collect();
+        let mut interrupted_here = false;
+        loop {
+            if interrupted() {
+                stop.store(true, Atomic::Relaxed);
+                interrupted_here = true;
+                break;
+            }
+            let Some((i, answer)) = take() else { break };
+            answers[i] = Some(answer);
+        }
+        for done in helpers.into_iter().filter_map(|h| h.join().ok()) {
+            for (i, answer) in done {
+                answers[i] = Some(answer);
+            }
+        }
+        interrupted_here
+    });
+    if interrupted_here {
+        return Err(Failure::Interrupted);
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (answer, chunk) in answers.into_iter().zip(&chunks) {
+        out.extend(answer.unwrap_or_else(|| work(chunk)));
+    }
+    Ok(out)
 }
 
 /// kcmp's answer as an order for the engine.

@@ -416,6 +416,29 @@ pub mod _native {
         Ok((found.holders, skipped, found.kcmp_calls, found.fds_compared))
     }
 
+    /// What /proc shows of each (pid, fd), for a report: one tuple per ref, in order.
+    ///
+    /// ``(target, link_mode, file_mode)``: ``readlink /proc/PID/fd/N`` as bytes, the
+    /// st_mode of that link (lstat: its permission bits are the open mode), the st_mode
+    /// of the file (stat), this last only where the target does not name the type
+    /// (``socket:[``, ``pipe:[``, ``anon_inode:``). None for what is gone; with no
+    /// target, nothing else is read. Read in parallel threads, the GIL released.
+    #[pyfunction]
+    #[pyo3(text_signature = "(refs)")]
+    fn describe_refs<'py>(
+        py: Python<'py>,
+        refs: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        use pyo3::types::PyBytes;
+        let super::args::Refs(refs) = arg(refs, "refs")?;
+        let found = detached(py, |stop| api::describe_refs(&refs, stop))?;
+        let rows = found.into_iter().map(|(target, link, file)| {
+            let target = target.map(|t| PyBytes::new(py, &t));
+            (target, link, file)
+        });
+        PyList::new(py, rows)
+    }
+
     /// Whether ``pid`` has exited and awaits reaping (a zombie).
     ///
     /// A zombie keeps its pid but no longer has the resources kcmp compares. False for
