@@ -137,7 +137,7 @@ def test_a_group_whose_first_fd_is_gone_is_named_by_the_next() -> None:
     assert closed < r, "the gone fd is the group's first member"
     try:
         expected = f"pipe:[{os.fstat(r).st_ino}]"
-        named, unnamed = _scan._describe([((ME, closed), (ME, r)), ((ME, closed),)], {})
+        named, unnamed = _scan._describe([((ME, closed), (ME, r)), ((ME, closed),)], {}, {})
     finally:
         os.close(r)
         os.close(w)
