@@ -6,6 +6,7 @@ order across its threads, with placeholders for what is gone, and its argument e
 from __future__ import annotations
 
 import os
+import select
 import socket
 import stat
 import tempfile
@@ -37,9 +38,11 @@ def from_python(pid: int, fd: int) -> tuple[bytes | None, int | None, int | None
 @pytest.fixture
 def kinds() -> Iterator[list[int]]:
     """One fd of each kind: a file read-write, /dev/null read-only and write-only, both
-    ends of a pipe, a socket, an eventfd (anon inode), an O_PATH fd, a directory."""
+    ends of a pipe, a socket, an epoll set (anon inode: os.eventfd needs 3.10), an
+    O_PATH fd, a directory."""
     opened: list[int] = []
     socks = socket.socketpair()
+    epoll = select.epoll()
     try:
         with tempfile.NamedTemporaryFile() as f:
             opened += [
@@ -47,7 +50,7 @@ def kinds() -> Iterator[list[int]]:
                 os.open("/dev/null", os.O_RDONLY),
                 os.open("/dev/null", os.O_WRONLY),
                 *os.pipe(),
-                os.eventfd(0),
+                os.dup(epoll.fileno()),
                 os.open(f.name, os.O_PATH),
                 os.open("/", os.O_RDONLY | os.O_DIRECTORY),
             ]
@@ -57,6 +60,7 @@ def kinds() -> Iterator[list[int]]:
             os.close(fd)
         for s in socks:
             s.close()
+        epoll.close()
 
 
 def test_each_kind_of_fd_reads_as_from_python(kinds: list[int]) -> None:
@@ -72,7 +76,7 @@ def test_each_kind_of_fd_reads_as_from_python(kinds: list[int]) -> None:
     modes = [_proc.mode_of(link) for _, link, _ in found]
     assert modes[:3] == ["rw", "r", "w"] and modes[6] == "path"
     types = [_proc.type_of(os.fsdecode(t or b""), f) for t, _, f in found]
-    assert types == ["REG", "CHR", "CHR", "FIFO", "FIFO", "eventfd", "REG", "DIR", "SOCK"]
+    assert types == ["REG", "CHR", "CHR", "FIFO", "FIFO", "eventpoll", "REG", "DIR", "SOCK"]
 
 
 def test_gone_fds_and_processes_read_as_none() -> None:
