@@ -18,6 +18,7 @@ Unlike ``_helpers.py`` this module imports kcmp_rs: test modules only, never the
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from typing import Any
 
 import pytest
 from _seccomp import SeccompUnsupported, syscall_numbers
-from kcmp_rs import KcmpType, baseline
+from kcmp_rs import KcmpType, baseline, open_fds
 
 __all__ = [
     "KCMP_MISSING",
@@ -35,6 +36,7 @@ __all__ = [
     "assert_pickles",
     "check_os_error",
     "describe",
+    "holders_truth",
     "needs_kcmp",
     "needs_root",
     "needs_seccomp",
@@ -153,3 +155,21 @@ def unraise(value: object) -> BaseException:
     assert isinstance(value, Raised), f"expected an exception, got {value!r}"
     assert describe(value.exc) == value.seen
     return value.exc
+
+
+# ---- brute force ----
+
+
+def holders_truth(target: tuple[int, int], pids: list[int]) -> list[tuple[int, int]]:
+    """Every (pid, fd) of ``pids`` the ctypes baseline says is ``target``'s open file
+    description: the answer ``holders`` must give, found the slow way."""
+    tp, tf = target
+    found = []
+    for pid in pids:
+        for fd in open_fds(pid):
+            try:
+                if baseline.kcmp(tp, pid, KcmpType.FILE, tf, fd) == 0:
+                    found.append((pid, fd))
+            except OSError as err:
+                assert err.errno == errno.EBADF  # closed since it was listed
+    return sorted(found)

@@ -134,6 +134,22 @@ def fork() -> int:
         return os.fork()
 
 
+@contextlib.contextmanager
+def zombie_child() -> Iterator[int]:
+    """A child of this process that has exited and is not reaped yet (a zombie) for the
+    block, reaped after it. ``waitid(WNOWAIT)`` returns once the child is a zombie and
+    leaves it one: no polling of /proc."""
+    pid = fork()
+    if pid == 0:  # pragma: no cover - the child
+        os._exit(0)
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        yield pid
+    finally:
+        with contextlib.suppress(ChildProcessError):  # the block may have reaped it
+            os.waitpid(pid, 0)
+
+
 def _child_exit(code: int) -> None:
     """Leaves a child at once: no atexit handlers, no pytest teardown, no buffers."""
     os._exit(code)

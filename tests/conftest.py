@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _helpers import ChildProcess, Spawn, fd_snapshot, spawned
+from _helpers import ChildProcess, Spawn, fd_snapshot, spawned, zombie_child
 
 # ``Spawn`` is defined in _helpers; test_scan.py and test_cli.py import it from here.
 __all__ = ["Spawn", "fd_leak_check", "me", "pipe", "spawn"]
@@ -52,6 +52,13 @@ def pipe() -> Iterator[tuple[int, int]]:
     yield r, w
     os.close(r)
     os.close(w)
+
+
+@pytest.fixture
+def zombie() -> Iterator[int]:
+    """A child that has exited and stays unreaped for the test (reaped at teardown)."""
+    with zombie_child() as pid:
+        yield pid
 
 
 @pytest.fixture

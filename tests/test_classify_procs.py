@@ -21,12 +21,12 @@ import kcmp_rs
 import pytest
 from _helpers import (
     fd_snapshot,
-    fork,
     libc,
     pairwise_groups,
     run_in_child,
     spawned,
     thread_count,
+    zombie_child,
 )
 from conftest import Spawn
 from kcmp_rs import KcmpType, Order, baseline
@@ -237,57 +237,39 @@ def test_zombie_process(tmpfile: Path) -> None:
     """A child that exited but was not reaped: no fd table left."""
     me = os.getpid()
     r, w = os.pipe()
-    with opened(r, w):
-        pid = fork()
-        if pid == 0:  # pragma: no cover - child
-            os._exit(0)
-        try:
-            deadline = time.monotonic() + 10
-            while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                assert time.monotonic() < deadline, "child did not become a zombie"
-                time.sleep(0.005)
-            refs = [(me, r), (pid, r), (me, w)]
-            assert kcmp_rs.classify_files(refs, missing="skip") == [((me, r),), ((me, w),)]
-            with pytest.raises(OSError) as info:
-                kcmp_rs.classify_files(refs)
-            e: Any = info.value
-            assert type(e) is kcmp_rs.ProcessGoneError and e.errno == errno.ESRCH
-            assert e.kind == "zombie"
-            assert getattr(e, "pid", None) == pid
-            assert f"process {pid} has exited and awaits reaping (a zombie)" in str(e)
-            with pytest.raises(ProcessLookupError, match="a zombie"):
-                kcmp_rs.classify_fds(pid, [r], missing="skip")
-            with pytest.raises(ProcessLookupError, match="a zombie"):
-                kcmp_rs.classify_fds(pid)
-            # Two zombies' absent resources would compare equal: never grouped.
-            other = fork()
-            if other == 0:  # pragma: no cover - child
-                os._exit(0)
-            try:
-                while Path(f"/proc/{other}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                    assert time.monotonic() < deadline, "child did not become a zombie"
-                    time.sleep(0.005)
-                for ty in TASK_TYPES:
-                    got = kcmp_rs.classify_tasks([other, me, pid], ty, missing="skip")
-                    assert got == [(me,)], ty
-                    with pytest.raises(ProcessLookupError) as info:
-                        kcmp_rs.classify_tasks([other, me, pid], ty)
-                    zombie = getattr(info.value, "pid", None)
-                    assert zombie in (pid, other)
-                    assert "has exited and awaits reaping" in str(info.value)
-                # The single calls: two zombies are not "sharing" anything.
+    with opened(r, w), zombie_child() as pid:
+        refs = [(me, r), (pid, r), (me, w)]
+        assert kcmp_rs.classify_files(refs, missing="skip") == [((me, r),), ((me, w),)]
+        with pytest.raises(OSError) as info:
+            kcmp_rs.classify_files(refs)
+        e: Any = info.value
+        assert type(e) is kcmp_rs.ProcessGoneError and e.errno == errno.ESRCH
+        assert e.kind == "zombie"
+        assert getattr(e, "pid", None) == pid
+        assert f"process {pid} has exited and awaits reaping (a zombie)" in str(e)
+        with pytest.raises(ProcessLookupError, match="a zombie"):
+            kcmp_rs.classify_fds(pid, [r], missing="skip")
+        with pytest.raises(ProcessLookupError, match="a zombie"):
+            kcmp_rs.classify_fds(pid)
+        # Two zombies' absent resources would compare equal: never grouped.
+        with zombie_child() as other:
+            for ty in TASK_TYPES:
+                got = kcmp_rs.classify_tasks([other, me, pid], ty, missing="skip")
+                assert got == [(me,)], ty
                 with pytest.raises(ProcessLookupError) as info:
-                    kcmp_rs.same_vm(pid, other)
-                assert getattr(info.value, "pid", None) in (pid, other)
-                assert "awaits reaping" in str(info.value)
-                with pytest.raises(ProcessLookupError) as info:
-                    kcmp_rs.same_file(pid, 0, me, 0)
-                assert getattr(info.value, "pid", None) == pid
-                assert f"process {pid} has exited and awaits reaping" in str(info.value)
-            finally:
-                os.waitpid(other, 0)
-        finally:
-            os.waitpid(pid, 0)
+                    kcmp_rs.classify_tasks([other, me, pid], ty)
+                zombie = getattr(info.value, "pid", None)
+                assert zombie in (pid, other)
+                assert "has exited and awaits reaping" in str(info.value)
+            # The single calls: two zombies are not "sharing" anything.
+            with pytest.raises(ProcessLookupError) as info:
+                kcmp_rs.same_vm(pid, other)
+            assert getattr(info.value, "pid", None) in (pid, other)
+            assert "awaits reaping" in str(info.value)
+            with pytest.raises(ProcessLookupError) as info:
+                kcmp_rs.same_file(pid, 0, me, 0)
+            assert getattr(info.value, "pid", None) == pid
+            assert f"process {pid} has exited and awaits reaping" in str(info.value)
 
 
 def test_package_fds_never_reported_cross_process() -> None:

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,40 +125,21 @@ def test_missing_process_exits_1(spawn: Spawn) -> None:
     )
 
 
-def _zombie() -> int:
-    """A child of this process that has exited and is not reaped yet."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os._exit(0)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return pid
-        time.sleep(0.005)
-    os.waitpid(pid, 0)
-    raise AssertionError("the child did not become a zombie")
-
-
-def test_zombie_exits_1(spawn: Spawn) -> None:
+def test_zombie_exits_1(spawn: Spawn, zombie: int) -> None:
     alive = spawn().pid
-    zombie = _zombie()
-    try:
-        for args in (["fds", str(zombie)], ["share", str(alive), str(zombie)]):
-            done = run_cli(*args)
-            assert done.returncode == 1, args
-            assert done.stderr.decode().startswith(
-                f"kcmp-rs: process {zombie} has exited and awaits reaping (a zombie)"
-            ), args
-            assert done.stderr.count(b"\n") == 1 and done.stdout == b"", args
-        done = run_cli("scan", "-p", str(zombie))
-        assert done.returncode == 1
-        assert done.stderr.decode() == (
-            f"kcmp-rs: process {zombie} has exited and awaits reaping (a zombie)\n"
-            "kcmp-rs: no process could be read\n"
-        )
-    finally:
-        os.waitpid(zombie, 0)
+    for args in (["fds", str(zombie)], ["share", str(alive), str(zombie)]):
+        done = run_cli(*args)
+        assert done.returncode == 1, args
+        assert done.stderr.decode().startswith(
+            f"kcmp-rs: process {zombie} has exited and awaits reaping (a zombie)"
+        ), args
+        assert done.stderr.count(b"\n") == 1 and done.stdout == b"", args
+    done = run_cli("scan", "-p", str(zombie))
+    assert done.returncode == 1
+    assert done.stderr.decode() == (
+        f"kcmp-rs: process {zombie} has exited and awaits reaping (a zombie)\n"
+        "kcmp-rs: no process could be read\n"
+    )
 
 
 def _main_as_other_user(args: list[str]) -> tuple[int, str, str]:

@@ -6,7 +6,6 @@ no test ever reads a process it did not start."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import select
@@ -16,7 +15,7 @@ import threading
 from typing import Any
 
 import pytest
-from _checks import needs_kcmp
+from _checks import holders_truth, needs_kcmp
 from _helpers import ChildProcess, pairwise_groups
 from _scan_helpers import (
     check_typed,
@@ -49,20 +48,6 @@ def kcmp_rs(*args: object) -> tuple[int, str, str]:
     """``kcmp-rs ARGS``: (exit status, stdout, stderr)."""
     done = run_cli(*map(str, args))
     return done.returncode, done.stdout.decode(), done.stderr.decode()
-
-
-def truth(target: Ref, pids: list[int]) -> list[Ref]:
-    """Every (pid, fd) of ``pids`` the ctypes baseline says is ``target``'s description."""
-    tp, tf = target
-    found = []
-    for pid in pids:
-        for fd in open_fds(pid):
-            try:
-                if baseline.kcmp(tp, pid, KcmpType.FILE, tf, fd) == 0:
-                    found.append((pid, fd))
-            except OSError as err:
-                assert err.errno == errno.EBADF  # closed since it was listed
-    return sorted(found)
 
 
 def split_summary(text: str) -> tuple[list[dict[str, list[str]]], str]:
@@ -149,7 +134,7 @@ def test_holders_table_is_the_kernel_truth(pipe_family: dict[str, Any]) -> None:
     ino = os.fstat(pipe_family["w"]).st_ino
     assert head == f"fd {fd} of process {pid}: FIFO w pipe:[{ino}]"
     rows, summary = split_summary(table)
-    want = truth((pid, fd), pipe_family["leaders"])
+    want = holders_truth((pid, fd), pipe_family["leaders"])
     assert [(int(r["PID"][0]), int(r["FD"][0])) for r in rows] == want
     assert (pid, 77) in want and (pid, pipe_family["w"]) in want
     assert (pipe_family["reader"], pipe_family["w"]) in want
@@ -173,7 +158,9 @@ def test_holders_json_and_json_lines(pipe_family: dict[str, Any]) -> None:
     assert doc["schema_version"] == SCHEMA_VERSION == 2
     assert (doc["pid"], doc["fd"]) == (pid, fd)
     members = doc["description"]["members"]
-    assert [(m["pid"], m["fd"]) for m in members] == truth((pid, fd), pipe_family["leaders"])
+    assert [(m["pid"], m["fd"]) for m in members] == holders_truth(
+        (pid, fd), pipe_family["leaders"]
+    )
     assert doc["description"]["type"] == "FIFO" and doc["description"]["mode"] == "w"
     assert doc["skipped"] == [] and doc["undecided"] == []
     assert doc["fd_table_shared"] == [sorted([pipe_family["threaded"].pid, pipe_family["tid"]])]
@@ -193,7 +180,7 @@ def test_holders_notes_a_missing_pid_and_still_answers(pipe_family: dict[str, An
     assert status == 0, err
     assert err == f"kcmp-rs: process {gone} does not exist\n"
     rows, summary = split_summary(out.partition("\n")[2])
-    assert [(int(r["PID"][0]), int(r["FD"][0])) for r in rows] == truth((pid, fd), [pid])
+    assert [(int(r["PID"][0]), int(r["FD"][0])) for r in rows] == holders_truth((pid, fd), [pid])
     assert summary.endswith("1 skipped")
 
     status, out, err = kcmp_rs("holders", pid, fd, "-p", pid, "-p", gone, "-J")

@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 import kcmp_rs
@@ -41,16 +41,6 @@ def _zombie(pid: int) -> str:
         f"[Errno 3] No such process: process {pid} has exited and awaits reaping "
         "(a zombie): it has no resources left to compare"
     )
-
-
-@pytest.fixture
-def pipe() -> Iterator[tuple[int, int]]:
-    r, w = os.pipe()
-    try:
-        yield r, w
-    finally:
-        os.close(r)
-        os.close(w)
 
 
 def _holding(r: int, copies: int) -> Callable[[], None]:

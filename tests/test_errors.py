@@ -12,7 +12,6 @@ KcmpUnavailableError in ``test_unavailable.py``.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import pickle
@@ -20,14 +19,13 @@ import resource
 import select
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import kcmp_rs
 import pytest
 from _checks import assert_pickles, check_os_error, describe, needs_kcmp, raised
-from _helpers import fork, run_in_child
+from _helpers import run_in_child
 from conftest import Spawn
 from kcmp_rs import (
     FdNotOpenError,
@@ -161,23 +159,6 @@ def test_epoll_target_errors(spawn: Spawn, pipe: tuple[int, int]) -> None:
 # ---- how a process went away: kind ----
 
 
-@pytest.fixture
-def zombie() -> Iterator[int]:
-    """A child that has exited and is not reaped yet; reaped at teardown."""
-    pid = fork()
-    if pid == 0:  # pragma: no cover - child
-        os._exit(0)
-    try:
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-            assert time.monotonic() < deadline, "the child did not become a zombie"
-            time.sleep(0.005)
-        yield pid
-    finally:
-        with contextlib.suppress(ChildProcessError):  # the test may have reaped it
-            os.waitpid(pid, 0)
-
-
 def _gone_calls(pid: int, fd: int) -> list[tuple[Callable[..., object], tuple[object, ...]]]:
     return [
         (kcmp_rs.same_io, (ME, pid)),
@@ -187,7 +168,6 @@ def _gone_calls(pid: int, fd: int) -> list[tuple[Callable[..., object], tuple[ob
     ]
 
 
-@needs_kcmp
 def test_kind_tells_a_zombie_from_a_process_that_is_absent(
     zombie: int, pipe: tuple[int, int]
 ) -> None:

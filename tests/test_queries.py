@@ -4,36 +4,19 @@ over Unix sockets, ends closed in some children, threads, zombies, denied access
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import select
 import socket
 import threading
-from collections.abc import Iterator
 
-import pytest
-from _checks import needs_kcmp, needs_root, raised
+from _checks import holders_truth, needs_kcmp, needs_root, raised
 from _helpers import ChildProcess, Spawn, drop_to_nobody, run_in_child
 from kcmp_rs import KcmpType, KcmpUnavailableError, baseline, disable_kcmp, open_fds
 from kcmp_rs._queries import _epoll_targets, epoll_targets, holders, shared_files
 
 pytestmark = needs_kcmp
-
-
-def truth(target: tuple[int, int], pids: list[int]) -> list[tuple[int, int]]:
-    """Every (pid, fd) of ``pids`` the ctypes baseline says is the target's description."""
-    tp, tf = target
-    found = []
-    for pid in pids:
-        for fd in open_fds(pid):
-            try:
-                if baseline.kcmp(tp, pid, KcmpType.FILE, tf, fd) == 0:
-                    found.append((pid, fd))
-            except OSError as err:
-                assert err.errno == errno.EBADF  # closed since it was listed
-    return sorted(found)
 
 
 def refs(h: object) -> list[tuple[int, int]]:
@@ -42,15 +25,6 @@ def refs(h: object) -> list[tuple[int, int]]:
 
 def send_fd(sock: socket.socket, fd: int) -> None:
     socket.send_fds(sock, [b"x"], [fd])
-
-
-@pytest.fixture
-def pipe() -> Iterator[tuple[int, int]]:
-    r, w = os.pipe()
-    yield r, w
-    for fd in (r, w):
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 def test_holders_of_a_pipe_end_across_a_family(spawn: Spawn, pipe: tuple[int, int]) -> None:
@@ -80,7 +54,7 @@ def test_holders_of_a_pipe_end_across_a_family(spawn: Spawn, pipe: tuple[int, in
         me = os.getpid()
         pids = [me] + [k.pid for k in kids]
         h = holders(me, w, pids)
-        assert refs(h) == truth((me, w), pids)
+        assert refs(h) == holders_truth((me, w), pids)
         assert (moved.pid, 77) in refs(h)
         assert (passed.pid, passed.data) in refs(h)
         assert not any(p == closed.pid for p, _ in refs(h))
@@ -123,19 +97,16 @@ def test_threads_are_read_once(pipe: tuple[int, int]) -> None:
 
 
 def test_gone_and_zombie_processes_are_skipped_with_reasons(
-    spawn: Spawn, pipe: tuple[int, int]
+    spawn: Spawn, pipe: tuple[int, int], zombie: int
 ) -> None:
     _, w = pipe
-    zombie = spawn(expect_exit=None)
-    os.kill(zombie.pid, 9)
-    os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # a zombie until reaped
     gone = spawn(expect_exit=None)
     gone.kill()
     me = os.getpid()
-    h = holders(me, w, [me, zombie.pid, gone.pid])
+    h = holders(me, w, [me, zombie, gone.pid])
     assert refs(h) == [(me, w)]
     reasons = {s.pid: s.reason for s in h.skipped}
-    assert reasons == {zombie.pid: "zombie", gone.pid: "no such process"}
+    assert reasons == {zombie: "zombie", gone.pid: "no such process"}
     assert not h.complete
     d = json.loads(json.dumps(h.to_dict()))
     assert d["schema_version"] == 2
@@ -340,7 +311,7 @@ def test_holders_without_kcmp_are_exact_or_say_undecided(
     child = spawn()
     me = os.getpid()
     pids = [me, child.pid]
-    want = truth((me, w), pids)
+    want = holders_truth((me, w), pids)
     found, undecided, complete = run_in_child(_holders_without_kcmp, (me, w), pids, True).unwrap()
     assert (found, undecided, complete) == (want, (), True)
     found, undecided, complete = run_in_child(_holders_without_kcmp, (me, w), pids, False).unwrap()

@@ -8,14 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import kcmp_rs
 import pytest
 from _checks import needs_kcmp
-from _helpers import fork
 from kcmp_rs import KcmpType, Skipped
 
 pytestmark = needs_kcmp
@@ -28,37 +26,6 @@ TASK_TYPES = [
     KcmpType.IO,
     KcmpType.SYSVSEM,
 ]
-
-
-def _state(pid: int) -> bytes:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        return f.read().rsplit(b")", 1)[1].split()[0]
-
-
-@pytest.fixture
-def zombie() -> Iterator[int]:
-    """A child that has exited and stays unreaped for the test."""
-    pid = fork()
-    if pid == 0:  # pragma: no cover - the child
-        os._exit(0)
-    try:
-        deadline = time.monotonic() + 10
-        while _state(pid) != b"Z":
-            assert time.monotonic() < deadline, "the child did not become a zombie"
-            time.sleep(0.001)
-        yield pid
-    finally:
-        os.waitpid(pid, 0)
-
-
-@pytest.fixture
-def pipe() -> Iterator[tuple[int, int]]:
-    r, w = os.pipe()
-    try:
-        yield r, w
-    finally:
-        os.close(r)
-        os.close(w)
 
 
 Call = Callable[[int, int, int], object]  # (me, zombie, an fd of mine) -> result

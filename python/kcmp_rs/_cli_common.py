@@ -31,10 +31,12 @@ __all__ = [
     "denied",
     "dot_flag",
     "explain",
+    "given_pids",
     "json_lines",
     "mode_and_target",
     "pid_arg",
     "pid_list",
+    "pids_flag",
     "print_json",
     "report_undecided",
     "unavailable_reason",
@@ -93,6 +95,24 @@ def pid_arg(text: str) -> int:
 
 def pid_list(text: str) -> list[int]:
     return [pid_arg(part) for part in text.split(",")]
+
+
+def pids_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """``-p PID[,PID...]`` (repeatable): the processes a subcommand reads."""
+    parser.add_argument(
+        "-p",
+        "--pid",
+        dest="pids",
+        type=pid_list,
+        action="append",
+        metavar="PID[,PID...]",
+        help=help,
+    )
+
+
+def given_pids(args: argparse.Namespace) -> list[int] | None:
+    """The pids of every ``-p``, in order; None when none was given."""
+    return None if args.pids is None else [p for chunk in args.pids for p in chunk]
 
 
 def allow_pidfd_getfd_flag(parser: argparse.ArgumentParser) -> None:

@@ -21,9 +21,10 @@ from kcmp_rs._cli_common import (
     denied,
     dot_flag,
     explain,
+    given_pids,
     mode_and_target,
     pid_arg,
-    pid_list,
+    pids_flag,
     print_json,
     report_undecided,
     unavailable_reason,
@@ -75,15 +76,7 @@ def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     hold.add_argument("pid", type=pid_arg, metavar="PID")
     hold.add_argument("fd", type=_fd_arg, metavar="FD")
-    hold.add_argument(
-        "-p",
-        "--pid",
-        dest="pids",
-        type=pid_list,
-        action="append",
-        metavar="PID[,PID...]",
-        help="search only these processes (repeatable)",
-    )
+    pids_flag(hold, "search only these processes (repeatable)")
     add_json_flags(hold, "JSON Lines: one record per line (header, description, ...)", dot=True)
     allow_pidfd_getfd_flag(hold)
     hold.set_defaults(func=_cmd_holders, parser=hold)
@@ -101,21 +94,9 @@ def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     epoll.add_argument("pid", type=pid_arg, metavar="PID")
     epoll.add_argument("epfd", type=_fd_arg, metavar="EPFD", nargs="?")
-    epoll.add_argument(
-        "-p",
-        "--pid",
-        dest="pids",
-        type=pid_list,
-        action="append",
-        metavar="PID[,PID...]",
-        help="also look for holders in these processes (repeatable)",
-    )
+    pids_flag(epoll, "also look for holders in these processes (repeatable)")
     add_json_flags(epoll, "JSON Lines: one record per line (header, registration, ...)")
     epoll.set_defaults(func=_cmd_epoll, parser=epoll)
-
-
-def _flat(chunks: list[list[int]] | None) -> list[int] | None:
-    return None if chunks is None else [p for chunk in chunks for p in chunk]
 
 
 # ---- holders ----
@@ -132,7 +113,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def _cmd_holders(args: argparse.Namespace) -> int:
-    pids = _flat(args.pids)
+    pids = given_pids(args)
     try:
         found = holders(args.pid, args.fd, pids, allow_pidfd_getfd=args.allow_pidfd_getfd)
     except OSError as err:
@@ -176,7 +157,7 @@ def _cmd_epoll(args: argparse.Namespace) -> int:
     pid: int = args.pid
     try:
         sets = [
-            (epfd, epoll_targets(pid, epfd, _flat(args.pids)))
+            (epfd, epoll_targets(pid, epfd, given_pids(args)))
             for epfd in _epoll_fds(pid, args.epfd)
         ]
     except OSError as err:

@@ -26,9 +26,10 @@ from kcmp_rs._cli_common import (
     command,
     denied,
     explain,
+    given_pids,
     mode_and_target,
     pid_arg,
-    pid_list,
+    pids_flag,
     print_json,
     report_undecided,
 )
@@ -113,15 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         example="  kcmp-rs scan -p 1234,1240\n  kcmp-rs scan --all -J > fds.json\n"
         "  kcmp-rs scan --example\n  kcmp-rs scan --example --dot | dot -Tsvg > example.svg",
     )
-    scan.add_argument(
-        "-p",
-        "--pid",
-        dest="pids",
-        type=pid_list,
-        action="append",
-        metavar="PID[,PID...]",
-        help="scan only these processes (repeatable)",
-    )
+    pids_flag(scan, "scan only these processes (repeatable)")
     scan.add_argument(
         "--all",
         dest="include_unshared",
@@ -358,7 +351,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             args.parser.error("--example scans its own processes: it takes no -p")
         return _scan_example(args)
     explicit = args.pids is not None
-    pids = [p for chunk in args.pids for p in chunk] if explicit else None
+    pids = given_pids(args)
     progress = Progress()
     try:
         result = kcmp_rs.scan(
