@@ -138,3 +138,36 @@ fn interrupted_between_processes() {
         Failure::Interrupted
     );
 }
+
+#[test]
+fn a_target_closed_or_replaced_during_the_search_fails_the_search() {
+    if kcmp_blocked() {
+        return;
+    }
+    let me = sys::getpid();
+    let (a, _b) = pipe();
+    let target = sys::dup_cloexec(a.as_raw_fd()).unwrap();
+    let fd = target.as_raw_fd();
+    // Replaced by another file under the same number: the end check sees another inode.
+    let search = Search::start((me, fd)).unwrap();
+    let other = std::fs::File::open("/proc/self/status").unwrap();
+    sys::dup3_onto(other.as_raw_fd(), &target).unwrap();
+    let err = search.finish().unwrap_err();
+    assert!(
+        matches!(err, Failure::Os { errno: libc::EAGAIN, pid: Some(p), fd: Some(f), .. } if p == me && f == fd),
+        "{err:?}"
+    );
+    assert!(
+        err.message()
+            .contains("was closed or replaced during the search"),
+        "{}",
+        err.message()
+    );
+    // Closed: the fd it names is not open any more.
+    let search = Search::start((me, fd)).unwrap();
+    drop(target);
+    assert_eq!(
+        search.finish().unwrap_err(),
+        Failure::NotOpen { pid: me, fd }
+    );
+}
