@@ -1,14 +1,17 @@
 //! Single comparisons and the fallback ladder below kcmp.
 //!
 //! The ladder, each rung exact: kcmp; for fds of this process, fstat buckets then
-//! F_DUPFD_QUERY or the epoll EEXIST test; for another process's fds, a pidfd_getfd
-//! copy (only when the caller opts in, since closing the copy runs the file's flush)
-//! then the same-process rung. Where nothing can decide: `Failure::Unavailable`.
+//! F_DUPFD_QUERY, or access modes (which never change), the epoll EEXIST test and then
+//! the OFD lock test (`ofd`) for files that refuse epoll; for another process's fds, a
+//! pidfd_getfd copy (only when the caller opts in, since closing the copy runs the
+//! file's flush) then the same-process rung. Where nothing can decide: `Failure::Unavailable`.
 //!
 //! The rungs answer one pair each; the file oracle climbs them for a batch. Uses `sys`,
 //! `error` and `support`; never the engine, the oracles or PyO3.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+
+mod ofd;
 
 use crate::error::{self, Failure};
 use crate::support;
@@ -57,8 +60,9 @@ pub fn same_file_by_kcmp(a: (Pid, Fd), b: (Pid, Fd)) -> Result<Option<bool>, Fai
     }
 }
 
-/// Equality of two fds of this process without kcmp. `Ok(None)`: this rung cannot
-/// decide the pair (a file that refuses epoll, on a kernel without F_DUPFD_QUERY).
+/// Equality of two fds of this process without kcmp. `Ok(None)`: no rung can decide
+/// the pair (on a kernel without F_DUPFD_QUERY: a file that refuses epoll, where the
+/// lock test may not run).
 pub fn same_local(a: Fd, b: Fd) -> Result<Option<bool>, Failure> {
     let me = sys::getpid();
     let ka = sys::fstat_key(a).map_err(|e| Failure::from_errno(e, me, Some(a), "fstat"))?;
@@ -77,28 +81,45 @@ pub fn same_local(a: Fd, b: Fd) -> Result<Option<bool>, Failure> {
             Err(_) => support::note_dupfd_query_refused(),
         }
     }
-    same_by_epoll(a, b).map_err(|e| {
+    // A description's access mode (and O_PATH) never changes: two modes, two
+    // descriptions.
+    let mode =
+        |fd| sys::access_mode(fd).map_err(|e| Failure::from_errno(e, me, Some(fd), "F_GETFL"));
+    if mode(a)? != mode(b)? {
+        return Ok(Some(false));
+    }
+    let by_epoll = same_by_epoll(a, b).map_err(|e| {
         Failure::from_errno(
             e,
             me,
             Some(a),
             "opening scratch fds for the epoll equality test",
         )
-    })
+    })?;
+    if by_epoll.is_some() {
+        return Ok(by_epoll);
+    }
+    ofd::same_by_lock(a, b)
+        .map_err(|e| Failure::from_errno(e, me, Some(a), "the lock equality test"))
 }
 
 /// Mesa's test: an epoll set keys registrations by (description, fd number), so adding
 /// the same number twice fails with EEXIST only when both refer to one description.
+///
+/// `a` itself is offered first: a file that refuses epoll is never dup'ed, since closing
+/// the scratch copy would run the file's flush and drop every POSIX lock this process
+/// holds on it (SQLite's, for one).
 fn same_by_epoll(a: Fd, b: Fd) -> Result<Option<bool>, Errno> {
     let ep = sys::epoll_create()?;
-    let scratch = sys::dup_cloexec(a)?;
-    match sys::epoll_add(&ep, scratch.as_raw_fd()) {
+    match sys::epoll_add(&ep, a) {
         Ok(()) => {}
         // Regular files and some devices refuse epoll (EPERM), O_PATH fds too (EBADF):
         // this rung cannot decide them.
         Err(Errno(libc::EPERM | libc::EBADF)) => return Ok(None),
         Err(e) => return Err(e),
     }
+    let scratch = sys::dup_cloexec(a)?;
+    sys::epoll_add(&ep, scratch.as_raw_fd())?;
     sys::dup3_onto(b, &scratch)?;
     match sys::epoll_add(&ep, scratch.as_raw_fd()) {
         Err(Errno(libc::EEXIST)) => Ok(Some(true)),

@@ -374,6 +374,75 @@ pub fn dup3_onto(src: Fd, target: &OwnedFd) -> Result<(), Errno> {
     Ok(())
 }
 
+/// A byte-range lock as `F_OFD_GETLK` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeLock {
+    /// `F_RDLCK` or `F_WRLCK`.
+    pub kind: i32,
+    pub start: i64,
+    /// 0: to the end of any file.
+    pub len: i64,
+    /// -1 for an open file description lock.
+    pub pid: Pid,
+}
+
+fn ofd_flock(fd: Fd, cmd: libc::c_int, kind: i32, at: i64) -> Result<libc::flock, Errno> {
+    let mut fl = libc::flock {
+        l_type: libc::c_short::try_from(kind).map_err(|_| Errno(libc::EINVAL))?,
+        // SEEK_SET: `at` counts from the start of the file.
+        l_whence: 0,
+        l_start: at,
+        l_len: 1,
+        // The kernel refuses OFD requests whose pid is not 0.
+        l_pid: 0,
+    };
+    // SAFETY: `fl` is a valid, writable `struct flock` for the whole call.
+    Errno::result(unsafe { libc::fcntl(fd, cmd, &raw mut fl) })?;
+    Ok(fl)
+}
+
+/// `F_OFD_GETLK` for a write lock on byte `at` through `fd`: the first lock that an
+/// owner other than `fd`'s open file description holds there, if any.
+pub fn ofd_lock_in_way(fd: Fd, at: i64) -> Result<Option<RangeLock>, Errno> {
+    let fl = ofd_flock(fd, libc::F_OFD_GETLK, libc::F_WRLCK, at)?;
+    if i32::from(fl.l_type) == libc::F_UNLCK {
+        return Ok(None);
+    }
+    Ok(Some(RangeLock {
+        kind: i32::from(fl.l_type),
+        start: fl.l_start,
+        len: fl.l_len,
+        pid: fl.l_pid,
+    }))
+}
+
+/// `F_OFD_SETLK` of `kind` (`F_RDLCK`, `F_WRLCK` or `F_UNLCK`) on byte `at`, never waiting:
+/// the lock belongs to `fd`'s open file description.
+pub fn ofd_set_lock(fd: Fd, kind: i32, at: i64) -> Result<(), Errno> {
+    ofd_flock(fd, libc::F_OFD_SETLK, kind, at).map(|_| ())
+}
+
+/// The access mode of `fd`'s description: `O_RDONLY`, `O_WRONLY`, `O_RDWR`, or `O_PATH`.
+pub fn access_mode(fd: Fd) -> Result<i32, Errno> {
+    // SAFETY: fcntl with no argument; no memory is passed.
+    let flags = Errno::result(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    if flags & libc::O_PATH != 0 {
+        return Ok(libc::O_PATH);
+    }
+    Ok(flags & libc::O_ACCMODE)
+}
+
+/// The magic number of the filesystem `fd`'s file lives on (`statfs.f_type`).
+pub fn fs_magic(fd: Fd) -> Result<u32, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `st` is a writable buffer of the right size; it is read only on success.
+    Errno::result(unsafe { libc::fstatfs(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstatfs returned 0, so it filled the whole struct.
+    let magic = unsafe { st.assume_init() }.f_type & 0xffff_ffff;
+    // Magic numbers are 32-bit; the field's width and sign differ between libcs.
+    u32::try_from(magic).map_err(|_| Errno(libc::EOVERFLOW))
+}
+
 /// Reads a small /proc file whole (a few syscalls; the fd is closed before returning).
 pub fn read_small_file(path: &CStr) -> Result<Vec<u8>, Errno> {
     // SAFETY: `path` is NUL-terminated; the fd returned is owned only by `file`.

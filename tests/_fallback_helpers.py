@@ -192,6 +192,23 @@ class FdMix:
         for i in range(opens):
             self._add(f"{name}.{i}", os.open(path, os.O_RDONLY | os.O_CLOEXEC), False)
 
+    def regular_in_modes(self, name: str) -> None:
+        """A regular file opened read-only, write-only and read-write, twice each, and a
+        dup of each first open (``NAME.ro.0``, ``NAME.wo.1``, ``NAME.rw.0+``, ...)."""
+        path = self.path(name)
+        with open(path, "wb") as f:
+            f.write(b"kcmp_rs")
+        for mode, flag in [("ro", os.O_RDONLY), ("wo", os.O_WRONLY), ("rw", os.O_RDWR)]:
+            for i in range(2):
+                self._add(f"{name}.{mode}.{i}", os.open(path, flag | os.O_CLOEXEC), False)
+            self.dup(f"{name}.{mode}.0+", f"{name}.{mode}.0")
+
+    def path(self, name: str) -> str:
+        """A path in the mix's directory, removed with it."""
+        path = os.path.join(self._dir, name)
+        self._paths.append(path)
+        return path
+
     def devnull(self, name: str, opens: int = 2) -> None:
         for i in range(opens):
             self._add(f"{name}.{i}", os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC), False)

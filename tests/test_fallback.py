@@ -79,11 +79,6 @@ class Blocker:
         """Whether F_DUPFD_QUERY works in the child."""
         return _HERE.dupfd_query and self.dupfd_query_errno is None
 
-    @property
-    def epoll_rung(self) -> bool:
-        """Whether own fds fall to the epoll test (regular files undecidable)."""
-        return not self.dupfd_query
-
 
 EPERM = Blocker("eperm", errno.EPERM, POLICY_WORDS, ("errno", errno.EPERM))
 ENOSYS = Blocker("enosys", errno.ENOSYS, NOSYS_WORDS, ("errno", errno.ENOSYS))
@@ -173,14 +168,6 @@ def truth_of_fds(fds: Sequence[int]) -> list[tuple[int, ...]]:
     assert canonical([[(me, fd) for fd in g] for g in groups]) == brute
     assert kcmp_rs.support().kcmp, "the truth must come from kcmp"
     return groups
-
-
-def decidable(mix: FdMix, blocker: Blocker) -> list[str]:
-    """Names of mix fds the ladder decides exactly under ``blocker``: all of them, or on
-    the epoll rung the pollable ones and those alone on their inode."""
-    if not blocker.epoll_rung:
-        return mix.names()
-    return [n for n in mix.names() if n in mix.pollable or n in ("solo.0", "null.0")]
 
 
 # ---- support() ----
@@ -319,8 +306,7 @@ def test_classify_files_right_after_a_stale_probe(fd_leak_check: None, spawn: An
 
 @blockers
 def test_own_fds_classified_exactly(blocker: Blocker, mix: FdMix) -> None:
-    names = decidable(mix, blocker)
-    fds = mix.fd_list(names)
+    fds = mix.fd_list()
     truth = truth_of_fds(fds)
     closed = max(mix.fds.values()) + 64
     pairs = [(x, y) for i, x in enumerate(fds) for y in fds[i + 1 :]]
@@ -353,58 +339,6 @@ def test_own_fds_classified_exactly(blocker: Blocker, mix: FdMix) -> None:
     assert f"fd {closed}" in raised.message, raised.message
     assert_no_fd_change(raised, "classify_fds with a closed fd")
     check_support(out["support"], blocker)
-
-
-_EPOLL_RUNG = [b for b in BLOCKERS if b.epoll_rung]  # EPOLL, and all on kernels < 6.10
-
-
-@pytest.mark.parametrize("blocker", _EPOLL_RUNG, ids=[b.name for b in _EPOLL_RUNG])
-def test_epoll_rung_names_the_files_it_cannot_decide(blocker: Blocker, mix: FdMix) -> None:
-    fds = mix.fd_list()
-    fd = mix.fds
-    truth = truth_of_fds(fds)
-    # Regular files and /dev/null refuse epoll: every one sharing an inode is undecided.
-    stuck = sorted(fd[n] for n in ("file.0", "file.1", "file.0+", "null.0", "null.1"))
-
-    def child() -> dict[str, Any]:
-        me = os.getpid()
-        blocker.install()
-        return {
-            "me": me,
-            "all": attempt(kcmp_rs.classify_fds, me, fds),
-            "files": attempt(kcmp_rs.classify_files, [(me, x) for x in fds]),
-            "two_opens": attempt(kcmp_rs.same_file, me, fd["file.0"], me, fd["file.1"]),
-            "dup": attempt(kcmp_rs.same_file, me, fd["file.0"], me, fd["file.0+"]),
-            "null": attempt(kcmp_rs.same_file, me, fd["null.0"], me, fd["null.1"]),
-            "itself": attempt(kcmp_rs.same_file, me, fd["file.0"], me, fd["file.0"]),
-            "other_inode": attempt(kcmp_rs.same_file, me, fd["file.0"], me, fd["p1.r"]),
-            "dup_only": attempt(kcmp_rs.classify_fds, me, [fd["file.0"], fd["file.0+"]]),
-            "pollable": attempt(kcmp_rs.classify_fds, me, mix.fd_list(mix.pollable)),
-        }
-
-    out = in_child(child)
-    me = out["me"]
-    for key in ("all", "files"):
-        o = out[key]
-        assert_unavailable(o, blocker, key)
-        assert sorted(o.undecided) == [(me, x) for x in stuck], o.undecided
-        assert_names_undecided(o)
-    for key, pair in [
-        ("two_opens", ("file.0", "file.1")),
-        ("dup", ("file.0", "file.0+")),
-        ("null", ("null.0", "null.1")),
-    ]:
-        o = out[key]
-        assert_unavailable(o, blocker, key)
-        assert sorted(o.undecided) == sorted((me, fd[n]) for n in pair), o.undecided
-        assert_names_undecided(o)
-    dup_only = out["dup_only"]
-    assert_unavailable(dup_only, blocker, "dups of one regular file")
-    assert sorted(dup_only.undecided) == [(me, fd["file.0"]), (me, fd["file.0+"])]
-    assert_value(out["itself"], True, "same_file of an fd with itself")
-    assert_value(out["other_inode"], False, "same_file on different inodes")
-    pollable_truth = [g for g in truth if all(x in mix.fd_list(mix.pollable) for x in g)]
-    assert_value(out["pollable"], pollable_truth, "classify_fds of the pollable fds")
 
 
 # ---- what only kcmp can answer ----
@@ -469,9 +403,8 @@ def test_other_process_fds_need_pidfd_getfd(blocker: Blocker, mix: FdMix, spawn:
     me = os.getpid()
     sib: ChildProcess = spawn(_sibling_setup)
     sfd: dict[str, int] = sib.data["fds"]
-    snames = [n for n in sfd if not blocker.epoll_rung or n in sib.data["pollable"]]
-    # On the epoll rung even a file alone in our table is not: the child holds it too.
-    ours = [n for n in mix.names() if not blocker.epoll_rung or n in mix.pollable]
+    snames = list(sfd)
+    ours = mix.names()
     sib_refs = sorted((sib.pid, sfd[n]) for n in snames)
     our_refs = [(me, mix.fds[n]) for n in ours]
     truth = kcmp_rs.classify_files(sib_refs + our_refs)
@@ -480,6 +413,9 @@ def test_other_process_fds_need_pidfd_getfd(blocker: Blocker, mix: FdMix, spawn:
     sib_truth = kcmp_rs.classify_fds(sib.pid, [fd for _, fd in sib_refs])
     keys = {r: _key(*r) for r in sib_refs + our_refs}
     inherited = mix.fds["p1.r"]  # the sibling holds our p1.r under the same number
+    # Files refuse epoll: without F_DUPFD_QUERY, copies of them reach the lock rung.
+    regular = [(sib.pid, sfd[n]) for n in ("file.0", "file.1", "file.1+")]
+    regular_truth = kcmp_rs.classify_files(regular)
     sib_before = sorted(os.listdir(f"/proc/{sib.pid}/fd"))
 
     def child() -> dict[str, Any]:
@@ -496,9 +432,7 @@ def test_other_process_fds_need_pidfd_getfd(blocker: Blocker, mix: FdMix, spawn:
             out[f"ends_{label}"] = attempt(kcmp_rs.same_file, s, sfd["p.r"], s, sfd["p.w"], **kw)
             out[f"mine_{label}"] = attempt(kcmp_rs.same_file, kid, inherited, s, inherited, **kw)
             out[f"parent_{label}"] = attempt(kcmp_rs.same_file, me, inherited, kid, inherited, **kw)
-        if blocker.epoll_rung:
-            regular = [(s, sfd[n]) for n in ("file.0", "file.1", "file.1+")]
-            out["regular"] = attempt(kcmp_rs.classify_files, regular, **getfd)
+        out["regular"] = attempt(kcmp_rs.classify_files, regular, **getfd)
         return out
 
     out = in_child(child)
@@ -541,12 +475,7 @@ def test_other_process_fds_need_pidfd_getfd(blocker: Blocker, mix: FdMix, spawn:
     assert_value(out["ends_yes"], False, "same_file on a pipe's two ends in the sibling")
     assert_value(out["mine_yes"], True, "same_file on an fd the sibling inherited")
     assert_value(out["parent_yes"], True, "same_file on an fd the child inherited")
-    if blocker.epoll_rung:
-        o = out["regular"]
-        assert_unavailable(o, blocker, "regular files of the sibling on the epoll rung")
-        expected_refs = sorted((sib.pid, sfd[n]) for n in ("file.0", "file.1", "file.1+"))
-        assert sorted(o.undecided) == expected_refs, "the caller's refs, not the copies"
-        assert_names_undecided(o)
+    assert_value(out["regular"], regular_truth, "regular files of the sibling")
     # pidfd_getfd copies; it never touches the other process's fd table.
     assert sorted(os.listdir(f"/proc/{sib.pid}/fd")) == sib_before
 
@@ -618,8 +547,7 @@ def test_no_kcmp_env_var_never_issues_kcmp(mix: FdMix) -> None:
     """With KCMP_RS_NO_KCMP=1 a process whose seccomp filter kills on kcmp survives
     every call and still answers (the fds are ours, passed down)."""
     me = os.getpid()
-    names = decidable(mix, _NO_KCMP)
-    fds = mix.fd_list(names)
+    fds = mix.fd_list()
     truth = truth_of_fds(fds)
     dup = [mix.fds["p1.r"], mix.fds["p1.r+"]]
     other = [(me, fd) for fd in dup] + [(me, fd) for fd in fds if fd not in dup]

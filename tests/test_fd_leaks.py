@@ -404,27 +404,31 @@ def test_the_result_types_are_exported() -> None:
 
 def _check_without_kcmp(path: str) -> tuple[list[tuple[int, int | None, bool]], list[int], int]:
     """In a child: kcmp and F_DUPFD_QUERY blocked by seccomp; a pipe end dup'ed (the
-    epoll test decides it) and a regular file dup'ed (nothing decides it)."""
+    epoll test decides it), a regular file dup'ed (the lock test decides it) and an
+    O_PATH fd dup'ed (nothing decides it)."""
     install_filter(("errno", errno.EPERM), dupfd_query_errno=errno.EINVAL)
     r, _ = os.pipe()
     f = os.open(path, os.O_RDONLY)
+    o = os.open(path, os.O_PATH)
     with FdLeakCheck() as check:
         pipe_dup = os.dup(r)
         file_dup = os.dup(f)
+        path_dup = os.dup(o)
     leaks = check.leaks
     assert "  undecided (kcmp blocked, no exact fallback): " in leaks.report()
-    assert f"fd {file_dup} (REG, r) {path}: a new description or a dup" in leaks.report()
+    assert f"fd {path_dup} (" in leaks.report(), leaks.report()
+    assert f"{path}: a new description or a dup" in leaks.report(), leaks.report()
     found = [(x.fd, x.dup_of, x.undecided) for x in leaks.fds]
-    assert found == [(pipe_dup, r, False), (file_dup, None, True)]
-    return found, [fd for _, fd in leaks.undecided], f
+    assert found == [(pipe_dup, r, False), (file_dup, f, False), (path_dup, None, True)]
+    return found, [fd for _, fd in leaks.undecided], o
 
 
 @needs_seccomp
 def test_without_kcmp_the_fallbacks_decide_or_say_undecided(tmp_path: Path) -> None:
     path = tmp_path / "file"
     path.write_bytes(b"")
-    (_, (file_dup, _, _)), undecided, f = run_in_child(_check_without_kcmp, str(path)).unwrap()
-    assert sorted(undecided) == sorted({file_dup, f})
+    (_, _, (path_dup, _, _)), undecided, o = run_in_child(_check_without_kcmp, str(path)).unwrap()
+    assert sorted(undecided) == sorted({path_dup, o})
 
 
 # ---- the pytest plugin ----

@@ -113,15 +113,18 @@ def _fallbacks(
     f = os.open(path, os.O_RDONLY)
     f2 = os.dup(f)
     g = os.open(path, os.O_RDONLY)
+    o = os.open(path, os.O_PATH)
+    o2 = os.dup(o)
     before = fd_snapshot()
     got = {
         "me": me,
-        "fds": {"f": f, "f2": f2, "g": g},
+        "fds": {"f": f, "f2": f2, "g": g, "o": o, "o2": o2},
         "pipe_dup": outcome(kcmp_rs.same_file, me, r, me, r2),
         "pipe_ends": outcome(kcmp_rs.same_file, me, r, me, w),
         "file_dup": outcome(kcmp_rs.same_file, me, f, me, f2),
         "file_reopen": outcome(kcmp_rs.same_file, me, f, me, g),
         "file_pipe": outcome(kcmp_rs.same_file, me, f, me, r),
+        "opath_dup": outcome(kcmp_rs.same_file, me, o, me, o2),
         "remote_same": outcome(kcmp_rs.same_file, me, pr, other, pr, allow_pidfd_getfd=True),
         "remote_other_end": outcome(kcmp_rs.same_file, other, pw, me, pr, allow_pidfd_getfd=True),
         "remote_both": outcome(kcmp_rs.same_file, other, pr, other, pr, allow_pidfd_getfd=True),
@@ -148,7 +151,7 @@ def test_same_file_falls_back_without_kcmp(
     )
     got = result.unwrap()
     me, fds = got["me"], got["fds"]
-    # fstat tells different inodes apart; F_DUPFD_QUERY or the epoll trick the rest.
+    # fstat tells different inodes apart; F_DUPFD_QUERY, the epoll or lock test the rest.
     assert got["pipe_dup"] is True
     assert got["pipe_ends"] is False  # one inode, two descriptions
     assert got["file_pipe"] is False
@@ -161,24 +164,23 @@ def test_same_file_falls_back_without_kcmp(
     assert refused.errno == errno.EPERM and refused.undecided == tuple(
         sorted([(other.pid, pr), (me, pr)])
     )
-    if dupfd_query_errno is None and dupfd_query_works():
-        assert got["file_dup"] is True
-        assert got["file_reopen"] is False
-    else:
-        # Regular files refuse epoll: nothing exact is left for a same-inode pair.
-        for key, second in (("file_dup", "f2"), ("file_reopen", "g")):
-            e = unraise(got[key])
-            assert type(e) is KcmpUnavailableError and isinstance(e, KcmpUnavailableError)
-            f, f2 = fds["f"], fds[second]
-            assert e.errno == errno.EPERM
-            assert e.undecided == ((me, f), (me, f2))
-            assert e.pid is None and e.fd is None
-            assert e.strerror == (
-                f"{os.strerror(errno.EPERM)}: no exact method could decide "
-                f"fd {f} of process {me}, fd {f2} of process {me}: {e.reason}"
-            )
-            assert "seccomp" in e.reason
-            assert_pickles(e)
+    # F_DUPFD_QUERY, or the lock test (regular files refuse epoll).
+    assert got["file_dup"] is True
+    assert got["file_reopen"] is False
+    if dupfd_query_errno is not None or not dupfd_query_works():
+        # O_PATH fds take no locks and refuse epoll: nothing exact is left for them.
+        e = unraise(got["opath_dup"])
+        assert type(e) is KcmpUnavailableError and isinstance(e, KcmpUnavailableError)
+        o, o2 = fds["o"], fds["o2"]
+        assert e.errno == errno.EPERM
+        assert e.undecided == ((me, o), (me, o2))
+        assert e.pid is None and e.fd is None
+        assert e.strerror == (
+            f"{os.strerror(errno.EPERM)}: no exact method could decide "
+            f"fd {o} of process {me}, fd {o2} of process {me}: {e.reason}"
+        )
+        assert "seccomp" in e.reason
+        assert_pickles(e)
     assert got["leaked"] == []
 
 

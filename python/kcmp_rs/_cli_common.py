@@ -153,7 +153,8 @@ def undecided_hint(allow_pidfd_getfd: bool) -> str:
         )
     return (
         "no exact fallback decided them (pidfd_getfd(2) needs ptrace attach permission; "
-        "regular files need F_DUPFD_QUERY, Linux 6.10+)"
+        "O_PATH fds, files on network filesystems or under a lock need F_DUPFD_QUERY, "
+        "Linux 6.10+)"
     )
 
 

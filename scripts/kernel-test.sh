@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# kernel-test: the whole test suite under older real kernels, booted with virtme-ng.
+#
+# Each kernel is Debian's own package (bookworm's 6.1, bullseye's 5.10), downloaded with a
+# private APT configuration (the host's sources are never touched) and unpacked with
+# dpkg-deb into the cache. virtme-ng boots it with this machine's root filesystem shared
+# read-only, and the guest runs `pytest tests` with the .venv `make build` made. KVM is
+# used where a short probe boots with it; otherwise QEMU emulates the CPU in software.
+#
+# Prints, per kernel: the release, tests run and passed, and the time. Exits non-zero if
+# any kernel failed a test or could not boot.
+#
+# Environment:
+#   KERNELS          suites to boot, oldest last (default "bookworm bullseye")
+#   KERNEL_TEST_ARGS extra pytest arguments (e.g. "-k fallback -x")
+#   KCMP_RS_CACHE    cache directory (default ~/.cache/kcmp-rs)
+#   KERNEL_TIMEOUT   seconds per kernel (default 2400)
+set -uo pipefail
+
+cd "$(dirname "$0")/.." || exit 2
+ROOT=$(pwd)
+CACHE=${KCMP_RS_CACHE:-$HOME/.cache/kcmp-rs}
+K=$CACHE/kernels
+KERNELS=${KERNELS:-bookworm bullseye}
+TIMEOUT=${KERNEL_TIMEOUT:-2400}
+export DEBIAN_FRONTEND=noninteractive
+
+[ -x "$ROOT/.venv/bin/python" ] || { echo "kernel-test: run 'make build' first" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "kernel-test: needs root (apt-get, the guest's tests)" >&2; exit 2; }
+
+# Host tools: QEMU; depmod and busybox build vng's initramfs; udevd gives the guest its
+# virtio ports, without which vng loses the command's output and status.
+if ! { command -v qemu-system-x86_64 && command -v depmod && command -v busybox &&
+    [ -x /lib/systemd/systemd-udevd ]; } >/dev/null; then
+    timeout 300 apt-get update -q || exit 2
+    timeout 900 apt-get install -y -q qemu-system-x86 kmod busybox-static udev || exit 2
+fi
+VNG_VENV=$CACHE/vng-venv
+if [ ! -x "$VNG_VENV/bin/vng" ]; then
+    python3 -m venv "$VNG_VENV" &&
+        timeout 600 "$VNG_VENV/bin/pip" install -q 'virtme-ng==1.42' || exit 2
+fi
+
+# One private apt state per suite: its sources, lists and cache live under $K/apt.
+apt_conf() {
+    local suite=$1 dir=$K/apt/$1
+    mkdir -p "$dir"/{lists/partial,cache/archives/partial,sources} "$K/debs"
+    touch "$dir/status"
+    cat >"$dir/sources/$suite.sources" <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $suite $suite-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: $suite-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    cat >"$dir/apt.conf" <<CONF
+Dir::Etc::SourceList "/dev/null";
+Dir::Etc::SourceParts "$dir/sources";
+Dir::State::Lists "$dir/lists";
+Dir::Cache "$dir/cache";
+Dir::State::status "$dir/status";
+APT::Sandbox::User "root";
+CONF
+    echo "$dir/apt.conf"
+}
+
+# The unpacked kernel of a suite's linux-image-amd64, downloaded once.
+fetch_kernel() {
+    local suite=$1 conf pkg dir
+    conf=$(apt_conf "$suite")
+    if ! ls "$K/apt/$suite/lists" | grep -q "_${suite}_"; then
+        APT_CONFIG=$conf timeout 300 apt-get update -q >&2 || return 1
+    fi
+    pkg=$(APT_CONFIG=$conf apt-cache depends linux-image-amd64 |
+        awk '/Depends: linux-image-/ {print $2; exit}')
+    [ -n "$pkg" ] || { echo "kernel-test: no linux-image in $suite" >&2; return 1; }
+    dir=$K/unpacked/$pkg
+    if [ ! -d "$dir/boot" ]; then
+        (cd "$K/debs" && APT_CONFIG=$conf timeout 600 apt-get download -q "$pkg") >&2 || return 1
+        rm -rf "$dir.partial" && mkdir -p "$dir.partial" &&
+            dpkg-deb -x "$K/debs/${pkg}"_*.deb "$dir.partial" && mv "$dir.partial" "$dir" || return 1
+    fi
+    echo "$dir"
+}
+
+# vng runs helpers of its own from its venv.
+export PATH="$VNG_VENV/bin:$PATH"
+
+# KVM only where it boots this kernel quickly; a hang or an abort means emulation.
+accel_for() {
+    local vmlinuz=$1
+    if [ -c /dev/kvm ] &&
+        timeout 90 vng --memory 1G --run "$vmlinuz" --exec 'echo kvm-boots' 2>&1 | cat |
+        grep -q kvm-boots; then
+        echo ""
+    else
+        echo "--disable-kvm"
+    fi
+}
+
+# The guest's hard fd limit is 4096; tests open more. pytest may write only in /tmp.
+GUEST_CMD="ulimit -Hn 1048576; ulimit -n 1048576; cd '$ROOT' &&
+PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
+tests ${KERNEL_TEST_ARGS:-}; echo KCMP_RS_GUEST_STATUS=\$?"
+
+STATUS=0
+SUMMARY=()
+for suite in $KERNELS; do
+    start=$SECONDS
+    if ! dir=$(fetch_kernel "$suite"); then
+        SUMMARY+=("$suite: could not fetch its kernel")
+        STATUS=1
+        continue
+    fi
+    vmlinuz=$(ls "$dir"/boot/vmlinuz-* | head -1)
+    release=${vmlinuz##*/vmlinuz-}
+    accel=$(accel_for "$vmlinuz")
+    echo "==== kernel $release ($suite) ${accel:-with KVM} ===="
+    log=$(mktemp "${TMPDIR:-/tmp}/kcmp-kernel-test.XXXXXX")
+    # A pipe, not a file: QEMU reopens its stdout with O_TRUNC.
+    timeout "$TIMEOUT" vng $accel --memory 2G --run "$vmlinuz" \
+        --exec "$GUEST_CMD" 2>&1 | cat | tee "$log"
+    took=$((SECONDS - start))
+    line=$(grep -E '^[0-9]+ (passed|failed)|^=* ?[0-9]+ (passed|failed)' "$log" | tail -1)
+    guest=$(sed -n 's/.*KCMP_RS_GUEST_STATUS=\([0-9]*\).*/\1/p' "$log" | tail -1)
+    rm -f "$log"
+    if [ "$guest" != 0 ]; then
+        STATUS=1
+    fi
+    SUMMARY+=("$release ($suite): ${line:-no pytest summary (guest status ${guest:-lost})} [${took}s${accel:+, software emulation}]")
+done
+
+echo
+echo "==== kernel-test ===="
+printf '%s\n' "${SUMMARY[@]}"
+exit $STATUS
