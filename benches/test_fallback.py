@@ -8,6 +8,11 @@ of the kcmp path (neither needs an order: fstat buckets plus F_DUPFD_QUERY decid
 them). One-inode and mix are printed beside the kcmp path's, without a target: with no
 order, a bucket of k descriptions costs a linear scan per fd (one-inode: ~N * N/8
 F_DUPFD_QUERY calls, so it is timed once).
+
+Figure 5b: the same without F_DUPFD_QUERY (refused by a seccomp filter, as before
+Linux 6.10): files of one inode fall to the lock test (about eight fcntl calls and an
+fdinfo read per pair). Printed beside the kcmp path, without a target; one-inode is
+left out (a linear scan of lock tests per fd: minutes).
 """
 
 from __future__ import annotations
@@ -67,4 +72,26 @@ def test_fallback() -> None:
             f"<= {target}x" if target else "",
             (x <= target) if target else None,
             note="" if dupfd_query else "no F_DUPFD_QUERY: epoll equality test",
+        )
+
+
+def test_lock_rung() -> None:
+    samples: dict[tuple[str, str], list[float]] = {}
+    scenarios = ["distinct", "dup", "mix"]
+    for _ in range(PAIRS):
+        for mode in ("kcmp", "lock"):
+            for s in scenarios:
+                out = worker(mode, 1 if (mode, s) == ("lock", "mix") else ROUNDS, [s])
+                assert out["support"] == [mode == "kcmp", mode == "kcmp"], out["support"]
+                samples.setdefault((mode, s), []).extend(out["times"][s])
+    for s in scenarios:
+        with_kcmp = statistics.median(samples[("kcmp", s)])
+        without = statistics.median(samples[("lock", s)])
+        times = f"{fmt_time(without)} vs {fmt_time(with_kcmp)}"
+        RESULTS.add(
+            "5b lock rung (no kcmp, no F_DUPFD_QUERY)",
+            f"{s} self n=10000",
+            f"{without / with_kcmp:.2f}x of kcmp path ({times})",
+            "",
+            None,
         )
