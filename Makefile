@@ -11,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi)
 
-.PHONY: help run test lint lint-py lint-rust format test-py test-rust bench bench-build build setup system-deps docs wheel-test clean
+.PHONY: help run test lint lint-py lint-rust format test-py test-rust bench bench-build build setup system-deps docs wheel-test kernel-test clean
 
 help: ## List the targets, one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -93,6 +93,11 @@ docs: build system-deps ## Render docs/scan-example.svg from `kcmp-rs scan --exa
 
 wheel-test: $(VENV)/.deps ## Build the abi3 wheel and sdist; run the suite on the oldest and newest CPython
 	bash scripts/wheel-test.sh
+
+# Debian's 6.1 and 5.10 kernels under virtme-ng (QEMU; KVM where it boots): the whole
+# test suite in each. KERNELS=bullseye runs the oldest alone.
+kernel-test: build system-deps ## The test suite under older real kernels (virtme-ng; KERNELS=bullseye: 5.10 only)
+	bash scripts/kernel-test.sh
 
 clean: ## Remove .venv, target and dist
 	rm -rf $(VENV) target dist
