@@ -74,7 +74,7 @@ CONF
 fetch_kernel() {
     local suite=$1 conf pkg dir
     conf=$(apt_conf "$suite")
-    if ! ls "$K/apt/$suite/lists" | grep -q "_${suite}_"; then
+    if ! compgen -G "$K/apt/$suite/lists/*_${suite}_InRelease" >/dev/null; then
         APT_CONFIG=$conf timeout 300 apt-get update -q >&2 || return 1
     fi
     pkg=$(APT_CONFIG=$conf apt-cache depends linux-image-amd64 |
@@ -104,9 +104,11 @@ accel_for() {
     fi
 }
 
-# The guest's hard fd limit is 4096; tests open more. pytest may write only in /tmp.
+# The guest's hard fd limit is 4096; tests open more. The guest sees this machine's
+# root read-only: pytest's cache is off and Hypothesis keeps its examples in /tmp.
 GUEST_CMD="ulimit -Hn 1048576; ulimit -n 1048576; cd '$ROOT' &&
-PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
+PYTHONDONTWRITEBYTECODE=1 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/kcmp-rs-hypothesis \
+.venv/bin/python -m pytest -q -p no:cacheprovider \
 tests ${KERNEL_TEST_ARGS:-}; echo KCMP_RS_GUEST_STATUS=\$?"
 
 STATUS=0

@@ -39,7 +39,8 @@ _ARCHES = {
     "aarch64": (0xC00000B7, 272, 25),
 }
 
-#: ``("errno", EPERM)``, ``("errno", ENOSYS)`` or ``("kill",)``.
+#: ``("errno", EPERM)``, ``("errno", ENOSYS)``, ``("kill",)``, or ``("allow",)`` (kcmp works:
+#: only F_DUPFD_QUERY is refused, as on a kernel before 6.10).
 KcmpAction = Union[tuple[str, int], tuple[str]]
 
 
@@ -79,9 +80,11 @@ def _jump(k: int, jt: int, jf: int) -> tuple[int, int, int, int]:
 def _action(spec: KcmpAction) -> int:
     if spec == ("kill",):
         return SECCOMP_RET_KILL_PROCESS
+    if spec == ("allow",):
+        return SECCOMP_RET_ALLOW
     if len(spec) == 2 and spec[0] == "errno":
         return SECCOMP_RET_ERRNO | (int(spec[1]) & SECCOMP_RET_DATA)
-    raise ValueError(f"kcmp action must be ('errno', N) or ('kill',), got {spec!r}")
+    raise ValueError(f"kcmp action must be ('errno', N), ('kill',) or ('allow',), got {spec!r}")
 
 
 def build_program(
@@ -113,7 +116,8 @@ def install_filter(kcmp: KcmpAction = ("errno", 1), dupfd_query_errno: int | Non
 
     ``kcmp``: ``("errno", E)`` makes every kcmp(2) fail with errno E (EPERM like
     Docker's default profile, ENOSYS like gVisor with CAP_SYS_PTRACE);
-    ``("kill",)`` kills the process with SIGSYS when it calls kcmp. With
+    ``("kill",)`` kills the process with SIGSYS when it calls kcmp; ``("allow",)`` lets
+    it through. With
     ``dupfd_query_errno``, ``fcntl(fd, F_DUPFD_QUERY, ...)`` fails with that errno (as
     on a kernel before 6.10 when it is EINVAL). Everything else is allowed. Raises
     OSError if prctl refuses, SeccompUnsupported on an unknown architecture.
