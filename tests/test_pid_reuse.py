@@ -48,7 +48,7 @@ _MS_PRIVATE = 1 << 18
 
 _SLEEP = shutil.which("sleep") or "/bin/sleep"
 
-#: Pids inside the namespace: threads before the target, the target, the rest.
+#: Pids inside the namespace: processes before the target, the target, the rest.
 _FARM_BEFORE_PID = 1000
 _TARGET_PID = 2000
 _LATER_PID = 3000
@@ -139,8 +139,8 @@ def _reuse_scenario(kind: str, missing: str, when: str) -> dict[str, Any]:  # no
     """Runs as pid 1 of a new pid namespace: one batch whose target is replaced mid-call.
 
     ``kind``: "files" (classify_files over the target's refs, then 3000 refs of a later
-    process that share the target's first file), "files-starttime" (the same after 300
-    threads, so the target is past the batch's pidfd cap and tracked by start time),
+    process that share the target's first file), "files-starttime" (the same after 100
+    processes, so the target is past the batch's pidfd cap and tracked by start time),
     "fds" (classify_fds of the target, 2000 fds) or "tasks" (classify_tasks of the target
     and the 1101 tasks of a later process). ``when``: "later" swaps once the batch works
     on the later process, "keying" while it still reads the target's own fds.
@@ -155,7 +155,9 @@ def _reuse_scenario(kind: str, missing: str, when: str) -> dict[str, Any]:  # no
 
     farm: list[int] = []
     if kind == "files-starttime":
-        farm = _spawn_farm_at(_FARM_BEFORE_PID, 300, {3: z})
+        # Processes, not threads: before Linux 6.9 (no PIDFD_THREAD) a thread id gets
+        # no pidfd, so only processes use up the batch's cap of 64 before the target.
+        farm = [_spawn_at(_FARM_BEFORE_PID + i, {3: z}) for i in range(100)]
     # Started well before the replacement: start times are in clock ticks (10 ms).
     target = _spawn_at(_TARGET_PID, {3 + i: x for i in range(target_fds)})
     time.sleep(0.05)
@@ -304,8 +306,8 @@ def _check_reuse_outcome(
     assert got["replacement"] == target
     if kind == "files-starttime":
         assert not got["target_had_pidfd"], (
-            "the target got a pidfd: the batch's pidfd cap grew past the 301 tasks before "
-            "it, so this case no longer covers the start-time identity; add threads"
+            "the target got a pidfd: the batch's pidfd cap grew past the 100 processes "
+            "before it, so this case no longer covers the start-time identity; add some"
         )
     else:
         assert got["target_had_pidfd"], f"{where}the batch held no pidfd for the target"
