@@ -11,10 +11,10 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi)
 
-.PHONY: help run test lint lint-py lint-rust format test-py test-rust bench bench-build build setup system-deps docs wheel-test clean
+.PHONY: help run test lint lint-py lint-rust format test-py test-rust bench bench-build build setup system-deps docs wheel-test container-test clean
 
 help: ## List the targets, one line each
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
 run: build ## Set up, build, run the man-page demo and the example scan
 	$(PY) -m kcmp_rs demo
@@ -93,6 +93,9 @@ docs: build system-deps ## Render docs/scan-example.svg from `kcmp-rs scan --exa
 
 wheel-test: $(VENV)/.deps ## Build the abi3 wheel and sdist; run the suite on the oldest and newest CPython
 	bash scripts/wheel-test.sh
+
+container-test: build ## Run kcmp_rs in real podman/runc containers (default seccomp profile and others; root)
+	bash scripts/container-test.sh
 
 clean: ## Remove .venv, target and dist
 	rm -rf $(VENV) target dist
