@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +172,11 @@ class Family:
     to_host: dict[int, int]  # container pid -> host pid
 
     @property
+    def tag(self) -> str:
+        """The scenario's short name, without the run's unique prefix."""
+        return self.name.rsplit("-", 1)[-1]
+
+    @property
     def pid(self) -> int:
         return int(self.report["pid"])
 
@@ -289,9 +294,7 @@ def host_inode(ref: Ref) -> int:
 # ---- checks shared by the scenarios ----
 
 
-def check_error(
-    t: Tally, got: dict[str, Any], cls: str, errno_: int, text: str, what: str
-) -> None:
+def check_error(t: Tally, got: dict[str, Any], cls: str, errno_: int, text: str, what: str) -> None:
     err = got.get("error")
     if not t.check(err is not None, f"{what}: raises {cls}", f"returned {got.get('ok')!r}"):
         return
@@ -319,14 +322,17 @@ def check_setup(t: Tally, fam: Family, groups: Groups) -> None:
         ("the write end and its dup", same((me, roles["pipe_w"]), (me, roles["pipe_w_dup"]))),
         ("a file and its dup", same((me, roles["a_rw"]), (me, roles["a_rw_dup"]))),
         ("the read end, inherited", same((me, roles["pipe_r"]), (kid, roles["pipe_r"]))),
-        ("the fd passed over SCM_RIGHTS", same((me, roles["received"]), (kid, kid_roles["passed"]))),
+        (
+            "the fd passed over SCM_RIGHTS",
+            same((me, roles["received"]), (kid, kid_roles["passed"])),
+        ),
         ("not: a file opened twice", not same((me, roles["a_rw"]), (me, roles["a_ro"]))),
         ("not: /dev/null opened twice", not same((me, roles["null1"]), (me, roles["null2"]))),
         ("not: the child's own open", not same((me, roles["a_ro"]), (kid, kid_roles["a_child"]))),
         ("not: the two ends of a pipe", not same((me, roles["pipe_r"]), (me, roles["pipe_w"]))),
     ]
     wrong = [name for name, holds in facts if not holds]
-    t.check(not wrong, f"{fam.name}: host kcmp sees the family as built", wrong)
+    t.check(not wrong, f"{fam.tag}: host kcmp sees the family as built", wrong)
 
 
 def check_file_answers(t: Tally, fam: Family, want: Groups, kcmp_usable: bool) -> None:
@@ -340,30 +346,30 @@ def check_file_answers(t: Tally, fam: Family, want: Groups, kcmp_usable: bool) -
         if got != {"ok": index[(me, a)] == index[(me, b)]}
     ]
     n = len(answers["same_file"])
-    t.check(not wrong and n > 50, f"{fam.name}: same_file on {n} pairs of own fds", wrong[:3])
-    t.equal(answers["classify_fds"], {"ok": of_pid(want, me)}, f"{fam.name}: classify_fds")
+    t.check(not wrong and n > 50, f"{fam.tag}: same_file on {n} pairs of own fds", wrong[:3])
+    t.equal(answers["classify_fds"], {"ok": of_pid(want, me)}, f"{fam.tag}: classify_fds")
     own = [mine for mine in (tuple(r for r in g if r[0] == me) for g in want) if mine]
-    t.equal(answers["classify_files_own"], {"ok": own}, f"{fam.name}: classify_files, own fds")
+    t.equal(answers["classify_files_own"], {"ok": own}, f"{fam.tag}: classify_files, own fds")
     child = fam.report["child_report"]
-    t.equal(child["classify_fds"], {"ok": of_pid(want, kid)}, f"{fam.name}: child's classify_fds")
-    t.equal(child["inherited_dup"], {"ok": True}, f"{fam.name}: child's same_file, inherited dup")
+    t.equal(child["classify_fds"], {"ok": of_pid(want, kid)}, f"{fam.tag}: child's classify_fds")
+    t.equal(child["inherited_dup"], {"ok": True}, f"{fam.tag}: child's same_file, inherited dup")
     if kcmp_usable:
         kernel = answers["classify_fds_kernel"].get("ok")
         t.equal(
             sorted(tuple(g) for g in kernel or []),
             of_pid(want, me),
-            f"{fam.name}: classify_fds order=kernel",
+            f"{fam.tag}: classify_fds order=kernel",
         )
-        t.equal(answers["classify_files_all"], {"ok": want}, f"{fam.name}: classify_files, both")
-        t.equal(answers["classify_files_partial"], {"ok": [want, []]}, f"{fam.name}: partial")
+        t.equal(answers["classify_files_all"], {"ok": want}, f"{fam.tag}: classify_files, both")
+        t.equal(answers["classify_files_partial"], {"ok": [want, []]}, f"{fam.tag}: partial")
     getfd = answers["classify_files_getfd"]
     if fam.report["support"][2]:
-        t.equal(getfd, {"ok": want}, f"{fam.name}: classify_files with allow_pidfd_getfd")
+        t.equal(getfd, {"ok": want}, f"{fam.tag}: classify_files with allow_pidfd_getfd")
     else:
         t.equal(
             getfd.get("error", {}).get("class"),
             "KcmpUnavailableError",
-            f"{fam.name}: classify_files with allow_pidfd_getfd, pidfd_getfd refused",
+            f"{fam.tag}: classify_files with allow_pidfd_getfd, pidfd_getfd refused",
         )
 
 
@@ -381,12 +387,12 @@ def check_refused_across(t: Tally, fam: Family, want: Groups, reason: str) -> No
     spanning = all(len(inodes[host_inode((to_host[p], f))]) > 1 for p, f in undecided)
     t.check(
         err.get("class") == "KcmpUnavailableError" and err.get("reason") == reason,
-        f"{fam.name}: classify_files across processes raises KcmpUnavailableError",
+        f"{fam.tag}: classify_files across processes raises KcmpUnavailableError",
         err or answers["classify_files_all"],
     )
     t.check(
         bool(undecided) and spanning,
-        f"{fam.name}: undecided names only fds whose inode another process holds",
+        f"{fam.tag}: undecided names only fds whose inode another process holds",
         undecided,
     )
     groups, left = answers["classify_files_partial"].get("ok") or ([], [])
@@ -403,21 +409,21 @@ def check_refused_across(t: Tally, fam: Family, want: Groups, reason: str) -> No
     ]
     t.check(
         not merged_wrongly and not split_wrongly and sorted(left_set) == undecided,
-        f"{fam.name}: classify_files_partial agrees with the truth on what it decides",
+        f"{fam.tag}: classify_files_partial agrees with the truth on what it decides",
         (merged_wrongly, split_wrongly),
     )
 
 
 def check_tasks_refused(t: Tally, fam: Family, reason: str) -> None:
     for call, got in fam.report["tasks"].items():
-        check_error(t, got, "KcmpUnavailableError", 1, reason, f"{fam.name}: {call}")
+        check_error(t, got, "KcmpUnavailableError", 1, reason, f"{fam.tag}: {call}")
     check_error(
         t,
         fam.report["answers"]["classify_fds_kernel"],
         "KcmpUnavailableError",
         1,
         f'order="kernel" needs kcmp(2), and {reason}',
-        f"{fam.name}: classify_fds order=kernel",
+        f"{fam.tag}: classify_fds order=kernel",
     )
 
 
@@ -425,19 +431,19 @@ def check_tasks_answer(t: Tally, fam: Family) -> None:
     hp, hc = fam.to_host[fam.pid], fam.to_host[fam.child]
     tasks = fam.report["tasks"]
     want_sharing = dataclasses.astuple(kcmp_rs.sharing(hp, hc))
-    t.equal(tasks["sharing"], {"ok": want_sharing}, f"{fam.name}: sharing, as on the host")
+    t.equal(tasks["sharing"], {"ok": want_sharing}, f"{fam.tag}: sharing, as on the host")
     t.equal(
         tasks["kcmp_vm"],
         {"ok": int(baseline.kcmp(hp, hc, KcmpType.VM))},
-        f"{fam.name}: kcmp VM, as on the host",
+        f"{fam.tag}: kcmp VM, as on the host",
     )
     for call, value in (("same_vm", want_sharing[0]), ("same_files", want_sharing[1])):
-        t.equal(tasks[call], {"ok": value}, f"{fam.name}: {call}")
-    t.equal(tasks["same_fs"], {"ok": want_sharing[2]}, f"{fam.name}: same_fs")
+        t.equal(tasks[call], {"ok": value}, f"{fam.tag}: {call}")
+    t.equal(tasks["same_fs"], {"ok": want_sharing[2]}, f"{fam.tag}: same_fs")
     t.equal(
         tasks["classify_tasks"],
         {"ok": [[fam.pid], [fam.child]]},
-        f"{fam.name}: classify_tasks FILES",
+        f"{fam.tag}: classify_tasks FILES",
     )
 
 
@@ -450,11 +456,11 @@ def check_cli_refused(
     t.equal(
         (demo.returncode, demo.stderr.splitlines()[:1]),
         (1, [f"kcmp-rs: demo: kcmp(2) is unavailable here: {reason}"]),
-        f"{fam.name}: kcmp-rs demo exits 1, its first line names the cause and the fix",
+        f"{fam.tag}: kcmp-rs demo exits 1, its first line names the cause and the fix",
     )
     t.check(
         all(ln.startswith("kcmp-rs: demo: ") for ln in demo.stderr.splitlines()),
-        f"{fam.name}: kcmp-rs demo prints only one-line notes, no traceback",
+        f"{fam.tag}: kcmp-rs demo prints only one-line notes, no traceback",
         demo.stderr,
     )
     pids = f"{fam.pid},{fam.child}"
@@ -462,13 +468,13 @@ def check_cli_refused(
     vm_row = next((ln.split() for ln in share.stdout.splitlines() if ln.startswith("VM")), [])
     t.check(
         share.returncode == 4 and vm_row[:2] == ["VM", "?"] and reason in share.stderr,
-        f"{fam.name}: kcmp-rs share exits 4, VM '?', the reason on stderr",
+        f"{fam.tag}: kcmp-rs share exits 4, VM '?', the reason on stderr",
         (share.returncode, vm_row, share.stderr),
     )
     scan = podman.exec(fam.name, [cli, "scan", "-p", pids, "-J"], env=env)
     t.check(
         scan.returncode == 4 and reason in scan.stderr and json.loads(scan.stdout)["undecided"],
-        f"{fam.name}: kcmp-rs scan -p exits 4, names the undecided fds and the reason",
+        f"{fam.tag}: kcmp-rs scan -p exits 4, names the undecided fds and the reason",
         (scan.returncode, scan.stderr),
     )
     if fam.report["support"][2]:
@@ -488,7 +494,7 @@ def check_scan(
     scan = podman.exec(fam.name, [f"{VENV}/bin/kcmp-rs", "scan", "-p", pids, "-J", *flags], env=env)
     shared = [g for g in want if len(g) > 1]
     got = scan_groups(json.loads(scan.stdout)) if scan.returncode == 0 else scan.stderr
-    t.equal(got, shared, f"{fam.name}: kcmp-rs scan -p {pids} {' '.join(flags)}".rstrip())
+    t.equal(got, shared, f"{fam.tag}: kcmp-rs scan -p {pids} {' '.join(flags)}".rstrip())
 
 
 def scan_groups(doc: dict[str, Any]) -> Groups:
@@ -500,10 +506,10 @@ def scan_groups(doc: dict[str, Any]) -> Groups:
 def check_cli_works(t: Tally, podman: Podman, fam: Family, want: Groups) -> None:
     cli = f"{VENV}/bin/kcmp-rs"
     demo = podman.exec(fam.name, [cli, "demo"])
-    t.equal((demo.returncode, demo.stderr), (0, ""), f"{fam.name}: kcmp-rs demo")
+    t.equal((demo.returncode, demo.stderr), (0, ""), f"{fam.tag}: kcmp-rs demo")
     share = podman.exec(fam.name, [cli, "share", str(fam.pid), str(fam.child)])
     vm_row = next((ln.split() for ln in share.stdout.splitlines() if ln.startswith("VM")), [])
-    t.equal((share.returncode, vm_row[:2]), (0, ["VM", "no"]), f"{fam.name}: kcmp-rs share")
+    t.equal((share.returncode, vm_row[:2]), (0, ["VM", "no"]), f"{fam.tag}: kcmp-rs share")
     check_scan(t, podman, fam, want)
 
 
@@ -519,13 +525,13 @@ def default_profile(t: Tally, podman: Podman, helper: Helper) -> None:
         t.equal(
             [kcmp_ok, reason],
             [False, REASON_POLICY],
-            f"{fam.name}: support() names the seccomp policy and the fix",
+            f"{fam.tag}: support() names the seccomp policy and the fix",
         )
         # The profile leaves fcntl alone: F_DUPFD_QUERY is there when the kernel has it.
-        t.equal(dupfd_query, kcmp_rs.support().dupfd_query, f"{fam.name}: F_DUPFD_QUERY")
+        t.equal(dupfd_query, kcmp_rs.support().dupfd_query, f"{fam.tag}: F_DUPFD_QUERY")
         print(f"(pidfd_getfd under this profile: {pidfd_getfd})", flush=True)
         t.equal(
-            fam.report["child_report"]["support"][0], False, f"{fam.name}: the child's support()"
+            fam.report["child_report"]["support"][0], False, f"{fam.tag}: the child's support()"
         )
         check_file_answers(t, fam, want, kcmp_usable=False)
         check_refused_across(t, fam, want, REASON_POLICY)
@@ -541,7 +547,7 @@ def disabled(t: Tally, podman: Podman) -> None:
     with family(podman, "nokcmp", ["--env", "KCMP_RS_NO_KCMP=1"]) as fam:
         want = fam.to_container(truth(fam.host_refs()))
         check_setup(t, fam, want)
-        t.equal(fam.report["support"][::3], [False, REASON_DISABLED], f"{fam.name}: support()")
+        t.equal(fam.report["support"][::3], [False, REASON_DISABLED], f"{fam.tag}: support()")
         check_file_answers(t, fam, want, kcmp_usable=False)
         check_refused_across(t, fam, want, REASON_DISABLED)
         check_tasks_refused(t, fam, REASON_DISABLED)
@@ -553,7 +559,7 @@ def permitted(t: Tally, podman: Podman, tag: str, extra: Sequence[str]) -> None:
     with family(podman, tag, extra) as fam:
         want = fam.to_container(truth(fam.host_refs()))
         check_setup(t, fam, want)
-        t.equal(fam.report["support"][::3], [True, ""], f"{fam.name}: support() says kcmp works")
+        t.equal(fam.report["support"][::3], [True, ""], f"{fam.tag}: support() says kcmp works")
         check_file_answers(t, fam, want, kcmp_usable=True)
         check_tasks_answer(t, fam)
         check_cli_works(t, podman, fam, want)
@@ -567,22 +573,29 @@ def non_root(t: Tally, podman: Podman, fam: Family, *, seccomp_default: bool) ->
     asked = podman.exec(
         fam.name, [f"{VENV}/bin/python", INSIDE, "ask", str(target), str(fd)], user="1000:1000"
     )
-    if not t.check(asked.returncode == 0, f"{fam.name}: ask as uid 1000 ran", asked.stderr):
+    if not t.check(asked.returncode == 0, f"{fam.tag}: ask as uid 1000 ran", asked.stderr):
         return
     got = json.loads(asked.stdout)
-    t.equal(got["uid"], [1000, 1000], f"{fam.name}: the asker runs as uid 1000")
+    t.equal(got["uid"], [1000, 1000], f"{fam.tag}: the asker runs as uid 1000")
     denied = DENIED.format(pid=target)
     calls = ["same_file", "same_file_root_first", "open_fds", "classify_fds", "classify_files"]
-    if not seccomp_default:
-        calls += ["kcmp_vm", "same_fs", "sharing"]
+    task_calls = ["kcmp_vm", "same_fs", "sharing"]
+    if seccomp_default:
+        # The policy refuses kcmp before the kernel would weigh the uids.
+        for call in task_calls:
+            check_error(
+                t, got[call], "KcmpUnavailableError", 1, REASON_POLICY, f"{fam.tag}: {call}"
+            )
+    else:
+        calls += task_calls
     for call in calls:
         err = got[call].get("error") or {}
         t.equal(
             (err.get("class"), err.get("errno"), err.get("pid"), err.get("permission_error")),
             ("ProcessAccessError", 1, target, True),
-            f"{fam.name}: uid 1000 -> root: {call} raises ProcessAccessError naming it",
+            f"{fam.tag}: uid 1000 -> root: {call} raises ProcessAccessError naming it",
         )
-        t.check(denied in err.get("message", ""), f"{fam.name}: {call} message", err)
+        t.check(denied in err.get("message", ""), f"{fam.tag}: {call} message", err)
 
 
 # ---- 3: a description of the host inside the container ----
@@ -634,7 +647,9 @@ def crossing(t: Tally, fam: Family, helper: Helper) -> None:
     assert helper.proc is not None
     hp, hc, hh = fam.to_host[fam.pid], fam.to_host[fam.child], helper.proc.pid
     want = [g for g in truth([*fam.host_refs(), (hh, helper.fd)]) if (hh, helper.fd) in g]
-    cmd = ["kcmp-rs", "scan", "-p", f"{hh},{hp},{hc}", "--across", "pid"]
+    # The host's kcmp-rs: the one beside this interpreter (the repo's .venv).
+    cli = os.path.join(os.path.dirname(sys.executable), "kcmp-rs")
+    cmd = [cli, "scan", "-p", f"{hh},{hp},{hc}", "--across", "pid"]
     table = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     t.check(
         table.returncode == 3 and helper.path in table.stdout and "1 crossing" in table.stdout,
@@ -666,10 +681,13 @@ def main(argv: Sequence[str]) -> int:
     podman = Podman(args.rootfs, args.prefix, xchg)
     helper = Helper(os.path.join(args.work, "host-secret"))
     t = Tally()
-    steps = [
+    steps: list[tuple[str, Callable[[], None]]] = [
         ("default profile", lambda: default_profile(t, podman, helper)),
         ("KCMP_RS_NO_KCMP=1", lambda: disabled(t, podman)),
-        ("--cap-add SYS_PTRACE", lambda: permitted(t, podman, "ptrace", ["--cap-add", "SYS_PTRACE"])),
+        (
+            "--cap-add SYS_PTRACE",
+            lambda: permitted(t, podman, "ptrace", ["--cap-add", "SYS_PTRACE"]),
+        ),
         (
             "seccomp=unconfined",
             lambda: permitted(t, podman, "unconfined", ["--security-opt", "seccomp=unconfined"]),
