@@ -35,6 +35,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kcmp-container-test.XXXXXX")
 ROOTFS_TMP=""
+DRIVER=""
+TAIL=""
 
 PASSED=0
 FAILED=0
@@ -62,6 +64,12 @@ our_mounts() {
 
 teardown() {
     local name
+    # The driver removes its containers and ends its helper itself on SIGTERM.
+    if [ -n "$DRIVER" ]; then
+        kill -TERM "$DRIVER" 2>/dev/null
+        wait "$DRIVER" 2>/dev/null
+    fi
+    [ -n "$TAIL" ] && kill "$TAIL" 2>/dev/null
     for name in $(our_containers); do
         "${PODMAN[@]}" rm -f -t 0 "$name" >/dev/null 2>&1
     done
@@ -76,7 +84,7 @@ teardown() {
     fi
 }
 trap teardown EXIT
-trap 'exit 130' INT TERM
+trap 'echo "container-test: interrupted"; exit 130' INT TERM
 
 finish() {
     section "summary ($((SECONDS - START)) s)"
@@ -153,9 +161,17 @@ ok "the wheel is installed in the rootfs's venv"
 # ---- the scenarios ----
 
 section "scenarios"
-"$PY" tests/container/scenarios.py --rootfs "$ROOTFS" --prefix "$PREFIX" --work "$WORK" |
-    tee "$WORK/scenarios.log"
-status=${PIPESTATUS[0]}
+# In the background, so that a signal reaches the trap at once, not when it ends.
+"$PY" tests/container/scenarios.py --rootfs "$ROOTFS" --prefix "$PREFIX" --work "$WORK" \
+    >"$WORK/scenarios.log" 2>&1 &
+DRIVER=$!
+tail -n +1 -f --pid="$DRIVER" "$WORK/scenarios.log" &
+TAIL=$!
+wait "$DRIVER"
+status=$?
+DRIVER=""
+wait "$TAIL"
+TAIL=""
 summary=$(grep -E '^scenarios: [0-9]+ passed, [0-9]+ failed$' "$WORK/scenarios.log")
 if [ -z "$summary" ]; then
     fail "scenarios.py printed no summary (exit $status)"

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -671,6 +672,8 @@ def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["helper"]:
         helper_main(argv[1], argv[2])
         return 0
+    # scripts/container-test.sh stops us with SIGTERM: leave through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser()
     parser.add_argument("--rootfs", required=True)
     parser.add_argument("--prefix", required=True)
