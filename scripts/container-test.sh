@@ -137,6 +137,8 @@ if [ -d "$ROOTFS" ]; then
 else
     mkdir -p "$CACHE" || die "cannot create $CACHE"
     ROOTFS_TMP=$(mktemp -d "$ROOTFS.tmp.XXXXXX") || die "cannot create a directory in $CACHE"
+    # mktemp makes it 0700, and it becomes the containers' /: non-root users need 0755.
+    chmod 0755 "$ROOTFS_TMP" || die "chmod $ROOTFS_TMP"
     t0=$SECONDS
     debootstrap --variant=minbase --include=python3,python3-venv bookworm "$ROOTFS_TMP" \
         >"$WORK/debootstrap.log" 2>&1 ||
