@@ -151,7 +151,7 @@ ok "rootfs ready: $("$ROOTFS/usr/bin/python3" --version 2>/dev/null || echo "no 
 
 section "venv inside the rootfs: /opt/kcmp-rs-venv"
 rm -rf "$ROOTFS/opt/kcmp-rs-venv" "$ROOTFS/opt/kcmp-rs-ct"
-mkdir -p "$ROOTFS/opt/kcmp-rs-ct" && cp tests/container/inside.py "$ROOTFS/opt/kcmp-rs-ct/" ||
+{ mkdir -p "$ROOTFS/opt/kcmp-rs-ct" && cp tests/container/inside.py "$ROOTFS/opt/kcmp-rs-ct/"; } ||
     die "cannot copy inside.py into the rootfs"
 "${PODMAN[@]}" run --rm --name "$PREFIX-setup" --ulimit nofile=1024:4096 \
     --ulimit nproc=1024:1024 --network none -v "$DIST:/dist:ro" --rootfs "$ROOTFS" \
@@ -188,8 +188,8 @@ fi
 
 section "teardown"
 left=$(our_containers)
-[ -z "$left" ] && ok "no container of ours is left" || fail "containers left: $left"
+if [ -z "$left" ]; then ok "no container of ours is left"; else fail "containers left: $left"; fi
 mounts=$(our_mounts)
-[ -z "$mounts" ] && ok "no mount of ours is left" || fail "mounts left: $mounts"
+if [ -z "$mounts" ]; then ok "no mount of ours is left"; else fail "mounts left: $mounts"; fi
 
 finish

@@ -222,7 +222,7 @@ def family(
     tag: str,
     extra: Sequence[str] = (),
     listen: str | None = None,
-    on_listening: Any = None,
+    on_listening: Callable[[str], None] | None = None,
 ) -> Iterator[Family]:
     """Runs a family container; on leaving, lets it end and removes it on every path."""
     name = f"{podman.prefix}-{tag}"
@@ -237,7 +237,7 @@ def family(
         text=True,
     )
     try:
-        if listen:
+        if listen and on_listening:
             read_json_line(proc, name)  # listening
             on_listening(os.path.join(podman.xchg, listen))
         report = read_json_line(proc, name)
