@@ -11,10 +11,10 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi)
 
-.PHONY: help run test lint lint-py lint-rust format test-py test-rust bench bench-build build setup system-deps docs wheel-test kernel-test clean
+.PHONY: help run test lint lint-py lint-rust format test-py test-rust bench bench-build build setup system-deps docs wheel-test kernel-test container-test clean
 
 help: ## List the targets, one line each
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
 run: build ## Set up, build, run the man-page demo and the example scan
 	$(PY) -m kcmp_rs demo
@@ -98,6 +98,9 @@ wheel-test: $(VENV)/.deps ## Build the abi3 wheel and sdist; run the suite on th
 # test suite in each. KERNELS=bullseye runs the oldest alone.
 kernel-test: build system-deps ## The test suite under older real kernels (virtme-ng; KERNELS=bullseye: 5.10 only)
 	bash scripts/kernel-test.sh
+
+container-test: build ## Run kcmp_rs in real podman/runc containers (default seccomp profile and others; root)
+	bash scripts/container-test.sh
 
 clean: ## Remove .venv, target and dist
 	rm -rf $(VENV) target dist

@@ -17,6 +17,7 @@ SIZE_LIMITS = [
     ("src/**/*.rs", 1000),
     ("python/kcmp_rs/*.py", 600),
     ("tests/*.py", 800),
+    ("tests/container/*.py", 800),
 ]
 
 
