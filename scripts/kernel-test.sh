@@ -111,6 +111,10 @@ PYTHONDONTWRITEBYTECODE=1 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/kcmp-rs-hypothesis \
 .venv/bin/python -m pytest -q -p no:cacheprovider \
 tests ${KERNEL_TEST_ARGS:-}; echo KCMP_RS_GUEST_STATUS=\$?"
 
+# Bytecode compiled here, once: the guest reads the tree through 9p under emulation,
+# where every `python -m kcmp_rs` of the CLI tests would otherwise compile the package.
+"$ROOT/.venv/bin/python" -m compileall -q -j 0 "$ROOT/python" "$ROOT/tests" >/dev/null || exit 2
+
 STATUS=0
 SUMMARY=()
 for suite in $KERNELS; do
