@@ -215,6 +215,10 @@ def _run_demo_child(path: str, fd1: int) -> tuple[int, int, str]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    support = kcmp_rs.support()
+    if not support.kcmp:
+        # Every step of the manual page's example is a kcmp call: one line, no child.
+        raise CommandError(f"demo: kcmp(2) is unavailable here: {support.reason}")
     directory = tempfile.mkdtemp(prefix="kcmp-rs-demo-")
     fd1 = -1
     try:
