@@ -38,20 +38,8 @@ ROOTFS_TMP=""
 DRIVER=""
 TAIL=""
 
-PASSED=0
-FAILED=0
-FAILURES=()
-
-section() { printf '\n==== %s ====\n' "$*"; }
-ok() {
-    echo "ok: $*"
-    PASSED=$((PASSED + 1))
-}
-fail() {
-    echo "FAIL: $*"
-    FAILED=$((FAILED + 1))
-    FAILURES+=("$*")
-}
+# shellcheck source=scripts/_tally.sh
+source "$ROOT/scripts/_tally.sh"
 
 our_containers() {
     "${PODMAN[@]}" ps -a --filter "name=^$PREFIX-" --format '{{.Names}}' 2>/dev/null

@@ -40,21 +40,9 @@ fi
 DIST=$WORK/dist
 START=$SECONDS
 
-PASSED=0
-FAILED=0
+# shellcheck source=scripts/_tally.sh
+source "$ROOT/scripts/_tally.sh"
 SKIPPED=0
-FAILURES=()
-
-section() { printf '\n==== %s ====\n' "$*"; }
-ok() {
-    echo "ok: $*"
-    PASSED=$((PASSED + 1))
-}
-fail() {
-    echo "FAIL: $*"
-    FAILED=$((FAILED + 1))
-    FAILURES+=("$*")
-}
 die() {
     fail "$*"
     finish
