@@ -171,6 +171,13 @@ pub fn getpid() -> Pid {
     unsafe { libc::getpid() }
 }
 
+/// The calling thread's id (through the syscall: older glibcs have no `gettid`).
+pub fn gettid() -> Pid {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    Pid::try_from(tid).unwrap_or(0)
+}
+
 /// The (st_dev, st_ino) identity of a file: equal for every fd sharing a description.
 pub type FileKey = (u64, u64);
 

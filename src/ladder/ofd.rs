@@ -3,8 +3,9 @@
 //!
 //! An open file description (OFD) lock is owned by the description, so a lock taken
 //! with `F_OFD_SETLK` through `a` conflicts with an `F_OFD_GETLK` probe through `b` only
-//! when `b` is another description. The lock covers one byte, the last but one a file
-//! can have (beyond any data), and lives for four fcntl calls.
+//! when `b` is another description. The lock covers one byte far beyond any data (the
+//! byte depends on the calling thread, so tests run at once by processes that share a
+//! description never meet), and lives for four fcntl calls.
 //!
 //! It runs only where it changes nothing anybody can see:
 //! * on local filesystems (a list of magic numbers): network, cluster and FUSE
@@ -17,15 +18,28 @@
 //! * never waiting: a lock taken by another process in between makes the pair
 //!   undecided, not wrong.
 //!
+//! Whatever else holds `a`'s description may lock and unlock through it meanwhile (a
+//! whole-file lock would swallow the test's byte, its unlock drop it): "no conflict"
+//! counts as "one description" only if `a`'s fdinfo still shows the test's lock, byte
+//! for byte, after the probe; "a conflict" only if it is the test's lock and goes away
+//! with it.
+//!
 //! What is left visible: for those microseconds, another process asking for a lock
 //! covering that byte (a whole-file lock, or one to the end of the file) without
 //! waiting is refused, and one that waits, waits.
 
 use crate::sys::{self, Errno, Fd};
 
-/// The byte locked: far beyond any data, and not the last byte, so the lock reads back
-/// as one byte long rather than "to the end" (`l_len` 0).
+/// The highest byte locked: far beyond any data, and not the last byte, so the lock
+/// reads back as one byte long rather than "to the end" (`l_len` 0).
 const LOCK_BYTE: i64 = i64::MAX - 1;
+
+/// The byte this thread's tests lock: one per thread id (modulo 2^22), so concurrent
+/// tests through one description, by threads or by processes it is shared with, take
+/// different bytes and never merge with or drop each other's lock.
+fn lock_byte() -> i64 {
+    LOCK_BYTE - i64::from(sys::gettid() & 0x3F_FFFF)
+}
 
 /// Filesystems whose locks stay in this kernel's lock tables (`linux/magic.h`).
 const LOCAL_FILESYSTEMS: &[u32] = &[
@@ -66,7 +80,11 @@ const LOCAL_FILESYSTEMS: &[u32] = &[
 /// Whether `a` and `b`, fds of this process on the same inode, share a description;
 /// `Ok(None)` where the rung may not run or someone else's lock got in the way.
 pub fn same_by_lock(a: Fd, b: Fd) -> Result<Option<bool>, Errno> {
-    if !may_lock(a)? {
+    same_by_lock_at(a, b, lock_byte())
+}
+
+fn same_by_lock_at(a: Fd, b: Fd, at: i64) -> Result<Option<bool>, Errno> {
+    if !may_lock(a, at)? {
         return Ok(None);
     }
     let kind = match sys::access_mode(a)? {
@@ -75,52 +93,57 @@ pub fn same_by_lock(a: Fd, b: Fd) -> Result<Option<bool>, Errno> {
         // O_PATH: no locks through it.
         _ => return Ok(None),
     };
-    match sys::ofd_set_lock(a, kind, LOCK_BYTE) {
+    match sys::ofd_set_lock(a, kind, at) {
         Ok(()) => {}
         Err(e) if undecidable(e) => return Ok(None),
         Err(e) => return Err(e),
     }
-    let seen = sys::ofd_lock_in_way(b, LOCK_BYTE);
+    let seen = sys::ofd_lock_in_way(b, at);
+    // Still the test's own lock, exactly, after the probe: nothing else holding `a`'s
+    // description dropped it (or swallowed it into a larger lock) meanwhile.
+    let intact =
+        seen == Ok(None) && own_lock_lines(a).is_some_and(|info| holds_exactly(&info, at, kind));
     // Dropped whatever `b` said: nothing may outlive the test.
-    sys::ofd_set_lock(a, libc::F_UNLCK, LOCK_BYTE)?;
+    sys::ofd_set_lock(a, libc::F_UNLCK, at)?;
     match seen {
-        Ok(None) => Ok(Some(true)),
-        Ok(Some(lock)) if is_ours(lock, kind) => {
+        Ok(None) if intact => Ok(Some(true)),
+        Ok(Some(lock)) if is_ours(lock, kind, at) => {
             // Ours, unless another owner took one just like it at this very byte: gone
             // with ours, it was ours.
-            match sys::ofd_lock_in_way(b, LOCK_BYTE) {
+            match sys::ofd_lock_in_way(b, at) {
                 Ok(None) => Ok(Some(false)),
                 Ok(Some(_)) => Ok(None),
                 Err(e) if undecidable(e) => Ok(None),
                 Err(e) => Err(e),
             }
         }
-        Ok(Some(_)) => Ok(None),
+        // No conflict, but the test's lock is not as it was left; or another's lock.
+        Ok(None | Some(_)) => Ok(None),
         Err(e) if undecidable(e) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
 /// The rung's preconditions on `a`: a local filesystem, and nobody's lock on the byte.
-fn may_lock(a: Fd) -> Result<bool, Errno> {
+fn may_lock(a: Fd, at: i64) -> Result<bool, Errno> {
     if !LOCAL_FILESYSTEMS.contains(&sys::fs_magic(a)?) {
         return Ok(false);
     }
-    match sys::ofd_lock_in_way(a, LOCK_BYTE) {
+    match sys::ofd_lock_in_way(a, at) {
         Ok(None) => {}
         Ok(Some(_)) => return Ok(false),
         Err(e) if undecidable(e) => return Ok(false),
         Err(e) => return Err(e),
     }
-    let path = format!("/proc/self/fdinfo/{a}");
-    let Ok(path) = std::ffi::CString::new(path) else {
-        return Ok(false);
-    };
     // Without fdinfo the description's own locks cannot be seen: not safe to lock.
-    let Ok(info) = sys::read_small_file(&path) else {
-        return Ok(false);
-    };
-    Ok(!holds_lock_on(&String::from_utf8_lossy(&info), LOCK_BYTE))
+    Ok(own_lock_lines(a).is_some_and(|info| !holds_lock_on(&info, at)))
+}
+
+/// `/proc/self/fdinfo/FD`, where the locks `fd`'s description holds are listed.
+fn own_lock_lines(fd: Fd) -> Option<String> {
+    let path = std::ffi::CString::new(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    let info = sys::read_small_file(&path).ok()?;
+    Some(String::from_utf8_lossy(&info).into_owned())
 }
 
 /// Errors that say "no lock test here", not "something is wrong": a lock in the way
@@ -139,8 +162,28 @@ fn undecidable(e: Errno) -> bool {
     )
 }
 
-fn is_ours(lock: sys::RangeLock, kind: i32) -> bool {
-    lock.kind == kind && lock.start == LOCK_BYTE && lock.len == 1 && lock.pid == -1
+fn is_ours(lock: sys::RangeLock, kind: i32, at: i64) -> bool {
+    lock.kind == kind && lock.start == at && lock.len == 1 && lock.pid == -1
+}
+
+/// Whether an fdinfo text lists an OFD lock of `kind` on byte `at` and nothing more.
+fn holds_exactly(fdinfo: &str, at: i64, kind: i32) -> bool {
+    let word = if kind == libc::F_WRLCK {
+        "WRITE"
+    } else {
+        "READ"
+    };
+    let at = at.to_string();
+    fdinfo
+        .lines()
+        .filter_map(|line| line.strip_prefix("lock:"))
+        .any(|rest| {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            words.get(1..).is_some_and(|w| {
+                matches!(w, [ofd, _, w_kind, "-1", _, start, end]
+                if *ofd == "OFDLCK" && *w_kind == word && *start == at && *end == at)
+            })
+        })
 }
 
 /// Whether the `lock:` lines of an fdinfo text hold a byte-range lock covering byte `at`

@@ -3,7 +3,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use super::{holds_lock_on, same_by_lock, LOCAL_FILESYSTEMS, LOCK_BYTE};
+use super::{holds_exactly, holds_lock_on, lock_byte, same_by_lock, LOCAL_FILESYSTEMS, LOCK_BYTE};
 use crate::sys;
 
 /// A file of its own in the temporary directory, removed on drop.
@@ -66,7 +66,7 @@ fn tells_descriptions_apart_and_leaves_no_lock() {
         assert_eq!(same_by_lock(a, b), Ok(Some(same)), "fds {a} and {b}");
     }
     for fd in [rw, ro, wo] {
-        assert_eq!(sys::ofd_lock_in_way(fd, LOCK_BYTE), Ok(None));
+        assert_eq!(sys::ofd_lock_in_way(fd, lock_byte()), Ok(None));
         assert!(lock_lines(fd).is_empty(), "{:?}", lock_lines(fd));
     }
 }
@@ -77,18 +77,18 @@ fn a_lock_the_description_holds_is_left_alone() {
     let a = s.open(true, true);
     let a2 = dup(&a);
     let other = s.open(true, false);
-    sys::ofd_set_lock(a.as_raw_fd(), libc::F_WRLCK, LOCK_BYTE).unwrap();
+    sys::ofd_set_lock(a.as_raw_fd(), libc::F_WRLCK, lock_byte()).unwrap();
     let before = lock_lines(a.as_raw_fd());
     assert_eq!(before.len(), 1, "{before:?}");
     assert_eq!(same_by_lock(a.as_raw_fd(), a2.as_raw_fd()), Ok(None));
     assert_eq!(same_by_lock(a.as_raw_fd(), other.as_raw_fd()), Ok(None));
     assert_eq!(lock_lines(a.as_raw_fd()), before);
-    let held = sys::ofd_lock_in_way(other.as_raw_fd(), LOCK_BYTE)
+    let held = sys::ofd_lock_in_way(other.as_raw_fd(), lock_byte())
         .unwrap()
         .unwrap();
     assert_eq!(
         (held.kind, held.start, held.len),
-        (libc::F_WRLCK, LOCK_BYTE, 1)
+        (libc::F_WRLCK, lock_byte(), 1)
     );
 }
 
@@ -98,12 +98,12 @@ fn another_owners_lock_makes_the_pair_undecided() {
     let a = s.open(true, false);
     let a2 = dup(&a);
     let holder = s.open(true, false);
-    sys::ofd_set_lock(holder.as_raw_fd(), libc::F_RDLCK, LOCK_BYTE).unwrap();
+    sys::ofd_set_lock(holder.as_raw_fd(), libc::F_RDLCK, lock_byte()).unwrap();
     assert_eq!(same_by_lock(a.as_raw_fd(), a2.as_raw_fd()), Ok(None));
     assert_eq!(same_by_lock(a.as_raw_fd(), holder.as_raw_fd()), Ok(None));
     assert_eq!(lock_lines(holder.as_raw_fd()).len(), 1);
     assert!(lock_lines(a.as_raw_fd()).is_empty());
-    sys::ofd_set_lock(holder.as_raw_fd(), libc::F_UNLCK, LOCK_BYTE).unwrap();
+    sys::ofd_set_lock(holder.as_raw_fd(), libc::F_UNLCK, lock_byte()).unwrap();
     assert_eq!(same_by_lock(a.as_raw_fd(), a2.as_raw_fd()), Ok(Some(true)));
 }
 
@@ -155,5 +155,37 @@ fn fdinfo_lock_lines() {
     ];
     for (text, holds) in cases {
         assert_eq!(holds_lock_on(text, at), holds, "{text:?}");
+    }
+}
+
+#[test]
+fn fdinfo_exact_lock() {
+    let at = LOCK_BYTE - 7;
+    let line = |kind: &str, start: i64, end: &str| {
+        format!("pos:\t0\nlock:\t1: OFDLCK  ADVISORY  {kind} -1 00:2c:12 {start} {end}\n")
+    };
+    let end = at.to_string();
+    assert!(holds_exactly(&line("READ", at, &end), at, libc::F_RDLCK));
+    assert!(holds_exactly(&line("WRITE", at, &end), at, libc::F_WRLCK));
+    assert!(!holds_exactly(&line("WRITE", at, &end), at, libc::F_RDLCK));
+    assert!(!holds_exactly(&line("READ", at, "EOF"), at, libc::F_RDLCK));
+    assert!(!holds_exactly(&line("READ", 0, "EOF"), at, libc::F_RDLCK));
+    assert!(!holds_exactly(
+        &line("READ", at - 1, &end),
+        at,
+        libc::F_RDLCK
+    ));
+    let posix = format!("lock:\t1: POSIX  ADVISORY  READ 77 00:2c:12 {at} {at}\n");
+    assert!(!holds_exactly(&posix, at, libc::F_RDLCK));
+    assert!(!holds_exactly("", at, libc::F_RDLCK));
+}
+
+#[test]
+fn threads_lock_different_bytes() {
+    let here = lock_byte();
+    let there = std::thread::spawn(lock_byte).join().unwrap();
+    assert_ne!(here, there);
+    for at in [here, there] {
+        assert!((LOCK_BYTE - 0x3F_FFFF..=LOCK_BYTE).contains(&at));
     }
 }
