@@ -10,6 +10,7 @@ other descriptions hold (OFD and POSIX), and no lock of its own.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -19,9 +20,9 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _checks import needs_seccomp
+from _checks import needs_root, needs_seccomp
 from _fallback_helpers import FdMix, Outcome, attempt
-from _helpers import canonical, run_in_child
+from _helpers import canonical, libc, run_in_child
 from _seccomp import install_filter
 
 _HERE = kcmp_rs.support()
@@ -30,6 +31,9 @@ pytestmark = [
     pytest.mark.skipif(not _HERE.kcmp, reason=f"kcmp unusable here: {_HERE.reason}"),
 ]
 
+_CLONE_NEWNS = 0x00020000
+_MS_REC = 0x4000
+_MS_PRIVATE = 1 << 18
 F_OFD_GETLK = 36
 F_OFD_SETLK = 37
 # struct flock: l_type, l_whence, l_start, l_len, l_pid (native layout, padded).
@@ -185,3 +189,48 @@ def test_posix_locks_survive_every_rung(files: FdMix) -> None:
     assert second.ok and second.value is True, second.describe()
     assert batch.ok, batch.describe()
     assert out["seen"] == (fcntl.F_WRLCK, 0, 4, out["pid"]), "the POSIX lock was dropped"
+
+
+def _on_overlayfs(root: str) -> dict[str, Any]:
+    """In a private mount namespace: an overlayfs (a container's root filesystem), a file
+    on it opened twice and dup'ed, compared with kcmp and F_DUPFD_QUERY refused."""
+    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+    if libc.unshare(_CLONE_NEWNS) != 0:
+        return {"skip": f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}"}
+    if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
+    dirs = {d: os.path.join(root, d) for d in ("lower", "upper", "work", "merged")}
+    for d in dirs.values():
+        os.mkdir(d)
+    with open(os.path.join(dirs["lower"], "f"), "wb") as f:
+        f.write(b"kcmp_rs")
+    opts = f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}"
+    if libc.mount(b"overlay", dirs["merged"].encode(), b"overlay", 0, opts.encode()) != 0:
+        return {"skip": f"mounting an overlayfs: {os.strerror(ctypes.get_errno())}"}
+    path = os.path.join(dirs["merged"], "f")
+    a, b = (os.open(path, os.O_RDONLY | os.O_CLOEXEC) for _ in range(2))
+    a2 = os.dup(a)
+    with open("/proc/self/mountinfo") as f:
+        fstype = [ln.split(" - ")[1].split()[0] for ln in f if f" {dirs['merged']} " in ln]
+    me = os.getpid()
+    block_kcmp_and_dupfd_query()
+    return {
+        "fstype": fstype,
+        "apart": kcmp_rs.same_file(me, a, me, b),
+        "dup": kcmp_rs.same_file(me, a, me, a2),
+        "groups": kcmp_rs.classify_fds(me, [a, b, a2]),
+        "locks": [lock_lines(fd) for fd in (a, b)],
+        "want": [(a, a2), (b,)],
+    }
+
+
+@needs_root
+def test_files_on_overlayfs_are_decided(tmp_path: Any) -> None:
+    """Containers run on overlayfs, whose locks the overlay keeps on its own inodes."""
+    got = run_in_child(_on_overlayfs, str(tmp_path)).unwrap()
+    if "skip" in got:
+        pytest.skip(got["skip"])
+    assert got["fstype"] == ["overlay"], got
+    assert got["apart"] is False and got["dup"] is True, got
+    assert got["groups"] == got["want"], got
+    assert got["locks"] == [[], []]
