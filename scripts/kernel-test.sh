@@ -7,8 +7,9 @@
 # read-only, and the guest runs `pytest tests` with the .venv `make build` made. KVM is
 # used where a short probe boots with it; otherwise QEMU emulates the CPU in software.
 #
-# Prints, per kernel: the release, tests run and passed, and the time. Exits non-zero if
-# any kernel failed a test or could not boot.
+# The kernels boot side by side; each guest's output is printed when all are done, then,
+# per kernel: the release, tests run and passed, and the time. Exits non-zero if any
+# kernel failed a test or could not boot.
 #
 # Environment:
 #   KERNELS          suites to boot, oldest last (default "bookworm bullseye")
@@ -120,31 +121,48 @@ tests ${KERNEL_TEST_ARGS:-}; echo KCMP_RS_GUEST_STATUS=\$?"
 # where every `python -m kcmp_rs` of the CLI tests would otherwise compile the package.
 "$ROOT/.venv/bin/python" -m compileall -q -j 0 "$ROOT/python" "$ROOT/tests" >/dev/null || exit 2
 
+# The kernels boot side by side: a guest runs the suite on about one core (the tests are
+# mostly one process at a time), so on two cores two guests take little longer than one.
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/kcmp-kernel-test.XXXXXX")
+trap 'kill $(jobs -p) 2>/dev/null; wait; rm -rf "$LOGS"' EXIT
+trap 'exit 130' INT TERM
+
 STATUS=0
 SUMMARY=()
+RUNS=()
 for suite in $KERNELS; do
-    start=$SECONDS
     if ! dir=$(fetch_kernel "$suite"); then
         SUMMARY+=("$suite: could not fetch its kernel")
         STATUS=1
         continue
     fi
     vmlinuz=$(ls "$dir"/boot/vmlinuz-* | head -1)
-    release=${vmlinuz##*/vmlinuz-}
     accel_for "$vmlinuz"
-    accel=$ACCEL
+    echo "kernel-test: booting ${vmlinuz##*/vmlinuz-} ($suite) ${ACCEL:-with KVM}"
+    (
+        start=$SECONDS
+        # A pipe, not a file: QEMU reopens its stdout with O_TRUNC.
+        timeout "$TIMEOUT" vng $ACCEL --memory 2G --run "$vmlinuz" \
+            --exec "$GUEST_CMD" 2>&1 | cat >"$LOGS/$suite.log"
+        echo $((SECONDS - start)) >"$LOGS/$suite.took"
+    ) &
+    RUNS+=("$suite:$vmlinuz:$ACCEL")
+done
+wait
+
+for run in "${RUNS[@]}"; do
+    IFS=: read -r suite vmlinuz accel <<<"$run"
+    release=${vmlinuz##*/vmlinuz-}
+    log=$LOGS/$suite.log
+    echo
     echo "==== kernel $release ($suite) ${accel:-with KVM} ===="
-    log=$(mktemp "${TMPDIR:-/tmp}/kcmp-kernel-test.XXXXXX")
-    # A pipe, not a file: QEMU reopens its stdout with O_TRUNC.
-    timeout "$TIMEOUT" vng $accel --memory 2G --run "$vmlinuz" \
-        --exec "$GUEST_CMD" 2>&1 | cat | tee "$log"
-    took=$((SECONDS - start))
+    cat "$log"
     line=$(grep -E '^[0-9]+ (passed|failed)|^=* ?[0-9]+ (passed|failed)' "$log" | tail -1)
     guest=$(sed -n 's/.*KCMP_RS_GUEST_STATUS=\([0-9]*\).*/\1/p' "$log" | tail -1)
-    rm -f "$log"
     if [ "$guest" != 0 ]; then
         STATUS=1
     fi
+    took=$(cat "$LOGS/$suite.took" 2>/dev/null || echo "?")
     SUMMARY+=("$release ($suite): ${line:-no pytest summary (guest status ${guest:-lost})} [${took}s${accel:+, software emulation}]")
 done
 
