@@ -110,22 +110,36 @@ accel_for() {
     fi
 }
 
-# The guest's hard fd limit is 4096; tests open more. The guest sees this machine's
-# root read-only: pytest's cache is off and Hypothesis keeps its examples in /tmp.
-GUEST_CMD="ulimit -Hn 1048576; ulimit -n 1048576; cd '$ROOT' &&
+# The guests' logs and the bundle below; the guests see this machine's /tmp.
+LOGS=$(mktemp -d /tmp/kcmp-kernel-test.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null; wait; rm -rf "$LOGS"' EXIT
+trap 'exit 130' INT TERM
+
+# Bytecode compiled here, once (no guest compiles the package at each `python -m
+# kcmp_rs`), then one bundle of what the suite's Python processes read: the standard
+# library, the venv's packages, the package and the tests. The guest unpacks it into
+# its RAM (kernel-guest-prep.sh): read file by file through 9p, a Python start under
+# emulation took seconds.
+"$ROOT/.venv/bin/python" -m compileall -q -j 0 "$ROOT/python" "$ROOT/tests" >/dev/null || exit 2
+STDLIB=$("$ROOT/.venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+BUNDLED=("$STDLIB" "$(echo "$ROOT"/.venv/lib/python3.*/site-packages)" "$ROOT/python" "$ROOT/tests")
+BUNDLE=$LOGS/bundle.tar
+tar cf "$BUNDLE" -C / --exclude="${STDLIB#/}/site-packages" --exclude="${STDLIB#/}/test" \
+    --exclude="${STDLIB#/}/config-*" --exclude="${STDLIB#/}/idlelib" \
+    --exclude="${STDLIB#/}/tkinter" --exclude="${STDLIB#/}/ensurepip" \
+    "${BUNDLED[@]#/}" || exit 2
+
+# The guest's hard fd limit is 4096; tests open more. It sees this machine's root
+# read-only: pytest's cache is off and Hypothesis keeps its examples in /tmp.
+GUEST_CMD="sh '$ROOT/scripts/kernel-guest-prep.sh' '$BUNDLE' ${BUNDLED[*]};
+ulimit -Hn 1048576; ulimit -n 1048576; cd '$ROOT' &&
 PYTHONDONTWRITEBYTECODE=1 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/kcmp-rs-hypothesis \
 .venv/bin/python -m pytest -q -p no:cacheprovider \
 tests ${KERNEL_TEST_ARGS:-}; echo KCMP_RS_GUEST_STATUS=\$?"
 
-# Bytecode compiled here, once: the guest reads the tree through 9p under emulation,
-# where every `python -m kcmp_rs` of the CLI tests would otherwise compile the package.
-"$ROOT/.venv/bin/python" -m compileall -q -j 0 "$ROOT/python" "$ROOT/tests" >/dev/null || exit 2
 
 # The kernels boot side by side: a guest runs the suite on about one core (the tests are
 # mostly one process at a time), so on two cores two guests take little longer than one.
-LOGS=$(mktemp -d "${TMPDIR:-/tmp}/kcmp-kernel-test.XXXXXX")
-trap 'kill $(jobs -p) 2>/dev/null; wait; rm -rf "$LOGS"' EXIT
-trap 'exit 130' INT TERM
 
 STATUS=0
 SUMMARY=()
@@ -142,7 +156,7 @@ for suite in $KERNELS; do
     (
         start=$SECONDS
         # A pipe, not a file: QEMU reopens its stdout with O_TRUNC.
-        timeout "$TIMEOUT" vng $ACCEL --memory 2G --run "$vmlinuz" \
+        timeout "$TIMEOUT" vng $ACCEL --memory 3G --run "$vmlinuz" \
             --exec "$GUEST_CMD" 2>&1 | cat >"$LOGS/$suite.log"
         echo $((SECONDS - start)) >"$LOGS/$suite.took"
     ) &
