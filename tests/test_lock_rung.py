@@ -199,6 +199,10 @@ def _on_overlayfs(root: str) -> dict[str, Any]:
         return {"skip": f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}"}
     if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
+    # On a tmpfs of its own: the directory given may itself be on an overlayfs (a
+    # container's, or a kernel-test guest's /tmp), where an upper directory cannot be.
+    if libc.mount(b"tmpfs", root.encode(), b"tmpfs", 0, None) != 0:
+        raise OSError(ctypes.get_errno(), f"mounting a tmpfs on {root}")
     dirs = {d: os.path.join(root, d) for d in ("lower", "upper", "work", "merged")}
     for d in dirs.values():
         os.mkdir(d)
