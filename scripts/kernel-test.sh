@@ -15,7 +15,7 @@
 #   KERNELS          suites to boot, oldest last (default "bookworm bullseye")
 #   KERNEL_TEST_ARGS extra pytest arguments (e.g. "-k fallback -x")
 #   KCMP_RS_CACHE    cache directory (default ~/.cache/kcmp-rs)
-#   KERNEL_TIMEOUT   seconds per kernel (default 2400)
+#   KERNEL_TIMEOUT   seconds per kernel (default 3600)
 #   KVM_PROBE_TIMEOUT seconds the KVM probe may take to boot (default 45)
 set -uo pipefail
 
@@ -24,7 +24,7 @@ ROOT=$(pwd)
 CACHE=${KCMP_RS_CACHE:-$HOME/.cache/kcmp-rs}
 K=$CACHE/kernels
 KERNELS=${KERNELS:-bookworm bullseye}
-TIMEOUT=${KERNEL_TIMEOUT:-2400}
+TIMEOUT=${KERNEL_TIMEOUT:-3600}
 export DEBIAN_FRONTEND=noninteractive
 
 [ -x "$ROOT/.venv/bin/python" ] || { echo "kernel-test: run 'make build' first" >&2; exit 2; }
