@@ -91,7 +91,35 @@ def _spawn_at(pid: int, fds: dict[int, int], argv: Sequence[str] = ()) -> int:
     args = list(argv) or [_SLEEP, "100000"]
     got = os.posix_spawn(args[0], args, dict(os.environ), file_actions=actions)
     assert got == pid, f"asked for pid {pid}, got {got}"
+    if not argv:
+        _wait_asleep(got)
     return got
+
+
+#: nanosleep and clock_nanosleep per machine, as /proc/PID/syscall numbers them.
+_SLEEP_SYSCALLS = {"x86_64": {35, 230}, "aarch64": {101, 115}}
+
+
+def _wait_asleep(pid: int) -> None:
+    """Returns once ``pid`` (a ``sleep``) is blocked in its sleep. Until then the dynamic
+    loader and locale setup open and close files at the lowest free fd, so a listing of
+    its fd table can name an fd that is gone a moment later (under emulation that lasted
+    over 50 ms). Then waits for the clock tick (start times count in ticks) to move on,
+    so a process started later under this pid has another start time."""
+    numbers = _SLEEP_SYSCALLS[os.uname().machine]
+    deadline = time.monotonic() + 60
+    while True:
+        with open(f"/proc/{pid}/syscall") as f:
+            words = f.read().split()
+        if words and words[0].isdigit() and int(words[0]) in numbers:
+            break
+        assert time.monotonic() < deadline, f"sleep {pid} never got to sleep: {words[:1]}"
+        time.sleep(0.001)
+    with open(f"/proc/{pid}/stat") as f:
+        started = int(f.read().rpartition(")")[2].split()[19])
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    while time.clock_gettime(time.CLOCK_BOOTTIME) * ticks_per_s < started + 2:
+        time.sleep(0.001)
 
 
 def _spawn_farm_at(pid: int, threads: int, fds: dict[int, int]) -> list[int]:
@@ -162,9 +190,7 @@ def _reuse_scenario(kind: str, missing: str, when: str) -> dict[str, Any]:  # no
         # Processes, not threads: before Linux 6.9 (no PIDFD_THREAD) a thread id gets
         # no pidfd, so only processes use up the batch's cap of 64 before the target.
         farm = [_spawn_at(_FARM_BEFORE_PID + i, {3: z}) for i in range(100)]
-    # Started well before the replacement: start times are in clock ticks (10 ms).
     target = _spawn_at(_TARGET_PID, {3 + i: x for i in range(target_fds)})
-    time.sleep(0.05)
 
     call: Callable[[], list[Any]]
     expect_intact: list[tuple[Any, ...]]  # the right answer with the target left out
