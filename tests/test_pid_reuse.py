@@ -32,6 +32,7 @@ import pytest
 from _checks import needs_root
 from _helpers import canonical, dup_at_least, fd_snapshot, libc, run_in_child
 from kcmp_rs import KcmpType
+from kcmp_rs._leaks import _process
 
 libc.mount.argtypes = [
     ctypes.c_char_p,
@@ -104,21 +105,25 @@ def _wait_asleep(pid: int) -> None:
     """Returns once ``pid`` (a ``sleep``) is blocked in its sleep. Until then the dynamic
     loader and locale setup open and close files at the lowest free fd, so a listing of
     its fd table can name an fd that is gone a moment later (under emulation that lasted
-    over 50 ms). Then waits for the clock tick (start times count in ticks) to move on,
-    so a process started later under this pid has another start time."""
+    over 50 ms)."""
     numbers = _SLEEP_SYSCALLS[os.uname().machine]
     deadline = time.monotonic() + 60
     while True:
         with open(f"/proc/{pid}/syscall") as f:
             words = f.read().split()
         if words and words[0].isdigit() and int(words[0]) in numbers:
-            break
+            return
         assert time.monotonic() < deadline, f"sleep {pid} never got to sleep: {words[:1]}"
         time.sleep(0.001)
-    with open(f"/proc/{pid}/stat") as f:
-        started = int(f.read().rpartition(")")[2].split()[19])
+
+
+def _wait_past_start(pid: int) -> None:
+    """Returns once the boot clock is two ticks past ``pid``'s start: start times count in
+    ticks, and a process started under this pid from then on must have another one."""
+    process = _process(pid)
+    assert process is not None, f"process {pid} is gone"
     ticks_per_s = os.sysconf("SC_CLK_TCK")
-    while time.clock_gettime(time.CLOCK_BOOTTIME) * ticks_per_s < started + 2:
+    while time.clock_gettime(time.CLOCK_BOOTTIME) * ticks_per_s < process.start + 2:
         time.sleep(0.001)
 
 
@@ -243,6 +248,7 @@ def _reuse_scenario(kind: str, missing: str, when: str) -> dict[str, Any]:  # no
             signal.setitimer(signal.ITIMER_REAL, 0.0002)
             return
         state["target_had_pidfd"] = _pidfd_held_for(target)
+        _wait_past_start(target)
         os.kill(target, signal.SIGKILL)
         os.waitpid(target, 0)
         state["replacement"] = _spawn_at(target, {3 + i: state["fill"] for i in range(target_fds)})
