@@ -12,6 +12,8 @@
 //! * `ladder`: single comparisons and their exact fallbacks when kcmp is unusable.
 //! * `oracle`: the engine's kernel oracles (`files`, `tasks`), the pid-reuse guard
 //!   (`pids`) and the one retry loop around a batch whose processes exit under it.
+//! * `questions`: whole questions in one native pass (`shared`: what two processes
+//!   share; `epoll`: what an epoll set watches), every process pinned throughout.
 //! * `api` (tests in `api/tests.rs`): the entry points, in plain Rust, that the binding
 //!   calls one to one.
 //! * `py` (feature `python`): the only module that knows Python; `py/args.rs` converts
@@ -30,6 +32,7 @@ pub mod error;
 pub mod holders;
 pub mod ladder;
 pub mod oracle;
+pub mod questions;
 pub mod support;
 pub mod sys;
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 
 import kcmp_rs
-from kcmp_rs import baseline
+from kcmp_rs import _native, baseline
 from kcmp_rs._cli_common import (
     CommandError,
     add_json_flags,
@@ -150,7 +150,7 @@ def _cmd_holders(args: argparse.Namespace) -> int:
 def _epoll_fds(pid: int, epfd: int | None) -> list[int]:
     if epfd is not None:
         return [epfd]
-    return [f for f in kcmp_rs.open_fds(pid) if read_target(pid, f) == "anon_inode:[eventpoll]"]
+    return _native.epoll_fds(pid)
 
 
 def _cmd_epoll(args: argparse.Namespace) -> int:

@@ -166,3 +166,43 @@ def is_zombie(pid: SupportsIndex) -> bool:
 def holders(
     pid: int, fd: int, pids: Iterable[int]
 ) -> tuple[list[tuple[int, int]], list[tuple[int, str]], int, int]: ...
+def shared_files(
+    pid1: SupportsIndex, pid2: SupportsIndex, *, allow_pidfd_getfd: bool = False
+) -> tuple[
+    list[tuple[list[int], list[int]]],
+    list[tuple[list[int], list[int]]],
+    bool,
+    list[tuple[int, int]],
+]:
+    """(shared, reopened, same_fd_table, undecided): what ``pid1`` and ``pid2`` share.
+
+    ``shared``: ``(fds_in_pid1, fds_in_pid2)`` per open file description both hold;
+    ``reopened``: per inode both hold, the fds whose description the other does not
+    hold. Both processes pinned before either is listed; either exiting during the
+    call raises ``ProcessGoneError``. The GIL is released for the whole pass.
+    """
+
+def epoll_targets(
+    pid: SupportsIndex, epfd: SupportsIndex, pids: Iterable[SupportsIndex] | None = None
+) -> tuple[
+    list[
+        tuple[int, int, int, int, int, Literal["open", "closed", "reused"], list[tuple[int, int]]]
+    ],
+    list[tuple[int, bytes | None]],
+    int,
+]:
+    """(registrations, commands, kcmp_calls): what epoll set ``epfd`` of ``pid`` watches.
+
+    One ``(tfd, index, events, data, ino, status, holders)`` per registration of
+    /proc/PID/fdinfo/EPFD, in the kernel's order; ``holders`` are the (pid, fd) of
+    ``pid`` and ``pids`` referring to the registered file now, ``commands`` the
+    command name (bytes, None once gone) of each holder's process. Every process
+    pinned for the whole pass, the GIL released.
+    """
+
+def epoll_fds(pid: SupportsIndex) -> list[int]:
+    """The epoll fds open in ``pid``, ascending.
+
+    A link of /proc/PID/fd that cannot be read raises (``ProcessAccessError`` when
+    access is refused), never leaves an fd out.
+    """

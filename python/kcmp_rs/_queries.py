@@ -9,14 +9,10 @@ does one kcmp per candidate fd with the GIL released), /proc is read through
 
 from __future__ import annotations
 
-import errno
+import operator
 import os
-import select
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Callable, Literal
+from collections.abc import Iterable
+from typing import Callable
 
 from kcmp_rs import _native
 from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
@@ -39,7 +35,6 @@ from kcmp_rs._scan import (
     _reason,
     classify_refs,
 )
-from kcmp_rs._types import FdNotOpenError, GoneKind, KcmpError, KcmpType, ProcessGoneError
 
 __all__ = ["epoll_targets", "holders", "shared_files"]
 
@@ -53,13 +48,6 @@ _REASONS = {
     "zombie": ZOMBIE,
     "denied": PERMISSION_DENIED,
 }
-
-
-def _require_kcmp() -> None:
-    """Raises the native ``KcmpUnavailableError`` (with the reason) where kcmp is
-    unusable: a self-compare is what the native calls would refuse first."""
-    me = os.getpid()
-    _native.kcmp(me, me, KcmpType.VM)
 
 
 # ---- holders ----
@@ -160,6 +148,7 @@ def holders(
     # The arguments checked, and the target found open, before any other process is
     # read: the caller's mistakes are the native calls' exceptions.
     _native.same_file(pid, fd, pid, fd, allow_pidfd_getfd=allow_pidfd_getfd)
+    pid, fd = operator.index(pid), operator.index(fd)  # numpy ints: plain in the answer
     skipped: dict[int, str] = {}
     tables = _fd_tables(wanted, skipped)
     readers = [t[0] for t in tables]
@@ -186,61 +175,7 @@ def holders(
     )
 
 
-# ---- pinning processes for the pure-Python answers ----
-
-
-@contextmanager
-def _pinned(pids: Iterable[int]) -> Iterator[tuple[Callable[[], list[int]], set[int]]]:
-    """Pidfds for ``pids`` while the block runs; yields a check listing those that
-    have exited since (a pidfd polls readable once its process has exited), and the
-    pidfds' numbers, which are never the caller's fds."""
-    held: dict[int, int] = {}
-    try:
-        for pid in sorted(set(pids)):
-            if pid == os.getpid() or pid in held:
-                continue
-            try:
-                held[pid] = os.pidfd_open(pid)
-            except ProcessLookupError:
-                raise _gone(pid, "absent") from None
-
-        def exited() -> list[int]:
-            ready = select.select(list(held.values()), [], [], 0)[0]
-            return sorted(p for p, f in held.items() if f in ready)
-
-        yield exited, set(held.values())
-    finally:
-        for f in held.values():
-            os.close(f)
-
-
-def _gone(pid: int, kind: GoneKind) -> ProcessGoneError:
-    if kind == "absent":
-        text = f"process {pid} does not exist"
-    else:
-        text = f"process {pid} exited during the call (its pid may now name another process)"
-    return ProcessGoneError(errno.ESRCH, f"{os.strerror(errno.ESRCH)}: {text}", pid=pid, kind=kind)
-
-
 # ---- shared files ----
-
-
-def _by_inode(groups: Sequence[tuple[Ref, ...]]) -> dict[tuple[int, int], list[tuple[Ref, ...]]]:
-    inodes: dict[tuple[int, int], list[tuple[Ref, ...]]] = defaultdict(list)
-    for group in groups:
-        for pid, fd in group:
-            key = _inode(pid, fd)
-            if key is not None:
-                inodes[key].append(group)
-                break
-    return inodes
-
-
-def _sides(group: Sequence[Ref], pid1: int, pid2: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    return (
-        tuple(sorted(f for p, f in group if p == pid1)),
-        tuple(sorted(f for p, f in group if p == pid2)),
-    )
 
 
 def shared_files(pid1: int, pid2: int, *, allow_pidfd_getfd: bool = False) -> SharedFiles:
@@ -249,83 +184,26 @@ def shared_files(pid1: int, pid2: int, *, allow_pidfd_getfd: bool = False) -> Sh
     description, ``reopened`` pairs them by inode for the fds whose description the
     other process does not hold.
 
-    Both processes are pinned: if either exits during the call, ``ProcessLookupError``.
-    Where kcmp is blocked the batch's exact fallbacks decide (``allow_pidfd_getfd`` as
-    for ``classify_files``); fds they cannot decide are in ``undecided``.
+    One native pass (``_native.shared_files``): both processes (thread ids included)
+    are pinned before either is listed; if either exits during the call,
+    ``ProcessLookupError``. Where kcmp is blocked the batch's exact fallbacks decide
+    (``allow_pidfd_getfd`` as for ``classify_files``); fds they cannot decide are in
+    ``undecided``.
     """
-    _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
-    fds1 = _native.open_fds(pid1)
-    same_table = pid1 == pid2
-    if not same_table and _native.support(refresh=False)[0]:
-        same_table = _native.kcmp(pid1, pid2, KcmpType.FILES) == 0
-    fds2 = [] if same_table else _native.open_fds(pid2)
-    with _pinned([pid1, pid2]) as (exited, _):
-        refs = [(pid1, f) for f in fds1] + [(pid2, f) for f in fds2]
-        groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
-        inodes = _by_inode(groups)
-        gone = exited()
-    if gone:
-        raise _gone(gone[0], "exited")
-    if same_table:
-        shared = [(g, g) for g in (_sides(grp, pid1, pid1)[0] for grp in groups)]
-        return SharedFiles(pid1, pid2, tuple(shared), (), True, tuple(undecided))
-    shared = [_sides(g, pid1, pid2) for g in groups]
-    both = [s for s in shared if s[0] and s[1]]
-    reopened = []
-    for key in sorted(inodes):
-        alone = [_sides(g, pid1, pid2) for g in inodes[key]]
-        alone = [s for s in alone if not (s[0] and s[1])]
-        side1 = tuple(sorted(f for s in alone for f in s[0]))
-        side2 = tuple(sorted(f for s in alone for f in s[1]))
-        held_by = {p for g in inodes[key] for p, _ in g}
-        if alone and held_by == {pid1, pid2}:
-            reopened.append((side1, side2))
-    return SharedFiles(pid1, pid2, tuple(both), tuple(reopened), False, tuple(undecided))
+    shared, reopened, same_table, undecided = _native.shared_files(
+        pid1, pid2, allow_pidfd_getfd=allow_pidfd_getfd
+    )
+    return SharedFiles(
+        int(pid1),
+        int(pid2),
+        tuple((tuple(a), tuple(b)) for a, b in shared),
+        tuple((tuple(a), tuple(b)) for a, b in reopened),
+        same_table,
+        tuple(undecided),
+    )
 
 
 # ---- epoll ----
-
-
-@dataclass(frozen=True)
-class _Registration:
-    tfd: int
-    index: int
-    events: int
-    data: int
-    ino: int
-
-
-def _registrations(pid: int, epfd: int) -> list[_Registration]:
-    """The set's registrations from /proc/PID/fdinfo/EPFD, in the kernel's order, each
-    with its index among the registrations under the same fd number (the ``toff``
-    KCMP_EPOLL_TFD takes)."""
-    target = read_target(pid, epfd)
-    if target is None:
-        _native.same_file(pid, epfd, pid, epfd)  # raises the documented error
-    if target != "anon_inode:[eventpoll]":
-        detail = f"fd {epfd} of process {pid} is not an epoll fd"
-        raise KcmpError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {detail}", pid=pid, fd=epfd)
-    with open(b"/proc/%d/fdinfo/%d" % (pid, epfd), "rb") as f:
-        text = f.read().decode("ascii", "replace")
-    seen: dict[int, int] = defaultdict(int)
-    regs = []
-    for line in text.splitlines():
-        if not line.startswith("tfd:"):
-            continue
-        fields = line.replace(":", " ").split()
-        values = dict(zip(fields[0::2], fields[1::2]))
-        tfd = int(values["tfd"])
-        regs.append(
-            _Registration(
-                tfd=tfd,
-                index=seen[tfd],
-                events=int(values["events"], 16),
-                data=int(values["data"], 16),
-                ino=int(values["ino"], 16),
-            )
-        )
-        seen[tfd] += 1
-    return regs
 
 
 def _members(refs: Iterable[Ref], commands: dict[int, str]) -> tuple[Member, ...]:
@@ -338,78 +216,24 @@ def _members(refs: Iterable[Ref], commands: dict[int, str]) -> tuple[Member, ...
     return tuple(members)
 
 
-def _by_ino(pid: int, own: set[int], others: list[int]) -> dict[int, list[Ref]]:
-    """The candidate fds of ``pid`` and ``others``, keyed by inode number (fdinfo gives
-    a registration's inode, never its device: numbers equal across filesystems only
-    add candidates, which kcmp then turns down)."""
-    by_ino: dict[int, list[Ref]] = defaultdict(list)
-    for p in [pid, *others]:
-        for f in sorted(own) if p == pid else _native.open_fds(p):
-            key = _inode(p, f)
-            if key is not None:
-                by_ino[key[1]].append((p, f))
-    return by_ino
-
-
-def _registered(pid: int, epfd: int, reg: _Registration, candidates: list[Ref]) -> list[Ref]:
-    """The candidates that are the file ``reg`` registered (KCMP_EPOLL_TFD each)."""
-    found = []
-    for p, f in candidates:
-        try:
-            same = _native.same_epoll_target(p, f, pid, epfd, reg.tfd, reg.index)
-        except FdNotOpenError as err:
-            if err.pid == p and err.fd == f:
-                continue  # closed since it was listed: not a holder now
-            raise
-        if same:
-            found.append((p, f))
-    return found
-
-
-def _status(
-    pid: int, tfd: int, found: list[Ref], own: set[int]
-) -> Literal["open", "closed", "reused"]:
-    """Whether ``tfd`` still names the registered file ("open"), names nothing
-    ("closed") or another file ("reused")."""
-    if (pid, tfd) in found:
-        return "open"
-    return "reused" if tfd in own else "closed"
-
-
 def _epoll_targets(
     pid: int, epfd: int, pids: Iterable[int] | None
 ) -> tuple[list[EpollTarget], int]:
     """``epoll_targets()`` and the number of KCMP_EPOLL_TFD calls it made."""
-    _require_kcmp()
-    others = [] if pids is None else [p for p in _checked_pids(pids) if p != pid]
-    with _pinned([pid, *others]) as (exited, pins):
-        regs = _registrations(pid, epfd)
-        own = set(_native.open_fds(pid))
-        if pid == os.getpid():
-            own -= pins
-        by_ino = _by_ino(pid, own, others)
-        calls = 0
-        answers = []
-        commands: dict[int, str] = {}
-        for reg in regs:
-            candidates = by_ino.get(reg.ino, [])
-            calls += len(candidates)
-            found = _registered(pid, epfd, reg, candidates)
-            status = _status(pid, reg.tfd, found, own)
-            answers.append(
-                EpollTarget(
-                    reg.tfd,
-                    reg.index,
-                    reg.events,
-                    reg.data,
-                    reg.ino,
-                    status,
-                    _members(found, commands),
-                )
-            )
-        gone = exited()
-    if gone:
-        raise _gone(gone[0], "exited")
+    regs, names, calls = _native.epoll_targets(pid, epfd, pids)
+    commands = {p: "?" if c is None else os.fsdecode(c) for p, c in names}
+    answers = [
+        EpollTarget(
+            tfd,
+            index,
+            events,
+            data,
+            ino,
+            status,
+            tuple(Member(p, f, commands.get(p, "?")) for p, f in found),
+        )
+        for tfd, index, events, data, ino, status, found in regs
+    ]
     return answers, calls
 
 

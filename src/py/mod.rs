@@ -88,6 +88,32 @@ type FloorFigures = (Vec<f64>, Vec<f64>, u64, u64, u64, usize);
 /// Groups and the refs no exact method could decide.
 type Partial<'py> = (Bound<'py, PyList>, Vec<(crate::sys::Pid, crate::sys::Fd)>);
 
+/// `shared_files`' answer: shared, reopened, same fd table, undecided.
+type SharedAnswer = (
+    Vec<(Vec<crate::sys::Fd>, Vec<crate::sys::Fd>)>,
+    Vec<(Vec<crate::sys::Fd>, Vec<crate::sys::Fd>)>,
+    bool,
+    Vec<(crate::sys::Pid, crate::sys::Fd)>,
+);
+
+/// One epoll registration: tfd, index, events, data, ino, status, holders.
+type EpollRow = (
+    crate::sys::Fd,
+    i32,
+    u32,
+    u64,
+    u64,
+    &'static str,
+    Vec<(crate::sys::Pid, crate::sys::Fd)>,
+);
+
+/// `epoll_targets`' answer: registrations, (pid, command) of each holder, kcmp calls.
+type EpollAnswer<'py> = (
+    Vec<EpollRow>,
+    Vec<(crate::sys::Pid, Option<Bound<'py, pyo3::types::PyBytes>>)>,
+    u64,
+);
+
 /// `holders`' answer: holders, (pid, reason) skipped, kcmp calls, fds compared.
 type HoldersAnswer = (
     Vec<(crate::sys::Pid, crate::sys::Fd)>,
@@ -414,6 +440,94 @@ pub mod _native {
             .map(|(p, f)| (*p, api::skip_reason(f)))
             .collect();
         Ok((found.holders, skipped, found.kcmp_calls, found.fds_compared))
+    }
+
+    /// (shared, reopened, same_fd_table, undecided): what ``pid1`` and ``pid2`` share.
+    ///
+    /// ``shared``: ``(fds_in_pid1, fds_in_pid2)`` per open file description both hold;
+    /// ``reopened``: per inode both hold, the fds whose description the other does not
+    /// hold. Both processes pinned before either is listed; either exiting during the
+    /// call raises ``ProcessGoneError``. The GIL is released for the whole pass.
+    #[pyfunction]
+    #[pyo3(signature = (pid1, pid2, *, allow_pidfd_getfd = Optional::Absent))]
+    #[pyo3(text_signature = "(pid1, pid2, *, allow_pidfd_getfd=False)")]
+    fn shared_files(
+        py: Python<'_>,
+        pid1: &Bound<'_, PyAny>,
+        pid2: &Bound<'_, PyAny>,
+        allow_pidfd_getfd: Optional<'_>,
+    ) -> PyResult<super::SharedAnswer> {
+        let Pid(pid1) = arg(pid1, "pid1")?;
+        let Pid(pid2) = arg(pid2, "pid2")?;
+        let Flag(allow) = allow_pidfd_getfd.or("allow_pidfd_getfd", Flag(false))?;
+        let s = detached(py, |stop| api::shared_files(pid1, pid2, allow, stop))?;
+        Ok((s.shared, s.reopened, s.same_table, s.undecided))
+    }
+
+    /// (registrations, commands, kcmp_calls): what epoll set ``epfd`` of ``pid`` watches.
+    ///
+    /// One ``(tfd, index, events, data, ino, status, holders)`` per registration of
+    /// /proc/PID/fdinfo/EPFD, in the kernel's order; ``holders`` are the (pid, fd) of
+    /// ``pid`` and ``pids`` referring to the registered file now, ``commands`` the
+    /// command name (bytes, None once gone) of each holder's process. Every process
+    /// pinned for the whole pass, the GIL released.
+    #[pyfunction]
+    #[pyo3(signature = (pid, epfd, pids = None))]
+    #[pyo3(text_signature = "(pid, epfd, pids=None)")]
+    fn epoll_targets<'py>(
+        py: Python<'py>,
+        pid: &Bound<'py, PyAny>,
+        epfd: &Bound<'py, PyAny>,
+        pids: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<super::EpollAnswer<'py>> {
+        let Pid(pid) = arg(pid, "pid")?;
+        let Fd(epfd) = arg(epfd, "epfd")?;
+        let others = match pids {
+            Some(pids) => arg::<Pids>(pids, "pids")?.0,
+            None => Vec::new(),
+        };
+        let (regs, commands, calls) = detached(py, |stop| {
+            let (regs, calls) = api::epoll_targets(pid, epfd, &others, stop)?;
+            let mut seen: Vec<crate::sys::Pid> = regs
+                .iter()
+                .flat_map(|r| r.holders.iter().map(|h| h.0))
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            let commands: Vec<_> = seen.into_iter().map(|p| (p, api::command(p))).collect();
+            Ok((regs, commands, calls))
+        })?;
+        let rows = regs
+            .into_iter()
+            .map(|r| {
+                (
+                    r.tfd,
+                    r.index,
+                    r.events,
+                    r.data,
+                    r.ino,
+                    r.status.as_str(),
+                    r.holders,
+                )
+            })
+            .collect();
+        let commands = commands
+            .into_iter()
+            .map(|(p, c)| (p, c.map(|c| pyo3::types::PyBytes::new(py, &c))))
+            .collect();
+        Ok((rows, commands, calls))
+    }
+
+    /// The epoll fds open in ``pid``, ascending.
+    ///
+    /// A link of /proc/PID/fd that cannot be read raises (``ProcessAccessError`` when
+    /// access is refused), never leaves an fd out.
+    #[pyfunction]
+    #[pyo3(text_signature = "(pid)")]
+    fn epoll_fds(py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<Vec<i32>> {
+        let Pid(pid) = arg(pid, "pid")?;
+        py.detach(|| api::epoll_fds(pid))
+            .map_err(|f| to_pyerr(py, &f))
     }
 
     /// What /proc shows of each (pid, fd), for a report: one tuple per ref, in order.

@@ -1,0 +1,140 @@
+//! Whole questions answered in one native pass: what two processes share
+//! (`shared`), what an epoll set watches (`epoll`).
+//!
+//! Each question pins every process it reads with one `PidGuard` before it lists
+//! anything, so thread ids are taken as the kernel takes them (PIDFD_THREAD, or the
+//! start time), and a process that starts exiting, is reaped or has its pid reused
+//! at any point of the pass is an error, never a shorter answer.
+//!
+//! Knows `sys`, `error`, `support`, `ladder` and `oracle`; never PyO3.
+
+pub mod epoll;
+pub mod shared;
+
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+
+use rustc_hash::FxHashSet as HashSet;
+
+use crate::error::{self, Failure};
+use crate::oracle::{open_fd_dir, PidGuard};
+use crate::support;
+use crate::sys::{self, Fd, FileKey, KcmpOrder, Pid};
+
+/// The processes one question reads, pinned from before their first listing to the
+/// end of the answer, and the fds the pins opened in our own table.
+pub(crate) struct Pinned {
+    me: Pid,
+    guard: PidGuard,
+    ours: HashSet<Fd>,
+}
+
+impl Pinned {
+    /// Pins every pid of `pids` (the caller's own needs none): `NoProcess`, `Zombie`
+    /// or `Exited` for one that cannot be read from the start.
+    pub(crate) fn new(pids: &[Pid]) -> Result<Pinned, Failure> {
+        let me = sys::getpid();
+        let mut pinned = Pinned {
+            me,
+            guard: PidGuard::default(),
+            ours: HashSet::default(),
+        };
+        for &pid in pids {
+            if let Some(fd) = pinned.guard.track(pid, me)? {
+                pinned.ours.insert(fd);
+            }
+        }
+        Ok(pinned)
+    }
+
+    /// A failure met while reading `pid`: `Exited` if the pid no longer names the
+    /// process pinned under it (a listing that found nothing, an fd "not open").
+    pub(crate) fn explain(&self, failure: Failure) -> Failure {
+        match failure {
+            Failure::NoProcess { pid } if pid != self.me => Failure::Exited { pid },
+            other => self.guard.explain(other),
+        }
+    }
+
+    /// The fds open in `pid`, ascending, never one this pass opened (its pins, the
+    /// listing's directory) when `pid` shares our fd table (our pid, our threads,
+    /// a CLONE_FILES child).
+    pub(crate) fn list(&self, pid: Pid) -> Result<Vec<Fd>, Failure> {
+        let (fds, dir_fd) = {
+            let dir = open_fd_dir(pid).map_err(|f| self.explain(f))?;
+            let fds = sys::list_fds(&dir).map_err(|e| {
+                self.explain(Failure::from_errno(
+                    e,
+                    pid,
+                    None,
+                    &format!("reading /proc/{pid}/fd"),
+                ))
+            })?;
+            (fds, dir.as_raw_fd())
+        };
+        let ours = pid == self.me || self.shares_our_table(pid);
+        Ok(fds
+            .into_iter()
+            .filter(|fd| !(ours && (*fd == dir_fd || self.ours.contains(fd))))
+            .collect())
+    }
+
+    fn shares_our_table(&self, pid: Pid) -> bool {
+        support::kcmp_usable()
+            && sys::kcmp(self.me, pid, sys::KCMP_FILES, 0, 0) == Ok(KcmpOrder::Equal)
+    }
+
+    /// The end of the pass: `Exited` for the first pinned pid that no longer names
+    /// the live process first seen under it.
+    pub(crate) fn finish(&self) -> Result<(), Failure> {
+        match self.guard.vanished()?.first() {
+            Some(&pid) => Err(Failure::Exited { pid }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `/proc/PID/fd/N` as a C path.
+pub(crate) fn fd_path(pid: Pid, fd: Fd) -> Option<CString> {
+    CString::new(format!("/proc/{pid}/fd/{fd}")).ok()
+}
+
+/// The (st_dev, st_ino) of `fd` in `pid`, `None` once it is gone.
+pub(crate) fn file_key(pid: Pid, fd: Fd) -> Option<FileKey> {
+    if pid == sys::getpid() {
+        return sys::fstat_key(fd).ok();
+    }
+    let path = fd_path(pid, fd)?;
+    sys::fstatat_key(libc::AT_FDCWD, &path).ok()
+}
+
+/// `readlink /proc/PID/fd/N`: `None` once the fd or the process is gone.
+pub(crate) fn fd_target(pid: Pid, fd: Fd) -> Option<Vec<u8>> {
+    let path = fd_path(pid, fd)?;
+    sys::readlinkat(libc::AT_FDCWD, &path).ok()
+}
+
+/// The command name of `pid` (`/proc/PID/comm`, without its newline); `None` once
+/// the process is gone.
+pub fn command(pid: Pid) -> Option<Vec<u8>> {
+    let path = CString::new(format!("/proc/{pid}/comm")).ok()?;
+    let mut name = sys::read_small_file(&path).ok()?;
+    if name.last() == Some(&b'\n') {
+        name.pop();
+    }
+    Some(name)
+}
+
+/// Why `fd` of `pid` cannot be read, as the kernel says it for a self-compare of the
+/// fd (a missing process, a zombie, an fd that is not open).
+pub(crate) fn why_unreadable(pid: Pid, fd: Fd) -> Failure {
+    match crate::ladder::kcmp_checked(pid, pid, sys::KCMP_FILE, fd, fd) {
+        Err(failure) => failure,
+        Ok(_) => error::dead_or_dying(pid).unwrap_or(Failure::Os {
+            errno: libc::EAGAIN,
+            pid: Some(pid),
+            fd: Some(fd),
+            detail: format!("fd {fd} of process {pid} changed while it was read; try again"),
+        }),
+    }
+}

@@ -1,0 +1,309 @@
+"""The questions answered in one native pass (``shared_files``, ``epoll_targets``,
+the CLI's epoll listing): thread ids taken as the kernel takes them, and the hostile
+cases in which the earlier Python passes gave a silent partial answer."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+from _checks import check_os_error, needs_kcmp, needs_root, raised
+from _helpers import Spawn
+from _scan_helpers import missing_pid, run_cli
+from kcmp_rs import (
+    FdNotOpenError,
+    KcmpType,
+    ProcessGoneError,
+    baseline,
+    holders,
+    open_fds,
+)
+from kcmp_rs._queries import epoll_targets, shared_files
+
+pytestmark = needs_kcmp
+
+
+@contextlib.contextmanager
+def a_thread() -> Iterator[int]:
+    """A thread of this process, waiting until the block ends: its thread id."""
+    started, done = threading.Event(), threading.Event()
+    tid: list[int] = []
+
+    def run() -> None:
+        tid.append(threading.get_native_id())
+        started.set()
+        done.wait()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        assert started.wait(30), "the thread did not start"
+        yield tid[0]
+    finally:
+        done.set()
+        t.join(30)
+
+
+def _child_with_a_thread_and_reopen(path: str) -> dict[str, int]:
+    """In a child: a thread that outlives setup, and a separate open of ``path``."""
+    ready = threading.Event()
+    tid: list[int] = []
+
+    def run() -> None:
+        tid.append(threading.get_native_id())
+        ready.set()
+        threading.Event().wait()
+
+    threading.Thread(target=run, daemon=True).start()
+    ready.wait(30)
+    return {"tid": tid[0], "reopened": os.open(path, os.O_RDONLY)}
+
+
+def _truth(pid1: int, pid2: int) -> set[tuple[int, int]]:
+    """Every pair of fds the kernel says are one description (brute force, ctypes)."""
+    return {
+        (f1, f2)
+        for f1 in open_fds(pid1)
+        for f2 in open_fds(pid2)
+        if baseline.kcmp(pid1, pid2, KcmpType.FILE, f1, f2) == 0
+    }
+
+
+def test_shared_files_takes_our_own_thread_ids() -> None:
+    me = os.getpid()
+    with a_thread() as tid:
+        s = shared_files(me, tid)
+        assert s.same_fd_table and s.reopened == ()
+        mine = sorted(f for a, _ in s.shared for f in a)
+        assert mine == open_fds(me)
+        t = shared_files(tid, tid)
+        assert t.same_fd_table and sorted(f for a, _ in t.shared for f in a) == mine
+
+
+def test_shared_files_takes_a_childs_thread_ids(spawn: Spawn, tmp_path: object) -> None:
+    path = os.path.join(str(tmp_path), "f")
+    with open(path, "w") as f:
+        f.write("x")
+    inherited = os.open(path, os.O_RDONLY)
+    try:
+        child = spawn(lambda: _child_with_a_thread_and_reopen(path))
+        me, tid = os.getpid(), child.data["tid"]
+        assert tid != child.pid
+        by_pid, by_tid = shared_files(me, child.pid), shared_files(me, tid)
+        assert by_tid.shared == by_pid.shared and by_tid.reopened == by_pid.reopened
+        got = {(f1, f2) for a, b in by_tid.shared for f1 in a for f2 in b}
+        assert got == _truth(me, tid)
+        assert any(inherited in a for a, _ in by_tid.shared)
+        assert any(child.data["reopened"] in b for _, b in by_tid.reopened)
+        assert shared_files(child.pid, tid).same_fd_table
+        assert shared_files(tid, child.pid).same_fd_table
+    finally:
+        os.close(inherited)
+
+
+def test_epoll_targets_take_thread_ids(spawn: Spawn) -> None:
+    me = os.getpid()
+    ep = select.epoll()
+    a, b = socket.socketpair()
+    try:
+        ep.register(a.fileno(), select.EPOLLIN)
+        child = spawn(lambda: _child_with_a_thread_and_reopen("/dev/null"))
+        with a_thread() as tid:
+            [t] = epoll_targets(tid, ep.fileno())
+            assert t.status == "open"
+            assert [(m.pid, m.fd) for m in t.holders] == [(tid, a.fileno())]
+        # The child inherited both the set and the socket: found through its thread id.
+        [t] = epoll_targets(me, ep.fileno(), [child.data["tid"]])
+        assert {(m.pid, m.fd) for m in t.holders} == {
+            (me, a.fileno()),
+            (child.data["tid"], a.fileno()),
+        }
+        [t] = epoll_targets(child.data["tid"], ep.fileno())
+        assert [(m.pid, m.fd) for m in t.holders] == [(child.data["tid"], a.fileno())]
+    finally:
+        a.close()
+        b.close()
+        ep.close()
+
+
+def test_cli_share_and_epoll_take_a_thread_id(spawn: Spawn) -> None:
+    ep = select.epoll()
+    a, b = socket.socketpair()
+    try:
+        ep.register(a.fileno(), select.EPOLLIN)
+        child = spawn(lambda: _child_with_a_thread_and_reopen("/dev/null"))
+        tid = str(child.data["tid"])
+        share = run_cli("share", str(child.pid), tid)
+        assert share.returncode == 0, share.stderr
+        text = share.stdout.decode()
+        assert text.splitlines()[2].split() == ["FILES", "yes"], text
+        assert f"shared by {child.pid} and {tid} (one fd table)" in text, text
+        epoll = run_cli("epoll", tid, "-J")
+        assert epoll.returncode == 0, epoll.stderr
+        regs = json.loads(epoll.stdout)["registrations"]
+        assert [(r["epfd"], r["tfd"], r["status"]) for r in regs] == [
+            (ep.fileno(), a.fileno(), "open")
+        ]
+    finally:
+        a.close()
+        b.close()
+        ep.close()
+
+
+def test_an_epoll_fd_swapped_mid_call_is_never_an_empty_answer() -> None:
+    """Another thread swaps the set's fd number between the set and a pipe while
+    the set is asked about: every answer is the whole set, or an error that says so."""
+    me = os.getpid()
+    ep = select.epoll()
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    epfd = os.dup(ep.fileno())
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            os.dup2(r, epfd)
+            os.dup2(ep.fileno(), epfd)
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    answers: dict[str, int] = {}
+    try:
+        ep.register(a.fileno(), select.EPOLLIN)
+        swapper.start()
+        for _ in range(3000):
+            try:
+                regs = epoll_targets(me, epfd)
+            except OSError as e:
+                assert e.errno in (errno.EAGAIN, errno.EINVAL), e
+                answers[errno.errorcode[e.errno]] = answers.get(errno.errorcode[e.errno], 0) + 1
+                continue
+            assert [t.tfd for t in regs] == [a.fileno()], regs
+            answers["whole"] = answers.get("whole", 0) + 1
+    finally:
+        stop.set()
+        swapper.join(30)
+        for fd in (epfd, r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+        ep.close()
+    assert answers.get("whole", 0) > 0, answers
+
+
+def test_a_reaped_process_is_process_gone_in_every_question(spawn: Spawn) -> None:
+    gone = spawn(expect_exit=None)
+    gone.kill()
+    me = os.getpid()
+    for call in (
+        lambda: shared_files(me, gone.pid),
+        lambda: shared_files(gone.pid, me),
+        lambda: epoll_targets(gone.pid, 3),
+        lambda: epoll_targets(me, 3, [gone.pid]),
+        lambda: holders(gone.pid, 0, [me]),
+        lambda: open_fds(gone.pid),
+    ):
+        e = raised(call)
+        assert isinstance(e, ProcessGoneError), repr(e)
+        assert e.pid == gone.pid and e.kind == "absent", e
+        assert str(e).endswith(f"process {gone.pid} does not exist"), str(e)
+    missing = missing_pid()
+    e = raised(epoll_targets, missing, 0)
+    assert isinstance(e, ProcessGoneError) and e.pid == missing
+
+
+def _untyped(value: object) -> Any:
+    """``value`` passed where the signature wants another type, on purpose."""
+    return value
+
+
+def test_questions_refuse_bad_arguments_as_the_native_calls_do() -> None:
+    me = os.getpid()
+    cases: list[tuple[Callable[[], object], type[BaseException], str]] = [
+        (lambda: epoll_targets(me, True), TypeError, "epfd must be an int, not bool"),
+        (lambda: epoll_targets(me, _untyped(1.0)), TypeError, "epfd must be an int, not float"),
+        (lambda: epoll_targets(0, 3), ValueError, "pid must be a pid in 1..2147483647, got 0"),
+        (lambda: epoll_targets(me, -1), ValueError, "epfd must be an fd in 0..2147483647, got -1"),
+        (
+            lambda: epoll_targets(me, 3, _untyped(5)),
+            TypeError,
+            "pids must be an iterable of ints, not int",
+        ),
+        (lambda: shared_files(me, -1), ValueError, "pid2 must be a pid in 1..2147483647, got -1"),
+        (lambda: shared_files(_untyped("1"), me), TypeError, "pid1 must be an int, not str"),
+        (
+            lambda: shared_files(me, me, allow_pidfd_getfd=_untyped(1)),
+            TypeError,
+            "allow_pidfd_getfd must be a bool, not int",
+        ),
+    ]
+    for call, cls, message in cases:
+        e = raised(call)
+        assert type(e) is cls and str(e) == message, (repr(e), message)
+
+
+def test_epoll_of_an_fd_not_open_names_it() -> None:
+    me = os.getpid()
+    e = raised(epoll_targets, me, 999_999)
+    check_os_error(
+        e, FdNotOpenError, errno.EBADF, f"fd 999999 is not open in process {me}", me, 999_999
+    )
+
+
+def test_answers_from_numpy_ints_are_json_ready() -> None:
+    np = pytest.importorskip("numpy", reason="numpy is a test dependency (requirements-dev)")
+    me = os.getpid()
+    r, w = os.pipe()
+    try:
+        h = holders(np.int64(me), np.int32(r), [me])
+        s = shared_files(np.int64(me), np.int64(me))
+        for doc in (h.to_dict(), s.to_dict()):
+            assert json.loads(json.dumps(doc))
+        assert type(h.pid) is int and type(h.fd) is int and type(s.pid1) is int
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _not_dumpable() -> None:
+    """In a child: no longer dumpable, so reading its fd links needs CAP_SYS_PTRACE."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE, 0
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_cli_epoll_of_a_process_whose_links_cannot_be_read_says_so(spawn: Spawn) -> None:
+    """Without CAP_SYS_PTRACE, root lists /proc/PID/fd of a process that is not
+    dumpable but cannot read its links: the epoll listing refuses, as ``fds`` does,
+    instead of finding no epoll sets."""
+    child = spawn(_not_dumpable)
+    drop = ["setpriv", "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace"]
+    epoll = subprocess.run(
+        [*drop, sys.executable, "-m", "kcmp_rs", "epoll", str(child.pid)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    fds = subprocess.run(
+        [*drop, sys.executable, "-m", "kcmp_rs", "fds", str(child.pid)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert fds.returncode == epoll.returncode == 1, (fds, epoll)
+    assert epoll.stdout == b""
+    assert b"permission denied" in epoll.stderr.lower(), epoll.stderr
+    assert str(child.pid).encode() in epoll.stderr
