@@ -17,9 +17,9 @@ use crate::sys::{self, Fd, KcmpOrder, Pid};
 pub use crate::holders::{holders, Found as HoldersFound};
 pub use crate::ladder::{kcmp_checked, same_epoll_target};
 pub use crate::oracle::{classify_files, classify_tasks, Classified, FileOptions, FileRef};
-pub use crate::questions::command;
 pub use crate::questions::epoll::{epoll_fds, epoll_targets, Registration, Status as EpollStatus};
 pub use crate::questions::shared::{shared_files, Shared};
+pub use crate::questions::{command, Pinned};
 pub use crate::support::Report;
 
 /// Whether fd `a.1` of `a.0` and fd `b.1` of `b.0` refer to one open file description.

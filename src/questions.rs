@@ -23,7 +23,7 @@ use crate::sys::{self, Fd, FileKey, KcmpOrder, Pid};
 
 /// The processes one question reads, pinned from before their first listing to the
 /// end of the answer, and the fds the pins opened in our own table.
-pub(crate) struct Pinned {
+pub struct Pinned {
     me: Pid,
     guard: PidGuard,
     ours: HashSet<Fd>,
@@ -47,6 +47,30 @@ impl Pinned {
         Ok(pinned)
     }
 
+    /// Pins what it can of `pids`: those that cannot be read from the start (absent,
+    /// a zombie, already exiting) are returned with why, for a report to skip.
+    pub fn skipping(pids: &[Pid]) -> Result<(Pinned, Vec<(Pid, Failure)>), Failure> {
+        let mut pinned = Pinned::new(&[])?;
+        let mut skipped = Vec::new();
+        for &pid in pids {
+            match pinned.guard.track(pid, pinned.me) {
+                Ok(Some(fd)) => {
+                    pinned.ours.insert(fd);
+                }
+                Ok(None) => {}
+                Err(failure) if failure.gone_kind().is_some() => skipped.push((pid, failure)),
+                Err(failure) => return Err(failure),
+            }
+        }
+        Ok((pinned, skipped))
+    }
+
+    /// The pinned pids that no longer name the live process first seen under them
+    /// (exited, exiting, reaped, or reused), ascending.
+    pub fn vanished(&self) -> Result<Vec<Pid>, Failure> {
+        self.guard.vanished()
+    }
+
     /// A failure met while reading `pid`: `Exited` if the pid no longer names the
     /// process pinned under it (a listing that found nothing, an fd "not open").
     pub(crate) fn explain(&self, failure: Failure) -> Failure {
@@ -59,7 +83,7 @@ impl Pinned {
     /// The fds open in `pid`, ascending, never one this pass opened (its pins, the
     /// listing's directory) when `pid` shares our fd table (our pid, our threads,
     /// a CLONE_FILES child).
-    pub(crate) fn list(&self, pid: Pid) -> Result<Vec<Fd>, Failure> {
+    pub fn list(&self, pid: Pid) -> Result<Vec<Fd>, Failure> {
         let (fds, dir_fd) = {
             let dir = open_fd_dir(pid).map_err(|f| self.explain(f))?;
             let fds = sys::list_fds(&dir).map_err(|e| {

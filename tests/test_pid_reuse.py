@@ -368,3 +368,57 @@ def _check_reuse_outcome(
         sizes = [len(g) for g in groups]
         expected = [len(g) for g in expect_intact]
         raise ReuseMishandled(f"{where}surviving refs grouped {sizes}, expected {expected}")
+
+
+def _scan_reuse_scenario() -> dict[str, Any]:
+    """Runs as pid 1 of a new pid namespace: a scan whose first process is replaced
+    under the same pid (by one holding other files at the same fd numbers) right after
+    its fds were listed, before they are classified."""
+    _enter_private_proc()
+    _, xw = os.pipe()
+    _, yw = os.pipe()
+    x, y = dup_at_least(xw, 10000), dup_at_least(yw, 10001)
+    target = _spawn_at(_TARGET_PID, {3: x, 4: x})
+    other = _spawn_at(_LATER_PID, {3: x})
+    state: dict[str, Any] = {}
+
+    def progress(done: int, total: int) -> None:
+        if "replacement" in state:
+            return
+        _wait_past_start(target)
+        os.kill(target, signal.SIGKILL)
+        os.waitpid(target, 0)
+        state["replacement"] = _spawn_at(target, {3: y, 4: y})
+
+    result = kcmp_rs.scan([target, other], include_unshared=True, progress=progress)
+    return {
+        "target": target,
+        "other": other,
+        "replaced": state.get("replacement") == target,
+        "skipped": [(s.pid, s.reason) for s in result.skipped],
+        "members": sorted((m.pid, m.fd) for d in result.descriptions for m in d.members),
+        "processes_read": result.processes_read,
+    }
+
+
+def _scan_in_new_pid_namespace() -> dict[str, Any]:
+    try:
+        _checked(libc.unshare(_CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+    except OSError as e:
+        return {"skip": f"cannot create a pid namespace here: {e}"}
+    return run_in_child(_scan_reuse_scenario, timeout=_HANG).unwrap()
+
+
+@needs_root
+def test_a_pid_reused_between_listing_and_classifying_is_skipped_by_scan() -> None:
+    """scan() pins every process before it lists any: the process that replaced a
+    listed one under its pid is never answered for, and the pid is skipped as exited."""
+    got = run_in_child(_scan_in_new_pid_namespace, timeout=_HANG + 60).unwrap()
+    if "skip" in got:
+        pytest.skip(got["skip"])
+    assert got["replaced"], got
+    target, other = got["target"], got["other"]
+    assert got["skipped"] == [(target, "exited")], got
+    assert not [m for m in got["members"] if m[0] == target], got
+    assert (other, 3) in got["members"], got
+    assert got["processes_read"] == 1, got

@@ -1,7 +1,7 @@
 """The compiled core of kcmp_rs. Use the names re-exported by ``kcmp_rs`` instead."""
 
 from collections.abc import Iterable
-from typing import Literal, SupportsIndex
+from typing import Literal, SupportsIndex, final
 
 from kcmp_rs._types import KcmpType, Order
 
@@ -205,4 +205,25 @@ def epoll_fds(pid: SupportsIndex) -> list[int]:
 
     A link of /proc/PID/fd that cannot be read raises (``ProcessAccessError`` when
     access is refused), never leaves an fd out.
+    """
+
+@final
+class Pins:
+    """Processes pinned for a report assembled from several native calls (the scan):
+    from before their fds are listed to the check at the end, with one ``PidGuard``."""
+
+    def open_fds(self, pid: SupportsIndex) -> list[int]:
+        """The fds open in ``pid`` (pinned), ascending, never one the pins hold.
+
+        A pid that no longer names the process pinned under it raises
+        ``ProcessGoneError`` (kind ``"exited"``).
+        """
+
+    def vanished(self) -> list[int]:
+        """The pinned pids that exited, are exiting, or were reused since pinned, ascending."""
+
+def pin(pids: Iterable[SupportsIndex]) -> tuple[Pins, list[tuple[int, str]]]:
+    """(pins, skipped): ``pids`` pinned (pidfds while a few are held, start times
+    beyond), and those that could not be, with a reason code ("absent", "exited",
+    "zombie").
     """

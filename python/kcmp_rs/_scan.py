@@ -16,12 +16,13 @@ from typing import Callable, SupportsIndex
 
 from kcmp_rs._boundary import Boundaries, check_kind
 from kcmp_rs._native import (
+    Pins,
     classify_files_partial,
     classify_tasks,
     describe_refs,
     is_zombie,
     kcmp,
-    open_fds,
+    pin,
 )
 from kcmp_rs._proc import (
     file_type,
@@ -49,13 +50,6 @@ from kcmp_rs._types import KcmpType, KcmpUnavailableError, ProcessGoneError
 __all__ = ["classify_refs", "scan"]
 
 
-def _pid_gone(pid: int) -> bool:
-    """Whether ``pid`` has exited: a zombie awaiting its parent, or gone from /proc.
-
-    Asked in that order so that a process vanishing between the two counts as gone."""
-    return is_zombie(pid) or not os.path.exists(b"/proc/%d" % pid)
-
-
 def _reason(err: OSError, absent: str) -> str:
     """The ``Skipped.reason`` for an error about one process, from the error's class and
     kind. ``absent``: what a process that was not there counts as at this step."""
@@ -66,6 +60,11 @@ def _reason(err: OSError, absent: str) -> str:
     if isinstance(err, PermissionError):
         return PERMISSION_DENIED
     return f"error: {err.strerror or err}"
+
+
+#: ``_native.pin``'s reason codes, as ``Skipped.reason`` says them: a process that
+#: cannot be pinned when the scan starts was never read.
+_PIN_REASONS = {"absent": NO_SUCH_PROCESS, "exited": EXITED, "zombie": ZOMBIE}
 
 
 # ---- fd tables ----
@@ -119,9 +118,11 @@ def _list_fds(
     skipped: dict[int, str],
     total: int,
     progress: Callable[[int, int], None] | None,
+    pins: Pins,
 ) -> tuple[list[Ref], list[tuple[int, ...]]]:
     """The fds of one process per fd table, and the tables read: the reader (the
-    smallest pid whose fds could be listed) first, then its sharers."""
+    smallest pid whose fds could be listed) first, then its sharers. Every pid is
+    pinned (``pins``): whether it stayed the process listed is asked at the end."""
     refs: list[Ref] = []
     read_tables: list[tuple[int, ...]] = []
     done = len(skipped)
@@ -130,13 +131,10 @@ def _list_fds(
         while members:
             pid = members.pop(0)
             try:
-                fds = open_fds(pid)
+                fds = pins.open_fds(pid)
             except OSError as err:
-                # Its fd table was compared a moment ago: absent now means it exited since.
+                # Pinned a moment ago: absent now means it exited since.
                 skipped[pid] = _reason(err, absent=EXITED)
-                continue
-            if not fds and _pid_gone(pid):
-                skipped[pid] = EXITED
                 continue
             refs.extend((pid, fd) for fd in fds)
             read_tables.append((pid, *members))
@@ -151,28 +149,34 @@ def _list_fds(
 
 def _tally_readers(
     read_tables: list[tuple[int, ...]],
-    refs: list[Ref],
-    groups: list[tuple[Ref, ...]],
-    undecided: list[Ref],
+    gone: set[int],
     skipped: dict[int, str],
-) -> tuple[int, list[tuple[int, ...]]]:
-    """``(processes read, fd tables shared)``; a reader none of whose fds came back
-    from classify_files exited in between, and goes to ``skipped`` with its sharers."""
-    listed = {pid for pid, _ in refs}
-    answered = {pid for group in groups for pid, _ in group} | {pid for pid, _ in undecided}
+) -> tuple[int, list[tuple[int, ...]], set[int]]:
+    """``(processes read, fd tables shared, readers kept)`` once ``gone`` (the pinned
+    pids that exited, or were reused, during the scan) go to ``skipped``: a reader's
+    sharers with it (its fd table was read through it), a sharer alone."""
+    for pid in gone:
+        if skipped.get(pid) == NO_SUCH_PROCESS:  # pinned, so it was there: it exited
+            skipped[pid] = EXITED
     processes_read = 0
     fd_table_shared = []
+    readers = set()
     for table in read_tables:
         reader, sharers = table[0], table[1:]
-        if reader in listed and reader not in answered and _pid_gone(reader):
+        if reader in gone:
             skipped[reader] = EXITED
             for pid in sharers:
-                skipped[pid] = EXITED if _pid_gone(pid) else OWNER_EXITED
+                skipped[pid] = EXITED if pid in gone else OWNER_EXITED
             continue
-        processes_read += len(table)
-        if sharers:
-            fd_table_shared.append(table)
-    return processes_read, fd_table_shared
+        for pid in sharers:
+            if pid in gone:
+                skipped[pid] = EXITED
+        kept = tuple(p for p in table if p not in gone)
+        readers.add(reader)
+        processes_read += len(kept)
+        if len(kept) > 1:
+            fd_table_shared.append(kept)
+    return processes_read, fd_table_shared, readers
 
 
 # ---- boundaries ----
@@ -379,7 +383,8 @@ def scan(
     - A process whose fds cannot be listed (it exited, or access is denied) is reported
       in ``Scan.skipped`` with a reason and never aborts the scan. Reasons:
       ``"no such process"`` (gone before the scan reached it, or never existed),
-      ``"exited"`` (exited while being scanned), ``"zombie"`` (it had exited and
+      ``"exited"`` (exited, started exiting, or had its pid reused while being
+      scanned: its fds are in no description), ``"zombie"`` (it had exited and
       awaited reaping when the scan reached it),
       ``"permission denied"``, ``"fd table owner exited"`` (it shares its fd table with a
       process that exited mid-scan), ``"boundary unreadable: <message>"`` (its boundary
@@ -391,10 +396,11 @@ def scan(
       (``/proc/PID/comm``) are read only for the descriptions reported.
     - It holds a small, bounded number of fds whatever the number of processes: its own
       reads of /proc hold one fd at a time (each file is opened, read and closed in turn;
-      targets are read with readlink), and the native ``classify_tasks`` /
-      ``classify_files`` calls hold one /proc directory plus at most 64 pidfds (fewer
-      under a low ``RLIMIT_NOFILE``: a sixteenth of the soft limit); past that, a pid's
-      start time guards it against reuse instead.
+      targets are read with readlink); the scan's pins (every process is pinned before
+      any is read, to the end of the scan) and each native ``classify_tasks`` /
+      ``classify_files`` call hold one /proc directory plus at most 64 pidfds each
+      (fewer under a low ``RLIMIT_NOFILE``: a sixteenth of the soft limit); past that,
+      a pid's start time guards it against reuse instead.
     - Where kcmp(2) is blocked (seccomp, gVisor), ``classify_files`` decides what its
       exact fallbacks can (``allow_pidfd_getfd`` as given); the ``(pid, fd)`` pairs left
       undecided are listed in ``Scan.undecided`` and in no description.
@@ -458,14 +464,24 @@ def scan(
     _check_progress(progress)
     kind = check_kind(boundary)
     wanted = list_pids() if given is None else given
-    skipped: dict[int, str] = {}
-    tables = _fd_tables(wanted, skipped)
-    refs, read_tables = _list_fds(tables, skipped, len(wanted), progress)
+    # Every process pinned before any is read: one that exits (or starts exiting, or
+    # whose pid is reused) at any later point is skipped, never half-read.
+    pins, unpinned = pin(wanted)
+    skipped = {pid: _PIN_REASONS.get(code, code) for pid, code in unpinned}
+    tables = _fd_tables([p for p in wanted if p not in skipped], skipped)
+    refs, read_tables = _list_fds(tables, skipped, len(wanted), progress, pins)
     values: dict[int, tuple[str, ...]] = {}
     if kind is not None:
         refs, read_tables, values = _read_boundaries(kind, refs, read_tables, skipped)
     groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
-    processes_read, fd_table_shared = _tally_readers(read_tables, refs, groups, undecided, skipped)
+    gone = set(pins.vanished())
+    processes_read, fd_table_shared, readers = _tally_readers(read_tables, gone, skipped)
+    if gone:
+        # Answers about a process that exited after its fds were compared are dropped
+        # with it; the others' groups stand (each run checked its own pids at its end).
+        kept_groups = (tuple(r for r in g if r[0] in readers) for g in groups)
+        groups = [g for g in kept_groups if g]
+        undecided = [r for r in undecided if r[0] in readers]
     commands: dict[int, str] = {}
     descriptions = _describe(
         [group for group in groups if include_unshared or len(group) > 1], commands, values

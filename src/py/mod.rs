@@ -143,6 +143,34 @@ fn classify_refs(
     detached(py, |stop| crate::api::classify_files(&refs, opts, stop))
 }
 
+/// Processes pinned for a report assembled from several native calls (the scan):
+/// from before their fds are listed to the check at the end, with one `PidGuard`.
+#[pyclass(frozen, module = "kcmp_rs._native")]
+pub struct Pins {
+    pinned: crate::api::Pinned,
+}
+
+#[pymethods]
+impl Pins {
+    /// The fds open in ``pid`` (pinned), ascending, never one the pins hold.
+    ///
+    /// A pid that no longer names the process pinned under it raises
+    /// ``ProcessGoneError`` (kind ``"exited"``).
+    #[pyo3(text_signature = "($self, pid)")]
+    fn open_fds(&self, py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<Vec<i32>> {
+        let args::Pid(pid) = args::arg(pid, "pid")?;
+        py.detach(|| self.pinned.list(pid))
+            .map_err(|f| to_pyerr(py, &f))
+    }
+
+    /// The pinned pids that exited, are exiting, or were reused since pinned, ascending.
+    #[pyo3(text_signature = "($self)")]
+    fn vanished(&self, py: Python<'_>) -> PyResult<Vec<i32>> {
+        py.detach(|| self.pinned.vanished())
+            .map_err(|f| to_pyerr(py, &f))
+    }
+}
+
 // Free-threading safe: the only global state is atomics (`support`) and a
 // once-initialised cache of Python objects (`CACHED`).
 #[pymodule(gil_used = false)]
@@ -150,6 +178,8 @@ pub mod _native {
     use super::args::{
         arg, Fd, Fds, Flag, Index, IndexType, MissingPolicy, Optional, Order, Pid, Pids, TaskType,
     };
+    #[pymodule_export]
+    use super::Pins;
     use super::{cached, classify_refs, detached, to_pyerr, tuples, HoldersAnswer, Partial};
     use crate::api;
     use pyo3::prelude::*;
@@ -528,6 +558,26 @@ pub mod _native {
         let Pid(pid) = arg(pid, "pid")?;
         py.detach(|| api::epoll_fds(pid))
             .map_err(|f| to_pyerr(py, &f))
+    }
+
+    /// (pins, skipped): ``pids`` pinned (pidfds while a few are held, start times
+    /// beyond), and those that could not be, with a reason code ("absent", "exited",
+    /// "zombie").
+    #[pyfunction]
+    #[pyo3(text_signature = "(pids)")]
+    fn pin(
+        py: Python<'_>,
+        pids: &Bound<'_, PyAny>,
+    ) -> PyResult<(super::Pins, Vec<(crate::sys::Pid, String)>)> {
+        let Pids(pids) = arg(pids, "pids")?;
+        let (pinned, skipped) = py
+            .detach(|| api::Pinned::skipping(&pids))
+            .map_err(|f| to_pyerr(py, &f))?;
+        let skipped = skipped
+            .iter()
+            .map(|(p, f)| (*p, api::skip_reason(f)))
+            .collect();
+        Ok((super::Pins { pinned }, skipped))
     }
 
     /// What /proc shows of each (pid, fd), for a report: one tuple per ref, in order.
