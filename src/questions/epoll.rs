@@ -157,32 +157,19 @@ pub fn epoll_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
 /// One registration as fdinfo gives it: tfd, toff, events, data, ino.
 type Raw = (Fd, i32, u32, u64, u64);
 
-/// The set's registrations, read between two looks at the fd's target. Where the
-/// fdinfo names the file's inode (Linux 5.14+), it must be the one inode every epoll
-/// instance shares (learnt from an epoll fd of our own): a set swapped for another
-/// file and back around the read is caught too.
+/// The set's registrations, read between two looks at the fd's target. The fdinfo's
+/// mount (and inode, Linux 5.14+) must be those every epoll instance shares (learnt
+/// from an epoll fd of our own): a set swapped for a file of another kind and back
+/// around the read is caught too. (Swapped for another anon-inode file, an eventfd
+/// say, and back within that read, it would not be: such files share the mount and
+/// the inode.)
 fn registrations(pid: Pid, epfd: Fd) -> Result<Vec<Raw>, Failure> {
     match fd_target(pid, epfd) {
         None => return Err(why_unreadable(pid, epfd)),
         Some(t) if t != EVENTPOLL => return Err(not_epoll(pid, epfd)),
         Some(_) => {}
     }
-    let epoll_ino = sys::epoll_create()
-        .and_then(|own| sys::fstat_key(own.as_raw_fd()))
-        .map_err(|e| {
-            let doing = "creating an epoll fd to compare with";
-            if crate::error::is_exhaustion(e) {
-                Failure::exhausted(e, None, None, doing)
-            } else {
-                Failure::Os {
-                    errno: e.0,
-                    pid: None,
-                    fd: None,
-                    detail: doing.to_string(),
-                }
-            }
-        })?
-        .1;
+    let epoll_header = own_epoll_header()?;
     let path = std::ffi::CString::new(format!("/proc/{pid}/fdinfo/{epfd}"))
         .map_err(|_| not_epoll(pid, epfd))?;
     let text = sys::read_small_file(&path).map_err(|e| match e.0 {
@@ -198,7 +185,8 @@ fn registrations(pid: Pid, epfd: Fd) -> Result<Vec<Raw>, Failure> {
         Some(t) if t == EVENTPOLL => {}
         _ => return Err(replaced(pid, epfd)),
     }
-    if header_ino(&text).is_some_and(|ino| ino != epoll_ino) {
+    let (mnt_id, ino) = header(&text);
+    if mnt_id != epoll_header.0 || ino != epoll_header.1 {
         return Err(replaced(pid, epfd));
     }
     parse_fdinfo(&text).ok_or_else(|| Failure::Os {
@@ -212,12 +200,46 @@ fn registrations(pid: Pid, epfd: Fd) -> Result<Vec<Raw>, Failure> {
     })
 }
 
-/// The `ino:` line of an fdinfo's header (decimal), where the kernel gives one.
-fn header_ino(text: &[u8]) -> Option<u64> {
-    text.split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"ino:"))
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse().ok())
+/// The `mnt_id:` and `ino:` lines of an fdinfo's header (decimal), where the kernel
+/// gives them (`ino:` since Linux 5.14).
+fn header(text: &[u8]) -> (Option<u64>, Option<u64>) {
+    let field = |name: &[u8]| {
+        text.split(|&b| b == b'\n')
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse().ok())
+    };
+    (field(b"mnt_id:"), field(b"ino:"))
+}
+
+/// The fdinfo header of an epoll fd of our own: every epoll instance is a file on one
+/// internal mount and one inode, so another process's epoll fd shows the same.
+fn own_epoll_header() -> Result<(Option<u64>, Option<u64>), Failure> {
+    let doing = "creating an epoll fd to compare with";
+    let own = sys::epoll_create().map_err(|e| {
+        if crate::error::is_exhaustion(e) {
+            Failure::exhausted(e, None, None, doing)
+        } else {
+            Failure::Os {
+                errno: e.0,
+                pid: None,
+                fd: None,
+                detail: doing.to_string(),
+            }
+        }
+    })?;
+    let path =
+        std::ffi::CString::new(format!("/proc/self/fdinfo/{}", own.as_raw_fd())).map_err(|_| {
+            Failure::Os {
+                errno: libc::EINVAL,
+                pid: None,
+                fd: None,
+                detail: doing.to_string(),
+            }
+        })?;
+    let text = sys::read_small_file(&path)
+        .map_err(|e| Failure::from_errno(e, sys::getpid(), None, "reading our own fdinfo"))?;
+    Ok(header(&text))
 }
 
 /// The `tfd:` lines of an epoll fd's fdinfo, each with its index among the lines of
@@ -293,12 +315,18 @@ tfd:        7 events:        4 data:                0  pos:0 ino:a sdev:d\n";
     }
 
     #[test]
-    fn the_header_names_the_inode_where_the_kernel_gives_it() {
+    fn the_header_names_the_mount_and_the_inode_where_the_kernel_gives_them() {
+        let text = b"pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1057\ntfd: 3 ino:9\n";
+        assert_eq!(header(text), (Some(15), Some(1057)));
         assert_eq!(
-            header_ino(b"pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1057\n"),
-            Some(1057)
+            header(b"pos:\t0\nflags:\t02\nmnt_id:\t15\n"),
+            (Some(15), None)
         );
-        assert_eq!(header_ino(b"pos:\t0\nflags:\t02\nmnt_id:\t15\n"), None);
+    }
+
+    #[test]
+    fn our_own_epoll_header_names_its_mount() {
+        assert!(own_epoll_header().unwrap().0.is_some());
     }
 
     #[test]
