@@ -5,7 +5,6 @@
 //! points take `interrupted`, polled between chunks (the binding's Ctrl-C check).
 //! Knows every room below it; never PyO3.
 
-use std::ffi::CString;
 use std::os::fd::AsRawFd;
 
 use crate::engine::{GroupOrder, Missing, Stats};
@@ -18,6 +17,8 @@ pub use crate::holders::{holders, Found as HoldersFound};
 pub use crate::ladder::{kcmp_checked, same_epoll_target};
 pub use crate::oracle::{classify_files, classify_tasks, Classified, FileOptions, FileRef};
 pub use crate::questions::epoll::{epoll_fds, epoll_targets, Registration, Status as EpollStatus};
+pub use crate::questions::json::write_scan_to_fd;
+pub use crate::questions::scan::{scan, Boundary, ScanOptions, ScanReport};
 pub use crate::questions::shared::{shared_files, Shared};
 pub use crate::questions::{command, Pinned};
 pub use crate::support::Report;
@@ -167,26 +168,8 @@ pub fn disable_kcmp() {
     support::disable();
 }
 
-/// Why a process could not be searched, as the word the Python layer turns into a
-/// `Skipped.reason`: the kind of a process that is gone, `"denied"`, or the message.
-pub fn skip_reason(failure: &Failure) -> String {
-    match failure {
-        Failure::Denied { .. } => "denied".to_string(),
-        other => other
-            .gone_kind()
-            .map_or_else(|| format!("error: {}", other.message()), str::to_string),
-    }
-}
-
-/// What /proc shows of one fd for a report: its target (readlink of /proc/PID/fd/N),
-/// the st_mode of that link (its permission bits are the fd's open mode) and, where
-/// the target does not name the type, the st_mode of the file. `None` for what could
-/// not be read (the fd or the process gone); nothing more is read once the target is
-/// gone.
-pub type Described = (Option<Vec<u8>>, Option<u32>, Option<u32>);
-
-/// Targets whose start names the file type: no stat of the file is needed for them.
-const TYPED_TARGETS: [&[u8]; 3] = [b"socket:[", b"pipe:[", b"anon_inode:"];
+pub use crate::questions::scan::skip_reason;
+pub use crate::questions::scan::Described;
 
 /// `describe` for each ref, in order, in parallel threads; `interrupted` is polled
 /// between chunks of refs.
@@ -196,27 +179,14 @@ pub fn describe_refs(
 ) -> Result<Vec<Described>, Failure> {
     oracle::map_chunks(
         refs,
-        |chunk| chunk.iter().map(|&r| describe(r)).collect(),
+        |chunk| {
+            chunk
+                .iter()
+                .map(|&r| crate::questions::scan::describe(r))
+                .collect()
+        },
         interrupted,
     )
-}
-
-/// What /proc shows of one fd: target, link mode, file mode (see `Described`), read
-/// in that order by path, holding no fd.
-fn describe((pid, fd): FileRef) -> Described {
-    let Ok(path) = CString::new(format!("/proc/{pid}/fd/{fd}")) else {
-        return (None, None, None);
-    };
-    let Ok(target) = sys::readlinkat(libc::AT_FDCWD, &path) else {
-        return (None, None, None);
-    };
-    let link = sys::fstatat_mode(libc::AT_FDCWD, &path, false).ok();
-    let file = if TYPED_TARGETS.iter().any(|t| target.starts_with(t)) {
-        None
-    } else {
-        sys::fstatat_mode(libc::AT_FDCWD, &path, true).ok()
-    };
-    (Some(target), link, file)
 }
 
 /// Whether `pid` has exited and awaits reaping (a zombie): it keeps its pid but none of

@@ -9,6 +9,8 @@
 //! Knows `sys`, `error`, `support`, `ladder` and `oracle`; never PyO3.
 
 pub mod epoll;
+pub mod json;
+pub mod scan;
 pub mod shared;
 
 use std::ffi::CString;

@@ -450,6 +450,19 @@ pub fn fs_magic(fd: Fd) -> Result<u32, Errno> {
     u32::try_from(magic).map_err(|_| Errno(libc::EOVERFLOW))
 }
 
+/// Writes all of `buf` to `fd` (retrying after a signal and after a short write).
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<(), Errno> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is readable for its whole length; `fd` is only written to.
+        match Errno::result(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }) {
+            Ok(n) => buf = buf.get(n.unsigned_abs()..).ok_or(Errno(libc::EIO))?,
+            Err(Errno(libc::EINTR)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Reads a small /proc file whole (a few syscalls; the fd is closed before returning).
 pub fn read_small_file(path: &CStr) -> Result<Vec<u8>, Errno> {
     // SAFETY: `path` is NUL-terminated; the fd returned is owned only by `file`.

@@ -457,7 +457,7 @@ def test_scan_checks_its_arguments_before_any_work(
     def no_work(*args: object, **kw: object) -> None:
         raise AssertionError("scan() began its work before checking its arguments")
 
-    for step in ("list_pids", "pin", "classify_tasks", "classify_files_partial"):
+    for step in ("list_pids", "native_scan"):
         monkeypatch.setattr(kcmp_rs._scan, step, no_work)
     call = {"pids": [ME], **kwargs}
     e = raised(kcmp_rs.scan, **call)

@@ -265,22 +265,6 @@ def test_without_a_boundary_nothing_gains_a_side(world: World) -> None:
         assert all(m.boundary is None and "boundary" not in m.to_dict() for m in d.members)
 
 
-def test_each_process_value_is_read_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    reads: list[bytes] = []
-    real = os.readlink
-
-    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
-        if b"/ns/" in os.fsencode(path):
-            reads.append(os.fsencode(path))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "readlink", counting)
-    result = kcmp_rs.scan(world.pids, boundary="net")
-    monkeypatch.undo()
-    assert result.descriptions
-    assert sorted(reads) == sorted(b"/proc/%d/ns/net" % p for p in world.pids)
-
-
 def test_a_process_whose_boundary_cannot_be_read_is_skipped_never_sided(world: World) -> None:
     victim = world.holders["mnt"]  # this process's own child: a zombie once killed
     victim.killed = True

@@ -16,7 +16,7 @@ import pytest
 from _checks import raised
 from _family import build_family
 from _helpers import spawned
-from kcmp_rs import _proc, _scan
+from kcmp_rs import _proc
 from kcmp_rs._native import describe_refs
 
 ME = os.getpid()
@@ -132,19 +132,3 @@ def test_file_type_bits_are_the_file_s() -> None:
             os.close(fd)
     assert link is not None and stat.S_ISLNK(link)
     assert file is not None and stat.S_ISDIR(file)
-
-
-def test_a_group_whose_first_fd_is_gone_is_named_by_the_next() -> None:
-    closed = os.open(os.devnull, os.O_RDONLY)
-    r, w = os.pipe()
-    os.close(closed)
-    assert closed < r, "the gone fd is the group's first member"
-    try:
-        expected = f"pipe:[{os.fstat(r).st_ino}]"
-        named, unnamed = _scan._describe([((ME, closed), (ME, r)), ((ME, closed),)], {}, {})
-    finally:
-        os.close(r)
-        os.close(w)
-    assert (named.target, named.mode, named.type) == (expected, "r", "FIFO")
-    assert [(m.pid, m.fd) for m in named.members] == [(ME, closed), (ME, r)]
-    assert (unnamed.target, unnamed.mode, unnamed.type) == ("?", "?", "?")

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Callable
 
+import kcmp_rs
 import pytest
 from _checks import check_os_error, needs_kcmp, needs_root, raised
 from _helpers import Spawn
@@ -307,3 +308,62 @@ def test_cli_epoll_of_a_process_whose_links_cannot_be_read_says_so(spawn: Spawn)
     assert epoll.stdout == b""
     assert b"permission denied" in epoll.stderr.lower(), epoll.stderr
     assert str(child.pid).encode() in epoll.stderr
+
+
+# ---- the scan's JSON, written by the core ----
+
+
+def test_scan_json_from_the_core_is_the_python_document_byte_for_byte() -> None:
+    """``kcmp-rs scan -J`` and ``-j`` are written by Rust from the native report; the
+    bytes are those of ``json.dumps(Scan.to_dict(), ensure_ascii=False)`` and of the
+    JSON Lines built from it, hostile names (newline, ESC, a byte not UTF-8) included."""
+    from _family import build_family
+    from kcmp_rs._cli_audit import SCAN_RECORDS
+    from kcmp_rs._cli_common import json_lines
+
+    with build_family(3, 8, hostile_names=True, command=b"fam\x1b[31m\xff") as fam:
+        pids = ",".join(map(str, fam.pids))
+        for flags in ([], ["--all"]):
+            document = run_cli("scan", "-p", pids, "-J", *flags)
+            lines = run_cli("scan", "-p", pids, "-j", *flags)
+            doc = kcmp_rs.scan(fam.pids, include_unshared=bool(flags)).to_dict()
+            assert document.returncode == 0 and lines.returncode == 0, document.stderr
+            expected = json.dumps(doc, ensure_ascii=False) + "\n"
+            assert document.stdout == expected.encode(), flags
+            assert lines.stdout == json_lines(doc, "scan", SCAN_RECORDS).encode(), flags
+            assert b"target_bytes_b64" in document.stdout
+
+
+def _native_calls_during(call: Callable[[], object]) -> int:
+    """How many calls ``call()`` makes into the native module (its functions and the
+    methods of its objects), counted with a profile hook."""
+    from kcmp_rs import _native
+
+    count = 0
+
+    def hook(frame: object, event: str, arg: object) -> None:
+        nonlocal count
+        if event == "c_call":
+            owner = getattr(arg, "__self__", None)
+            modules = {getattr(arg, "__module__", None), type(owner).__module__}
+            if owner is _native or _native.__name__ in modules:
+                count += 1
+
+    sys.setprofile(hook)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def test_a_scan_crosses_into_the_core_a_constant_number_of_times() -> None:
+    from _family import build_family
+
+    counts = []
+    for n in (2, 12):
+        with build_family(n, 8) as fam:
+            counts.append(_native_calls_during(lambda: kcmp_rs.scan(fam.pids)))
+            counts.append(_native_calls_during(lambda: kcmp_rs.scan(fam.pids, boundary="net")))
+    assert counts[0] == counts[2] and counts[1] == counts[3], counts
+    assert counts[0] <= 8, counts

@@ -13,7 +13,7 @@ import errno
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from kcmp_rs._config import DISABLE_VALUES, KEEP_VALUES, NO_KCMP
@@ -33,6 +33,7 @@ __all__ = [
     "note",
     "out",
     "silence_stdout",
+    "write_native",
     "write_utf8",
 ]
 
@@ -105,6 +106,24 @@ def out(text: str) -> None:
 def flush() -> None:
     with _writing() as stdout:
         stdout.flush()
+
+
+def write_native(write: Callable[[int], None]) -> bool:
+    """Lets native code write to stdout's fd (``write(fd)``), Python's buffers flushed
+    first; False, with nothing written, when stdout has no fd (captured in a test)."""
+    with _writing() as stdout:
+        try:
+            fd = stdout.fileno()
+        except (OSError, ValueError):  # io.UnsupportedOperation is both
+            return False
+        stdout.flush()
+        try:
+            write(fd)
+        except BrokenPipeError:
+            raise
+        except OSError as err:  # as any other write to stdout says it
+            raise OSError(err.errno, os.strerror(err.errno or errno.EIO)) from None
+        return True
 
 
 def write_utf8(text: str) -> None:

@@ -1,6 +1,6 @@
 """The compiled core of kcmp_rs. Use the names re-exported by ``kcmp_rs`` instead."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal, SupportsIndex, final
 
 from kcmp_rs._types import KcmpType, Order
@@ -208,22 +208,47 @@ def epoll_fds(pid: SupportsIndex) -> list[int]:
     """
 
 @final
-class Pins:
-    """Processes pinned for a report assembled from several native calls (the scan):
-    from before their fds are listed to the check at the end, with one ``PidGuard``."""
+class ScanReport:
+    """What one scan found, kept native: the Python result types are built from it on
+    demand, and ``kcmp-rs scan -J/-j`` writes it as JSON without building them."""
 
-    def open_fds(self, pid: SupportsIndex) -> list[int]:
-        """The fds open in ``pid`` (pinned), ascending, never one the pins hold.
+    @property
+    def processes_read(self) -> int:
+        """Processes whose fds were read (sharers of a read fd table included)."""
+    @property
+    def fds_classified(self) -> int:
+        """Fds placed in a description."""
+    @property
+    def skipped(self) -> list[tuple[int, str]]:
+        """(pid, reason) of each process not read, ascending."""
+    @property
+    def undecided(self) -> list[tuple[int, int]]:
+        """The (pid, fd) no exact method could decide, ascending."""
+    @property
+    def fd_table_shared(self) -> list[list[int]]:
+        """The pids sharing one fd table, smallest (the one read) first."""
+    def descriptions(
+        self,
+    ) -> list[tuple[bytes | None, str, str, list[tuple[int, int]], list[bytes]]]:
+        """One ``(target, type, mode, members, boundaries)`` per description reported."""
+    def commands(self) -> list[tuple[int, bytes | None]]:
+        """(pid, command name as bytes, None once gone) of each member's process."""
+    def boundary_of(self) -> list[tuple[int, bytes]]:
+        """(pid, boundary value as bytes) of each reader, when a boundary was asked."""
+    def write_json(self, fd: SupportsIndex, lines: bool) -> None:
+        """Writes the report to ``fd`` as ``kcmp-rs scan -J`` (``lines=False``) or ``-j``
+        prints it, the GIL released; OSError (BrokenPipeError, ...) if it cannot."""
 
-        A pid that no longer names the process pinned under it raises
-        ``ProcessGoneError`` (kind ``"exited"``).
-        """
+def scan(
+    pids: Iterable[SupportsIndex],
+    include_unshared: bool,
+    allow_pidfd_getfd: bool,
+    boundary: str | None,
+    progress: Callable[[int, int], object] | None,
+) -> ScanReport:
+    """The scan of ``pids`` in one native pass, the GIL released: a ``ScanReport``.
 
-    def vanished(self) -> list[int]:
-        """The pinned pids that exited, are exiting, or were reused since pinned, ascending."""
-
-def pin(pids: Iterable[SupportsIndex]) -> tuple[Pins, list[tuple[int, str]]]:
-    """(pins, skipped): ``pids`` pinned (pidfds while a few are held, start times
-    beyond), and those that could not be, with a reason code ("absent", "exited",
-    "zombie").
+    Arguments arrive checked by ``kcmp_rs.scan``. ``progress(done, total)`` is
+    called with the GIL as each process's fds have been read; an exception it
+    raises ends the scan and propagates.
     """

@@ -18,10 +18,7 @@ from kcmp_rs import _native
 from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
 from kcmp_rs._proc import file_type, list_pids, read_command, read_mode, read_target
 from kcmp_rs._results import (
-    EXITED,
     NO_SUCH_PROCESS,
-    PERMISSION_DENIED,
-    ZOMBIE,
     Description,
     Member,
     Ref,
@@ -40,15 +37,6 @@ __all__ = ["epoll_targets", "holders", "shared_files"]
 
 #: Processes per native call: progress is reported, and Ctrl-C noticed, between them.
 _CHUNK = 64
-
-#: The native search's reason codes, as ``Skipped.reason`` says them.
-_REASONS = {
-    "absent": NO_SUCH_PROCESS,
-    "exited": EXITED,
-    "zombie": ZOMBIE,
-    "denied": PERMISSION_DENIED,
-}
-
 
 # ---- holders ----
 
@@ -80,7 +68,7 @@ def _search_by_kcmp(
         found.extend(refs)
         compared += fds
         for p, code in gone:
-            skipped[p] = _REASONS.get(code, code)
+            skipped[p] = code
         done += len(chunk)
         if progress is not None:
             progress(done, total)

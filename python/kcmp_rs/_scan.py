@@ -1,10 +1,12 @@
 """Scanning many processes at once: which open file descriptions they share.
 
-Orchestration only: ``scan()`` sorts the processes by fd table and lists their fds
-through the native module, groups every fd with one batched ``classify_files`` call,
-then reads /proc (``_proc``) for the descriptions it reports. The result types live in
-``_results``, the text output in ``_table``; the contract (guarantees, name rules, JSON
-schema) is ``scan()``'s docstring, which ``help(kcmp_rs.scan)`` shows.
+Presentation only: ``scan()`` checks its arguments and crosses into the native module
+once (``_native.scan``: pinning, fd tables, listings, boundary values, one batched
+classification, the descriptions and commands, all in Rust with the GIL released),
+then builds the result types of ``_results`` from the native report. The contract
+(guarantees, name rules, JSON schema) is ``scan()``'s docstring, which
+``help(kcmp_rs.scan)`` shows. The fd-table grouping and reason mapping here serve
+``holders()``, whose search is not yet one native pass.
 """
 
 from __future__ import annotations
@@ -14,29 +16,21 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Callable, SupportsIndex
 
-from kcmp_rs._boundary import Boundaries, check_kind
+from kcmp_rs._boundary import check_kind
 from kcmp_rs._native import (
-    Pins,
+    ScanReport,
     classify_files_partial,
     classify_tasks,
-    describe_refs,
     is_zombie,
     kcmp,
-    pin,
 )
+from kcmp_rs._native import scan as native_scan
 from kcmp_rs._proc import (
-    file_type,
     list_pids,
-    mode_of,
-    read_command,
-    read_mode,
-    read_target,
-    type_of,
 )
 from kcmp_rs._results import (
     EXITED,
     NO_SUCH_PROCESS,
-    OWNER_EXITED,
     PERMISSION_DENIED,
     ZOMBIE,
     Description,
@@ -47,7 +41,7 @@ from kcmp_rs._results import (
 )
 from kcmp_rs._types import KcmpType, KcmpUnavailableError, ProcessGoneError
 
-__all__ = ["classify_refs", "scan"]
+__all__ = ["classify_refs", "scan", "scan_from_report", "scan_report"]
 
 
 def _reason(err: OSError, absent: str) -> str:
@@ -113,116 +107,6 @@ def _fd_tables(pids: list[int], skipped: dict[int, str]) -> list[tuple[int, ...]
     return tables
 
 
-def _list_fds(
-    tables: list[tuple[int, ...]],
-    skipped: dict[int, str],
-    total: int,
-    progress: Callable[[int, int], None] | None,
-    pins: Pins,
-) -> tuple[list[Ref], list[tuple[int, ...]]]:
-    """The fds of one process per fd table, and the tables read: the reader (the
-    smallest pid whose fds could be listed) first, then its sharers. Every pid is
-    pinned (``pins``): whether it stayed the process listed is asked at the end."""
-    refs: list[Ref] = []
-    read_tables: list[tuple[int, ...]] = []
-    done = len(skipped)
-    for table in tables:
-        members = list(table)
-        while members:
-            pid = members.pop(0)
-            try:
-                fds = pins.open_fds(pid)
-            except OSError as err:
-                # Pinned a moment ago: absent now means it exited since.
-                skipped[pid] = _reason(err, absent=EXITED)
-                continue
-            refs.extend((pid, fd) for fd in fds)
-            read_tables.append((pid, *members))
-            break
-        done += len(table)
-        if progress is not None:
-            progress(done, total)
-    if progress is not None and not tables and total:
-        progress(total, total)  # every process was gone before its turn
-    return refs, read_tables
-
-
-def _tally_readers(
-    read_tables: list[tuple[int, ...]],
-    gone: set[int],
-    skipped: dict[int, str],
-) -> tuple[int, list[tuple[int, ...]], set[int]]:
-    """``(processes read, fd tables shared, readers kept)`` once ``gone`` (the pinned
-    pids that exited, or were reused, during the scan) go to ``skipped``: a reader's
-    sharers with it (its fd table was read through it), a sharer alone."""
-    for pid in gone:
-        if skipped.get(pid) == NO_SUCH_PROCESS:  # pinned, so it was there: it exited
-            skipped[pid] = EXITED
-    processes_read = 0
-    fd_table_shared = []
-    readers = set()
-    for table in read_tables:
-        reader, sharers = table[0], table[1:]
-        if reader in gone:
-            skipped[reader] = EXITED
-            for pid in sharers:
-                skipped[pid] = EXITED if pid in gone else OWNER_EXITED
-            continue
-        for pid in sharers:
-            if pid in gone:
-                skipped[pid] = EXITED
-        kept = tuple(p for p in table if p not in gone)
-        readers.add(reader)
-        processes_read += len(kept)
-        if len(kept) > 1:
-            fd_table_shared.append(kept)
-    return processes_read, fd_table_shared, readers
-
-
-# ---- boundaries ----
-
-
-def _boundary_reason(err: OSError, pid: int) -> str:
-    if is_zombie(pid):
-        return ZOMBIE
-    if not os.path.exists(b"/proc/%d" % pid):
-        return EXITED
-    if isinstance(err, PermissionError):
-        return PERMISSION_DENIED
-    return f"boundary unreadable: {err.strerror or err}"
-
-
-def _read_boundaries(
-    kind: str,
-    refs: list[Ref],
-    read_tables: list[tuple[int, ...]],
-    skipped: dict[int, str],
-) -> tuple[list[Ref], list[tuple[int, ...]], dict[int, tuple[str, ...]]]:
-    """Each read process's boundary value, before any fd is classified: a process
-    whose value cannot be read goes to ``skipped`` and its fds to no description (an
-    unread reader takes its fd table's sharers along). Returns the refs and tables
-    kept and, per reader, its value followed by its sharers'."""
-    reader = Boundaries(kind)
-    kept_tables = []
-    values: dict[int, tuple[str, ...]] = {}
-    for table in read_tables:
-        found = []
-        for pid in table:
-            try:
-                found.append(reader.value(pid))
-            except OSError as err:
-                skipped[pid] = _boundary_reason(err, pid)
-        if table[0] in skipped:
-            gone = skipped[table[0]] in (EXITED, ZOMBIE)
-            for pid in table[1:]:
-                skipped.setdefault(pid, OWNER_EXITED if gone else skipped[table[0]])
-            continue
-        kept = tuple(p for p in table if p not in skipped)
-        kept_tables.append(kept)
-        values[table[0]] = tuple(found)
-    return [r for r in refs if r[0] in values], kept_tables, values
-
-
 # ---- classification ----
 
 
@@ -242,46 +126,6 @@ def classify_refs(
     unknown = set(undecided)
     kept = (tuple(r for r in g if r not in unknown) for g in groups)
     return [g for g in kept if g], undecided
-
-
-def _describe(
-    groups: Sequence[Sequence[Ref]],
-    commands: dict[int, str],
-    values: dict[int, tuple[str, ...]],
-) -> tuple[Description, ...]:
-    """The descriptions of ``groups``: /proc read natively (``describe_refs``, in
-    parallel) for each group's first member, and in Python for the next members of a
-    group whose first fd is gone. ``values``: per reader, its boundary value and its fd
-    table's sharers' (empty without a boundary)."""
-    firsts = describe_refs([min(group) for group in groups])
-    return tuple(_describe_one(g, commands, values, first) for g, first in zip(groups, firsts))
-
-
-def _describe_one(
-    group: Sequence[Ref],
-    commands: dict[int, str],
-    values: dict[int, tuple[str, ...]],
-    first: tuple[bytes | None, int | None, int | None],
-) -> Description:
-    members = []
-    for pid, fd in sorted(group):
-        if pid not in commands:
-            commands[pid] = read_command(pid)
-        side = values.get(pid)
-        members.append(Member(pid, fd, commands[pid], side[0] if side else None))
-    sides = tuple(sorted({v for m in members for v in values.get(m.pid, ())}))
-    target_bytes, link_mode, file_mode = first
-    if target_bytes is not None:
-        name = os.fsdecode(target_bytes)
-        kind = type_of(name, file_mode)
-        return Description(name, mode_of(link_mode), tuple(members), kind, sides)
-    for m in members[1:]:  # the first member whose fd is still there names the target
-        target = read_target(m.pid, m.fd)
-        if target is not None:
-            mode = read_mode(m.pid, m.fd)
-            kind = file_type(m.pid, m.fd, target)
-            return Description(target, mode, tuple(members), kind, sides)
-    return Description("?", "?", tuple(members), "?", sides)
 
 
 # ---- arguments: checked up front, with the native calls' classes and messages ----
@@ -463,34 +307,49 @@ def scan(
     _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
     _check_progress(progress)
     kind = check_kind(boundary)
-    wanted = list_pids() if given is None else given
-    # Every process pinned before any is read: one that exits (or starts exiting, or
-    # whose pid is reused) at any later point is skipped, never half-read.
-    pins, unpinned = pin(wanted)
-    skipped = {pid: _PIN_REASONS.get(code, code) for pid, code in unpinned}
-    tables = _fd_tables([p for p in wanted if p not in skipped], skipped)
-    refs, read_tables = _list_fds(tables, skipped, len(wanted), progress, pins)
-    values: dict[int, tuple[str, ...]] = {}
-    if kind is not None:
-        refs, read_tables, values = _read_boundaries(kind, refs, read_tables, skipped)
-    groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
-    gone = set(pins.vanished())
-    processes_read, fd_table_shared, readers = _tally_readers(read_tables, gone, skipped)
-    if gone:
-        # Answers about a process that exited after its fds were compared are dropped
-        # with it; the others' groups stand (each run checked its own pids at its end).
-        kept_groups = (tuple(r for r in g if r[0] in readers) for g in groups)
-        groups = [g for g in kept_groups if g]
-        undecided = [r for r in undecided if r[0] in readers]
-    commands: dict[int, str] = {}
-    descriptions = _describe(
-        [group for group in groups if include_unshared or len(group) > 1], commands, values
+    report = native_scan(
+        list_pids() if given is None else given,
+        include_unshared,
+        allow_pidfd_getfd,
+        kind,
+        progress,
+    )
+    return scan_from_report(report)
+
+
+def scan_report(
+    pids: list[int] | None,
+    *,
+    include_unshared: bool = False,
+    allow_pidfd_getfd: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    boundary: str | None = None,
+) -> ScanReport:
+    """``scan()``'s native report (arguments as checked by the CLI's parser), for the
+    CLI to write as JSON without building the result types."""
+    wanted = list_pids() if pids is None else _checked_pids(pids)
+    return native_scan(wanted, include_unshared, allow_pidfd_getfd, check_kind(boundary), progress)
+
+
+def scan_from_report(report: ScanReport) -> Scan:
+    """The result types of a native report (names decoded with ``os.fsdecode``)."""
+    commands = {p: "?" if c is None else os.fsdecode(c) for p, c in report.commands()}
+    sides = {p: os.fsdecode(v) for p, v in report.boundary_of()}
+    descriptions = tuple(
+        Description(
+            "?" if target is None else os.fsdecode(target),
+            mode,
+            tuple(Member(p, f, commands.get(p, "?"), sides.get(p)) for p, f in members),
+            kind,
+            tuple(os.fsdecode(b) for b in bounds),
+        )
+        for target, kind, mode, members, bounds in report.descriptions()
     )
     return Scan(
         descriptions=descriptions,
-        skipped=tuple(Skipped(pid, reason) for pid, reason in sorted(skipped.items())),
-        processes_read=processes_read,
-        fds_classified=sum(len(group) for group in groups),
-        undecided=tuple(undecided),
-        fd_table_shared=tuple(fd_table_shared),
+        skipped=tuple(Skipped(pid, reason) for pid, reason in report.skipped),
+        processes_read=report.processes_read,
+        fds_classified=report.fds_classified,
+        undecided=tuple(report.undecided),
+        fd_table_shared=tuple(tuple(t) for t in report.fd_table_shared),
     )

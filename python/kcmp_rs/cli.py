@@ -48,12 +48,13 @@ from kcmp_rs._cli_io import (
     note,
     out,
     silence_stdout,
+    write_native,
 )
 from kcmp_rs._cli_queries import add_commands
 from kcmp_rs._dot import scan_dot
 from kcmp_rs._native import is_zombie
 from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, ZOMBIE, Ref, Scan
-from kcmp_rs._scan import classify_refs
+from kcmp_rs._scan import classify_refs, scan_from_report, scan_report
 from kcmp_rs._table import format_table, render_table
 from kcmp_rs._types import KcmpType, Order
 
@@ -298,15 +299,15 @@ _SKIPPED_NOTES = {
 }
 
 
-def _report_skipped(result: Scan, explicit: bool) -> None:
+def _report_skipped(skipped: Sequence[tuple[int, str]], explicit: bool) -> None:
     if explicit:
-        for s in result.skipped:
-            if s.reason in _SKIPPED_NOTES:
-                note(_SKIPPED_NOTES[s.reason].format(pid=s.pid))
-            elif s.reason == PERMISSION_DENIED:
-                note(denied(s.pid))
+        for pid, reason in skipped:
+            if reason in _SKIPPED_NOTES:
+                note(_SKIPPED_NOTES[reason].format(pid=pid))
+            elif reason == PERMISSION_DENIED:
+                note(denied(pid))
             else:
-                note(f"process {s.pid}: {s.reason}")
+                note(f"process {pid}: {reason}")
 
 
 def _scan_example(args: argparse.Namespace) -> int:
@@ -358,7 +359,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     pids = given_pids(args)
     progress = Progress()
     try:
-        result = kcmp_rs.scan(
+        report = scan_report(
             pids,
             include_unshared=args.include_unshared,
             allow_pidfd_getfd=args.allow_pidfd_getfd,
@@ -367,15 +368,22 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         )
     finally:
         progress.clear()
-    crossing = print_audit(result, args) if args.across else _print_scan(result, args)
-    _report_skipped(result, explicit)
-    if result.processes_read == 0:
+    crossing = False
+    # JSON of the plain scan is written by the core straight from its report; the
+    # audit, DOT and tables need the result types.
+    plain_json = (args.json or args.json_lines) and not args.across and not args.dot
+    if not (plain_json and write_native(lambda fd: report.write_json(fd, args.json_lines))):
+        result = scan_from_report(report)
+        crossing = print_audit(result, args) if args.across else _print_scan(result, args)
+    _report_skipped(report.skipped, explicit)
+    if report.processes_read == 0:
         raise CommandError("no process could be read")
-    if result.undecided:
-        report_undecided(result.undecided, args.allow_pidfd_getfd)
+    undecided = tuple(report.undecided)
+    if undecided:
+        report_undecided(undecided, args.allow_pidfd_getfd)
     if crossing:
         return EXIT_CROSSING
-    return EXIT_INCOMPLETE if result.undecided else 0
+    return EXIT_INCOMPLETE if undecided else 0
 
 
 # ---- main ----

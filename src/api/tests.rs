@@ -135,10 +135,18 @@ fn a_child_is_grouped_apart_and_a_missing_pid_skipped() {
 
 #[test]
 fn skip_reasons_name_the_kind_or_the_error() {
-    assert_eq!(skip_reason(&Failure::NoProcess { pid: 7 }), "absent");
-    assert_eq!(skip_reason(&Failure::Exited { pid: 7 }), "exited");
-    assert_eq!(skip_reason(&Failure::Zombie { pid: 7 }), "zombie");
-    assert_eq!(skip_reason(&Failure::Denied { pid: 7 }), "denied");
+    let absent = "no such process";
+    assert_eq!(skip_reason(&Failure::NoProcess { pid: 7 }, absent), absent);
+    assert_eq!(
+        skip_reason(&Failure::NoProcess { pid: 7 }, "exited"),
+        "exited"
+    );
+    assert_eq!(skip_reason(&Failure::Exited { pid: 7 }, absent), "exited");
+    assert_eq!(skip_reason(&Failure::Zombie { pid: 7 }, absent), "zombie");
+    assert_eq!(
+        skip_reason(&Failure::Denied { pid: 7 }, absent),
+        "permission denied"
+    );
     let other = Failure::Os {
         errno: libc::EIO,
         pid: Some(7),
@@ -146,7 +154,7 @@ fn skip_reasons_name_the_kind_or_the_error() {
         detail: "reading /proc/7/fd".into(),
     };
     assert_eq!(
-        skip_reason(&other),
+        skip_reason(&other, absent),
         "error: Input/output error: reading /proc/7/fd"
     );
 }

@@ -143,31 +143,123 @@ fn classify_refs(
     detached(py, |stop| crate::api::classify_files(&refs, opts, stop))
 }
 
-/// Processes pinned for a report assembled from several native calls (the scan):
-/// from before their fds are listed to the check at the end, with one `PidGuard`.
+/// What one scan found, kept native: the Python result types are built from it on
+/// demand, and `kcmp-rs scan -J/-j` writes it as JSON without building them.
 #[pyclass(frozen, module = "kcmp_rs._native")]
-pub struct Pins {
-    pinned: crate::api::Pinned,
+pub struct ScanReport {
+    report: crate::api::ScanReport,
 }
 
+/// One description for Python: target (bytes, None once gone), type, mode, members,
+/// boundary values.
+type DescriptionRow<'py> = (
+    Option<Bound<'py, pyo3::types::PyBytes>>,
+    String,
+    &'static str,
+    Vec<(crate::sys::Pid, crate::sys::Fd)>,
+    Vec<Bound<'py, pyo3::types::PyBytes>>,
+);
+
 #[pymethods]
-impl Pins {
-    /// The fds open in ``pid`` (pinned), ascending, never one the pins hold.
-    ///
-    /// A pid that no longer names the process pinned under it raises
-    /// ``ProcessGoneError`` (kind ``"exited"``).
-    #[pyo3(text_signature = "($self, pid)")]
-    fn open_fds(&self, py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<Vec<i32>> {
-        let args::Pid(pid) = args::arg(pid, "pid")?;
-        py.detach(|| self.pinned.list(pid))
-            .map_err(|f| to_pyerr(py, &f))
+impl ScanReport {
+    /// Processes whose fds were read (sharers of a read fd table included).
+    #[getter]
+    fn processes_read(&self) -> usize {
+        self.report.processes_read
     }
 
-    /// The pinned pids that exited, are exiting, or were reused since pinned, ascending.
+    /// Fds placed in a description.
+    #[getter]
+    fn fds_classified(&self) -> usize {
+        self.report.fds_classified
+    }
+
+    /// (pid, reason) of each process not read, ascending.
+    #[getter]
+    fn skipped(&self) -> Vec<(crate::sys::Pid, String)> {
+        self.report.skipped.clone()
+    }
+
+    /// The (pid, fd) no exact method could decide, ascending.
+    #[getter]
+    fn undecided(&self) -> Vec<(crate::sys::Pid, crate::sys::Fd)> {
+        self.report.undecided.clone()
+    }
+
+    /// The pids sharing one fd table, smallest (the one read) first.
+    #[getter]
+    fn fd_table_shared(&self) -> Vec<Vec<crate::sys::Pid>> {
+        self.report.fd_table_shared.clone()
+    }
+
+    /// One ``(target, type, mode, members, boundaries)`` per description reported.
     #[pyo3(text_signature = "($self)")]
-    fn vanished(&self, py: Python<'_>) -> PyResult<Vec<i32>> {
-        py.detach(|| self.pinned.vanished())
-            .map_err(|f| to_pyerr(py, &f))
+    fn descriptions<'py>(&self, py: Python<'py>) -> Vec<DescriptionRow<'py>> {
+        use pyo3::types::PyBytes;
+        self.report
+            .descriptions
+            .iter()
+            .map(|d| {
+                let (target, link, file) = &d.described;
+                let (kind, mode) = match target {
+                    Some(t) => (
+                        crate::questions::json::type_of(t, *file),
+                        crate::questions::json::mode_of(*link),
+                    ),
+                    None => ("?".to_string(), "?"),
+                };
+                (
+                    target.as_ref().map(|t| PyBytes::new(py, t)),
+                    kind,
+                    mode,
+                    d.members.clone(),
+                    d.boundaries.iter().map(|b| PyBytes::new(py, b)).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// (pid, command name as bytes, None once gone) of each member's process.
+    #[pyo3(text_signature = "($self)")]
+    fn commands<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Vec<(crate::sys::Pid, Option<Bound<'py, pyo3::types::PyBytes>>)> {
+        self.report
+            .commands
+            .iter()
+            .map(|(&p, c)| (p, c.as_ref().map(|c| pyo3::types::PyBytes::new(py, c))))
+            .collect()
+    }
+
+    /// (pid, boundary value as bytes) of each reader, when a boundary was asked.
+    #[pyo3(text_signature = "($self)")]
+    fn boundary_of<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Vec<(crate::sys::Pid, Bound<'py, pyo3::types::PyBytes>)> {
+        self.report
+            .boundary_of
+            .iter()
+            .map(|(&p, v)| (p, pyo3::types::PyBytes::new(py, v)))
+            .collect()
+    }
+
+    /// Writes the report to ``fd`` as ``kcmp-rs scan -J`` (``lines=False``) or ``-j``
+    /// prints it, the GIL released; OSError (BrokenPipeError, ...) if it cannot.
+    #[pyo3(text_signature = "($self, fd, lines)")]
+    fn write_json(&self, py: Python<'_>, fd: &Bound<'_, PyAny>, lines: bool) -> PyResult<()> {
+        let args::Fd(fd) = args::arg(fd, "fd")?;
+        py.detach(|| crate::api::write_scan_to_fd(&self.report, lines, fd))
+            .map_err(|e| {
+                let failure = Failure::Os {
+                    errno: e.raw_os_error().unwrap_or(libc::EIO),
+                    pid: None,
+                    fd: Some(fd),
+                    detail: "writing the JSON document".to_string(),
+                };
+                to_pyerr(py, &failure)
+            })
     }
 }
 
@@ -179,7 +271,7 @@ pub mod _native {
         arg, Fd, Fds, Flag, Index, IndexType, MissingPolicy, Optional, Order, Pid, Pids, TaskType,
     };
     #[pymodule_export]
-    use super::Pins;
+    use super::ScanReport;
     use super::{cached, classify_refs, detached, to_pyerr, tuples, HoldersAnswer, Partial};
     use crate::api;
     use pyo3::prelude::*;
@@ -450,8 +542,9 @@ pub mod _native {
     /// refers to the open file description of ``fd`` in ``pid``.
     ///
     /// One kcmp per candidate fd, the GIL released. ``skipped`` pairs each process
-    /// that could not be read with a reason code ("absent", "exited", "zombie",
-    /// "denied", or "error: ..."). Needs kcmp (``KcmpUnavailableError`` otherwise).
+    /// that could not be read with its ``Skipped.reason`` ("no such process",
+    /// "exited", "zombie", "permission denied", or "error: ..."). Needs kcmp
+    /// (``KcmpUnavailableError`` otherwise).
     #[pyfunction]
     #[pyo3(text_signature = "(pid, fd, pids)")]
     fn holders(
@@ -467,7 +560,12 @@ pub mod _native {
         let skipped = found
             .skipped
             .iter()
-            .map(|(p, f)| (*p, api::skip_reason(f)))
+            .map(|(p, f)| {
+                (
+                    *p,
+                    api::skip_reason(f, crate::questions::scan::NO_SUCH_PROCESS),
+                )
+            })
             .collect();
         Ok((found.holders, skipped, found.kcmp_calls, found.fds_compared))
     }
@@ -560,24 +658,58 @@ pub mod _native {
             .map_err(|f| to_pyerr(py, &f))
     }
 
-    /// (pins, skipped): ``pids`` pinned (pidfds while a few are held, start times
-    /// beyond), and those that could not be, with a reason code ("absent", "exited",
-    /// "zombie").
+    /// The scan of ``pids`` in one native pass, the GIL released: a ``ScanReport``.
+    ///
+    /// Arguments arrive checked by ``kcmp_rs.scan``. ``progress(done, total)`` is
+    /// called with the GIL as each process's fds have been read; an exception it
+    /// raises ends the scan and propagates.
     #[pyfunction]
-    #[pyo3(text_signature = "(pids)")]
-    fn pin(
+    #[pyo3(signature = (pids, include_unshared, allow_pidfd_getfd, boundary, progress))]
+    #[pyo3(text_signature = "(pids, include_unshared, allow_pidfd_getfd, boundary, progress)")]
+    fn scan(
         py: Python<'_>,
         pids: &Bound<'_, PyAny>,
-    ) -> PyResult<(super::Pins, Vec<(crate::sys::Pid, String)>)> {
-        let Pids(pids) = arg(pids, "pids")?;
-        let (pinned, skipped) = py
-            .detach(|| api::Pinned::skipping(&pids))
-            .map_err(|f| to_pyerr(py, &f))?;
-        let skipped = skipped
-            .iter()
-            .map(|(p, f)| (*p, api::skip_reason(f)))
-            .collect();
-        Ok((super::Pins { pinned }, skipped))
+        include_unshared: bool,
+        allow_pidfd_getfd: bool,
+        boundary: Option<&str>,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<super::ScanReport> {
+        let progress: Option<Py<PyAny>> = progress.map(Bound::unbind);
+        let Pids(mut pids) = arg(pids, "pids")?;
+        pids.sort_unstable();
+        pids.dedup();
+        let boundary = match boundary {
+            None => None,
+            Some(name) => Some(api::Boundary::from_name(name).ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(format!("unknown boundary {name:?}"))
+            })?),
+        };
+        let opts = api::ScanOptions {
+            include_unshared,
+            allow_pidfd_getfd,
+            boundary,
+        };
+        let mut raised: Option<PyErr> = None;
+        let report = detached(py, |stop| {
+            let mut tell = |done: usize, total: usize| {
+                let Some(callback) = progress.as_ref() else {
+                    return false;
+                };
+                match Python::attach(|py| callback.call1(py, (done, total)).map(|_| ())) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        raised = Some(e);
+                        true
+                    }
+                }
+            };
+            api::scan(&pids, opts, &mut tell, &mut *stop)
+        });
+        // An exception of the progress callback is what ended the scan.
+        match (report, raised) {
+            (Ok(report), None) => Ok(super::ScanReport { report }),
+            (_, Some(e)) | (Err(e), None) => Err(e),
+        }
     }
 
     /// What /proc shows of each (pid, fd), for a report: one tuple per ref, in order.

@@ -1,0 +1,434 @@
+//! The scan's report as the JSON documents `kcmp-rs scan -J` and `-j` print, written
+//! straight to an output fd with serde_json: the memory needed follows the report,
+//! not its text. The bytes are those of Python's `json.dumps(doc, ensure_ascii=False)`
+//! of `Scan.to_dict()` (the separators `", "` and `": "`, the same escapes), so
+//! either path prints the same document.
+
+use std::io::{self, Write};
+use std::os::fd::RawFd;
+
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::ser::Formatter;
+
+use super::scan::{Description, ScanReport};
+use crate::sys::{self, Pid};
+
+/// The version of every JSON document the package prints.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Python's default separators: `", "` between items, `": "` after a key.
+struct PythonFormatter;
+
+impl Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+/// Writes to a borrowed fd (never closed here).
+struct FdWriter(RawFd);
+
+impl Write for FdWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        sys::write_all(self.0, buf).map_err(|e| io::Error::from_raw_os_error(e.0))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The standard base64 of `data`, with padding.
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `name: text` for a name /proc gave as bytes; a name that is not UTF-8 is given
+/// with each invalid sequence replaced by U+FFFD, plus `NAME_bytes_b64` (the exact
+/// bytes), as `_results._text_fields` does.
+fn text_field<M: SerializeMap>(map: &mut M, name: &str, raw: &[u8]) -> Result<(), M::Error> {
+    match std::str::from_utf8(raw) {
+        Ok(text) => map.serialize_entry(name, text),
+        Err(_) => {
+            map.serialize_entry(name, &String::from_utf8_lossy(raw))?;
+            map.serialize_entry(&format!("{name}_bytes_b64"), &base64(raw))
+        }
+    }
+}
+
+/// The st_mode of a /proc/PID/fd/N link as the fd's access mode.
+pub fn mode_of(bits: Option<u32>) -> &'static str {
+    let Some(bits) = bits else { return "?" };
+    match (bits & libc::S_IRUSR != 0, bits & libc::S_IWUSR != 0) {
+        (true, true) => "rw",
+        (true, false) => "r",
+        (false, true) => "w",
+        (false, false) => "path",
+    }
+}
+
+/// A short type for a description: from its target where that names it (sockets,
+/// pipes, anon inodes), else from the file's st_mode; "?" when neither tells.
+pub fn type_of(target: &[u8], file_mode: Option<u32>) -> String {
+    if target.starts_with(b"socket:[") {
+        return "SOCK".into();
+    }
+    if target.starts_with(b"pipe:[") {
+        return "FIFO".into();
+    }
+    if let Some(name) = target.strip_prefix(b"anon_inode:") {
+        let start = name.iter().position(|&b| b != b'[' && b != b']');
+        let end = name.iter().rposition(|&b| b != b'[' && b != b']');
+        return match (start, end) {
+            (Some(s), Some(e)) => String::from_utf8_lossy(&name[s..=e]).into_owned(),
+            _ => "anon".into(),
+        };
+    }
+    let kind = match file_mode.map(|m| m & libc::S_IFMT) {
+        Some(libc::S_IFREG) => "REG",
+        Some(libc::S_IFDIR) => "DIR",
+        Some(libc::S_IFCHR) => "CHR",
+        Some(libc::S_IFBLK) => "BLK",
+        Some(libc::S_IFIFO) => "FIFO",
+        Some(libc::S_IFSOCK) => "SOCK",
+        Some(libc::S_IFLNK) => "LNK",
+        _ => "?",
+    };
+    kind.into()
+}
+
+/// One description with what its members need from the report.
+struct DescriptionDoc<'a> {
+    d: &'a Description,
+    report: &'a ScanReport,
+    /// `Some("description")` for a JSON Lines record.
+    record: Option<&'static str>,
+}
+
+impl Serialize for DescriptionDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (target, link, file) = &self.d.described;
+        let mut map = s.serialize_map(None)?;
+        if let Some(record) = self.record {
+            map.serialize_entry("record", record)?;
+        }
+        match target {
+            Some(t) => {
+                map.serialize_entry("type", &type_of(t, *file))?;
+                map.serialize_entry("mode", mode_of(*link))?;
+                text_field(&mut map, "target", t)?;
+            }
+            None => {
+                map.serialize_entry("type", "?")?;
+                map.serialize_entry("mode", "?")?;
+                map.serialize_entry("target", "?")?;
+            }
+        }
+        map.serialize_entry(
+            "members",
+            &Members {
+                d: self.d,
+                report: self.report,
+            },
+        )?;
+        if !self.d.boundaries.is_empty() {
+            map.serialize_entry("boundaries", &Texts(&self.d.boundaries))?;
+        }
+        map.end()
+    }
+}
+
+struct Members<'a> {
+    d: &'a Description,
+    report: &'a ScanReport,
+}
+
+impl Serialize for Members<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.d.members.len()))?;
+        for &(pid, fd) in &self.d.members {
+            seq.serialize_element(&MemberDoc {
+                pid,
+                fd,
+                report: self.report,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+struct MemberDoc<'a> {
+    pid: Pid,
+    fd: i32,
+    report: &'a ScanReport,
+}
+
+impl Serialize for MemberDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("pid", &self.pid)?;
+        map.serialize_entry("fd", &self.fd)?;
+        match self.report.commands.get(&self.pid) {
+            Some(Some(name)) => text_field(&mut map, "command", name)?,
+            _ => map.serialize_entry("command", "?")?,
+        }
+        if let Some(value) = self.report.boundary_of.get(&self.pid) {
+            text_field(&mut map, "boundary", value)?;
+        }
+        map.end()
+    }
+}
+
+/// Byte strings as JSON strings (lossy where not UTF-8: boundary values are ASCII).
+struct Texts<'a>(&'a [Vec<u8>]);
+
+impl Serialize for Texts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|v| String::from_utf8_lossy(v)))
+    }
+}
+
+struct Skipped<'a>(&'a [(Pid, String)], Option<&'static str>);
+
+impl Serialize for Skipped<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for (pid, reason) in self.0 {
+            seq.serialize_element(&SkippedDoc(*pid, reason, self.1))?;
+        }
+        seq.end()
+    }
+}
+
+struct SkippedDoc<'a>(Pid, &'a str, Option<&'static str>);
+
+impl Serialize for SkippedDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        if let Some(record) = self.2 {
+            map.serialize_entry("record", record)?;
+        }
+        map.serialize_entry("pid", &self.0)?;
+        map.serialize_entry("reason", self.1)?;
+        map.end()
+    }
+}
+
+struct RefDoc(Pid, i32, Option<&'static str>);
+
+impl Serialize for RefDoc {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        if let Some(record) = self.2 {
+            map.serialize_entry("record", record)?;
+        }
+        map.serialize_entry("pid", &self.0)?;
+        map.serialize_entry("fd", &self.1)?;
+        map.end()
+    }
+}
+
+struct ScanDoc<'a>(&'a ScanReport);
+
+impl Serialize for ScanDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("schema_version", &SCHEMA_VERSION)?;
+        map.serialize_entry("descriptions", &Descriptions(r))?;
+        map.serialize_entry("skipped", &Skipped(&r.skipped, None))?;
+        map.serialize_entry("processes_read", &r.processes_read)?;
+        map.serialize_entry("fds_classified", &r.fds_classified)?;
+        map.serialize_entry("undecided", &Undecided(&r.undecided))?;
+        map.serialize_entry("fd_table_shared", &r.fd_table_shared)?;
+        map.end()
+    }
+}
+
+struct Descriptions<'a>(&'a ScanReport);
+
+impl Serialize for Descriptions<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.descriptions.iter().map(|d| DescriptionDoc {
+            d,
+            report: self.0,
+            record: None,
+        }))
+    }
+}
+
+struct Undecided<'a>(&'a [(Pid, i32)]);
+
+impl Serialize for Undecided<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|&(p, f)| RefDoc(p, f, None)))
+    }
+}
+
+fn line<W: Write>(out: &mut W, value: &impl Serialize) -> io::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, PythonFormatter);
+    // An I/O error comes back as it was (EPIPE stays EPIPE).
+    value.serialize(&mut ser).map_err(io::Error::from)?;
+    out.write_all(b"\n")
+}
+
+/// The report as `-J` (one document) or `-j` (JSON Lines: a header, one record per
+/// description, skipped process, undecided fd and shared fd table, a summary).
+pub fn write_scan<W: Write>(report: &ScanReport, lines: bool, out: &mut W) -> io::Result<()> {
+    if !lines {
+        return line(out, &ScanDoc(report));
+    }
+    line(out, &Header)?;
+    for d in &report.descriptions {
+        line(
+            out,
+            &DescriptionDoc {
+                d,
+                report,
+                record: Some("description"),
+            },
+        )?;
+    }
+    for (pid, reason) in &report.skipped {
+        line(out, &SkippedDoc(*pid, reason, Some("skipped")))?;
+    }
+    for &(pid, fd) in &report.undecided {
+        line(out, &RefDoc(pid, fd, Some("undecided")))?;
+    }
+    for pids in &report.fd_table_shared {
+        line(out, &SharedTable(pids))?;
+    }
+    line(out, &Summary(report))
+}
+
+/// Writes the report to `fd` (see `write_scan`), buffered, flushed at the end.
+pub fn write_scan_to_fd(report: &ScanReport, lines: bool, fd: RawFd) -> io::Result<()> {
+    let mut out = io::BufWriter::with_capacity(1 << 16, FdWriter(fd));
+    write_scan(report, lines, &mut out)?;
+    out.flush()
+}
+
+struct Header;
+
+impl Serialize for Header {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("record", "header")?;
+        map.serialize_entry("schema_version", &SCHEMA_VERSION)?;
+        map.serialize_entry("command", "scan")?;
+        map.end()
+    }
+}
+
+struct SharedTable<'a>(&'a [Pid]);
+
+impl Serialize for SharedTable<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("record", "fd_table_shared")?;
+        map.serialize_entry("pids", self.0)?;
+        map.end()
+    }
+}
+
+struct Summary<'a>(&'a ScanReport);
+
+impl Serialize for Summary<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("record", "summary")?;
+        map.serialize_entry("processes_read", &self.0.processes_read)?;
+        map.serialize_entry("fds_classified", &self.0.fds_classified)?;
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_with_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"\xff\xfe/a"), "//4vYQ==");
+    }
+
+    #[test]
+    fn types_and_modes_as_the_tables_say_them() {
+        assert_eq!(type_of(b"anon_inode:[eventpoll]", None), "eventpoll");
+        assert_eq!(type_of(b"anon_inode:inotify", None), "inotify");
+        assert_eq!(type_of(b"anon_inode:[]", None), "anon");
+        assert_eq!(type_of(b"pipe:[12]", None), "FIFO");
+        assert_eq!(type_of(b"/dev/null", Some(libc::S_IFCHR | 0o666)), "CHR");
+        assert_eq!(type_of(b"/x", None), "?");
+        assert_eq!(mode_of(Some(0o500)), "r");
+        assert_eq!(mode_of(Some(0o300)), "w");
+        assert_eq!(mode_of(Some(0o700)), "rw");
+        assert_eq!(mode_of(Some(0)), "path");
+        assert_eq!(mode_of(None), "?");
+    }
+
+    #[test]
+    fn a_document_has_pythons_separators_and_escapes() {
+        let mut report = ScanReport::default();
+        report.descriptions.push(Description {
+            members: vec![(7, 3)],
+            described: (
+                Some(b"/tmp/a\nb\xff".to_vec()),
+                Some(0o500),
+                Some(libc::S_IFREG),
+            ),
+            boundaries: vec![],
+        });
+        report.commands.insert(7, Some(b"sh\t".to_vec()));
+        report.skipped.push((9, "exited".into()));
+        let mut out = Vec::new();
+        write_scan(&report, false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "{\"schema_version\": 2, \"descriptions\": [{\"type\": \"REG\", \"mode\": \"r\", \
+             \"target\": \"/tmp/a\\nb\u{fffd}\", \"target_bytes_b64\": \"L3RtcC9hCmL/\", \
+             \"members\": [{\"pid\": 7, \"fd\": 3, \"command\": \"sh\\t\"}]}], \
+             \"skipped\": [{\"pid\": 9, \"reason\": \"exited\"}], \"processes_read\": 0, \
+             \"fds_classified\": 0, \"undecided\": [], \"fd_table_shared\": []}\n"
+        );
+    }
+}
