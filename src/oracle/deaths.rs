@@ -321,3 +321,68 @@ fn classify_tasks_with_a_dying_child_is_exact_or_as_documented() {
     }
     drop(bystander_guard);
 }
+
+#[test]
+fn the_scan_of_a_dying_child_is_exact_or_skips_it() {
+    use crate::questions::scan::{scan, ScanOptions, EXITED, ZOMBIE};
+    let me = sys::getpid();
+    let base = base_fds();
+    let raw: Vec<Fd> = base.iter().map(AsRawFd::as_raw_fd).collect();
+    let opts = ScanOptions {
+        include_unshared: true,
+        allow_pidfd_getfd: false,
+        boundary: None,
+    };
+    let run = |child: Pid| {
+        scan(&[me, child], opts, &mut |_, _| false, &mut || false).map(|r| {
+            let groups: Vec<Vec<FileRef>> = r.descriptions.into_iter().map(|d| d.members).collect();
+            let s = r.stats;
+            (groups, r.skipped, s.keys + s.compares + s.sames)
+        })
+    };
+    let mut tally = Tally::new("scan");
+    if !crate::support::kcmp_usable() {
+        eprintln!("scan: kcmp unusable here, nothing injected");
+        return;
+    }
+    let mut calls = 1;
+    for i in 0..ROUNDS {
+        let guard = Child(testing::fork_holding(&raw, COPIES));
+        let child = guard.0;
+        let (groups, skipped, n) = run(child).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let exact = groups;
+        calls = calls.max(n);
+        let without: Vec<Vec<FileRef>> = exact
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .copied()
+                    .filter(|r| r.0 != child)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|g| !g.is_empty())
+            .collect();
+        arm(kill_point(i, calls), child);
+        let got = run(child);
+        let killed = disarm();
+        tally.add(match got {
+            Ok((g, s, _)) if g == exact && s.is_empty() => Ok(if killed {
+                Outcome::Exact
+            } else {
+                Outcome::NotKilled
+            }),
+            Ok((g, s, _))
+                if killed
+                    && g == without
+                    && (s == vec![(child, EXITED.to_string())]
+                        || s == vec![(child, ZOMBIE.to_string())]) =>
+            {
+                Ok(Outcome::ExactWithout)
+            }
+            other => Err(format!("killed={killed}: {other:?}")),
+        });
+        drop(guard);
+    }
+    tally.finish();
+}

@@ -46,6 +46,9 @@ pub struct FileOracle {
     /// Other processes' keys stat'ed in parallel before the engine ran: each served
     /// once (a ref keyed again, after a change, is stat'ed afresh).
     prefetched: HashMap<FileRef, Key>,
+    /// Keys handed in for the first run (a shard of a scan): served like prefetched
+    /// ones, and the run's own prefetch is skipped.
+    seeded: bool,
 }
 
 impl FileOracle {
@@ -63,7 +66,14 @@ impl FileOracle {
             local_pids: HashMap::default(),
             undecided: Vec::new(),
             prefetched: HashMap::default(),
+            seeded: false,
         }
+    }
+
+    /// Hands in keys stat'ed already (each served once, as prefetched ones are).
+    pub(super) fn seed_keys(&mut self, keys: HashMap<FileRef, Key>) {
+        self.prefetched = keys;
+        self.seeded = true;
     }
 
     /// Whether kcmp was usable when this run started.
@@ -200,6 +210,9 @@ impl FileOracle {
         refs: &[FileRef],
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<(), Failure> {
+        if std::mem::take(&mut self.seeded) {
+            return Ok(());
+        }
         self.prefetched.clear();
         let mut foreign: Vec<FileRef> = Vec::with_capacity(refs.len());
         for &r in refs {
@@ -419,7 +432,7 @@ impl Oracle for FileOracle {
 /// The keys of other processes' fds, `None` where the stat failed: the sequential
 /// keying tells the failures apart. Stats by path, so the threads hold no fd (a
 /// batch keeps holding at most one /proc directory).
-fn stat_keys(refs: &[FileRef]) -> Vec<Option<Key>> {
+pub(super) fn stat_keys(refs: &[FileRef]) -> Vec<Option<Key>> {
     refs.iter()
         .map(|&(pid, fd)| {
             let path = CString::new(format!("/proc/{pid}/fd/{fd}")).ok()?;

@@ -23,6 +23,8 @@ use crate::error::Failure;
 use crate::support;
 use crate::sys::{Fd, KcmpOrder, Pid};
 
+use rustc_hash::FxHashMap as HashMap;
+
 pub use files::{open_fd_dir, FileOracle};
 pub use pids::{pidfd_cap, PidGuard};
 pub use tasks::TaskOracle;
@@ -79,6 +81,188 @@ pub fn classify_files(
         undecided,
         stats,
     })
+}
+
+/// `classify_files` split by inode across up to `threads` threads, for a caller whose
+/// processes are pinned from before the call to after it (the scan): every ref is
+/// stat'ed first (in parallel), the inode buckets are dealt to shards by their cost,
+/// and each shard is classified on its own thread, with the keys already taken
+/// (items on different inodes never share a description, so the shards are
+/// independent). Only this thread polls `interrupted`; the others stop when it does.
+pub fn classify_files_sharded(
+    refs: &[FileRef],
+    opts: FileOptions,
+    threads: usize,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<Classified, Failure> {
+    sharded(refs, opts, threads, SHARD_MIN, interrupted)
+}
+
+/// `classify_files_sharded` for batches of `min` refs or more.
+fn sharded(
+    refs: &[FileRef],
+    opts: FileOptions,
+    threads: usize,
+    min: usize,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<Classified, Failure> {
+    if threads <= 1 || opts.order == GroupOrder::Kernel || refs.len() < min {
+        return classify_files(refs, opts, interrupted);
+    }
+    let keys = map_chunks(refs, files::stat_keys, interrupted)?;
+    let shards = deal_shards(refs, &keys, threads);
+    let stop = AtomicBool::new(false);
+    let run = |shard: &Shard, poll: &mut dyn FnMut() -> bool| {
+        let mut seed = Some(shard.keys.clone());
+        let new_oracle = || {
+            let mut oracle = FileOracle::new(opts);
+            if let Some(keys) = seed.take() {
+                oracle.seed_keys(keys);
+            }
+            Ok(oracle)
+        };
+        let Settled {
+            groups,
+            stats,
+            mut oracle,
+        } = classify_until_settled(&shard.refs, opts.order, opts.missing, poll, new_oracle)?;
+        let undecided = oracle.undecided_refs()?;
+        Ok::<_, Failure>(Classified {
+            groups,
+            undecided,
+            stats,
+        })
+    };
+    let (first, rest) = shards.split_first().ok_or_else(churn_failure)?;
+    let results: Vec<Result<Classified, Failure>> = thread::scope(|scope| {
+        let helpers: Vec<_> = rest
+            .iter()
+            .map(|shard| {
+                let stop = &stop;
+                let run = &run;
+                let handle = thread::Builder::new().spawn_scoped(scope, move || {
+                    run(shard, &mut || stop.load(Atomic::Relaxed))
+                });
+                (shard, handle)
+            })
+            .collect();
+        let mut mine = run(first, &mut || {
+            let now = interrupted();
+            if now {
+                stop.store(true, Atomic::Relaxed);
+            }
+            now
+        });
+        if mine.is_err() {
+            stop.store(true, Atomic::Relaxed);
+        }
+        let mut results = Vec::with_capacity(shards.len());
+        for (shard, handle) in helpers {
+            // A helper that could not start, or whose work was lost: its shard here.
+            let done = match handle.map(thread::ScopedJoinHandle::join) {
+                Ok(Ok(done)) => done,
+                _ => run(shard, &mut || stop.load(Atomic::Relaxed)),
+            };
+            results.push(done);
+        }
+        results.insert(0, std::mem::replace(&mut mine, Err(Failure::Interrupted)));
+        results
+    });
+    merge_shards(results)
+}
+
+/// Refs a batch needs before it is split into shards: below it, one thread is quicker.
+const SHARD_MIN: usize = 4096;
+
+/// One thread's part of a sharded batch: its refs and the keys already taken.
+struct Shard {
+    refs: Vec<FileRef>,
+    keys: HashMap<FileRef, Key>,
+}
+
+/// The inode buckets dealt to `threads` shards, the costliest first to the least
+/// loaded (a bucket of n refs costs about n log2 n comparisons). Refs whose stat
+/// failed go to the first shard, which keys them again and tells the failures apart.
+fn deal_shards(refs: &[FileRef], keys: &[Option<Key>], threads: usize) -> Vec<Shard> {
+    let mut buckets: HashMap<Key, Vec<FileRef>> = HashMap::default();
+    let mut unkeyed = Vec::new();
+    for (&r, key) in refs.iter().zip(keys) {
+        match key {
+            Some(k) => buckets.entry(*k).or_default().push(r),
+            None => unkeyed.push(r),
+        }
+    }
+    let mut buckets: Vec<(Key, Vec<FileRef>)> = buckets.into_iter().collect();
+    let cost = |n: usize| n * (usize::BITS - n.leading_zeros()) as usize;
+    buckets.sort_unstable_by(|a, b| cost(b.1.len()).cmp(&cost(a.1.len())).then(a.0.cmp(&b.0)));
+    let mut shards: Vec<(usize, Shard)> = (0..threads)
+        .map(|_| {
+            (
+                0,
+                Shard {
+                    refs: Vec::new(),
+                    keys: HashMap::default(),
+                },
+            )
+        })
+        .collect();
+    if let Some((_, first)) = shards.first_mut() {
+        first.refs.extend(unkeyed);
+    }
+    for (key, members) in buckets {
+        let Some((load, shard)) = shards.iter_mut().min_by_key(|(load, _)| *load) else {
+            break;
+        };
+        *load += cost(members.len());
+        for r in members {
+            shard.refs.push(r);
+            shard.keys.insert(r, key);
+        }
+    }
+    shards
+        .into_iter()
+        .map(|(_, mut shard)| {
+            shard.refs.sort_unstable();
+            shard
+        })
+        .filter(|shard| !shard.refs.is_empty())
+        .collect()
+}
+
+/// The shards' answers as one: groups by smallest ref, the undecided refs ascending,
+/// the calls summed. The first failure (other than a stop another one caused) wins.
+fn merge_shards(results: Vec<Result<Classified, Failure>>) -> Result<Classified, Failure> {
+    let mut merged = Classified {
+        groups: Vec::new(),
+        undecided: Vec::new(),
+        stats: Stats::default(),
+    };
+    let mut interrupted = false;
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(part) => {
+                merged.groups.extend(part.groups);
+                merged.undecided.extend(part.undecided);
+                merged.stats.add(part.stats);
+            }
+            Err(Failure::Interrupted) => interrupted = true,
+            Err(f) => {
+                failure.get_or_insert(f);
+            }
+        }
+    }
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    if interrupted {
+        return Err(Failure::Interrupted);
+    }
+    merged
+        .groups
+        .sort_unstable_by(|a, b| a.first().cmp(&b.first()));
+    merged.undecided.sort_unstable();
+    Ok(merged)
 }
 
 /// Groups tasks sharing the resource `ty` (VM, FILES, FS, SIGHAND, IO, SYSVSEM).

@@ -12,7 +12,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use super::{command, fd_path, Pinned};
 use crate::engine::{GroupOrder, Missing};
 use crate::error::{self, Failure};
-use crate::oracle::{classify_files, classify_tasks, map_chunks, FileOptions, FileRef};
+use crate::oracle::{classify_files_sharded, classify_tasks, map_chunks, FileOptions, FileRef};
 use crate::sys::{self, Pid};
 
 /// `Skipped` reasons, as the Python result types say them.
@@ -128,6 +128,8 @@ pub struct ScanReport {
     pub fd_table_shared: Vec<Vec<Pid>>,
     /// Whether a boundary was asked (members then carry one).
     pub with_boundary: bool,
+    /// The classification's oracle calls (the fd tables' and the fds').
+    pub stats: crate::engine::Stats,
 }
 
 /// Why a process could not be read, as `Skipped.reason` says it; `absent` is what a
@@ -177,7 +179,10 @@ pub fn scan(
         (refs, read_tables, values) =
             read_boundaries(|pid| kind.value(pid), refs, read_tables, &mut skipped);
     }
-    let found = classify_files(
+    // Sharded by inode over the cores this process may run on (sched_getaffinity):
+    // safe here because every process is pinned from before its listing to the end.
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let found = classify_files_sharded(
         &refs,
         FileOptions {
             order: GroupOrder::Fd,
@@ -185,6 +190,7 @@ pub fn scan(
             allow_pidfd_getfd: opts.allow_pidfd_getfd,
             report_undecided: true,
         },
+        threads,
         &mut *interrupted,
     )?;
     let gone: HashSet<Pid> = pins.vanished()?.into_iter().collect();
@@ -234,6 +240,7 @@ pub fn scan(
         undecided,
         fd_table_shared: tally.fd_table_shared,
         with_boundary: opts.boundary.is_some(),
+        stats: found.stats,
     })
 }
 

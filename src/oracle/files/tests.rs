@@ -191,3 +191,33 @@ fn map_chunks_keeps_order_across_threads() {
         Ok(vec![])
     );
 }
+
+#[test]
+fn sharded_groups_equal_one_threads() {
+    let fds = sources();
+    let (a, b) = (Child::new(&fds), Child::new(&fds));
+    let mut refs = a.refs();
+    refs.extend(b.refs());
+    refs.extend([(a.0, BASE - 1), (b.0, 999_999)]); // not open: left out by both
+    let o = opts(Missing::Skip);
+    let one = super::super::classify_files(&refs, o, || false).unwrap();
+    assert_eq!(one.groups.len(), fds.len());
+    for threads in [2, 3, 8] {
+        let many = super::super::sharded(&refs, o, threads, 0, &mut || false).unwrap();
+        assert_eq!(many.groups, one.groups, "{threads} threads");
+        assert!(many.undecided.is_empty());
+    }
+    let raise = opts(Missing::Raise);
+    assert_eq!(
+        super::super::sharded(&refs, raise, 2, 0, &mut || false).map(|c| c.groups),
+        Err(Failure::NotOpen {
+            pid: a.0,
+            fd: BASE - 1
+        }),
+        "a ref not open raises as in one thread"
+    );
+    assert_eq!(
+        super::super::sharded(&refs, o, 2, 0, &mut || true).map(|c| c.groups),
+        Err(Failure::Interrupted)
+    );
+}
