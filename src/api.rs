@@ -43,8 +43,20 @@ pub fn same_file(a: FileRef, b: FileRef, allow_pidfd_getfd: bool) -> Result<bool
 }
 
 /// Whether two tasks share the resource `ty` (a task type: not FILE or EPOLL_TFD).
+///
+/// Two kernel threads compare equal for VM (neither has an address space: NULL ==
+/// NULL); that is not sharing one, so the answer is false, as for zombies.
 pub fn same_task(pid1: Pid, pid2: Pid, ty: i32) -> Result<bool, Failure> {
-    Ok(kcmp_checked(pid1, pid2, ty, 0, 0)? == KcmpOrder::Equal)
+    let equal = kcmp_checked(pid1, pid2, ty, 0, 0)? == KcmpOrder::Equal;
+    if equal && ty == sys::KCMP_VM && pid1 != pid2 {
+        return Ok(!(without_address_space(pid1) || without_address_space(pid2)));
+    }
+    Ok(equal)
+}
+
+/// Whether `pid` is a kernel thread (never the caller, which has an address space).
+fn without_address_space(pid: Pid) -> bool {
+    pid != sys::getpid() && sys::proc_stat(pid).is_ok_and(|s| s.is_kernel_thread())
 }
 
 /// Which task resources two processes share.

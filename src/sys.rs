@@ -486,6 +486,9 @@ pub fn read_small_file(path: &CStr) -> Result<Vec<u8>, Errno> {
     }
 }
 
+/// `PF_KTHREAD` (include/linux/sched.h): the task is a kernel thread.
+pub const PF_KTHREAD: u64 = 0x0020_0000;
+
 /// `PF_EXITING` (include/linux/sched.h): set when a task starts exiting, before its
 /// fd table, address space and fs are released.
 pub const PF_EXITING: u64 = 0x4;
@@ -511,13 +514,22 @@ impl ProcStat {
     pub fn is_exiting(&self) -> bool {
         self.flags & PF_EXITING != 0
     }
+
+    /// A kernel thread: it has no address space, so kcmp compares NULL pointers.
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
 }
 
 /// Reads /proc/PID/stat once (ENOENT when the pid does not exist).
 pub fn proc_stat(pid: Pid) -> Result<ProcStat, Errno> {
     let path =
         std::ffi::CString::new(format!("/proc/{pid}/stat")).map_err(|_| Errno(libc::EINVAL))?;
-    let text = read_small_file(&path)?;
+    parse_proc_stat(&read_small_file(&path)?)
+}
+
+/// The fields of a /proc/PID/stat text (EIO for one that does not parse).
+pub fn parse_proc_stat(text: &[u8]) -> Result<ProcStat, Errno> {
     // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
     let close = text
         .iter()
@@ -896,6 +908,19 @@ mod tests {
         unsafe { libc::waitpid(child, &raw mut status, 0) };
         assert!(waited, "the unreaped child should show as a zombie");
         assert!(!is_zombie(child));
+    }
+
+    #[test]
+    fn kernel_threads_are_told_by_their_flags() {
+        // kthreadd's line on a 6.x kernel (flags 0x208040: PF_KTHREAD among them).
+        let kthread = b"2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 3 0 0 20 0 1 0 9 0 0 \
+                        18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        let stat = parse_proc_stat(kthread).unwrap();
+        assert!(stat.is_kernel_thread());
+        assert_eq!((stat.state, stat.start_time), (b'S', 9));
+        let mine = proc_stat(getpid()).unwrap();
+        assert!(!mine.is_kernel_thread() && !mine.is_zombie());
+        assert_eq!(parse_proc_stat(b"2 (x"), Err(Errno(libc::EIO)));
     }
 
     #[test]

@@ -27,6 +27,8 @@ BPF_LD_W_ABS = 0x00 | 0x00 | 0x20  # BPF_LD | BPF_W | BPF_ABS
 BPF_JMP_JEQ_K = 0x05 | 0x10 | 0x00  # BPF_JMP | BPF_JEQ | BPF_K
 BPF_RET_K = 0x06 | 0x00  # BPF_RET | BPF_K
 F_DUPFD_QUERY = 1027
+#: pidfd_getfd(2): one number on every architecture (syscalls added since 5.1 share it).
+NR_PIDFD_GETFD = 438
 
 # struct seccomp_data { int nr; __u32 arch; __u64 instruction_pointer; __u64 args[6]; }
 _OFF_NR = 0
@@ -88,7 +90,7 @@ def _action(spec: KcmpAction) -> int:
 
 
 def build_program(
-    kcmp: KcmpAction, dupfd_query_errno: int | None = None
+    kcmp: KcmpAction, dupfd_query_errno: int | None = None, pidfd_getfd_errno: int | None = None
 ) -> list[tuple[int, int, int, int]]:
     """The filter as (code, jt, jf, k) instructions (see ``install_filter``)."""
     arch, nr_kcmp, nr_fcntl = syscall_numbers()
@@ -100,6 +102,11 @@ def build_program(
         _jump(nr_kcmp, 0, 1),
         _stmt(BPF_RET_K, _action(kcmp)),
     ]
+    if pidfd_getfd_errno is not None:
+        prog += [
+            _jump(NR_PIDFD_GETFD, 0, 1),  # A still holds nr
+            _stmt(BPF_RET_K, SECCOMP_RET_ERRNO | (pidfd_getfd_errno & SECCOMP_RET_DATA)),
+        ]
     if dupfd_query_errno is not None:
         prog += [
             _jump(nr_fcntl, 0, 3),  # A still holds nr
@@ -111,7 +118,11 @@ def build_program(
     return prog
 
 
-def install_filter(kcmp: KcmpAction = ("errno", 1), dupfd_query_errno: int | None = None) -> None:
+def install_filter(
+    kcmp: KcmpAction = ("errno", 1),
+    dupfd_query_errno: int | None = None,
+    pidfd_getfd_errno: int | None = None,
+) -> None:
     """Installs a seccomp filter on the calling thread (and its future children).
 
     ``kcmp``: ``("errno", E)`` makes every kcmp(2) fail with errno E (EPERM like
@@ -119,10 +130,11 @@ def install_filter(kcmp: KcmpAction = ("errno", 1), dupfd_query_errno: int | Non
     ``("kill",)`` kills the process with SIGSYS when it calls kcmp; ``("allow",)`` lets
     it through. With
     ``dupfd_query_errno``, ``fcntl(fd, F_DUPFD_QUERY, ...)`` fails with that errno (as
-    on a kernel before 6.10 when it is EINVAL). Everything else is allowed. Raises
+    on a kernel before 6.10 when it is EINVAL); with ``pidfd_getfd_errno``,
+    pidfd_getfd(2) fails with that errno. Everything else is allowed. Raises
     OSError if prctl refuses, SeccompUnsupported on an unknown architecture.
     """
-    prog = build_program(kcmp, dupfd_query_errno)
+    prog = build_program(kcmp, dupfd_query_errno, pidfd_getfd_errno)
     filters = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
     fprog = _SockFprog(len(prog), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
     libc = ctypes.CDLL(None, use_errno=True)

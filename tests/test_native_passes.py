@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import kcmp_rs
 import pytest
-from _checks import check_os_error, needs_kcmp, needs_root, raised
+from _checks import check_os_error, needs_kcmp, needs_root, needs_seccomp, raised
 from _helpers import Spawn
 from _scan_helpers import missing_pid, run_cli
 from kcmp_rs import (
@@ -367,3 +367,33 @@ def test_a_scan_crosses_into_the_core_a_constant_number_of_times() -> None:
             counts.append(_native_calls_during(lambda: kcmp_rs.scan(fam.pids, boundary="net")))
     assert counts[0] == counts[2] and counts[1] == counts[3], counts
     assert counts[0] <= 8, counts
+
+
+# ---- sandboxes that refuse kcmp and pidfd_getfd both ----
+
+
+def _both_blocked(pid: int, fds: list[int]) -> tuple[str, str, list[tuple[int, int]]]:
+    """In a child: kcmp and pidfd_getfd refused (EPERM, as a container's profile
+    does); classify the other process's fds with the copy allowed."""
+    from _seccomp import install_filter
+
+    install_filter(("errno", errno.EPERM), pidfd_getfd_errno=errno.EPERM)
+    e = raised(kcmp_rs.classify_files, [(pid, f) for f in fds], allow_pidfd_getfd=True)
+    undecided = list(getattr(e, "undecided", ()))
+    return type(e).__name__, str(e), undecided
+
+
+@needs_seccomp
+def test_a_refused_pidfd_getfd_leaves_pairs_undecided_not_denied(spawn: Spawn) -> None:
+    """With kcmp and pidfd_getfd both refused, ``allow_pidfd_getfd=True`` cannot copy:
+    the pairs on one inode stay undecided (``KcmpUnavailableError``), never a
+    ``ProcessAccessError`` blamed on the process being asked about."""
+    from _helpers import run_in_child
+
+    def two_opens() -> list[int]:
+        return [os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_RDONLY)]
+
+    child = spawn(two_opens)
+    name, text, undecided = run_in_child(_both_blocked, child.pid, child.data).unwrap()
+    assert name == "KcmpUnavailableError", (name, text)
+    assert sorted(undecided) == [(child.pid, f) for f in sorted(child.data)], text

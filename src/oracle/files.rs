@@ -154,7 +154,9 @@ impl FileOracle {
         if self.is_local(r.0) {
             return Ok(Some((r.1, None)));
         }
-        if !self.opts.allow_pidfd_getfd {
+        // Refused to this process (a sandbox): the pair is undecided, as without the
+        // opt-in, never an access error blamed on the other process.
+        if !self.opts.allow_pidfd_getfd || !support::pidfd_getfd_usable() {
             return Ok(None);
         }
         let copy = copy_fd(r.0, r.1)?;
