@@ -10,6 +10,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Any, Callable
 import kcmp_rs
 import pytest
 from _checks import check_os_error, needs_kcmp, needs_root, needs_seccomp, raised
-from _helpers import Spawn
+from _helpers import Spawn, run_in_child
 from _scan_helpers import missing_pid, run_cli
 from kcmp_rs import (
     FdNotOpenError,
@@ -397,3 +398,103 @@ def test_a_refused_pidfd_getfd_leaves_pairs_undecided_not_denied(spawn: Spawn) -
     name, text, undecided = run_in_child(_both_blocked, child.pid, child.data).unwrap()
     assert name == "KcmpUnavailableError", (name, text)
     assert sorted(undecided) == [(child.pid, f) for f in sorted(child.data)], text
+
+
+# ---- holders where kcmp is blocked ----
+
+
+def _holders_blocked(target: tuple[int, int], pids: list[int], allow: bool) -> dict[str, Any]:
+    kcmp_rs.disable_kcmp()
+    h = holders(*target, pids, allow_pidfd_getfd=allow)
+    return {
+        "members": [(m.pid, m.fd) for m in h.members],
+        "undecided": list(h.undecided),
+        "skipped": [(s.pid, s.reason) for s in h.skipped],
+        "complete": h.complete,
+    }
+
+
+def _own_dups_blocked() -> dict[str, Any]:
+    """In a child: a pipe's write end and a dup of it, inherited by a grandchild; the
+    holders of the write end asked with kcmp disabled and no pidfd_getfd."""
+    from _checks import holders_truth
+
+    r, w = os.pipe()
+    w2 = os.dup(w)
+    hold_r, hold_w = os.pipe()
+    grandchild = os.fork()
+    if grandchild == 0:  # pragma: no cover - waits for its parent to let go
+        os.close(hold_w)
+        os.read(hold_r, 1)
+        os._exit(0)
+    try:
+        me = os.getpid()
+        truth = holders_truth((me, w), [me, grandchild])
+        got = _holders_blocked((me, w), [me, grandchild], False)
+        return {**got, "truth": truth, "me": me, "w": w, "w2": w2, "grandchild": grandchild}
+    finally:
+        os.close(hold_w)
+        os.waitpid(grandchild, 0)
+        for fd in (r, w, w2, hold_r):
+            os.close(fd)
+
+
+def test_holders_blocked_keep_the_askers_dups_when_the_target_is_undecided() -> None:
+    """Without kcmp or pidfd_getfd the target cannot be compared with another
+    process's fds; its own dups are still decided (F_DUPFD_QUERY, or the epoll test
+    a pipe end allows) and are holders, and every other holder is undecided."""
+    got = run_in_child(_own_dups_blocked).unwrap()
+    me, w, w2 = got["me"], got["w"], got["w2"]
+    members, undecided, truth = set(got["members"]), set(got["undecided"]), set(got["truth"])
+    assert {(me, w), (me, w2)} <= members, got
+    assert members <= truth, got
+    assert truth <= members | undecided, got
+    assert (got["grandchild"], w) in undecided and not got["complete"], got
+
+
+def _holders_blocked_dying(pid: int, fd: int, victim: int) -> dict[str, Any]:
+    """In a child: kcmp disabled; the victim is killed as soon as the search starts
+    comparing (its first fd read), through the progress-free path's own listing."""
+    kcmp_rs.disable_kcmp()
+    real = kcmp_rs._native.classify_files_partial
+    calls = {"n": 0}
+
+    def kill_first(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            os.kill(victim, signal.SIGKILL)
+            while _is_alive_not_zombie(victim):
+                pass
+        return real(*args, **kwargs)
+
+    kcmp_rs._native.classify_files_partial = kill_first  # type: ignore[method-assign]
+    try:
+        return _holders_blocked((pid, fd), [pid, victim], True)
+    finally:
+        kcmp_rs._native.classify_files_partial = real  # type: ignore[method-assign]
+
+
+def _is_alive_not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def test_holders_blocked_skip_a_candidate_that_dies_never_drop_it(spawn: Spawn) -> None:
+    """With kcmp blocked and pidfd_getfd allowed, a candidate that dies between its
+    listing and the comparison is skipped as exited: the answer says it is not
+    complete instead of dropping the holder."""
+    r, w = os.pipe()
+    try:
+        victim = spawn(expect_exit=None)  # inherits the write end
+        me = os.getpid()
+        got = run_in_child(_holders_blocked_dying, me, w, victim.pid).unwrap()
+    finally:
+        os.close(r)
+        os.close(w)
+    assert got["skipped"] == [(victim.pid, "exited")], got
+    assert not got["complete"], got
+    assert (me, w) in got["members"], got

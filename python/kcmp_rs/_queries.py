@@ -9,6 +9,7 @@ does one kcmp per candidate fd with the GIL released), /proc is read through
 
 from __future__ import annotations
 
+import errno
 import operator
 import os
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ from kcmp_rs import _native
 from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
 from kcmp_rs._proc import file_type, list_pids, read_command, read_mode, read_target
 from kcmp_rs._results import (
+    EXITED,
     NO_SUCH_PROCESS,
     Description,
     Member,
@@ -30,8 +32,8 @@ from kcmp_rs._scan import (
     _checked_pids,
     _fd_tables,
     _reason,
-    classify_refs,
 )
+from kcmp_rs._types import FdNotOpenError, ProcessGoneError
 
 __all__ = ["epoll_targets", "holders", "shared_files"]
 
@@ -83,11 +85,22 @@ def _inode(pid: int, fd: int) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+#: Classifications the ladder search runs at most while candidates keep going away.
+_LADDER_ATTEMPTS = 64
+
+
 def _search_by_ladder(
     pid: int, fd: int, readers: list[int], skipped: dict[int, str], allow_pidfd_getfd: bool
 ) -> tuple[list[Ref], int, list[Ref]]:
     """Without kcmp: the fds on the target's inode, grouped by the batch's exact
-    fallbacks; what they cannot decide is returned as undecided, never guessed."""
+    fallbacks; what they cannot decide is returned as undecided, never guessed.
+
+    The holders are the target's group as the fallbacks decided it (the asker's own
+    dups included even where the target is undecided against another process's fd);
+    ``undecided`` the refs on the inode whose relation to the target stays unknown.
+    The batch raises rather than skips: a candidate that exits during it is skipped
+    as exited and the batch run again without it, an fd closed since the listing is
+    left out the same way, so nothing is dropped silently."""
     key = _inode(pid, fd)
     candidates: list[Ref] = []
     for reader in readers:
@@ -98,9 +111,30 @@ def _search_by_ladder(
             continue
         candidates.extend((reader, f) for f in fds if _inode(reader, f) == key)
     refs = [(pid, fd), *[c for c in candidates if c != (pid, fd)]]
-    groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
-    mine = next((g for g in groups if (pid, fd) in g), ())
-    return [r for r in mine if r in set(candidates)], len(candidates), undecided
+    for _ in range(_LADDER_ATTEMPTS):
+        try:
+            groups, undecided = _native.classify_files_partial(
+                refs, missing="raise", allow_pidfd_getfd=allow_pidfd_getfd
+            )
+        except (ProcessGoneError, FdNotOpenError) as err:
+            if err.pid == pid:
+                raise  # the target's process or fd: the question has no answer now
+            if isinstance(err, ProcessGoneError):
+                skipped[err.pid] = EXITED
+                refs = [r for r in refs if r[0] != err.pid]
+            else:
+                refs = [r for r in refs if r != (err.pid, err.fd)]
+            continue
+        mine = next((set(g) for g in groups if (pid, fd) in g), {(pid, fd)})
+        kept = set(refs)
+        found = [r for r in candidates if r in mine and r in kept]
+        unknown = [r for r in undecided if r not in mine]
+        return found, len(candidates), unknown
+    raise BlockingIOError(
+        errno.EAGAIN,
+        f"{os.strerror(errno.EAGAIN)}: the processes searched kept changing "
+        f"({_LADDER_ATTEMPTS} attempts); try again",
+    )
 
 
 def holders(
