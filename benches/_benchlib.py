@@ -382,3 +382,48 @@ def fd_set(scenario: str, where: str, n: int, files: FileSet) -> Iterator[FdSet]
     else:
         with child_holding(lambda: build(scenario, n, files)) as (pid, (fds, truth)):
             yield FdSet(scenario, where, n, pid, fds, [tuple(g) for g in truth])
+
+
+# ---------------------------------------------------------------- commands
+
+#: Runs argv[1:] as a child of this small, freshly exec'd interpreter and prints its
+#: wall time and peak RSS. A child forked straight from the benchmark would report
+#: the benchmark's own peak: exec carries the RSS high-water mark of the forked
+#: (pre-exec) memory into ru_maxrss.
+_LAUNCHER = """
+import os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(sys.argv[1], sys.argv[1:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+code = os.waitstatus_to_exitcode(status)
+os.write(2, b"\\nbench-launcher %f %d %d\\n" % (wall, usage.ru_maxrss, code))
+"""
+
+
+def run_command(cmd: list[str], out_path: str) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS in MB, exit status) of ``cmd`` (an absolute path first),
+    stdout to ``out_path``, stderr to ``out_path + ".err"``; wall time from fork to
+    reaping, interpreter start included."""
+    import subprocess
+    import sys
+
+    with open(out_path, "wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, *cmd],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    err, _, line = done.stderr.rstrip().rpartition(b"\n")
+    with open(out_path + ".err", "wb") as f:
+        f.write(err)
+    last = line.split()
+    if len(last) != 4 or last[0] != b"bench-launcher":
+        raise RuntimeError(f"the launcher failed: {done.stderr[-500:]!r}")
+    return float(last[1]), int(last[2]) / 1024.0, int(last[3])

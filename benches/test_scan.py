@@ -17,14 +17,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
 import pytest
-from _benchlib import RESULTS, fmt_time
+from _benchlib import RESULTS, fmt_time, run_command
 from _family import Family, build_family
 
 SMALL = (200, 100)
@@ -43,15 +41,9 @@ def scan_command(pids: tuple[int, ...]) -> list[str]:
 
 
 def run(cmd: list[str], out_path: str) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit status) of one run, stdout to ``out_path``,
-    stderr to ``out_path + ".err"``."""
-    with open(out_path, "wb") as out, open(out_path + ".err", "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4 already
-    return wall, usage.ru_maxrss / 1024.0, proc.returncode
+    """(wall seconds, peak RSS in MB, exit status) of one run, stdout to ``out_path``
+    (through ``run_command``: a peak RSS of the command's own)."""
+    return run_command(cmd, out_path)
 
 
 def check_status(status: int, out_path: str, what: str) -> None:

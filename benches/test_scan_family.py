@@ -26,7 +26,6 @@ import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _benchlib import RESULTS, fmt_time
+from _benchlib import RESULTS, fmt_time, run_command
 
 N_PROCS = 1000
 PIPES, SOCKETPAIRS, NULLS = 50, 30, 20
@@ -109,17 +108,6 @@ def issue_family(path: str) -> Iterator[list[int]]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def run(cmd: list[str], out_path: str) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit status), stdout to ``out_path``."""
-    with open(out_path, "wb") as out:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024.0, proc.returncode
-
-
 def check_document(out_path: str, pids: list[int]) -> None:
     with open(out_path, "rb") as f:
         doc = json.load(f)
@@ -145,20 +133,20 @@ def test_scan_of_the_issue_family(tmp_path: Any) -> None:
         out = os.path.join(d, "out")
         plist = ",".join(map(str, pids))
         script = shutil.which("kcmp-rs", path=os.path.dirname(sys.executable))
-        head = [script] if script else [sys.executable, "-m", "kcmp_rs"]
+        head = [script] if script else [sys.executable, "-m", "kcmp_rs"]  # absolute paths
         commands = {
             "kcmp-rs scan -J": [*head, "scan", "-J", "-p", plist],
             "lsfd -J": [lsfd, "-J", "-p", plist],
             "lsof -n -P": [lsof, "-n", "-P", "-p", plist],
         }
-        wall, _, status = run(commands["kcmp-rs scan -J"], out)  # warm-up and the check
+        wall, _, status = run_command(commands["kcmp-rs scan -J"], out)  # warm-up and the check
         assert status == 0
         check_document(out, pids)
         walls: dict[str, list[float]] = {k: [] for k in commands}
         rss: dict[str, list[float]] = {k: [] for k in commands}
         for _ in range(RUNS):
             for name, cmd in commands.items():
-                wall, peak, status = run(cmd, out)
+                wall, peak, status = run_command(cmd, out)
                 assert status in (0, 1), (name, status)  # lsof: 1 if a pid had nothing
                 walls[name].append(wall)
                 rss[name].append(peak)
