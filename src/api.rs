@@ -167,8 +167,9 @@ pub fn classify_fds(
     Ok((groups, found.stats))
 }
 
-/// What this process may use; `refresh` probes everything again first.
-pub fn support(refresh: bool) -> Report {
+/// What this process may use; `refresh` probes everything again first. Fails (EMFILE,
+/// ENFILE, ENOMEM) when a probe could not run: it cannot tell then.
+pub fn support(refresh: bool) -> Result<Report, Failure> {
     if refresh {
         support::forget();
     }

@@ -8,7 +8,7 @@
 //! Knows `sys` and `error` only; never PyO3.
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 use std::sync::Once;
 
 use crate::error::{self, Failure};
@@ -71,6 +71,9 @@ static KCMP: StateCell = StateCell::new();
 static DUPFD_QUERY: StateCell = StateCell::new();
 static PIDFD_GETFD: StateCell = StateCell::new();
 static DISABLED: AtomicBool = AtomicBool::new(false);
+/// The errno of the last probe that could not run (out of fds or memory), for
+/// `report` to say why it cannot tell.
+static EXHAUSTED: AtomicI32 = AtomicI32::new(0);
 static ATFORK: Once = Once::new();
 
 extern "C" fn forget_in_child() {
@@ -178,7 +181,10 @@ fn cached(cell: &StateCell, probe: impl FnOnce() -> Option<bool>) -> bool {
 /// `Some(Err)` when the kernel refused, `Some(Ok)` with what it made.
 fn step<T>(r: Result<T, sys::Errno>) -> Option<Result<T, sys::Errno>> {
     match r {
-        Err(e) if error::is_exhaustion(e) => None,
+        Err(e) if error::is_exhaustion(e) => {
+            EXHAUSTED.store(e.0, Ordering::Relaxed);
+            None
+        }
         other => Some(other),
     }
 }
@@ -229,7 +235,10 @@ pub struct Report {
 }
 
 /// The capabilities, probing any not known yet.
-pub fn report() -> Report {
+///
+/// A capability whose probe could not run (out of fds or memory) is not reported as
+/// absent: the call fails with that errno, naming the limit and the fix.
+pub fn report() -> Result<Report, Failure> {
     let kcmp = kcmp_usable();
     let reason = if kcmp {
         String::new()
@@ -239,10 +248,23 @@ pub fn report() -> Report {
             other => other.message(),
         }
     };
-    Report {
+    let report = Report {
         kcmp,
         dupfd_query: dupfd_query_usable(),
         pidfd_getfd: pidfd_getfd_usable(),
         reason,
+    };
+    if DUPFD_QUERY.get() == State::Unknown || PIDFD_GETFD.get() == State::Unknown {
+        let errno = match EXHAUSTED.load(Ordering::Relaxed) {
+            0 => libc::EMFILE,
+            e => e,
+        };
+        return Err(Failure::exhausted(
+            sys::Errno(errno),
+            None,
+            None,
+            "probing F_DUPFD_QUERY and pidfd_getfd",
+        ));
     }
+    Ok(report)
 }

@@ -467,11 +467,11 @@ def _holders_blocked_dying(pid: int, fd: int, victim: int) -> dict[str, Any]:
                 pass
         return real(*args, **kwargs)
 
-    kcmp_rs._native.classify_files_partial = kill_first  # type: ignore[method-assign]
+    kcmp_rs._native.classify_files_partial = kill_first
     try:
         return _holders_blocked((pid, fd), [pid, victim], True)
     finally:
-        kcmp_rs._native.classify_files_partial = real  # type: ignore[method-assign]
+        kcmp_rs._native.classify_files_partial = real
 
 
 def _is_alive_not_zombie(pid: int) -> bool:

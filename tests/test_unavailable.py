@@ -249,7 +249,8 @@ def _at_the_limit(other: int, fds: list[int]) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     got: dict[str, Any] = {"batches": []}
     held = _fill_fds(0)
-    got["starved"] = kcmp_rs.support()
+    got["starved_limit"] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    got["starved"] = outcome(kcmp_rs.support, refresh=True)
     for spare in range(4):
         for fd in held[len(held) - spare :]:
             os.close(fd)
@@ -297,6 +298,10 @@ def test_running_out_of_fds_is_never_cached_and_names_the_limit(spawn: Spawn) ->
     truth = kcmp_rs.classify_files([(child.pid, fd) for fd in fds])
     expect = {"files": truth, "fds": [tuple(fd for _, fd in g) for g in truth]}
     got = run_in_child(_at_the_limit, child.pid, fds).unwrap()
+    # Out of fds, the probes cannot run: support() says so instead of "absent".
+    starved = got["starved"]
+    assert isinstance(starved, Raised), starved
+    _check_emfile(unraise(starved), got["starved_limit"], child.pid)
     later = got["later"]
     assert (later.kcmp, later.pidfd_getfd) == (True, True), later
     assert later.dupfd_query == dupfd_query_works(), later

@@ -141,7 +141,9 @@ def support(*, refresh: bool = False) -> Support:
     """What this process can use: kcmp, F_DUPFD_QUERY, pidfd_getfd.
 
     Probed once, lazily, and again in a forked child; ``refresh=True`` probes anew.
-    Where kcmp is unusable, ``reason`` names the cause and the fix.
+    Where kcmp is unusable, ``reason`` names the cause and the fix. Out of fds (or
+    memory) a probe cannot run: ``OSError`` (EMFILE, ENFILE, ENOMEM) naming the limit
+    and the fix, never a capability reported absent; nothing is cached then.
     """
     kcmp_ok, dupfd_query, pidfd_getfd, reason = _native.support(refresh=refresh)
     return Support(kcmp=kcmp_ok, dupfd_query=dupfd_query, pidfd_getfd=pidfd_getfd, reason=reason)

@@ -133,7 +133,8 @@ def support(*, refresh: bool = False) -> tuple[bool, bool, bool, str]:
     """(kcmp, dupfd_query, pidfd_getfd, reason): what this process may use.
 
     Probed once and cached; ``refresh=True`` probes again. ``reason`` says why kcmp
-    is unusable and how to fix it, and is empty when it is usable.
+    is unusable and how to fix it, and is empty when it is usable. Raises OSError
+    (EMFILE, ...) when out of fds: a probe that cannot run cannot tell.
     """
 
 def disable_kcmp() -> None:

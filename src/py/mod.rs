@@ -519,13 +519,14 @@ pub mod _native {
     /// (kcmp, dupfd_query, pidfd_getfd, reason): what this process may use.
     ///
     /// Probed once and cached; ``refresh=True`` probes again. ``reason`` says why kcmp
-    /// is unusable and how to fix it, and is empty when it is usable.
+    /// is unusable and how to fix it, and is empty when it is usable. Raises OSError
+    /// (EMFILE, ...) when out of fds: a probe that cannot run cannot tell.
     #[pyfunction]
     #[pyo3(signature = (*, refresh = Optional::Absent))]
     #[pyo3(text_signature = "(*, refresh=False)")]
-    fn support(refresh: Optional<'_>) -> PyResult<(bool, bool, bool, String)> {
+    fn support(py: Python<'_>, refresh: Optional<'_>) -> PyResult<(bool, bool, bool, String)> {
         let Flag(refresh) = refresh.or("refresh", Flag(false))?;
-        let r = api::support(refresh);
+        let r = api::support(refresh).map_err(|f| to_pyerr(py, &f))?;
         Ok((r.kcmp, r.dupfd_query, r.pidfd_getfd, r.reason))
     }
 
