@@ -115,10 +115,16 @@ fn list_open_fds(pid: Pid, me: Pid) -> Result<Vec<Fd>, Failure> {
     Ok(fds.into_iter().filter(|&fd| !(ours && fd == own)).collect())
 }
 
-/// A failure about `pid`, seen alive at `start` when the call began: any "gone" is
-/// then an exit during the call.
+/// A failure about `pid`, seen alive at `start` when the call began: any "gone", or
+/// any failure once `pid` is no longer that live process (a directory read that met
+/// ENOENT because the process was reaped meanwhile), is an exit during the call.
 fn gone_during(failure: Failure, pid: Pid, start: Option<u64>) -> Failure {
-    if start.is_some() && failure.gone_kind().is_some() && failure.pid() == Some(pid) {
+    let Some(start) = start else {
+        return failure;
+    };
+    if failure.pid() == Some(pid)
+        && (failure.gone_kind().is_some() || error::still_alive(pid, start).is_err())
+    {
         Failure::Exited { pid }
     } else {
         failure

@@ -498,3 +498,34 @@ def test_holders_blocked_skip_a_candidate_that_dies_never_drop_it(spawn: Spawn) 
     assert got["skipped"] == [(victim.pid, "exited")], got
     assert not got["complete"], got
     assert (me, w) in got["members"], got
+
+
+def _kill_when(go: threading.Event, child: Any) -> None:
+    go.wait(30)
+    child.kill()
+
+
+def test_a_process_reaped_while_its_fds_are_read_is_process_gone(spawn: Spawn) -> None:
+    """Another thread kills and reaps a child with thousands of fds while its fds are
+    listed and classified, again and again: every failure is ``ProcessGoneError``
+    naming it (a directory read cut short by the reaping included), never an
+    ``OSError`` about /proc."""
+    outcomes: dict[str, int] = {}
+    for _ in range(40):
+        child = spawn(lambda: [os.dup(0) for _ in range(3000)], expect_exit=None)
+        go = threading.Event()
+        killer = threading.Thread(target=_kill_when, args=(go, child))
+        killer.start()
+        try:
+            for call in (open_fds, kcmp_rs.classify_fds):
+                go.set()
+                try:
+                    call(child.pid)
+                    outcomes["answered"] = outcomes.get("answered", 0) + 1
+                except ProcessGoneError as e:
+                    assert e.pid == child.pid, e
+                    outcomes[e.kind] = outcomes.get(e.kind, 0) + 1
+        finally:
+            killer.join(30)
+    print(f"\nreaped while read: {outcomes}")
+    assert sum(outcomes.values()) == 80, outcomes
