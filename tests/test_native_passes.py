@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -529,3 +530,50 @@ def test_a_process_reaped_while_its_fds_are_read_is_process_gone(spawn: Spawn) -
             killer.join(30)
     print(f"\nreaped while read: {outcomes}")
     assert sum(outcomes.values()) == 80, outcomes
+
+
+def _leader_exits(control: int, report: int) -> None:
+    """In a forked child: a thread that holds the process until ``control`` closes,
+    then the main thread ends with pthread_exit (the process lives on)."""
+    import ctypes
+
+    def hold() -> None:
+        os.write(report, str(threading.get_native_id()).encode())
+        os.read(control, 1)
+        os._exit(0)
+
+    threading.Thread(target=hold).start()
+    ctypes.CDLL(None).pthread_exit(None)
+
+
+def test_a_process_whose_main_thread_exited_is_read_through_a_live_thread() -> None:
+    """pthread_exit in the main thread leaves the leader a zombie under the pid while
+    the process runs on: the scan reads it through its live thread, never skips it
+    as a zombie."""
+    control_r, control_w = os.pipe()
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child ends through its thread
+        try:
+            os.close(control_w)
+            os.close(report_r)
+            _leader_exits(control_r, report_w)
+        finally:
+            os._exit(1)
+    os.close(control_r)
+    os.close(report_w)
+    try:
+        tid = int(os.read(report_r, 32))
+        deadline = time.monotonic() + 30
+        while _is_alive_not_zombie(pid):  # the leader's exit is asynchronous
+            assert time.monotonic() < deadline, "the main thread did not exit"
+            time.sleep(0.001)
+        result = kcmp_rs.scan([pid], include_unshared=True)
+        assert result.skipped == (), result.skipped
+        assert result.processes_read == 1
+        assert {m.pid for d in result.descriptions for m in d.members} == {tid}
+        assert any(m.fd == control_r for d in result.descriptions for m in d.members)
+    finally:
+        os.close(control_w)
+        os.close(report_r)
+        os.waitpid(pid, 0)

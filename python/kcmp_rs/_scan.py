@@ -233,6 +233,9 @@ def scan(
       ``"permission denied"``, ``"fd table owner exited"`` (it shares its fd table with a
       process that exited mid-scan), ``"boundary unreadable: <message>"`` (its boundary
       value could not be read), or ``"error: <message>"``.
+    - A process whose main thread has exited (``pthread_exit``) while its other
+      threads run shows as a zombie under its pid: it is read through its smallest
+      live thread id, and its fds are reported under that id.
     - Processes sharing one fd table (CLONE_FILES: threads given by tid, some runtimes)
       are read once, under the smallest pid: ``Scan.fd_table_shared`` lists each such
       set, smallest pid first, and the members of the descriptions name that pid only.

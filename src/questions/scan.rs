@@ -156,6 +156,12 @@ pub fn scan(
     progress: Progress<'_>,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<ScanReport, Failure> {
+    // A process whose main thread exited (pthread_exit) shows as a zombie under its
+    // pid while its other threads run: it is read through one of them.
+    let mut pids: Vec<Pid> = pids.iter().map(|&pid| live_task_of(pid)).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let pids = &pids[..];
     let (pins, unpinned) = Pinned::skipping(pids)?;
     let mut skipped: HashMap<Pid, String> = unpinned
         .iter()
@@ -242,6 +248,31 @@ pub fn scan(
         with_boundary: opts.boundary.is_some(),
         stats: found.stats,
     })
+}
+
+/// `pid`, or, where its thread-group leader has exited but other threads still run,
+/// the smallest of those threads' ids (through which its fd table can be read).
+fn live_task_of(pid: Pid) -> Pid {
+    let leader_gone = sys::proc_stat(pid).is_ok_and(|s| s.is_zombie());
+    if !leader_gone {
+        return pid;
+    }
+    let Ok(path) = std::ffi::CString::new(format!("/proc/{pid}/task")) else {
+        return pid;
+    };
+    let Ok(dir) = sys::open_dir(&path) else {
+        return pid;
+    };
+    let mut tids: Vec<Pid> = sys::read_dir_names(&dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| std::str::from_utf8(n).ok()?.parse().ok())
+        .filter(|&tid| tid != pid)
+        .collect();
+    tids.sort_unstable();
+    tids.into_iter()
+        .find(|&tid| sys::proc_stat(tid).is_ok_and(|s| !s.is_zombie() && !s.is_exiting()))
+        .unwrap_or(pid)
 }
 
 /// The pids grouped by fd table (each ascending, tables by smallest pid); pids that
