@@ -241,13 +241,14 @@ def scan(
       set, smallest pid first, and the members of the descriptions name that pid only.
     - Targets (``readlink /proc/PID/fd/N``), modes (``lstat`` of that link) and commands
       (``/proc/PID/comm``) are read only for the descriptions reported.
-    - It holds a small, bounded number of fds whatever the number of processes: its own
-      reads of /proc hold one fd at a time (each file is opened, read and closed in turn;
-      targets are read with readlink); the scan's pins (every process is pinned before
-      any is read, to the end of the scan) and each native ``classify_tasks`` /
-      ``classify_files`` call hold one /proc directory plus at most 64 pidfds each
-      (fewer under a low ``RLIMIT_NOFILE``: a sixteenth of the soft limit); past that,
-      a pid's start time guards it against reuse instead.
+    - It holds a small, bounded number of fds whatever the number of processes: its
+      reads of /proc hold one fd at a time per thread (each file is opened, read and
+      closed in turn; targets are read with readlink); the scan's pins (every process
+      is pinned before any is read, to the end of the scan), the fd-table grouping and
+      each classification thread (one per core the process may use, once the scan
+      spans 4,096 fds or more; else one) hold one /proc directory plus at most 64
+      pidfds each (fewer under a low ``RLIMIT_NOFILE``: a sixteenth of the soft
+      limit); past that, a pid's start time guards it against reuse instead.
     - Where kcmp(2) is blocked (seccomp, gVisor), ``classify_files`` decides what its
       exact fallbacks can (``allow_pidfd_getfd`` as given); the ``(pid, fd)`` pairs left
       undecided are listed in ``Scan.undecided`` and in no description.
