@@ -577,3 +577,29 @@ def test_a_process_whose_main_thread_exited_is_read_through_a_live_thread() -> N
         os.close(control_w)
         os.close(report_r)
         os.waitpid(pid, 0)
+
+
+def test_a_large_scan_classified_on_several_threads_equals_one_batch(spawn: Spawn) -> None:
+    """Past 4,096 fds the scan deals its inode buckets to one classification thread
+    per core: the descriptions are those of one ``classify_files`` batch."""
+    bases = [os.open(os.devnull, os.O_RDONLY) for _ in range(3)]
+    r, w = os.pipe()
+    try:
+
+        def many() -> int:
+            for i in range(2500):
+                os.dup([*bases, r, w][i % 5])
+            return len(os.listdir("/proc/self/fd"))
+
+        a, b = spawn(many), spawn(many)
+        pids = [a.pid, b.pid]
+        refs = [(p, f) for p in pids for f in open_fds(p)]
+        assert len(refs) >= 5000
+        truth = sorted(kcmp_rs.classify_files(refs))
+        result = kcmp_rs.scan(pids, include_unshared=True)
+        got = sorted(tuple((m.pid, m.fd) for m in d.members) for d in result.descriptions)
+        assert got == truth
+        assert result.fds_classified == len(refs) and result.skipped == ()
+    finally:
+        for fd in (*bases, r, w):
+            os.close(fd)
