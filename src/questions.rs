@@ -1,10 +1,11 @@
-//! Whole questions answered in one native pass: what two processes share
-//! (`shared`), what an epoll set watches (`epoll`).
+//! Whole questions answered in one native pass: which descriptions many processes
+//! share (`scan`, written as JSON by `json`), what two processes share (`shared`),
+//! what an epoll set watches (`epoll`).
 //!
 //! Each question pins every process it reads with one `PidGuard` before it lists
 //! anything, so thread ids are taken as the kernel takes them (PIDFD_THREAD, or the
 //! start time), and a process that starts exiting, is reaped or has its pid reused
-//! at any point of the pass is an error, never a shorter answer.
+//! at any point of the pass is an error (the scan: skipped), never a shorter answer.
 //!
 //! Knows `sys`, `error`, `support`, `ladder` and `oracle`; never PyO3.
 

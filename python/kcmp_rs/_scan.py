@@ -56,11 +56,6 @@ def _reason(err: OSError, absent: str) -> str:
     return f"error: {err.strerror or err}"
 
 
-#: ``_native.pin``'s reason codes, as ``Skipped.reason`` says them: a process that
-#: cannot be pinned when the scan starts was never read.
-_PIN_REASONS = {"absent": NO_SUCH_PROCESS, "exited": EXITED, "zombie": ZOMBIE}
-
-
 # ---- fd tables ----
 
 
