@@ -325,16 +325,19 @@ fn classify_tasks_with_a_dying_child_is_exact_or_as_documented() {
 #[test]
 fn the_scan_of_a_dying_child_is_exact_or_skips_it() {
     use crate::questions::scan::{scan, ScanOptions, EXITED, ZOMBIE};
-    let me = sys::getpid();
     let base = base_fds();
     let raw: Vec<Fd> = base.iter().map(AsRawFd::as_raw_fd).collect();
+    // Not this process: other tests open and close fds in it meanwhile, so its table
+    // would differ between the exact run and the injected one. A bystander's does not.
+    let bystander_guard = Child(testing::fork_holding(&raw, 0));
+    let bystander = bystander_guard.0;
     let opts = ScanOptions {
         include_unshared: true,
         allow_pidfd_getfd: false,
         boundary: None,
     };
     let run = |child: Pid| {
-        scan(&[me, child], opts, &mut |_, _| false, &mut || false).map(|r| {
+        scan(&[bystander, child], opts, &mut |_, _| false, &mut || false).map(|r| {
             let groups: Vec<Vec<FileRef>> = r.descriptions.into_iter().map(|d| d.members).collect();
             let s = r.stats;
             (groups, r.skipped, s.keys + s.compares + s.sames)
@@ -385,4 +388,5 @@ fn the_scan_of_a_dying_child_is_exact_or_skips_it() {
         drop(guard);
     }
     tally.finish();
+    drop(bystander_guard);
 }
