@@ -158,6 +158,15 @@ fn judge<T: PartialEq + std::fmt::Debug>(
     }
 }
 
+/// `groups` with `pid`'s refs left out, and the groups left empty by that.
+fn without_pid(groups: &[Vec<FileRef>], pid: Pid) -> Vec<Vec<FileRef>> {
+    groups
+        .iter()
+        .map(|g| g.iter().copied().filter(|r| r.0 != pid).collect::<Vec<_>>())
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
 fn opts(missing: Missing) -> FileOptions {
     FileOptions {
         order: GroupOrder::Fd,
@@ -258,16 +267,7 @@ fn classify_files_across_processes_is_exact_or_as_documented() {
                 refs.extend(raw.iter().map(|&fd| (me, fd)));
                 let found = api::classify_files(&refs, opts(missing), || false).unwrap();
                 exact = found.groups;
-                without = exact
-                    .iter()
-                    .map(|g| {
-                        g.iter()
-                            .copied()
-                            .filter(|r| r.0 != child)
-                            .collect::<Vec<_>>()
-                    })
-                    .filter(|g| !g.is_empty())
-                    .collect();
+                without = without_pid(&exact, child);
                 let s = found.stats;
                 (Ok(Outcome::NotKilled), s.keys + s.compares + s.sames)
             }
@@ -356,16 +356,7 @@ fn the_scan_of_a_dying_child_is_exact_or_skips_it() {
         assert!(skipped.is_empty(), "{skipped:?}");
         let exact = groups;
         calls = calls.max(n);
-        let without: Vec<Vec<FileRef>> = exact
-            .iter()
-            .map(|g| {
-                g.iter()
-                    .copied()
-                    .filter(|r| r.0 != child)
-                    .collect::<Vec<_>>()
-            })
-            .filter(|g| !g.is_empty())
-            .collect();
+        let without = without_pid(&exact, child);
         arm(kill_point(i, calls), child);
         let got = run(child);
         let killed = disarm();
