@@ -189,6 +189,12 @@ def test_an_epoll_fd_swapped_mid_call_is_never_an_empty_answer() -> None:
                 regs = epoll_targets(me, epfd)
             except OSError as e:
                 assert e.errno in (errno.EAGAIN, errno.EINVAL), e
+                detail = {
+                    errno.EAGAIN: "was closed or replaced during the call; try again",
+                    errno.EINVAL: "is not an epoll fd",
+                }[e.errno]
+                assert type(e).__name__ in ("KcmpBlockingIOError", "KcmpError"), repr(e)
+                assert str(e).endswith(f"fd {epfd} of process {me} {detail}"), e
                 answers[errno.errorcode[e.errno]] = answers.get(errno.errorcode[e.errno], 0) + 1
                 continue
             assert [t.tfd for t in regs] == [a.fileno()], regs

@@ -20,6 +20,7 @@ __all__ = [
     "read_command",
     "read_mode",
     "read_target",
+    "type_of",
 ]
 
 
@@ -105,6 +106,15 @@ def file_type(pid: int, fd: int, target: str | None) -> str:
     except OSError:
         return "?"
     return _TYPES.get(stat.S_IFMT(mode), "?")
+
+
+def type_of(target: str, file_mode: int | None) -> str:
+    """``file_type``'s answer from the target and the st_mode of the file itself (None:
+    not read, or gone), as the native ``describe_refs`` gives them."""
+    told = _told_type(target)
+    if told is not None:
+        return told
+    return "?" if file_mode is None else _TYPES.get(stat.S_IFMT(file_mode), "?")
 
 
 def _told_type(target: str | None) -> str | None:
