@@ -187,21 +187,21 @@ pub fn disable_kcmp() {
     support::disable();
 }
 
+pub use crate::questions::procfs::Shown;
 pub use crate::questions::scan::skip_reason;
-pub use crate::questions::scan::Described;
 
-/// `describe` for each ref, in order, in parallel threads; `interrupted` is polled
-/// between chunks of refs.
+/// What a report shows of each ref (target, mode, type), in order, in parallel
+/// threads; `interrupted` is polled between chunks of refs.
 pub fn describe_refs(
     refs: &[FileRef],
     interrupted: &mut dyn FnMut() -> bool,
-) -> Result<Vec<Described>, Failure> {
+) -> Result<Vec<Shown>, Failure> {
     oracle::map_chunks(
         refs,
         |chunk| {
             chunk
                 .iter()
-                .map(|&r| crate::questions::scan::describe(r))
+                .map(|&r| crate::questions::procfs::show(r))
                 .collect()
         },
         interrupted,

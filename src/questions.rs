@@ -10,7 +10,9 @@
 //! Knows `sys`, `error`, `support`, `ladder` and `oracle`; never PyO3.
 
 pub mod epoll;
+pub mod holders;
 pub mod json;
+pub mod procfs;
 pub mod scan;
 pub mod shared;
 

@@ -502,6 +502,8 @@ pub struct ProcStat {
     pub state: u8,
     /// Field 9, the kernel's `PF_*` flags.
     pub flags: u64,
+    /// Field 4, the parent's pid.
+    pub ppid: Pid,
 }
 
 impl ProcStat {
@@ -551,6 +553,10 @@ pub fn parse_proc_stat(text: &[u8]) -> Result<ProcStat, Errno> {
         start_time: field(19)?,
         state,
         flags: field(6)?,
+        ppid: fields
+            .get(1)
+            .and_then(|f| f.parse().ok())
+            .ok_or(Errno(libc::EIO))?,
     })
 }
 

@@ -36,7 +36,7 @@ from kcmp_rs import (
     ProcessGoneError,
     baseline,
 )
-from kcmp_rs._types import GoneKind, error_class
+from kcmp_rs._types import error_class
 
 ME = os.getpid()
 
@@ -186,23 +186,6 @@ def test_kind_tells_a_zombie_from_a_process_that_is_absent(
         detail = f"process {zombie} does not exist"
         check_os_error(e, ProcessGoneError, errno.ESRCH, detail, zombie, None)
         assert isinstance(e, ProcessGoneError) and e.kind == "absent", fn
-
-
-def test_the_scan_takes_its_skipped_reason_from_kind() -> None:
-    """No re-deriving from /proc: the error says how the process went."""
-    from kcmp_rs._scan import _reason
-
-    def gone(kind: GoneKind) -> ProcessGoneError:
-        return ProcessGoneError(errno.ESRCH, "No such process: x", pid=5, kind=kind)
-
-    for absent in ("no such process", "exited"):
-        assert _reason(gone("absent"), absent) == absent
-        assert _reason(gone("zombie"), absent) == "zombie"
-        assert _reason(gone("exited"), absent) == "exited"
-        denied = ProcessAccessError(errno.EPERM, "Operation not permitted: x", pid=5)
-        assert _reason(denied, absent) == "permission denied"
-        other = KcmpError(errno.EMFILE, "Too many open files: x", pid=5)
-        assert _reason(other, absent) == "error: Too many open files: x"
 
 
 # ---- every errno: a KcmpError, and Python's own class for it ----

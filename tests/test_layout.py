@@ -56,12 +56,12 @@ def _package_imports(module: pathlib.Path) -> set[str]:
     [
         ("_types.py", set()),
         ("_results.py", {"kcmp_rs._schema"}),
-        ("_example.py", set()),
-        ("_proc.py", set()),
+        ("_example.py", {"kcmp_rs._native"}),
+        ("_proc.py", {"kcmp_rs._native"}),
         ("_table.py", {"kcmp_rs._results"}),
         ("_dot.py", {"kcmp_rs._answers", "kcmp_rs._results", "kcmp_rs._table"}),
         ("baseline.py", {"kcmp_rs._types"}),
-        ("_boundary.py", set()),
+        ("_boundary.py", {"kcmp_rs._native"}),
         (
             "_scan.py",
             {
@@ -92,10 +92,8 @@ def _package_imports(module: pathlib.Path) -> set[str]:
             {
                 "kcmp_rs._native",
                 "kcmp_rs._answers",
-                "kcmp_rs._proc",
                 "kcmp_rs._results",
                 "kcmp_rs._scan",
-                "kcmp_rs._types",
             },
         ),
         (

@@ -460,25 +460,22 @@ def test_holders_blocked_keep_the_askers_dups_when_the_target_is_undecided() -> 
 
 
 def _holders_blocked_dying(pid: int, fd: int, victim: int) -> dict[str, Any]:
-    """In a child: kcmp disabled; the victim is killed as soon as the search starts
-    comparing (its first fd read), through the progress-free path's own listing."""
+    """In a child: kcmp disabled; the victim is killed once every process is listed,
+    before the candidates are compared (the progress call between the two)."""
     kcmp_rs.disable_kcmp()
-    real = kcmp_rs._native.classify_files_partial
-    calls = {"n": 0}
 
-    def kill_first(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
+    def kill_when_listed(done: int, total: int) -> None:
+        if done == total:
             os.kill(victim, signal.SIGKILL)
             while _is_alive_not_zombie(victim):
                 pass
-        return real(*args, **kwargs)
 
-    kcmp_rs._native.classify_files_partial = kill_first
-    try:
-        return _holders_blocked((pid, fd), [pid, victim], True)
-    finally:
-        kcmp_rs._native.classify_files_partial = real
+    h = holders(pid, fd, [pid, victim], allow_pidfd_getfd=True, progress=kill_when_listed)
+    return {
+        "members": [(m.pid, m.fd) for m in h.members],
+        "skipped": [(s.pid, s.reason) for s in h.skipped],
+        "complete": h.complete,
+    }
 
 
 def _is_alive_not_zombie(pid: int) -> bool:

@@ -12,17 +12,18 @@ description's holders: two holders are on the same side when their values are eq
   on a host with only cgroup v1 hierarchies it is every line without its hierarchy
   number, in the file's order, joined with ``;`` (``cpu,cpuacct:/a;memory:/a``).
 
-Only /proc is read, one file at a time; no kcmp(2) here (this module never imports
-the native module). A value that cannot be read raises OSError: the caller decides
-what the process counts as.
+The values are read by the native /proc room (``_native.boundary_value``, which the
+scan uses too), one file at a time. A value that cannot be read raises OSError
+naming the pid: the caller decides what the process counts as.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 
-__all__ = ["KINDS", "Boundaries", "cgroup_value", "check_kind", "in_cgroup"]
+from kcmp_rs import _native
+
+__all__ = ["KINDS", "Boundaries", "check_kind", "in_cgroup"]
 
 #: The boundary kinds, in the order messages list them.
 KINDS = ("pid", "mnt", "net", "user", "ipc", "uts", "cgroup")
@@ -40,37 +41,12 @@ def check_kind(value: object) -> str | None:
     return value
 
 
-def cgroup_value(text: str) -> str | None:
-    """The cgroup value of a ``/proc/PID/cgroup`` text (module docstring); None when
-    it holds no cgroup line."""
-    v1 = []
-    for line in text.splitlines():
-        number, sep, rest = line.partition(":")
-        if not sep:
-            continue
-        if number == "0" and rest.startswith(":"):
-            return rest[1:]
-        v1.append(rest)
-    return ";".join(v1) or None
-
-
 def in_cgroup(value: str, path: str) -> bool:
     """Whether a cgroup value lies at ``path`` or below it (a v1 value: any of its
     hierarchies does)."""
     top = path.rstrip("/") or "/"
     paths = [value] if value.startswith("/") else [p.partition(":")[2] for p in value.split(";")]
     return any(p == top or top == "/" or p.startswith(top + "/") for p in paths)
-
-
-def _read_text(path: bytes) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return os.fsdecode(b"".join(chunks))
 
 
 class Boundaries:
@@ -85,11 +61,6 @@ class Boundaries:
         known = self._values.get(pid)
         if known is not None:
             return known
-        if self.kind == "cgroup":
-            found = cgroup_value(_read_text(b"/proc/%d/cgroup" % pid))
-            if found is None:
-                raise OSError(errno.ENODATA, f"no cgroup line in /proc/{pid}/cgroup")
-        else:
-            found = os.fsdecode(os.readlink(b"/proc/%d/ns/%s" % (pid, self.kind.encode())))
+        found = os.fsdecode(_native.boundary_value(pid, self.kind))
         self._values[pid] = found
         return found

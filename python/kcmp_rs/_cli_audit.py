@@ -105,11 +105,7 @@ def prepare_audit(args: argparse.Namespace) -> None:
         try:
             args.inside_side = Boundaries(args.across).value(args.inside)
         except OSError as err:
-            why = (
-                f"process {args.inside} does not exist"
-                if isinstance(err, FileNotFoundError)  # no /proc/PID: no such process
-                else explain(err, args.inside)
-            )
+            why = explain(err, args.inside)
             raise CommandError(
                 f"--inside: cannot read the {args.across} boundary of process {args.inside}: " + why
             ) from None

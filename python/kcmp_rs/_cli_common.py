@@ -18,7 +18,7 @@ from typing import Any
 
 import kcmp_rs
 from kcmp_rs._cli_io import Parser, note, write_utf8
-from kcmp_rs._proc import read_mode, read_target
+from kcmp_rs._proc import shown
 from kcmp_rs._results import SCHEMA_VERSION
 from kcmp_rs._table import escape
 from kcmp_rs._types import KcmpUnavailableError
@@ -33,7 +33,7 @@ __all__ = [
     "explain",
     "given_pids",
     "json_lines",
-    "mode_and_target",
+    "modes_and_targets",
     "pid_arg",
     "pid_list",
     "pids_flag",
@@ -140,9 +140,9 @@ def command(
     )
 
 
-def mode_and_target(pid: int, fd: int) -> tuple[str, str]:
-    target = read_target(pid, fd)
-    return read_mode(pid, fd), escape(target if target is not None else "?")
+def modes_and_targets(refs: Sequence[tuple[int, int]]) -> list[tuple[str, str]]:
+    """The access mode and escaped target of each ref, read in one native call."""
+    return [(mode, escape(target)) for target, mode, _ in shown(refs)]
 
 
 def undecided_hint(allow_pidfd_getfd: bool) -> str:

@@ -22,7 +22,7 @@ from kcmp_rs._cli_common import (
     dot_flag,
     explain,
     given_pids,
-    mode_and_target,
+    modes_and_targets,
     pid_arg,
     pids_flag,
     print_json,
@@ -31,7 +31,7 @@ from kcmp_rs._cli_common import (
 )
 from kcmp_rs._cli_io import EXIT_INCOMPLETE, Parser, note, out
 from kcmp_rs._dot import holders_dot, shared_files_dot
-from kcmp_rs._proc import file_type, read_command, read_mode, read_target
+from kcmp_rs._proc import read_command, shown_one
 from kcmp_rs._queries import epoll_targets, holders, shared_files
 from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, SCHEMA_VERSION, ZOMBIE
 from kcmp_rs._table import escape, render_table
@@ -251,8 +251,8 @@ def _fds(fds: Sequence[int]) -> str:
 
 
 def _describe_fd(pid: int, fd: int) -> tuple[str, str, str]:
-    target = read_target(pid, fd)
-    return file_type(pid, fd, target), read_mode(pid, fd), "?" if target is None else target
+    target, mode, kind = shown_one(pid, fd)
+    return kind, mode, target
 
 
 def _cmd_share(args: argparse.Namespace) -> int:
@@ -283,13 +283,15 @@ def _cmd_share(args: argparse.Namespace) -> int:
     count = len(found.shared) or "none"
     out(f"\nOpen file descriptions shared by {pid1} and {pid2}{table}: {count}{tail}\n")
     if found.shared:
-        rows = [[_fds(a), _fds(b), *mode_and_target(pid1, a[0])] for a, b in found.shared]
+        shown = modes_and_targets([(pid1, a[0]) for a, _ in found.shared])
+        rows = [[_fds(a), _fds(b), *s] for (a, b), s in zip(found.shared, shown)]
         out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "MODE", "TARGET"], rows))
     if found.reopened:
         out(f"\nFiles both have open through different descriptions: {len(found.reopened)}\n")
+        firsts = [(pid1, a[0]) if a else (pid2, b[0]) for a, b in found.reopened]
         rows = [
-            [_fds(a), _fds(b), mode_and_target(*((pid1, a[0]) if a else (pid2, b[0])))[1]]
-            for a, b in found.reopened
+            [_fds(a), _fds(b), target]
+            for (a, b), (_, target) in zip(found.reopened, modes_and_targets(firsts))
         ]
         out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "TARGET"], rows))
     if resources[0][1] == "?":

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import fcntl
 import gc
 import json
@@ -50,6 +51,8 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
+
+from kcmp_rs import _native
 
 __all__ = ["COMMAND", "MIN_FDS", "OPEN_MODES", "Family", "build_family"]
 
@@ -93,11 +96,14 @@ class Family:
         return sorted(tuple(sorted(refs)) for refs in by_label.values() if len(refs) > 1)
 
 
+#: prctl(2) option: set the calling thread's name (include/uapi/linux/prctl.h).
+_PR_SET_NAME = 15
+
+
 def _keep_only(keep: dict[str, int]) -> dict[str, int]:
     """Closes every fd but those in ``keep``, moves them to 3 and above, and points
     0, 1 and 2 at one open of /dev/null. Returns ``keep`` with the new numbers."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
+    for fd in _native.open_fds(os.getpid()):
         if fd not in keep.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -183,8 +189,7 @@ def _member(index: int, plan: _Plan, inherited: dict[str, int], report_w: int) -
             else:
                 held.append((os.open(private, OPEN_MODES[n % 3]), f"private:{index}:{n}"))
             n += 1
-        with open("/proc/self/comm", "wb") as f:
-            f.write(plan.command)
+        _set_command(plan.command)
         _write_all(report_w, json.dumps(held).encode())
         os.close(report_w)
         while os.read(inherited["lifeline"], 1):
@@ -298,14 +303,18 @@ def _zygote(plan: _Plan, lifeline_r: int, feed_w: int) -> NoReturn:
     os._exit(code)
 
 
+def _set_command(name: bytes) -> None:
+    """Sets this process's command name (comm), as prctl(PR_SET_NAME) does."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_NAME): {os.strerror(err)}")
+
+
 def _fork() -> int:
     """``os.fork()``, quiet about other threads of the caller (Python 3.12+ warns that
     the child could deadlock on a lock one of them held): the zygote and the members
     only make system calls through modules already imported, taking no such lock."""
-    with open("/proc/self/status", "rb") as f:
-        threads = next((line for line in f if line.startswith(b"Threads:")), b"Threads: 1")
-    if int(threads.split()[1]) == 1:
-        return os.fork()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r".*fork\(\) may lead to deadlocks", DeprecationWarning)
         return os.fork()
@@ -343,7 +352,7 @@ def _collect(feed_r: int) -> tuple[list[int], dict[Ref, str]]:
         pids.append(pid)
         for fd, label in report:
             labels[(pid, fd)] = label
-        listed = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+        listed = _native.open_fds(pid)
         if listed != sorted(fd for fd, _ in report):
             raise RuntimeError(f"family member {pid} holds {listed}, reported {report}")
     raise RuntimeError("the process family's zygote exited before finishing")

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from operator import attrgetter
 from types import TracebackType
 from typing import TYPE_CHECKING, cast
 
 from kcmp_rs import _native
-from kcmp_rs._proc import file_type, read_command, read_mode, read_target
+from kcmp_rs._proc import command_names, shown_one
 from kcmp_rs._results import SCHEMA_VERSION, Description, Member, Ref, _text_fields
 
 if TYPE_CHECKING:
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["ChildHolder", "FdLeakCheck", "FdLeaks", "LeakedFd"]
 
 Inode = tuple[int, int]
-_inode: Callable[[os.stat_result], Inode] = attrgetter("st_dev", "st_ino")
 
 
 # ---- results ----
@@ -180,41 +178,6 @@ class FdLeaks:
 # ---- reading this process and its descendants ----
 
 
-def _fd_table() -> dict[int, Inode]:
-    """This process's fds and the inode behind each. ``open_fds`` leaves out the
-    directory fd it reads with; an fd closed between the listing and its fstat (by
-    another thread) is left out."""
-    fds = _native.open_fds(os.getpid())
-    try:
-        # One C-level loop: the fstat calls are most of what a snapshot costs.
-        return dict(zip(fds, map(_inode, map(os.fstat, fds))))
-    except OSError:
-        pass
-    table: dict[int, Inode] = {}
-    for fd in fds:
-        try:
-            table[fd] = _inode(os.fstat(fd))
-        except OSError:
-            continue
-    return table
-
-
-def _read_all(path: bytes) -> bytes | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    chunks = []
-    try:
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
 @dataclass(frozen=True)
 class _Process:
     pid: int
@@ -223,58 +186,25 @@ class _Process:
     zombie: bool
 
 
-def _process(pid: int) -> _Process | None:
-    """``/proc/PID/stat``'s state, ppid and start time; None if it is gone."""
-    data = _read_all(b"/proc/%d/stat" % pid)
-    if not data or b")" not in data:
-        return None
-    # The command name may hold spaces and parentheses: fields count from the last ")".
-    fields = data.rsplit(b")", 1)[1].split()
-    try:
-        return _Process(pid, int(fields[1]), int(fields[19]), fields[0] in (b"Z", b"X"))
-    except (IndexError, ValueError):
-        return None
-
-
-def _children(pid: int) -> list[int]:
-    """The children of every thread of ``pid``."""
-    try:
-        tids = os.listdir(b"/proc/%d/task" % pid)
-    except OSError:
-        return []
-    found: list[int] = []
-    for tid in tids:
-        data = _read_all(b"/proc/%d/task/%s/children" % (pid, tid))
-        if data:
-            found.extend(int(x) for x in data.split())
-    return found
-
-
-def _descendants(pid: int) -> dict[int, _Process]:
-    """Children of ``pid``, their children, and so on. An orphan re-parented away
-    (to init or a subreaper) is no longer a descendant and is not found."""
-    found: dict[int, _Process] = {}
-    todo = _children(pid)
-    while todo:
-        child = todo.pop()
-        if child in found:
-            continue
-        info = _process(child)
-        if info is not None:
-            found[child] = info
-            todo.extend(_children(child))
-    return found
-
-
 @dataclass(frozen=True)
 class _Snapshot:
     fds: dict[int, Inode]
-    descendants: frozenset[tuple[int, int]]  # (pid, start time)
+    descendants: dict[int, _Process]
+
+
+def _native_descendants(pid: int) -> list[_Process]:
+    return [_Process(*p) for p in _native.descendants(pid)]
 
 
 def _snapshot() -> _Snapshot:
-    known = _descendants(os.getpid())
-    return _Snapshot(_fd_table(), frozenset((p.pid, p.start) for p in known.values()))
+    """This process's fds with the inode behind each (an fd closed meanwhile by another
+    thread is left out; the listing's own directory fd never shows) and its
+    descendants, children of children included: one native call."""
+    fds, known = _native.leak_snapshot()
+    return _Snapshot(
+        {fd: (dev, ino) for fd, dev, ino in fds},
+        {p[0]: _Process(*p) for p in known},
+    )
 
 
 # ---- comparing ----
@@ -282,10 +212,8 @@ def _snapshot() -> _Snapshot:
 
 def _describe(me: int, fd: int) -> tuple[str, str, str] | None:
     """(target, mode, type) of one of our fds; None if it was closed meanwhile."""
-    target = read_target(me, fd)
-    if target is None:
-        return None
-    return target, read_mode(me, fd), file_type(me, fd, target)
+    described = shown_one(me, fd)
+    return None if described[0] == "?" and described[1] == "?" else described
 
 
 def _leaked_fds(
@@ -343,9 +271,10 @@ def _child_fds(started: Iterable[_Process]) -> list[Ref]:
     return refs
 
 
-def _holder(me: int, child: _Process, groups: list[tuple[Ref, ...]]) -> ChildHolder | None:
-    command = read_command(child.pid)
-    mine = read_command(me)
+def _holder(
+    me: int, child: _Process, groups: list[tuple[Ref, ...]], names: dict[int, str]
+) -> ChildHolder | None:
+    command, mine = names[child.pid], names[me]
     descriptions = []
     for group in groups:
         ours = [fd for p, fd in group if p == me]
@@ -366,24 +295,27 @@ def _holder(me: int, child: _Process, groups: list[tuple[Ref, ...]]) -> ChildHol
 
 
 def _child_holders(
-    me: int, before: frozenset[tuple[int, int]], now: dict[int, Inode]
+    me: int, before: dict[int, _Process], now: _Snapshot
 ) -> tuple[tuple[ChildHolder, ...], list[Ref]]:
-    started = sorted(
-        (p for p in _descendants(me).values() if (p.pid, p.start) not in before and not p.zombie),
-        key=lambda p: p.pid,
-    )
+    started = [
+        p
+        for p in now.descendants.values()
+        if not p.zombie and (p.pid not in before or before[p.pid].start != p.start)
+    ]
     if not started:
         return (), []
-    refs = [(me, fd) for fd in sorted(now)] + _child_fds(started)
+    refs = [(me, fd) for fd in sorted(now.fds)] + _child_fds(started)
     # The children are this process's own: copying one of their fds for a moment
     # (pidfd_getfd) is how the answer stays exact where kcmp is blocked.
     groups, undecided = _native.classify_files_partial(refs, missing="skip", allow_pidfd_getfd=True)
     holders = []
+    still = {p.pid: p for p in _native_descendants(me)}
+    names = command_names([me, *still])
     for child in started:
-        again = _process(child.pid)
+        again = still.get(child.pid)
         if again is None or again.start != child.start or again.zombie:
             continue  # exited during the check: it holds nothing any more
-        holder = _holder(me, child, groups)
+        holder = _holder(me, child, groups, names)
         if holder is not None:
             holders.append(holder)
     return tuple(holders), list(undecided)
@@ -391,8 +323,8 @@ def _child_holders(
 
 def _compare(before: _Snapshot) -> FdLeaks:
     me = os.getpid()
-    now = _fd_table()
-    leaked, undecided = _leaked_fds(me, before.fds, now)
+    now = _snapshot()
+    leaked, undecided = _leaked_fds(me, before.fds, now.fds)
     children, undecided_children = _child_holders(me, before.descendants, now)
     return FdLeaks(me, leaked, children, tuple(sorted(set(undecided + undecided_children))))
 

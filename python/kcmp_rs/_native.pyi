@@ -145,15 +145,34 @@ def disable_kcmp() -> None:
 
 def describe_refs(
     refs: Iterable[tuple[SupportsIndex, SupportsIndex]],
-) -> list[tuple[bytes | None, int | None, int | None]]:
-    """What /proc shows of each (pid, fd), for a report: one tuple per ref, in order.
+) -> list[tuple[bytes | None, str, str]]:
+    """What a report shows of each (pid, fd): ``(target, mode, type)``, in order.
 
-    ``(target, link_mode, file_mode)``: ``readlink /proc/PID/fd/N`` as bytes, the
-    st_mode of that link (lstat: its permission bits are the open mode), the st_mode
-    of the file (stat), this last only where the target does not name the type
-    (``socket:[``, ``pipe:[``, ``anon_inode:``). None for what is gone; with no
-    target, nothing else is read. Read in parallel threads, the GIL released.
+    ``target`` is ``readlink /proc/PID/fd/N`` as bytes (None once gone), ``mode``
+    "r", "w", "rw", "path" or "?", ``type`` "REG", "DIR", "CHR", "BLK", "FIFO",
+    "SOCK", "LNK", an anon inode's name, or "?". Read in parallel threads, the GIL
+    released.
     """
+
+def list_pids() -> list[int]:
+    """Every process in /proc, ascending."""
+
+def commands(pids: Iterable[SupportsIndex]) -> list[bytes | None]:
+    """The command name (``/proc/PID/comm``, bytes) of each pid, in order; None once gone."""
+
+def boundary_value(pid: SupportsIndex, kind: str) -> bytes:
+    """The value of ``pid`` on boundary ``kind`` (a namespace's link text, or its cgroup).
+
+    ``ProcessGoneError`` for a process that is absent, a zombie or exiting; another
+    OSError naming the pid and the file when it cannot be read.
+    """
+
+def leak_snapshot() -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int, bool]]]:
+    """This process's fds as (fd, st_dev, st_ino) and its descendants as (pid, ppid,
+    start time, zombie): what the fd-leak check records before a block."""
+
+def descendants(pid: SupportsIndex) -> list[tuple[int, int, int, bool]]:
+    """(pid, ppid, start time, zombie) of each descendant of ``pid``, ascending."""
 
 def is_zombie(pid: SupportsIndex) -> bool:
     """Whether ``pid`` has exited and awaits reaping (a zombie).
@@ -165,8 +184,30 @@ def is_zombie(pid: SupportsIndex) -> bool:
 # bench_syscall_floor exists only in `make bench` builds (cargo feature "bench"), never
 # in a wheel: benches/test_overhead.py looks it up at run time, so it has no stub here.
 def holders(
-    pid: int, fd: int, pids: Iterable[int]
-) -> tuple[list[tuple[int, int]], list[tuple[int, str]], int, int]: ...
+    pid: SupportsIndex,
+    fd: SupportsIndex,
+    pids: Iterable[SupportsIndex] | None,
+    allow_pidfd_getfd: bool,
+    progress: Callable[[int, int], object] | None,
+) -> tuple[
+    list[tuple[int, int]],
+    list[tuple[int, bytes | None]],
+    tuple[bytes | None, str, str],
+    list[tuple[int, str]],
+    int,
+    int,
+    list[tuple[int, int]],
+    list[list[int]],
+]:
+    """``holders()`` in one pass, the GIL released: (holders, commands, shown, skipped,
+    processes_read, fds_compared, undecided, fd_table_shared).
+
+    ``commands``: (pid, command name, None once gone) of each holder's process;
+    ``shown``: the target's (target, mode, type); ``skipped``: (pid,
+    ``Skipped.reason``). ``pids`` None: every process. ``progress(done, total)`` is
+    called between steps; an exception it raises ends the search and propagates.
+    """
+
 def shared_files(
     pid1: SupportsIndex, pid2: SupportsIndex, *, allow_pidfd_getfd: bool = False
 ) -> tuple[

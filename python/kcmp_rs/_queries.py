@@ -2,14 +2,13 @@
 file description (``holders``), what two processes share (``shared_files``), and what
 an epoll set watches (``epoll_targets``).
 
-Orchestration only: the comparisons are the native module's (``_native.holders``
-does one kcmp per candidate fd with the GIL released), /proc is read through
-``_proc``, and the result types live in ``_answers``.
+Each question is one native pass (``_native.holders``, ``shared_files``,
+``epoll_targets``) with the GIL released; this module checks what Python alone can
+check and builds the result types of ``_answers`` from the native answers.
 """
 
 from __future__ import annotations
 
-import errno
 import operator
 import os
 from collections.abc import Iterable
@@ -17,124 +16,12 @@ from typing import Callable
 
 from kcmp_rs import _native
 from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
-from kcmp_rs._proc import file_type, list_pids, read_command, read_mode, read_target
-from kcmp_rs._results import (
-    EXITED,
-    NO_SUCH_PROCESS,
-    Description,
-    Member,
-    Ref,
-    Skipped,
-)
-from kcmp_rs._scan import (
-    _check_flag,
-    _check_progress,
-    _checked_pids,
-    _fd_tables,
-    _reason,
-)
-from kcmp_rs._types import FdNotOpenError, ProcessGoneError
+from kcmp_rs._results import Description, Member, Skipped
+from kcmp_rs._scan import _check_flag, _check_progress, _checked_pids
 
 __all__ = ["epoll_targets", "holders", "shared_files"]
 
-#: Processes per native call: progress is reported, and Ctrl-C noticed, between them.
-_CHUNK = 64
-
 # ---- holders ----
-
-
-def _describe_target(pid: int, fd: int, members: tuple[Member, ...]) -> Description:
-    target = read_target(pid, fd)
-    return Description(
-        target if target is not None else "?",
-        read_mode(pid, fd),
-        members,
-        file_type(pid, fd, target),
-    )
-
-
-def _search_by_kcmp(
-    pid: int,
-    fd: int,
-    readers: list[int],
-    skipped: dict[int, str],
-    progress: Callable[[int, int], None] | None,
-    done: int,
-    total: int,
-) -> tuple[list[Ref], int]:
-    found: list[Ref] = []
-    compared = 0
-    for start in range(0, len(readers), _CHUNK):
-        chunk = readers[start : start + _CHUNK]
-        refs, gone, _calls, fds = _native.holders(pid, fd, chunk)
-        found.extend(refs)
-        compared += fds
-        for p, code in gone:
-            skipped[p] = code
-        done += len(chunk)
-        if progress is not None:
-            progress(done, total)
-    return found, compared
-
-
-def _inode(pid: int, fd: int) -> tuple[int, int] | None:
-    try:
-        st = os.fstat(fd) if pid == os.getpid() else os.stat(b"/proc/%d/fd/%d" % (pid, fd))
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-#: Classifications the ladder search runs at most while candidates keep going away.
-_LADDER_ATTEMPTS = 64
-
-
-def _search_by_ladder(
-    pid: int, fd: int, readers: list[int], skipped: dict[int, str], allow_pidfd_getfd: bool
-) -> tuple[list[Ref], int, list[Ref]]:
-    """Without kcmp: the fds on the target's inode, grouped by the batch's exact
-    fallbacks; what they cannot decide is returned as undecided, never guessed.
-
-    The holders are the target's group as the fallbacks decided it (the asker's own
-    dups included even where the target is undecided against another process's fd);
-    ``undecided`` the refs on the inode whose relation to the target stays unknown.
-    The batch raises rather than skips: a candidate that exits during it is skipped
-    as exited and the batch run again without it, an fd closed since the listing is
-    left out the same way, so nothing is dropped silently."""
-    key = _inode(pid, fd)
-    candidates: list[Ref] = []
-    for reader in readers:
-        try:
-            fds = _native.open_fds(reader)
-        except OSError as err:
-            skipped[reader] = _reason(err, absent=NO_SUCH_PROCESS)
-            continue
-        candidates.extend((reader, f) for f in fds if _inode(reader, f) == key)
-    refs = [(pid, fd), *[c for c in candidates if c != (pid, fd)]]
-    for _ in range(_LADDER_ATTEMPTS):
-        try:
-            groups, undecided = _native.classify_files_partial(
-                refs, missing="raise", allow_pidfd_getfd=allow_pidfd_getfd
-            )
-        except (ProcessGoneError, FdNotOpenError) as err:
-            if err.pid == pid:
-                raise  # the target's process or fd: the question has no answer now
-            if isinstance(err, ProcessGoneError):
-                skipped[err.pid] = EXITED
-                refs = [r for r in refs if r[0] != err.pid]
-            else:
-                refs = [r for r in refs if r != (err.pid, err.fd)]
-            continue
-        mine = next((set(g) for g in groups if (pid, fd) in g), {(pid, fd)})
-        kept = set(refs)
-        found = [r for r in candidates if r in mine and r in kept]
-        unknown = [r for r in undecided if r not in mine]
-        return found, len(candidates), unknown
-    raise BlockingIOError(
-        errno.EAGAIN,
-        f"{os.strerror(errno.EAGAIN)}: the processes searched kept changing "
-        f"({_LADDER_ATTEMPTS} attempts); try again",
-    )
 
 
 def holders(
@@ -166,34 +53,23 @@ def holders(
     """
     _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
     _check_progress(progress)
-    wanted = list_pids() if pids is None else _checked_pids(pids)
-    # The arguments checked, and the target found open, before any other process is
-    # read: the caller's mistakes are the native calls' exceptions.
-    _native.same_file(pid, fd, pid, fd, allow_pidfd_getfd=allow_pidfd_getfd)
-    pid, fd = operator.index(pid), operator.index(fd)  # numpy ints: plain in the answer
-    skipped: dict[int, str] = {}
-    tables = _fd_tables(wanted, skipped)
-    readers = [t[0] for t in tables]
-    undecided: list[Ref] = []
-    if _native.support(refresh=False)[0]:
-        found, compared = _search_by_kcmp(
-            pid, fd, readers, skipped, progress, len(skipped), len(wanted)
-        )
-    else:
-        found, compared, undecided = _search_by_ladder(pid, fd, readers, skipped, allow_pidfd_getfd)
-        if progress is not None:
-            progress(len(wanted), len(wanted))
-    members = _members(sorted(found), {})
-    read = [t for t in tables if t[0] not in skipped]
+    wanted = None if pids is None else _checked_pids(pids)
+    found, names, (target, mode, kind), skipped, read, compared, undecided, shared = (
+        _native.holders(pid, fd, wanted, allow_pidfd_getfd, progress)
+    )
+    commands = {p: "?" if c is None else os.fsdecode(c) for p, c in names}
+    members = tuple(Member(p, f, commands.get(p, "?")) for p, f in found)
     return Holders(
-        pid=pid,
-        fd=fd,
-        description=_describe_target(pid, fd, members),
-        skipped=tuple(Skipped(p, r) for p, r in sorted(skipped.items())),
-        processes_read=sum(len(t) for t in read),
+        pid=operator.index(pid),  # numpy ints: plain in the answer
+        fd=operator.index(fd),
+        description=Description(
+            "?" if target is None else os.fsdecode(target), mode, members, kind
+        ),
+        skipped=tuple(Skipped(p, r) for p, r in skipped),
+        processes_read=read,
         fds_compared=compared,
         undecided=tuple(undecided),
-        fd_table_shared=tuple(t for t in read if len(t) > 1),
+        fd_table_shared=tuple(tuple(t) for t in shared),
     )
 
 
@@ -226,16 +102,6 @@ def shared_files(pid1: int, pid2: int, *, allow_pidfd_getfd: bool = False) -> Sh
 
 
 # ---- epoll ----
-
-
-def _members(refs: Iterable[Ref], commands: dict[int, str]) -> tuple[Member, ...]:
-    """``Member``s with their command names, each read once per call."""
-    members = []
-    for p, f in refs:
-        if p not in commands:
-            commands[p] = read_command(p)
-        members.append(Member(p, f, commands[p]))
-    return tuple(members)
 
 
 def _epoll_targets(

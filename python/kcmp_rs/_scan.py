@@ -5,8 +5,7 @@ once (``_native.scan``: pinning, fd tables, listings, boundary values, one batch
 classification, the descriptions and commands, all in Rust with the GIL released),
 then builds the result types of ``_results`` from the native report. The contract
 (guarantees, name rules, JSON schema) is ``scan()``'s docstring, which
-``help(kcmp_rs.scan)`` shows. The fd-table grouping and reason mapping here serve
-``holders()``, whose search is not yet one native pass.
+``help(kcmp_rs.scan)`` shows.
 """
 
 from __future__ import annotations
@@ -17,89 +16,18 @@ from collections.abc import Iterable, Sequence
 from typing import Callable, SupportsIndex
 
 from kcmp_rs._boundary import check_kind
-from kcmp_rs._native import (
-    ScanReport,
-    classify_files_partial,
-    classify_tasks,
-    is_zombie,
-    kcmp,
-)
+from kcmp_rs._native import ScanReport, classify_files_partial
 from kcmp_rs._native import scan as native_scan
-from kcmp_rs._proc import (
-    list_pids,
-)
+from kcmp_rs._proc import list_pids
 from kcmp_rs._results import (
-    EXITED,
-    NO_SUCH_PROCESS,
-    PERMISSION_DENIED,
-    ZOMBIE,
     Description,
     Member,
     Ref,
     Scan,
     Skipped,
 )
-from kcmp_rs._types import KcmpType, KcmpUnavailableError, ProcessGoneError
 
 __all__ = ["classify_refs", "scan", "scan_from_report", "scan_report"]
-
-
-def _reason(err: OSError, absent: str) -> str:
-    """The ``Skipped.reason`` for an error about one process, from the error's class and
-    kind. ``absent``: what a process that was not there counts as at this step."""
-    if isinstance(err, ProcessGoneError):
-        return {"absent": absent, "zombie": ZOMBIE}.get(err.kind, EXITED)
-    if isinstance(err, ProcessLookupError):
-        return absent
-    if isinstance(err, PermissionError):
-        return PERMISSION_DENIED
-    return f"error: {err.strerror or err}"
-
-
-# ---- fd tables ----
-
-
-def _comparable(pids: list[int], skipped: dict[int, str]) -> list[int] | None:
-    """The pids kcmp may compare, found with one call each; the others go to
-    ``skipped`` with their reason. None if kcmp turns out to be unusable."""
-    allowed = []
-    for pid in pids:
-        try:
-            kcmp(pid, pid, KcmpType.FILES)
-        except KcmpUnavailableError:
-            return None
-        except OSError as err:
-            skipped[pid] = _reason(err, absent=NO_SUCH_PROCESS)
-        else:
-            allowed.append(pid)
-    return allowed
-
-
-def _fd_tables(pids: list[int], skipped: dict[int, str]) -> list[tuple[int, ...]]:
-    """The pids grouped by fd table, each group ascending; pids that could not be
-    compared go to ``skipped``."""
-    try:
-        groups = classify_tasks(pids, KcmpType.FILES, missing="skip")
-    except KcmpUnavailableError:
-        return [(p,) for p in pids]  # cannot tell: read every process
-    except OSError:
-        # Some process refuses comparison (another user's): find which, one call each.
-        allowed = _comparable(pids, skipped)
-        if allowed is None:
-            return [(p,) for p in pids if p not in skipped]
-        try:
-            groups = classify_tasks(allowed, KcmpType.FILES, missing="skip")
-        except OSError:  # a race with a process that changed meanwhile: read each
-            return [(p,) for p in allowed]
-    tables = [tuple(sorted(g)) for g in groups]
-    seen = {p for g in tables for p in g}
-    for pid in pids:
-        if pid not in seen and pid not in skipped:  # left out as missing: a zombie, or gone
-            if is_zombie(pid):
-                skipped[pid] = ZOMBIE
-            else:
-                skipped[pid] = EXITED if os.path.exists(b"/proc/%d" % pid) else NO_SUCH_PROCESS
-    return tables
 
 
 # ---- classification ----

@@ -27,7 +27,7 @@ from kcmp_rs._cli_common import (
     denied,
     explain,
     given_pids,
-    mode_and_target,
+    modes_and_targets,
     pid_arg,
     pids_flag,
     print_json,
@@ -273,7 +273,8 @@ def _classified(
 def _cmd_fds(args: argparse.Namespace) -> int:
     pid: int = args.pid
     groups, undecided = _classified([pid], args.allow_pidfd_getfd)
-    rows = [[",".join(str(fd) for _, fd in g), *mode_and_target(*g[0])] for g in groups]
+    shown = modes_and_targets([g[0] for g in groups])
+    rows = [[",".join(str(fd) for _, fd in g), *s] for g, s in zip(groups, shown)]
     out(render_table(["FDS", "MODE", "TARGET"], rows))
     if undecided:
         report_undecided(undecided, args.allow_pidfd_getfd)

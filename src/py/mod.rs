@@ -7,6 +7,7 @@
 
 mod args;
 mod errors;
+mod procfs;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -114,13 +115,42 @@ type EpollAnswer<'py> = (
     u64,
 );
 
-/// `holders`' answer: holders, (pid, reason) skipped, kcmp calls, fds compared.
-type HoldersAnswer = (
+/// `holders`' answer: holders, commands, the target shown, (pid, reason) skipped,
+/// processes read, fds compared, undecided, fd tables shared.
+type HoldersAnswer<'py> = (
     Vec<(crate::sys::Pid, crate::sys::Fd)>,
+    Vec<(crate::sys::Pid, Option<Bound<'py, pyo3::types::PyBytes>>)>,
+    (
+        Option<Bound<'py, pyo3::types::PyBytes>>,
+        &'static str,
+        String,
+    ),
     Vec<(crate::sys::Pid, String)>,
+    usize,
     u64,
-    u64,
+    Vec<(crate::sys::Pid, crate::sys::Fd)>,
+    Vec<Vec<crate::sys::Pid>>,
 );
+
+/// A progress callback for a pass run without the GIL: calls `callback(done, total)`
+/// with the GIL; an exception it raises is kept in `raised` and ends the pass.
+fn progress_teller<'a>(
+    callback: Option<&'a Py<PyAny>>,
+    raised: &'a mut Option<PyErr>,
+) -> impl FnMut(usize, usize) -> bool + 'a {
+    move |done, total| {
+        let Some(callback) = callback else {
+            return false;
+        };
+        match Python::attach(|py| callback.call1(py, (done, total)).map(|_| ())) {
+            Ok(()) => false,
+            Err(e) => {
+                *raised = Some(e);
+                true
+            }
+        }
+    }
+}
 
 /// `classify_files` and `classify_files_partial` after their argument checks.
 fn classify_refs(
@@ -269,6 +299,10 @@ impl ScanReport {
 pub mod _native {
     use super::args::{
         arg, Fd, Fds, Flag, Index, IndexType, MissingPolicy, Optional, Order, Pid, Pids, TaskType,
+    };
+    #[pymodule_export]
+    use super::procfs::{
+        boundary_value, commands, descendants, describe_refs, leak_snapshot, list_pids,
     };
     #[pymodule_export]
     use super::ScanReport;
@@ -539,36 +573,61 @@ pub mod _native {
         api::disable_kcmp();
     }
 
-    /// (holders, skipped, kcmp_calls, fds_compared): every (pid, fd) of ``pids`` that
-    /// refers to the open file description of ``fd`` in ``pid``.
+    /// ``holders()`` in one pass, the GIL released: (holders, commands, shown,
+    /// skipped, processes_read, fds_compared, undecided, fd_table_shared).
     ///
-    /// One kcmp per candidate fd, the GIL released. ``skipped`` pairs each process
-    /// that could not be read with its ``Skipped.reason`` ("no such process",
-    /// "exited", "zombie", "permission denied", or "error: ..."). Needs kcmp
-    /// (``KcmpUnavailableError`` otherwise).
+    /// ``commands``: (pid, command name as bytes, None once gone) of each holder's
+    /// process; ``shown``: the target's (target bytes, mode, type); ``skipped``:
+    /// (pid, ``Skipped.reason``). ``pids`` None: every process. ``progress(done,
+    /// total)`` is called with the GIL between steps; an exception it raises ends the
+    /// search and propagates.
     #[pyfunction]
-    #[pyo3(text_signature = "(pid, fd, pids)")]
-    fn holders(
-        py: Python<'_>,
-        pid: &Bound<'_, PyAny>,
-        fd: &Bound<'_, PyAny>,
-        pids: &Bound<'_, PyAny>,
-    ) -> PyResult<HoldersAnswer> {
+    #[pyo3(signature = (pid, fd, pids, allow_pidfd_getfd, progress))]
+    #[pyo3(text_signature = "(pid, fd, pids, allow_pidfd_getfd, progress)")]
+    fn holders<'py>(
+        py: Python<'py>,
+        pid: &Bound<'py, PyAny>,
+        fd: &Bound<'py, PyAny>,
+        pids: Option<&Bound<'py, PyAny>>,
+        allow_pidfd_getfd: bool,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<HoldersAnswer<'py>> {
+        use pyo3::types::PyBytes;
         let Pid(pid) = arg(pid, "pid")?;
         let Fd(fd) = arg(fd, "fd")?;
-        let Pids(pids) = arg(pids, "pids")?;
-        let found = detached(py, |stop| api::holders((pid, fd), &pids, stop))?;
-        let skipped = found
-            .skipped
-            .iter()
-            .map(|(p, f)| {
-                (
-                    *p,
-                    api::skip_reason(f, crate::questions::scan::NO_SUCH_PROCESS),
-                )
-            })
-            .collect();
-        Ok((found.holders, skipped, found.kcmp_calls, found.fds_compared))
+        let pids = match pids {
+            Some(p) => Some(arg::<Pids>(p, "pids")?.0),
+            None => None,
+        };
+        let progress: Option<Py<PyAny>> = progress.map(Bound::unbind);
+        let mut raised: Option<PyErr> = None;
+        let found = detached(py, |stop| {
+            let mut tell = super::progress_teller(progress.as_ref(), &mut raised);
+            crate::questions::holders::holders(
+                (pid, fd),
+                pids.as_deref(),
+                allow_pidfd_getfd,
+                &mut tell,
+                &mut *stop,
+            )
+        });
+        let r = match (found, raised) {
+            (Ok(r), None) => r,
+            (_, Some(e)) | (Err(e), None) => return Err(e),
+        };
+        let bytes = |b: Option<Vec<u8>>| b.map(|b| PyBytes::new(py, &b));
+        let commands = r.commands.into_iter().map(|(p, c)| (p, bytes(c))).collect();
+        let (target, mode, kind) = r.shown;
+        Ok((
+            r.holders,
+            commands,
+            (bytes(target), mode, kind),
+            r.skipped,
+            r.processes_read,
+            r.fds_compared,
+            r.undecided,
+            r.fd_table_shared,
+        ))
     }
 
     /// (shared, reopened, same_fd_table, undecided): what ``pid1`` and ``pid2`` share.
@@ -692,18 +751,7 @@ pub mod _native {
         };
         let mut raised: Option<PyErr> = None;
         let report = detached(py, |stop| {
-            let mut tell = |done: usize, total: usize| {
-                let Some(callback) = progress.as_ref() else {
-                    return false;
-                };
-                match Python::attach(|py| callback.call1(py, (done, total)).map(|_| ())) {
-                    Ok(()) => false,
-                    Err(e) => {
-                        raised = Some(e);
-                        true
-                    }
-                }
-            };
+            let mut tell = super::progress_teller(progress.as_ref(), &mut raised);
             api::scan(&pids, opts, &mut tell, &mut *stop)
         });
         // An exception of the progress callback is what ended the scan.
@@ -711,29 +759,6 @@ pub mod _native {
             (Ok(report), None) => Ok(super::ScanReport { report }),
             (_, Some(e)) | (Err(e), None) => Err(e),
         }
-    }
-
-    /// What /proc shows of each (pid, fd), for a report: one tuple per ref, in order.
-    ///
-    /// ``(target, link_mode, file_mode)``: ``readlink /proc/PID/fd/N`` as bytes, the
-    /// st_mode of that link (lstat: its permission bits are the open mode), the st_mode
-    /// of the file (stat), this last only where the target does not name the type
-    /// (``socket:[``, ``pipe:[``, ``anon_inode:``). None for what is gone; with no
-    /// target, nothing else is read. Read in parallel threads, the GIL released.
-    #[pyfunction]
-    #[pyo3(text_signature = "(refs)")]
-    fn describe_refs<'py>(
-        py: Python<'py>,
-        refs: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        use pyo3::types::PyBytes;
-        let super::args::Refs(refs) = arg(refs, "refs")?;
-        let found = detached(py, |stop| api::describe_refs(&refs, stop))?;
-        let rows = found.into_iter().map(|(target, link, file)| {
-            let target = target.map(|t| PyBytes::new(py, &t));
-            (target, link, file)
-        });
-        PyList::new(py, rows)
     }
 
     /// Whether ``pid`` has exited and awaits reaping (a zombie).

@@ -46,7 +46,7 @@ impl Boundary {
     }
 
     /// The value of `pid`, or the errno and why it could not be read.
-    fn value(self, pid: Pid) -> Result<Vec<u8>, (i32, String)> {
+    pub(crate) fn value(self, pid: Pid) -> Result<Vec<u8>, (i32, String)> {
         let errno_text = |e: sys::Errno| (e.0, error::errno_text(e.0));
         match self {
             Boundary::Namespace(kind) => {
@@ -172,7 +172,7 @@ pub fn scan(
         .copied()
         .filter(|p| !skipped.contains_key(p))
         .collect();
-    let tables = fd_tables(&pinned, &mut skipped, interrupted)?;
+    let tables = fd_tables(&pinned, EXITED, &mut skipped, interrupted)?;
     let (mut refs, mut read_tables) = list_fds(
         &pins,
         &tables,
@@ -276,9 +276,11 @@ fn live_task_of(pid: Pid) -> Pid {
 }
 
 /// The pids grouped by fd table (each ascending, tables by smallest pid); pids that
-/// cannot be compared go to `skipped`.
-fn fd_tables(
+/// cannot be compared go to `skipped`, one found absent with the reason `absent`
+/// (the scan pinned its pids first: for it, absent means exited).
+pub(crate) fn fd_tables(
     pids: &[Pid],
+    absent: &str,
     skipped: &mut HashMap<Pid, String>,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<Vec<Pid>>, Failure> {
@@ -303,7 +305,7 @@ fn fd_tables(
                         ));
                     }
                     Err(f) => {
-                        skipped.insert(pid, skip_reason(&f, NO_SUCH_PROCESS));
+                        skipped.insert(pid, skip_reason(&f, absent));
                     }
                 }
             }
@@ -326,9 +328,9 @@ fn fd_tables(
     let seen: HashSet<Pid> = tables.iter().flatten().copied().collect();
     for &pid in pids {
         if !seen.contains(&pid) && !skipped.contains_key(&pid) {
-            // Left out as gone after it was pinned: it exited during the scan.
             let reason = match error::alive(pid) {
                 Err(Failure::Zombie { .. }) => ZOMBIE,
+                Err(Failure::NoProcess { .. }) => absent,
                 _ => EXITED,
             };
             skipped.insert(pid, reason.to_string());
@@ -567,6 +569,26 @@ fn describe_groups(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skip_reasons_follow_the_failure_s_kind() {
+        for absent in [NO_SUCH_PROCESS, EXITED] {
+            assert_eq!(skip_reason(&Failure::NoProcess { pid: 5 }, absent), absent);
+            assert_eq!(skip_reason(&Failure::Zombie { pid: 5 }, absent), ZOMBIE);
+            assert_eq!(skip_reason(&Failure::Exited { pid: 5 }, absent), EXITED);
+            assert_eq!(
+                skip_reason(&Failure::Denied { pid: 5 }, absent),
+                PERMISSION_DENIED
+            );
+            let other = Failure::Os {
+                errno: libc::EMFILE,
+                pid: Some(5),
+                fd: None,
+                detail: "x".into(),
+            };
+            assert_eq!(skip_reason(&other, absent), "error: Too many open files: x");
+        }
+    }
 
     #[test]
     fn cgroup_values_v2_and_v1() {
