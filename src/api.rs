@@ -5,8 +5,6 @@
 //! points take `interrupted`, polled between chunks (the binding's Ctrl-C check).
 //! Knows every room below it; never PyO3.
 
-use std::os::fd::AsRawFd;
-
 use crate::engine::{GroupOrder, Missing, Stats};
 use crate::error::{self, Failure};
 use crate::oracle;
@@ -105,14 +103,13 @@ pub fn open_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
 
 fn list_open_fds(pid: Pid, me: Pid) -> Result<Vec<Fd>, Failure> {
     let dir = oracle::open_fd_dir(pid)?;
-    let fds = sys::list_fds(&dir)
-        .map_err(|e| Failure::from_errno(e, pid, None, &format!("reading /proc/{pid}/fd")))?;
-    // A thread id of ours lists our own fd table, this directory fd included.
+    // A thread id of ours lists our own fd table: the crate's fds in it (this
+    // directory's, other threads' pins and copies) are left out.
     let ours = pid == me
         || (support::kcmp_usable()
             && sys::kcmp(me, pid, sys::KCMP_FILES, 0, 0) == Ok(KcmpOrder::Equal));
-    let own = dir.as_raw_fd();
-    Ok(fds.into_iter().filter(|&fd| !(ours && fd == own)).collect())
+    sys::list_table(&dir, ours)
+        .map_err(|e| Failure::from_errno(e, pid, None, &format!("reading /proc/{pid}/fd")))
 }
 
 /// A failure about `pid`, seen alive at `start` when the call began: any "gone", or

@@ -23,7 +23,9 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
+
+use crate::sys::HeldFd;
 use std::time::Instant;
 
 use crate::engine::{self, GroupOrder, Key, Missing, Oracle, OracleError, Stats};
@@ -205,9 +207,9 @@ fn plan(ops: &[Op]) -> Result<(Vec<Replay>, Vec<Pid>), Failure> {
 /// One replay of `steps`; answers are discarded, only their cost matters. `cap` is
 /// the oracle's pidfd bound for a batch.
 fn replay(steps: &[Replay], me: Pid, cap: usize) {
-    let mut pidfds: Vec<OwnedFd> = Vec::new();
+    let mut pidfds: Vec<HeldFd> = Vec::new();
     let mut start_times: Vec<Pid> = Vec::new();
-    let mut dir: Option<OwnedFd> = None;
+    let mut dir: Option<HeldFd> = None;
     for step in steps {
         let _ = std::hint::black_box(match step {
             Replay::FilesTest(p) => sys::kcmp(me, *p, sys::KCMP_FILES, 0, 0).is_ok(),

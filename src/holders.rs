@@ -176,21 +176,15 @@ impl Search {
     /// The fds open in `pid`, never one this search opened. The directory is closed
     /// before any comparison, so it is not among the caller's fds either.
     fn list(&self, pid: Pid) -> Result<Vec<Fd>, Failure> {
-        let (fds, dir_fd) = {
-            let dir = open_fd_dir(pid)?;
-            let fds = sys::list_fds(&dir)
-                .map_err(|e| Failure::from_errno(e, pid, None, "reading /proc/PID/fd"))?;
-            (fds, dir.as_raw_fd())
-        };
+        let dir = open_fd_dir(pid)?;
+        let shares_ours = pid == self.me
+            || sys::kcmp(self.me, pid, sys::KCMP_FILES, 0, 0) == Ok(KcmpOrder::Equal);
+        let fds = sys::list_table(&dir, shares_ours)
+            .map_err(|e| Failure::from_errno(e, pid, None, "reading /proc/PID/fd"))?;
         if fds.is_empty() && pid != self.me && sys::is_zombie(pid) {
             return Err(Failure::Zombie { pid });
         }
-        let shares_ours = pid == self.me
-            || sys::kcmp(self.me, pid, sys::KCMP_FILES, 0, 0) == Ok(KcmpOrder::Equal);
-        Ok(fds
-            .into_iter()
-            .filter(|fd| !(shares_ours && (self.ours.contains(fd) || *fd == dir_fd)))
-            .collect())
+        Ok(fds)
     }
 
     /// Records why `pid` could not be read, unless the failure is the target's own

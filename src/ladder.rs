@@ -9,7 +9,9 @@
 //! The rungs answer one pair each; the file oracle climbs them for a batch. Uses `sys`,
 //! `error` and `support`; never the engine, the oracles or PyO3.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
+
+use crate::sys::HeldFd;
 
 mod ofd;
 
@@ -130,7 +132,7 @@ fn same_by_epoll(a: Fd, b: Fd) -> Result<Option<bool>, Errno> {
 }
 
 /// A copy of another process's fd, held only as long as one comparison needs it.
-pub fn copy_fd(pid: Pid, fd: Fd) -> Result<OwnedFd, Failure> {
+pub fn copy_fd(pid: Pid, fd: Fd) -> Result<HeldFd, Failure> {
     let pidfd = sys::pidfd_open(pid, 0)
         .map_err(|e| Failure::from_errno(e, pid, None, &format!("pidfd_open of process {pid}")))?;
     sys::pidfd_getfd(&pidfd, fd).map_err(|e| match e {

@@ -17,7 +17,6 @@ pub mod scan;
 pub mod shared;
 
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
 
 use rustc_hash::FxHashSet as HashSet;
 
@@ -89,23 +88,16 @@ impl Pinned {
     /// listing's directory) when `pid` shares our fd table (our pid, our threads,
     /// a CLONE_FILES child).
     pub fn list(&self, pid: Pid) -> Result<Vec<Fd>, Failure> {
-        let (fds, dir_fd) = {
-            let dir = open_fd_dir(pid).map_err(|f| self.explain(f))?;
-            let fds = sys::list_fds(&dir).map_err(|e| {
-                self.explain(Failure::from_errno(
-                    e,
-                    pid,
-                    None,
-                    &format!("reading /proc/{pid}/fd"),
-                ))
-            })?;
-            (fds, dir.as_raw_fd())
-        };
+        let dir = open_fd_dir(pid).map_err(|f| self.explain(f))?;
         let ours = pid == self.me || self.shares_our_table(pid);
-        Ok(fds
-            .into_iter()
-            .filter(|fd| !(ours && (*fd == dir_fd || self.ours.contains(fd))))
-            .collect())
+        sys::list_table(&dir, ours).map_err(|e| {
+            self.explain(Failure::from_errno(
+                e,
+                pid,
+                None,
+                &format!("reading /proc/{pid}/fd"),
+            ))
+        })
     }
 
     fn shares_our_table(&self, pid: Pid) -> bool {

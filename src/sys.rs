@@ -11,8 +11,10 @@
 //! * pointers handed to the kernel point to live, writable (where written), properly
 //!   sized and laid out buffers, borrowed for the whole call;
 //! * a struct the kernel fills is read only after the call reported success;
-//! * an fd the kernel just created is wrapped in an `OwnedFd` exactly once, and an fd
-//!   is only replaced or closed through an `OwnedFd` this crate owns, never a caller's;
+//! * an fd the kernel just created is wrapped in an `OwnedFd` exactly once, inside
+//!   [`hold`] (which records it as the crate's until it is closed: `held.rs`), and an
+//!   fd is only replaced or closed through a [`HeldFd`] this crate owns, never a
+//!   caller's;
 //! * `KCMP_EPOLL_TFD`, whose second index is a pointer, is only issued by
 //!   [`kcmp_epoll_tfd`] with a real slot, never with an integer in its place.
 //!
@@ -20,8 +22,12 @@
 //! a `-1` return into the thread's errno.
 #![allow(unsafe_code)]
 
+mod held;
+
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+pub use held::{hold, list_own, HeldFd};
 
 pub type Pid = i32;
 pub type Fd = i32;
@@ -214,16 +220,25 @@ pub fn fstatat_mode(dir: RawFd, name: &CStr, follow: bool) -> Result<u32, Errno>
 }
 
 /// Opens a directory (close-on-exec) and returns it as an owned fd.
-pub fn open_dir(path: &CStr) -> Result<OwnedFd, Errno> {
-    // SAFETY: `path` is NUL-terminated; the fd returned is owned by nobody else.
-    let fd = Errno::result(unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: `fd` was just opened and is not shared.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+pub fn open_dir(path: &CStr) -> Result<HeldFd, Errno> {
+    hold(|| {
+        // SAFETY: `path` is NUL-terminated; the fd returned is owned by nobody else.
+        let fd = Errno::result(unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        })?;
+        // SAFETY: `fd` was just opened and is not shared.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
+}
+
+/// Moves an open directory's read position back to its start, for another listing.
+pub fn rewind_dir(dir: &HeldFd) -> Result<(), Errno> {
+    // SAFETY: integers only; the fd is the crate's own.
+    Errno::result(unsafe { libc::lseek(dir.as_raw_fd(), 0, libc::SEEK_SET) })?;
+    Ok(())
 }
 
 /// Reads `readlink(dir/name)` into bytes (a /proc/PID/fd/N target).
@@ -250,7 +265,7 @@ pub fn readlinkat(dir: RawFd, name: &CStr) -> Result<Vec<u8>, Errno> {
 
 /// The names in a directory, read with getdents64 (no libc `DIR` allocation, no hidden
 /// fd), without "." and "..".
-pub fn read_dir_names(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
+pub fn read_dir_names(dir: &HeldFd) -> Result<Vec<Vec<u8>>, Errno> {
     let mut names = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -288,8 +303,21 @@ pub fn read_dir_names(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
     }
 }
 
+/// The fds listed in an open `/proc/PID/fd` directory, ascending; when the table is
+/// this process's own (`own`), without any fd the crate holds in any thread.
+pub fn list_table(dir: &HeldFd, own: bool) -> Result<Vec<Fd>, Errno> {
+    if own {
+        list_own(dir, |d| {
+            rewind_dir(d)?;
+            list_fds(d)
+        })
+    } else {
+        list_fds(dir)
+    }
+}
+
 /// The fds listed in an open `/proc/PID/fd` directory, ascending.
-pub fn list_fds(dir: &OwnedFd) -> Result<Vec<Fd>, Errno> {
+pub fn list_fds(dir: &HeldFd) -> Result<Vec<Fd>, Errno> {
     let mut fds: Vec<Fd> = read_dir_names(dir)?
         .iter()
         .filter_map(|n| std::str::from_utf8(n).ok()?.parse::<Fd>().ok())
@@ -298,17 +326,19 @@ pub fn list_fds(dir: &OwnedFd) -> Result<Vec<Fd>, Errno> {
     Ok(fds)
 }
 
-pub fn pidfd_open(pid: Pid, flags: libc::c_uint) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open takes integers only and returns a new fd or -1.
-    let fd = Errno::result(unsafe {
-        libc::syscall(libc::SYS_pidfd_open, libc::c_long::from(pid), flags)
-    })?;
-    // SAFETY: the fd was just created by the kernel and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+pub fn pidfd_open(pid: Pid, flags: libc::c_uint) -> Result<HeldFd, Errno> {
+    hold(|| {
+        // SAFETY: pidfd_open takes integers only and returns a new fd or -1.
+        let fd = Errno::result(unsafe {
+            libc::syscall(libc::SYS_pidfd_open, libc::c_long::from(pid), flags)
+        })?;
+        // SAFETY: the fd was just created by the kernel and is owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    })
 }
 
 /// Whether the process behind a pidfd is still running (signal 0 is a liveness probe).
-pub fn pidfd_alive(pidfd: &OwnedFd) -> Result<bool, Errno> {
+pub fn pidfd_alive(pidfd: &HeldFd) -> Result<bool, Errno> {
     // SAFETY: signal 0 delivers nothing; null siginfo is allowed; the fd is live.
     let r = Errno::result(unsafe {
         libc::syscall(
@@ -328,18 +358,20 @@ pub fn pidfd_alive(pidfd: &OwnedFd) -> Result<bool, Errno> {
 }
 
 /// Copies fd `fd` of the process behind `pidfd` into this process (close-on-exec).
-pub fn pidfd_getfd(pidfd: &OwnedFd, fd: Fd) -> Result<OwnedFd, Errno> {
-    // SAFETY: integers only; the kernel returns a new fd or -1.
-    let r = Errno::result(unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_getfd,
-            pidfd.as_raw_fd(),
-            libc::c_long::from(fd),
-            0 as libc::c_uint,
-        )
-    })?;
-    // SAFETY: the fd was just created by the kernel and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+pub fn pidfd_getfd(pidfd: &HeldFd, fd: Fd) -> Result<HeldFd, Errno> {
+    hold(|| {
+        // SAFETY: integers only; the kernel returns a new fd or -1.
+        let r = Errno::result(unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_getfd,
+                pidfd.as_raw_fd(),
+                libc::c_long::from(fd),
+                0 as libc::c_uint,
+            )
+        })?;
+        // SAFETY: the fd was just created by the kernel and is owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    })
 }
 
 /// `fcntl(a, F_DUPFD_QUERY, b)`: do fds `a` and `b` of this process share a description?
@@ -349,14 +381,16 @@ pub fn dupfd_query(a: Fd, b: Fd) -> Result<bool, Errno> {
     Ok(r == 1)
 }
 
-pub fn epoll_create() -> Result<OwnedFd, Errno> {
-    // SAFETY: integers only; returns a new fd or -1.
-    let fd = Errno::result(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-    // SAFETY: the fd was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+pub fn epoll_create() -> Result<HeldFd, Errno> {
+    hold(|| {
+        // SAFETY: integers only; returns a new fd or -1.
+        let fd = Errno::result(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: the fd was just created and is owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
 }
 
-pub fn epoll_add(epfd: &OwnedFd, fd: Fd) -> Result<(), Errno> {
+pub fn epoll_add(epfd: &HeldFd, fd: Fd) -> Result<(), Errno> {
     let mut ev = libc::epoll_event { events: 0, u64: 0 };
     // SAFETY: `ev` is a valid epoll_event for the duration of the call.
     Errno::result(unsafe {
@@ -366,15 +400,17 @@ pub fn epoll_add(epfd: &OwnedFd, fd: Fd) -> Result<(), Errno> {
 }
 
 /// A close-on-exec duplicate of `fd` at the lowest free number.
-pub fn dup_cloexec(fd: Fd) -> Result<OwnedFd, Errno> {
-    // SAFETY: integers only; returns a new fd or -1.
-    let r = Errno::result(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
-    // SAFETY: the fd was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+pub fn dup_cloexec(fd: Fd) -> Result<HeldFd, Errno> {
+    hold(|| {
+        // SAFETY: integers only; returns a new fd or -1.
+        let r = Errno::result(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+        // SAFETY: the fd was just created and is owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(r) })
+    })
 }
 
 /// Makes `target` (an fd we own) refer to `src`'s description, close-on-exec.
-pub fn dup3_onto(src: Fd, target: &OwnedFd) -> Result<(), Errno> {
+pub fn dup3_onto(src: Fd, target: &HeldFd) -> Result<(), Errno> {
     // SAFETY: `target` is owned by the caller, so replacing what it refers to cannot
     // close anybody else's fd.
     Errno::result(unsafe { libc::dup3(src, target.as_raw_fd(), libc::O_CLOEXEC) })?;
@@ -465,10 +501,13 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<(), Errno> {
 
 /// Reads a small /proc file whole (a few syscalls; the fd is closed before returning).
 pub fn read_small_file(path: &CStr) -> Result<Vec<u8>, Errno> {
-    // SAFETY: `path` is NUL-terminated; the fd returned is owned only by `file`.
-    let fd = Errno::result(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
-    // SAFETY: `fd` was just opened and is not shared.
-    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    let file = hold(|| {
+        // SAFETY: `path` is NUL-terminated; the fd returned is owned only by `file`.
+        let fd =
+            Errno::result(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+        // SAFETY: `fd` was just opened and is not shared.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })?;
     let mut out = Vec::with_capacity(512);
     let mut buf = [0u8; 4096];
     loop {
@@ -570,6 +609,23 @@ pub fn start_time(pid: Pid) -> Result<u64, Errno> {
 /// kcmp compares those absent objects as equal.
 pub fn is_zombie(pid: Pid) -> bool {
     proc_stat(pid).is_ok_and(|s| s.is_zombie())
+}
+
+/// How many CPUs this thread may run on (sched_getaffinity), at least 1. Unlike
+/// `std::thread::available_parallelism`, it opens no file (that one reads cgroup
+/// files, fds a listing of our own table would see).
+pub fn usable_cpus() -> usize {
+    // SAFETY: `cpu_set_t` is plain data, valid when zeroed.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a writable cpu_set_t of the size passed.
+    let r =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut set) };
+    if r != 0 {
+        return 1;
+    }
+    // SAFETY: `set` was filled by the successful call above.
+    let n = unsafe { libc::CPU_COUNT(&set) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 /// The soft RLIMIT_NOFILE of this process.

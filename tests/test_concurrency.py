@@ -311,3 +311,50 @@ def test_stable_fds_stay_together_while_other_fds_of_their_file_churn(missing: s
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def _busy_elsewhere(stop: threading.Event, child: int, errors: list[BaseException]) -> None:
+    """Questions about another process, again and again: each opens and closes pidfds,
+    /proc directories and comparison fds of the package's own."""
+    try:
+        refs = [(child, fd) for fd in kcmp_rs.open_fds(child)]
+        while not stop.is_set():
+            kcmp_rs.scan([child])
+            kcmp_rs.classify_files(refs)
+            kcmp_rs.holders(child, refs[0][1], [child])
+            kcmp_rs.shared_files(child, child)
+    except BaseException as e:  # reported by the test, whatever it is
+        errors.append(e)
+
+
+def test_no_internal_fd_of_another_thread_is_ever_listed(spawn: Spawn) -> None:
+    """While another thread keeps the package busy with another process, listings of
+    this process's own table (open_fds, classify_fds, scan) never show an fd the
+    package opened, and never raise about one that closed meanwhile."""
+    child = spawn(lambda: [os.dup(0) for _ in range(20)])
+    me = os.getpid()
+    mine = set(os.listdir("/proc/self/fd"))  # includes the listing's own fd: drop it
+    ours = set(kcmp_rs.open_fds(me))
+    assert ours <= {int(n) for n in mine}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    worker = threading.Thread(target=_busy_elsewhere, args=(stop, child.pid, errors))
+    worker.start()
+    extra: list[Any] = []
+    try:
+        for _ in range(300):
+            listed = set(kcmp_rs.open_fds(me))
+            grouped = {fd for g in kcmp_rs.classify_fds(me) for fd in g}
+            scanned = {
+                m.fd
+                for d in kcmp_rs.scan([me], include_unshared=True).descriptions
+                for m in d.members
+            }
+            for name, found in (("open_fds", listed), ("classify_fds", grouped), ("scan", scanned)):
+                if found != ours:
+                    extra.append((name, sorted(found ^ ours)))
+    finally:
+        stop.set()
+        worker.join(60)
+    assert not errors, errors
+    assert extra == []

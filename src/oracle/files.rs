@@ -6,7 +6,9 @@
 
 use std::cmp::Ordering;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
+
+use crate::sys::HeldFd;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -34,7 +36,7 @@ pub struct FileOracle {
     dupfd_query: bool,
     opts: FileOptions,
     /// The /proc/PID/fd directory of the pid being keyed (items arrive sorted by pid).
-    dir: Option<(Pid, OwnedFd)>,
+    dir: Option<(Pid, HeldFd)>,
     /// Every fd number this call opened: never reported as one of the caller's.
     ours: HashSet<Fd>,
     /// The other processes keyed so far, guarded against pid reuse.
@@ -150,7 +152,7 @@ impl FileOracle {
     /// `r` as an fd number of this process: its own number when `r` is in our fd
     /// table, else a pidfd_getfd copy (opt-in only; the copy is held until dropped),
     /// else `None`.
-    fn as_local_fd(&mut self, r: FileRef) -> Result<Option<(Fd, Option<OwnedFd>)>, Failure> {
+    fn as_local_fd(&mut self, r: FileRef) -> Result<Option<(Fd, Option<HeldFd>)>, Failure> {
         if self.is_local(r.0) {
             return Ok(Some((r.1, None)));
         }
@@ -249,7 +251,7 @@ impl FileOracle {
 }
 
 /// Opens /proc/PID/fd, with the failure naming `pid` when it cannot.
-pub fn open_fd_dir(pid: Pid) -> Result<OwnedFd, Failure> {
+pub fn open_fd_dir(pid: Pid) -> Result<HeldFd, Failure> {
     let path = CString::new(format!("/proc/{pid}/fd")).map_err(|_| Failure::NoProcess { pid })?;
     sys::open_dir(&path).map_err(|e| match e.0 {
         libc::ENOENT | libc::ESRCH => Failure::NoProcess { pid },

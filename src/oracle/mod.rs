@@ -21,7 +21,7 @@ use std::thread;
 use crate::engine::{self, GroupOrder, Key, Missing, Oracle, OracleError, Stats};
 use crate::error::Failure;
 use crate::support;
-use crate::sys::{Fd, KcmpOrder, Pid};
+use crate::sys::{self, Fd, KcmpOrder, Pid};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -525,10 +525,7 @@ pub(crate) fn map_chunks<T: Sync, R: Send>(
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<R>, Failure> {
     let chunks: Vec<&[T]> = items.chunks(CHUNK).collect();
-    let threads = thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(MAX_THREADS)
-        .min(chunks.len());
+    let threads = sys::usable_cpus().min(MAX_THREADS).min(chunks.len());
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let take = || {

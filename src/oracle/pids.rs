@@ -5,7 +5,9 @@
 //! `PidGuard` holds, for each pid, what proves it was not reused: a pidfd while a few
 //! are held, the start time beyond that. Uses `sys` only.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
+
+use crate::sys::HeldFd;
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -26,13 +28,13 @@ pub fn pidfd_cap() -> usize {
 /// a pidfd while a few are held (which also tells a reaped process from a reused pid
 /// within one clock tick).
 struct Identity {
-    pidfd: Option<OwnedFd>,
+    pidfd: Option<HeldFd>,
     start: u64,
 }
 
 /// A pidfd for `pid` while fewer than `cap` are `held`; `None` past the cap, or when
 /// none can be had (out of fds: the start time alone guards then).
-fn pidfd_of(pid: Pid, held: usize, cap: usize) -> Result<Option<OwnedFd>, Failure> {
+fn pidfd_of(pid: Pid, held: usize, cap: usize) -> Result<Option<HeldFd>, Failure> {
     if held >= cap {
         return Ok(None);
     }

@@ -1,5 +1,5 @@
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
@@ -30,7 +30,7 @@ impl Drop for Scratch {
     }
 }
 
-fn dup(f: &File) -> OwnedFd {
+fn dup(f: &File) -> sys::HeldFd {
     sys::dup_cloexec(f.as_raw_fd()).unwrap()
 }
 
