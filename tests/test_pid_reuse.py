@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import resource
 import shutil
@@ -421,3 +422,63 @@ def test_a_pid_reused_between_listing_and_classifying_is_skipped_by_scan() -> No
     assert not [m for m in got["members"] if m[0] == target], got
     assert (other, 3) in got["members"], got
     assert got["processes_read"] == 1, got
+
+
+def _every_process_scenario() -> dict[str, Any]:
+    """Runs as pid 1 of a new pid namespace, whose /proc lists only its own processes:
+    the questions asked of every process (``pids=None``) read exactly these."""
+    _enter_private_proc()
+    r, _w = os.pipe()
+    x = dup_at_least(r, 10000)
+    a = _spawn_at(_TARGET_PID, {3: x, 4: x})
+    b = _spawn_at(_LATER_PID, {5: x})
+    found = kcmp_rs.holders(1, x)
+    result = kcmp_rs.scan(include_unshared=True)
+    with_x = next(d for d in result.descriptions if (1, x) in [(m.pid, m.fd) for m in d.members])
+    cli = "import sys; from kcmp_rs.cli import main; sys.exit(main())"
+    done = subprocess_output([sys.executable, "-c", cli, "holders", "1", str(x), "-J"])
+    for pid in (a, b):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    return {
+        "a": a,
+        "b": b,
+        "r": r,
+        "x": x,
+        "holders": sorted((m.pid, m.fd) for m in found.members),
+        "complete": found.complete,
+        "scan": sorted((m.pid, m.fd) for m in with_x.members),
+        "read": result.processes_read,
+        "cli": sorted((m["pid"], m["fd"]) for m in json.loads(done)["description"]["members"]),
+    }
+
+
+def subprocess_output(argv: list[str]) -> bytes:
+    """The standard output of ``argv``, which must exit 0."""
+    import subprocess
+
+    return subprocess.run(argv, check=True, capture_output=True, timeout=_HANG).stdout
+
+
+def _every_process_in_new_pid_namespace() -> dict[str, Any]:
+    try:
+        _checked(libc.unshare(_CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+    except OSError as e:
+        return {"skip": f"cannot create a pid namespace here: {e}"}
+    return run_in_child(_every_process_scenario, timeout=_HANG).unwrap()
+
+
+@needs_root
+def test_every_process_means_those_of_the_own_pid_namespace() -> None:
+    """``holders`` and ``scan`` without pids, and ``kcmp-rs holders`` without -p, read
+    every process /proc lists (natively): in a private pid namespace, exactly its own."""
+    got = run_in_child(_every_process_in_new_pid_namespace, timeout=_HANG + 60).unwrap()
+    if "skip" in got:
+        pytest.skip(got["skip"])
+    a, b, r, x = got["a"], got["b"], got["r"], got["x"]
+    want = [(1, r), (1, x), (a, 3), (a, 4), (b, 5)]
+    assert got["holders"] == want, got
+    assert got["complete"], got
+    assert got["scan"] == want, got
+    assert got["cli"] == want, got
+    assert got["read"] == 3, got
