@@ -47,14 +47,9 @@ pub fn same_file(a: FileRef, b: FileRef, allow_pidfd_getfd: bool) -> Result<bool
 pub fn same_task(pid1: Pid, pid2: Pid, ty: i32) -> Result<bool, Failure> {
     let equal = kcmp_checked(pid1, pid2, ty, 0, 0)? == KcmpOrder::Equal;
     if equal && ty == sys::KCMP_VM && pid1 != pid2 {
-        return Ok(!(without_address_space(pid1) || without_address_space(pid2)));
+        return Ok(!(sys::without_address_space(pid1) || sys::without_address_space(pid2)));
     }
     Ok(equal)
-}
-
-/// Whether `pid` is a kernel thread (never the caller, which has an address space).
-fn without_address_space(pid: Pid) -> bool {
-    pid != sys::getpid() && sys::proc_stat(pid).is_ok_and(|s| s.is_kernel_thread())
 }
 
 /// Which task resources two processes share.

@@ -628,6 +628,12 @@ pub fn usable_cpus() -> usize {
     usize::try_from(n).unwrap_or(1).max(1)
 }
 
+/// Whether `pid` is a kernel thread, which has no address space: kcmp compares two
+/// of them as one NULL. Never the caller.
+pub fn without_address_space(pid: Pid) -> bool {
+    pid != getpid() && proc_stat(pid).is_ok_and(|s| s.is_kernel_thread())
+}
+
 /// The soft RLIMIT_NOFILE of this process.
 pub fn soft_fd_limit() -> Option<usize> {
     let mut lim = libc::rlimit {
@@ -648,143 +654,8 @@ pub fn atfork_child(f: extern "C" fn()) {
     }
 }
 
-/// Children for the crate's tests (never in a build): forked, holding many fds, killed
-/// and reaped on demand.
 #[cfg(test)]
-pub mod testing {
-    use super::{Fd, Pid};
-
-    /// Forks a child holding `copies` duplicates of `fds` (round robin), and returns
-    /// once all are open; it then waits to be killed.
-    ///
-    /// # Panics
-    /// When `fds` is empty or the child cannot report back.
-    pub fn fork_holding(fds: &[Fd], copies: usize) -> Pid {
-        assert!(!fds.is_empty());
-        let mut p = [0; 2];
-        // SAFETY: pipe2 writes two ints into the array.
-        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: the child only makes async-signal-safe syscalls, allocates nothing
-        // and never returns.
-        let child = unsafe { libc::fork() };
-        if child == 0 {
-            for i in 0..copies {
-                // SAFETY: fcntl on integers only.
-                unsafe { libc::fcntl(fds[i % fds.len()], libc::F_DUPFD, 0) };
-            }
-            // SAFETY: writes one byte from a live buffer, then waits for the kill.
-            unsafe {
-                libc::write(p[1], b"x".as_ptr().cast(), 1);
-                loop {
-                    libc::pause();
-                }
-            }
-        }
-        let mut b = [0u8; 1];
-        // SAFETY: closes our copy of the write end and reads one byte into `b`.
-        unsafe {
-            libc::close(p[1]);
-            assert_eq!(libc::read(p[0], b.as_mut_ptr().cast(), 1), 1);
-            libc::close(p[0]);
-        }
-        child
-    }
-
-    /// Forks a child holding `copies` duplicates of `fds` (round robin) at fd numbers
-    /// `base..base + copies`; returns once all are open, with a pipe to it: each byte
-    /// written there makes it close the next of those fds, from `base` up, and answer
-    /// one byte back (`close_next` sends the byte and waits for the answer).
-    ///
-    /// # Panics
-    /// When `fds` is empty or the child cannot report back.
-    pub fn fork_closable(fds: &[Fd], copies: usize, base: Fd) -> (Pid, [Fd; 2]) {
-        assert!(!fds.is_empty());
-        let (mut to, mut from) = ([0; 2], [0; 2]);
-        // SAFETY: pipe2 writes two ints into each array.
-        unsafe {
-            assert_eq!(libc::pipe2(to.as_mut_ptr(), libc::O_CLOEXEC), 0);
-            assert_eq!(libc::pipe2(from.as_mut_ptr(), libc::O_CLOEXEC), 0);
-        }
-        // SAFETY: the child only makes async-signal-safe syscalls, allocates nothing
-        // and never returns.
-        let child = unsafe { libc::fork() };
-        if child == 0 {
-            for i in 0..copies {
-                // SAFETY: fcntl on integers only.
-                unsafe { libc::fcntl(fds[i % fds.len()], libc::F_DUPFD, base) };
-            }
-            let mut next = base;
-            let mut b = [0u8; 1];
-            // SAFETY: reads and writes one byte through live buffers; closes its own
-            // fds; exits when the test's end of the pipe closes.
-            unsafe {
-                libc::write(from[1], b"x".as_ptr().cast(), 1);
-                while libc::read(to[0], b.as_mut_ptr().cast(), 1) == 1 {
-                    libc::close(next);
-                    next += 1;
-                    libc::write(from[1], b"x".as_ptr().cast(), 1);
-                }
-                loop {
-                    libc::pause();
-                }
-            }
-        }
-        let mut b = [0u8; 1];
-        // SAFETY: closes the child's ends in this process and reads one byte into `b`.
-        unsafe {
-            libc::close(to[0]);
-            libc::close(from[1]);
-            assert_eq!(libc::read(from[0], b.as_mut_ptr().cast(), 1), 1);
-        }
-        (child, [to[1], from[0]])
-    }
-
-    /// Makes a `fork_closable` child close its next fd, and waits until it has.
-    ///
-    /// # Panics
-    /// When the child does not answer.
-    pub fn close_next(pipe: [Fd; 2]) {
-        let mut b = [0u8; 1];
-        // SAFETY: writes and reads one byte through live buffers on our pipe ends.
-        unsafe {
-            assert_eq!(libc::write(pipe[0], b"x".as_ptr().cast(), 1), 1);
-            assert_eq!(libc::read(pipe[1], b.as_mut_ptr().cast(), 1), 1);
-        }
-    }
-
-    /// Closes the test's ends of a `fork_closable` pipe.
-    pub fn close_pipe(pipe: [Fd; 2]) {
-        // SAFETY: closes two fds this test opened and no longer uses.
-        unsafe {
-            libc::close(pipe[0]);
-            libc::close(pipe[1]);
-        }
-    }
-
-    pub fn kill(pid: Pid) {
-        // SAFETY: signals a child of this test, by its pid, before it is reaped.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-
-    /// Waits for a child of this test to end.
-    pub fn reap(pid: Pid) {
-        let mut status = 0;
-        // SAFETY: waits for our own child; `status` is a live int.
-        unsafe { libc::waitpid(pid, &raw mut status, 0) };
-    }
-
-    /// Waits (with a deadline) until a killed child shows as a zombie.
-    pub fn await_zombie(pid: Pid) -> bool {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if super::is_zombie(pid) {
-                return true;
-            }
-            std::thread::yield_now();
-        }
-        false
-    }
-}
+pub mod testing;
 
 #[cfg(test)]
 mod tests {

@@ -358,3 +358,33 @@ def test_no_internal_fd_of_another_thread_is_ever_listed(spawn: Spawn) -> None:
         worker.join(60)
     assert not errors, errors
     assert extra == []
+
+
+def test_a_child_forked_mid_pass_sees_every_fd_it_has(spawn: Spawn) -> None:
+    """A process forked while the package holds fds (here: from a scan's progress
+    callback, the scan's pins open) inherits them as plain fds: its own listing shows
+    each of them, so none is hidden from it, and closing them hides none later."""
+    others = [spawn().pid for _ in range(3)]
+    statuses: list[int] = []
+
+    def fork_now(done: int, total: int) -> None:
+        if statuses:
+            return
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            code = 1
+            try:
+                listed = set(kcmp_rs.open_fds(os.getpid()))
+                names = {int(n) for n in os.listdir("/proc/self/fd")}  # + its own fd
+                code = 0 if len(names) == len(listed) + 1 and listed < names else 2
+                for fd in listed - {0, 1, 2}:
+                    os.close(fd)
+                reopened = os.open(os.devnull, os.O_RDONLY)
+                if kcmp_rs.open_fds(os.getpid()) != sorted({0, 1, 2, reopened}):
+                    code = 3
+            finally:
+                os._exit(code)
+        statuses.append(os.waitpid(pid, 0)[1])
+
+    kcmp_rs.scan(others, progress=fork_now)
+    assert statuses and os.waitstatus_to_exitcode(statuses[0]) == 0, statuses

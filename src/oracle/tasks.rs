@@ -1,7 +1,7 @@
 //! The task oracle: answers the engine about pids, for one task resource type.
 //!
-//! No key separates tasks (every pid gets the same one), so all grouping is by kcmp
-//! order. Knows `sys`, `error`, `support` and the engine's `Oracle` trait.
+//! No key separates tasks (every pid gets the same one, but a kernel thread compared
+//! for VM its own), so all grouping is by kcmp order. Knows `sys`, `error`, `support` and the engine's `Oracle` trait.
 
 use std::cmp::Ordering;
 
@@ -41,6 +41,11 @@ impl Oracle for TaskOracle {
         // Every pid was tracked when the run started; a pid left out then is not
         // asked about, so this only guards a caller that skipped `track`.
         match self.pids.track(pid, self.me) {
+            // Kernel threads have no address space: each is alone, never grouped by
+            // the NULL == NULL kcmp would answer.
+            Ok(_) if self.ty == sys::KCMP_VM && sys::without_address_space(pid) => {
+                Ok((1, u64::from(pid.unsigned_abs())))
+            }
             Ok(_) => Ok((0, 0)),
             Err(f) if self.missing == Missing::Skip && f.gone_kind().is_some() => {
                 Err(OracleError::ItemGone(pid))

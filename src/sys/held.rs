@@ -12,7 +12,8 @@
 //!
 //! A listing that keeps meeting sections (other threads busy with many fds) asks the
 //! creators to wait (`PAUSERS`) until it has one quiet read. Lock-free: nothing here
-//! can be held across a fork, and a forked child starts with no section running.
+//! can be held across a fork, and a forked child starts with no section running and
+//! nothing recorded.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -75,7 +76,16 @@ fn section<T>(work: impl FnOnce() -> T) -> T {
     out
 }
 
+/// A forked child starts with no section running and nothing held: the fds other
+/// threads held at the fork are open in the child, but no code of the child owns
+/// them, so they are the child's like any other (and closing them must not leave
+/// their numbers recorded). A `HeldFd` the forking thread still drops forgets
+/// nothing then.
 extern "C" fn reset_in_child() {
+    let high = HIGH.swap(0, SeqCst);
+    for slot in &HELD[..high.min(SLOTS)] {
+        slot.store(-1, SeqCst);
+    }
     BUSY.store(0, SeqCst);
     PAUSERS.store(0, SeqCst);
 }
