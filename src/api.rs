@@ -179,6 +179,8 @@ pub fn disable_kcmp() {
     support::disable();
 }
 
+pub use crate::oracle::{set_thread_limit, threads};
+
 pub use crate::questions::procfs::Shown;
 pub use crate::questions::scan::skip_reason;
 

@@ -20,6 +20,7 @@ if not _sys.platform.startswith("linux"):
 from kcmp_rs import _native
 from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
 from kcmp_rs._config import kcmp_disabled_by_environment as _kcmp_disabled_by_environment
+from kcmp_rs._config import thread_limit_from_environment as _thread_limit_from_environment
 from kcmp_rs._leaks import ChildHolder, FdLeakCheck, FdLeaks, LeakedFd
 from kcmp_rs._native import (
     classify_fds,
@@ -50,6 +51,7 @@ __version__: str = _native.__version__
 
 if _kcmp_disabled_by_environment(_os.environ):
     disable_kcmp()
+_native.set_thread_limit(_thread_limit_from_environment(_os.environ))
 
 __all__ = [
     "ChildHolder",

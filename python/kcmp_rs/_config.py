@@ -1,4 +1,5 @@
-"""What the environment asks of the package at import: ``KCMP_RS_NO_KCMP``.
+"""What the environment asks of the package at import: ``KCMP_RS_NO_KCMP`` and
+``KCMP_RS_THREADS``.
 
 Standard library only; ``__init__`` reads it once, so an unknown value warns once.
 """
@@ -9,9 +10,17 @@ import os
 import warnings
 from collections.abc import Mapping
 
-__all__ = ["DISABLE_VALUES", "KEEP_VALUES", "NO_KCMP", "kcmp_disabled_by_environment"]
+__all__ = [
+    "DISABLE_VALUES",
+    "KEEP_VALUES",
+    "NO_KCMP",
+    "THREADS",
+    "kcmp_disabled_by_environment",
+    "thread_limit_from_environment",
+]
 
 NO_KCMP = "KCMP_RS_NO_KCMP"
+THREADS = "KCMP_RS_THREADS"
 
 #: Values that keep the package from issuing kcmp(2), in any case, spaces stripped.
 DISABLE_VALUES = ("1", "true", "yes", "on")
@@ -42,3 +51,24 @@ def kcmp_disabled_by_environment(environ: Mapping[str, str] = os.environ) -> boo
             stacklevel=2,
         )
     return False
+
+
+def thread_limit_from_environment(environ: Mapping[str, str] = os.environ) -> int:
+    """The most threads a native pass may use, as ``KCMP_RS_THREADS`` asks: a positive
+    integer; 0 (unset or empty) means as many as the process may run on.
+
+    Any other value warns (RuntimeWarning) and sets no limit: the answers are the same
+    on any number of threads, only the time differs.
+    """
+    raw = environ.get(THREADS, "").strip()
+    if not raw:
+        return 0
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    warnings.warn(
+        f"{THREADS}={environ[THREADS]!r} is not a positive integer, so passes use every "
+        "CPU this process may run on",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return 0

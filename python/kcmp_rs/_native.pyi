@@ -143,6 +143,10 @@ def disable_kcmp() -> None:
     For sandboxes that kill a process on kcmp; the exact fallbacks still answer.
     """
 
+def set_thread_limit(n: int) -> int:
+    """Limits the threads of every later pass to ``n`` (0: as many as the process may
+    run on); returns the threads a pass uses now."""
+
 def describe_refs(
     refs: Iterable[tuple[SupportsIndex, SupportsIndex]],
 ) -> list[tuple[bytes | None, str, str]]:

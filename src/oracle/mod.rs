@@ -514,6 +514,23 @@ const CHUNK: usize = 256;
 /// lookups stop scaling beyond a few cores.
 const MAX_THREADS: usize = 4;
 
+/// The most threads one pass may use, as asked (`KCMP_RS_THREADS`); 0: no limit.
+static THREAD_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+/// Limits every later pass to `n` threads (0: as many as the process may use).
+pub fn set_thread_limit(n: usize) {
+    THREAD_LIMIT.store(n, Atomic::Relaxed);
+}
+
+/// The threads a pass may use: the CPUs this process may run on (sched_getaffinity),
+/// at most the limit asked.
+pub fn threads() -> usize {
+    match THREAD_LIMIT.load(Atomic::Relaxed) {
+        0 => sys::usable_cpus(),
+        n => n.min(sys::usable_cpus()),
+    }
+}
+
 /// `work` applied to every chunk of `items`, in order, by this thread and up to
 /// `MAX_THREADS - 1` scoped helpers (as many as the cores allow) taking chunks in
 /// turn; `work` returns one answer per item. Only this thread polls `interrupted`,
@@ -525,7 +542,7 @@ pub(crate) fn map_chunks<T: Sync, R: Send>(
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<R>, Failure> {
     let chunks: Vec<&[T]> = items.chunks(CHUNK).collect();
-    let threads = sys::usable_cpus().min(MAX_THREADS).min(chunks.len());
+    let threads = threads().min(MAX_THREADS).min(chunks.len());
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let take = || {

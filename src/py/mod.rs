@@ -573,6 +573,15 @@ pub mod _native {
         api::disable_kcmp();
     }
 
+    /// Limits the threads of every later pass to ``n`` (0: as many as the process may
+    /// run on); returns the threads a pass uses now.
+    #[pyfunction]
+    #[pyo3(text_signature = "(n)")]
+    fn set_thread_limit(n: usize) -> usize {
+        api::set_thread_limit(n);
+        api::threads()
+    }
+
     /// ``holders()`` in one pass, the GIL released: (holders, commands, shown,
     /// skipped, processes_read, fds_compared, undecided, fd_table_shared).
     ///

@@ -187,7 +187,7 @@ pub fn scan(
     }
     // Sharded by inode over the cores this process may run on (sched_getaffinity):
     // safe here because every process is pinned from before its listing to the end.
-    let threads = sys::usable_cpus();
+    let threads = crate::oracle::threads();
     let found = classify_files_sharded(
         &refs,
         FileOptions {
