@@ -10,6 +10,7 @@ import os
 import select
 import socket
 import threading
+from collections.abc import Callable
 
 from _checks import holders_truth, needs_kcmp, needs_root, raised
 from _helpers import ChildProcess, Spawn, drop_to_nobody, run_in_child
@@ -151,6 +152,27 @@ def test_progress_counts_every_process(pipe: tuple[int, int]) -> None:
     me = os.getpid()
     holders(me, pipe[1], [me], progress=lambda d, t: calls.append((d, t)))
     assert calls == [(1, 1)]
+
+
+def _recorder(calls: list[tuple[int, int]]) -> Callable[[int, int], None]:
+    return lambda done, total: calls.append((done, total))
+
+
+@needs_kcmp
+def test_holders_across_several_steps_and_threads_is_the_truth() -> None:
+    """300 processes: several steps of the search, each split among threads; the
+    answer is the brute-force truth, in order, and progress climbs to the total."""
+    from _family import build_family
+
+    with build_family(300, 12) as family:
+        pids = list(family.pids)
+        for target in (next(g for g in family.groups if len(g) > 100)[0], (pids[7], 6)):
+            calls: list[tuple[int, int]] = []
+            found = holders(*target, pids, progress=_recorder(calls))
+            assert [(m.pid, m.fd) for m in found.members] == holders_truth(target, pids)
+            assert found.complete and found.processes_read == 300
+            assert calls[-1] == (300, 300) and len(calls) > 1
+            assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
 # ---- shared_files ----

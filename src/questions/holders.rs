@@ -107,7 +107,9 @@ pub fn holders(
     })
 }
 
-/// One kcmp per candidate fd, `CHUNK` processes per step.
+/// One kcmp per candidate fd, `CHUNK` processes per thread and step: the readers of
+/// a step are split among `oracle::threads()` threads, each its own search (its own
+/// pins, the target checked at its end), and merged in order.
 fn by_kcmp(
     target: FileRef,
     readers: &[Pid],
@@ -119,19 +121,59 @@ fn by_kcmp(
     let mut compared = 0;
     // Sharers of a reader's fd table and processes skipped already need no step.
     let mut done = total.saturating_sub(readers.len());
-    for chunk in readers.chunks(CHUNK) {
-        let step = crate::holders::holders(target, chunk, &mut *interrupted)?;
-        found.extend(step.holders);
-        compared += step.fds_compared;
-        for (pid, failure) in &step.skipped {
-            skipped.insert(*pid, skip_reason(failure, NO_SUCH_PROCESS));
+    let threads = crate::oracle::threads().max(1);
+    for step in readers.chunks(CHUNK * threads) {
+        if interrupted() {
+            return Err(Failure::Interrupted);
         }
-        done += chunk.len();
+        for part in search_in_parallel(target, step, threads) {
+            let part = part?;
+            found.extend(part.holders);
+            compared += part.fds_compared;
+            for (pid, failure) in &part.skipped {
+                skipped.insert(*pid, skip_reason(failure, NO_SUCH_PROCESS));
+            }
+        }
+        done += step.len();
         if progress(done, total) {
             return Err(Failure::Interrupted);
         }
     }
     Ok((found, compared))
+}
+
+/// The kcmp search over `readers` split into up to `threads` parts, this thread taking
+/// the first; a part whose thread cannot be started or is lost runs here too.
+fn search_in_parallel(
+    target: FileRef,
+    readers: &[Pid],
+    threads: usize,
+) -> Vec<Result<crate::holders::Found, Failure>> {
+    let search = |part: &[Pid]| crate::holders::holders(target, part, || false);
+    let parts: Vec<&[Pid]> = readers
+        .chunks(readers.len().div_ceil(threads).max(1))
+        .collect();
+    let Some((&first, rest)) = parts.split_first() else {
+        return Vec::new();
+    };
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = rest
+            .iter()
+            .map(|&part| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || search(part))
+                    .ok()
+            })
+            .collect();
+        let mut out = vec![search(first)];
+        for (helper, &part) in helpers.into_iter().zip(rest) {
+            out.push(match helper.map(std::thread::ScopedJoinHandle::join) {
+                Some(Ok(found)) => found,
+                _ => search(part),
+            });
+        }
+        out
+    })
 }
 
 /// Without kcmp: the fds on the target's inode, grouped by the batch's exact
