@@ -128,6 +128,8 @@ impl Search {
     fn compare(&mut self, pid: Pid, fd: Fd) -> Result<bool, Failure> {
         let (tpid, tfd) = self.target;
         self.found.kcmp_calls += 1;
+        #[cfg(test)]
+        crate::oracle::deaths::tick();
         match sys::kcmp(tpid, pid, sys::KCMP_FILE, tfd, fd) {
             Ok(order) => Ok(order == KcmpOrder::Equal),
             Err(err) => {

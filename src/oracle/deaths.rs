@@ -21,8 +21,9 @@ thread_local! {
     static PLAN: Cell<Option<(u64, Pid)>> = const { Cell::new(None) };
 }
 
-/// Counts one oracle call of this thread's batch; kills the planned pid at zero.
-pub(super) fn tick() {
+/// Counts one oracle call (or kcmp of the holders search) of this thread's batch;
+/// kills the planned pid at zero.
+pub(crate) fn tick() {
     PLAN.with(|plan| {
         if let Some((left, pid)) = plan.get() {
             if left == 0 {
@@ -386,5 +387,71 @@ fn the_scan_of_a_dying_child_is_exact_or_skips_it() {
         drop(guard);
     }
     tally.finish();
+    drop(bystander_guard);
+}
+
+/// The passes of this test on the calling thread alone (the kill plan is counted per
+/// thread); every pass of any thread count answers the same, so other tests running
+/// meanwhile only go slower.
+struct OneThread;
+
+impl OneThread {
+    fn new() -> OneThread {
+        super::set_thread_limit(1);
+        OneThread
+    }
+}
+
+impl Drop for OneThread {
+    fn drop(&mut self) {
+        super::set_thread_limit(0);
+    }
+}
+
+#[test]
+fn the_holders_of_a_dying_child_are_exact_or_skip_it() {
+    use crate::questions::holders::holders;
+    use crate::questions::scan::{EXITED, ZOMBIE};
+    let base = base_fds();
+    let raw: Vec<Fd> = base.iter().map(AsRawFd::as_raw_fd).collect();
+    // The target in a bystander, whose table no other test changes.
+    let bystander_guard = Child(testing::fork_holding(&raw, 0));
+    let bystander = bystander_guard.0;
+    let target = (bystander, raw[2]);
+    let _one = OneThread::new();
+    let mut exact = (Vec::new(), Vec::new());
+    rounds("holders", COPIES, &raw, |child, kill_at| {
+        let pids = [bystander, child];
+        let run = || {
+            holders(target, Some(&pids), false, &mut |_, _| false, &mut || false)
+                .map(|r| (r.holders, r.skipped, r.fds_compared))
+        };
+        let Some(k) = kill_at else {
+            let (found, skipped, compared) = run().unwrap();
+            exact = (found, skipped);
+            return (Ok(Outcome::NotKilled), compared);
+        };
+        arm(k, child);
+        let got = run();
+        let killed = disarm();
+        let without: Vec<FileRef> = exact.0.iter().copied().filter(|r| r.0 != child).collect();
+        let outcome = match got {
+            Ok((h, s, _)) if (h.clone(), s.clone()) == exact => Ok(if killed {
+                Outcome::Exact
+            } else {
+                Outcome::NotKilled
+            }),
+            Ok((h, s, _))
+                if killed
+                    && h == without
+                    && (s == vec![(child, EXITED.to_string())]
+                        || s == vec![(child, ZOMBIE.to_string())]) =>
+            {
+                Ok(Outcome::ExactWithout)
+            }
+            other => Err(format!("killed={killed}: {other:?}")),
+        };
+        (outcome, 0)
+    });
     drop(bystander_guard);
 }

@@ -9,7 +9,7 @@
 //! Knows `sys`, `error`, `support`, `ladder` and `engine`; never PyO3.
 
 #[cfg(test)]
-mod deaths;
+pub(crate) mod deaths;
 mod files;
 mod pids;
 mod tasks;

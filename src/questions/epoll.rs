@@ -189,7 +189,13 @@ fn registrations(pid: Pid, epfd: Fd) -> Result<Vec<Raw>, Failure> {
     if mnt_id != epoll_header.0 || ino != epoll_header.1 {
         return Err(replaced(pid, epfd));
     }
-    parse_fdinfo(&text).ok_or_else(|| Failure::Os {
+    parse_fdinfo(&text).ok_or_else(|| unparsable(pid, epfd))
+}
+
+/// EIO for an fdinfo whose registration lines this parser does not know: a kernel
+/// whose format changed is said, never read as fewer registrations.
+fn unparsable(pid: Pid, epfd: Fd) -> Failure {
+    Failure::Os {
         errno: libc::EIO,
         pid: Some(pid),
         fd: Some(epfd),
@@ -197,7 +203,7 @@ fn registrations(pid: Pid, epfd: Fd) -> Result<Vec<Raw>, Failure> {
             "/proc/{pid}/fdinfo/{epfd} has a registration line this kernel's format \
              does not explain"
         ),
-    })
+    }
 }
 
 /// The `mnt_id:` and `ino:` lines of an fdinfo's header (decimal), where the kernel
@@ -327,6 +333,17 @@ tfd:        7 events:        4 data:                0  pos:0 ino:a sdev:d\n";
     #[test]
     fn our_own_epoll_header_names_its_mount() {
         assert!(own_epoll_header().unwrap().0.is_some());
+    }
+
+    #[test]
+    fn an_unparsable_fdinfo_is_an_io_error_naming_the_file() {
+        let f = unparsable(7, 3);
+        assert_eq!((f.errno(), f.pid(), f.fd()), (libc::EIO, Some(7), Some(3)));
+        assert_eq!(
+            f.message(),
+            "Input/output error: /proc/7/fdinfo/3 has a registration line this kernel's \
+             format does not explain"
+        );
     }
 
     #[test]
