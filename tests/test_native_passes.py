@@ -606,3 +606,54 @@ def test_a_large_scan_classified_on_several_threads_equals_one_batch(spawn: Spaw
     finally:
         for fd in (*bases, r, w):
             os.close(fd)
+
+
+def _threads_waiting(n: int) -> Callable[[], list[int]]:
+    """A child's setup: ``n`` threads that wait forever; their thread ids."""
+
+    def setup() -> list[int]:
+        tids: list[int] = []
+        started = threading.Barrier(n + 1)
+
+        def wait() -> None:
+            tids.append(threading.get_native_id())
+            started.wait()
+            threading.Event().wait()
+
+        for _ in range(n):
+            threading.Thread(target=wait, daemon=True).start()
+        started.wait()
+        return sorted(tids)
+
+    return setup
+
+
+@needs_kcmp
+def test_holders_and_scan_over_processes_with_several_threads(spawn: Spawn) -> None:
+    """Processes given with their thread ids: each fd table read once, under its
+    smallest id, and the answers those of the kernel (the brute-force truth)."""
+    from _checks import holders_truth
+
+    r, w = os.pipe()
+    try:
+        a = spawn(_threads_waiting(3))
+        b = spawn(_threads_waiting(2))
+        me = os.getpid()
+        tasks = [me, a.pid, *a.data, b.pid, *b.data]
+        found = holders(me, r, tasks)
+        truth = holders_truth((me, r), [me, a.pid, b.pid])
+        assert [(m.pid, m.fd) for m in found.members] == truth
+        assert {(a.pid, r), (b.pid, r)} <= set(truth)
+        tables = {tuple(sorted([a.pid, *a.data])), tuple(sorted([b.pid, *b.data]))}
+        assert set(found.fd_table_shared) == tables
+        assert found.processes_read == len(tasks) and found.complete
+        scanned = kcmp_rs.scan(tasks)
+        assert set(scanned.fd_table_shared) == tables
+        with_r = next(
+            d for d in scanned.descriptions if (me, r) in [(m.pid, m.fd) for m in d.members]
+        )
+        assert [(m.pid, m.fd) for m in with_r.members] == truth
+        assert not any(m.pid in a.data + b.data for d in scanned.descriptions for m in d.members)
+    finally:
+        os.close(r)
+        os.close(w)

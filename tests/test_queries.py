@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Callable
 
+import pytest
 from _checks import holders_truth, needs_kcmp, needs_root, raised
 from _helpers import ChildProcess, Spawn, drop_to_nobody, run_in_child
 from kcmp_rs import KcmpType, KcmpUnavailableError, baseline, disable_kcmp, open_fds
@@ -152,6 +153,18 @@ def test_progress_counts_every_process(pipe: tuple[int, int]) -> None:
     me = os.getpid()
     holders(me, pipe[1], [me], progress=lambda d, t: calls.append((d, t)))
     assert calls == [(1, 1)]
+
+
+def test_an_exception_from_progress_ends_the_search(pipe: tuple[int, int]) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop(done: int, total: int) -> None:
+        raise Stop(f"{done}/{total}")
+
+    me = os.getpid()
+    with pytest.raises(Stop, match=r"^1/1$"):
+        holders(me, pipe[1], [me], progress=stop)
 
 
 def _recorder(calls: list[tuple[int, int]]) -> Callable[[int, int], None]:
