@@ -88,7 +88,10 @@ pub fn classify_files(
 /// stat'ed first (in parallel), the inode buckets are dealt to shards by their cost,
 /// and each shard is classified on its own thread, with the keys already taken
 /// (items on different inodes never share a description, so the shards are
-/// independent). Only this thread polls `interrupted`; the others stop when it does.
+/// independent). The largest bucket (half `SHARD_MIN` refs or more) is split among
+/// the threads too: each part is classified in kcmp order and the parts are merged
+/// in one pass of kcmp calls, or, if one of those fails, the bucket is classified
+/// whole. Only this thread polls `interrupted`; the others stop when it does.
 pub fn classify_files_sharded(
     refs: &[FileRef],
     opts: FileOptions,
@@ -110,31 +113,24 @@ fn sharded(
         return classify_files(refs, opts, interrupted);
     }
     let keys = map_chunks(refs, files::stat_keys, interrupted)?;
-    let shards = deal_shards(refs, &keys, threads);
+    // Only kcmp orders descriptions: without it a bucket is never split.
+    let split_min = support::kcmp_usable().then_some(min / 2);
+    let shards = deal_shards(refs, &keys, threads, split_min);
     let stop = AtomicBool::new(false);
     let run = |shard: &Shard, poll: &mut dyn FnMut() -> bool| {
-        let mut seed = Some(shard.keys.clone());
-        let new_oracle = || {
-            let mut oracle = FileOracle::new(opts);
-            if let Some(keys) = seed.take() {
-                oracle.seed_keys(keys);
+        let found = run_shard(&shard.refs, &shard.keys, opts, opts.order, poll)?;
+        let part = match &shard.split {
+            Some((key, part)) => {
+                let keys = part.iter().map(|&r| (r, *key)).collect();
+                let sorted = run_shard(part, &keys, opts, GroupOrder::Kernel, poll)?;
+                Some((*key, sorted.groups, sorted.stats))
             }
-            Ok(oracle)
+            None => None,
         };
-        let Settled {
-            groups,
-            stats,
-            mut oracle,
-        } = classify_until_settled(&shard.refs, opts.order, opts.missing, poll, new_oracle)?;
-        let undecided = oracle.undecided_refs()?;
-        Ok::<_, Failure>(Classified {
-            groups,
-            undecided,
-            stats,
-        })
+        Ok::<_, Failure>((found, part))
     };
     let (first, rest) = shards.split_first().ok_or_else(churn_failure)?;
-    let results: Vec<Result<Classified, Failure>> = thread::scope(|scope| {
+    let results: Vec<Result<(Classified, Option<Part>), Failure>> = thread::scope(|scope| {
         let helpers: Vec<_> = rest
             .iter()
             .map(|shard| {
@@ -168,22 +164,126 @@ fn sharded(
         results.insert(0, std::mem::replace(&mut mine, Err(Failure::Interrupted)));
         results
     });
-    merge_shards(results)
+    let mut parts: Vec<Part> = Vec::new();
+    let results: Vec<Result<Classified, Failure>> = results
+        .into_iter()
+        .map(|r| {
+            r.map(|(found, part)| {
+                parts.extend(part);
+                found
+            })
+        })
+        .collect();
+    let mut merged = merge_shards(results)?;
+    if !parts.is_empty() {
+        merged.groups.extend(join_parts(
+            parts,
+            &shards,
+            opts,
+            &mut merged.stats,
+            interrupted,
+        )?);
+        merged
+            .groups
+            .sort_unstable_by(|a, b| a.first().cmp(&b.first()));
+    }
+    Ok(merged)
+}
+
+/// One engine run over `refs` with their keys already taken, in `order`.
+fn run_shard(
+    refs: &[FileRef],
+    keys: &HashMap<FileRef, Key>,
+    opts: FileOptions,
+    order: GroupOrder,
+    poll: &mut dyn FnMut() -> bool,
+) -> Result<Classified, Failure> {
+    if refs.is_empty() {
+        return Ok(Classified {
+            groups: Vec::new(),
+            undecided: Vec::new(),
+            stats: Stats::default(),
+        });
+    }
+    let mut seed = Some(keys.clone());
+    let new_oracle = || {
+        let mut oracle = FileOracle::new(opts);
+        if let Some(keys) = seed.take() {
+            oracle.seed_keys(keys);
+        }
+        Ok(oracle)
+    };
+    let Settled {
+        groups,
+        stats,
+        mut oracle,
+    } = classify_until_settled(refs, order, opts.missing, poll, new_oracle)?;
+    let undecided = oracle.undecided_refs()?;
+    Ok(Classified {
+        groups,
+        undecided,
+        stats,
+    })
+}
+
+/// The split bucket's groups: its parts merged in kcmp order, or, when a comparison
+/// of the merge fails (something went away meanwhile), the bucket classified whole.
+fn join_parts(
+    parts: Vec<Part>,
+    shards: &[Shard],
+    opts: FileOptions,
+    stats: &mut Stats,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<Vec<Vec<FileRef>>, Failure> {
+    let mut joined: Option<Vec<Vec<FileRef>>> = Some(Vec::new());
+    let mut key = None;
+    for (k, groups, part_stats) in parts {
+        key = Some(k);
+        stats.add(part_stats);
+        joined = joined.and_then(|sofar| merge_in_kcmp_order(sofar, groups, &mut stats.compares));
+    }
+    if let Some(groups) = joined {
+        return Ok(groups);
+    }
+    let Some(key) = key else {
+        return Ok(Vec::new());
+    };
+    let mut refs: Vec<FileRef> = shards
+        .iter()
+        .filter_map(|s| s.split.as_ref())
+        .flat_map(|(_, part)| part.iter().copied())
+        .collect();
+    refs.sort_unstable();
+    let keys = refs.iter().map(|&r| (r, key)).collect();
+    let whole = run_shard(&refs, &keys, opts, opts.order, interrupted)?;
+    stats.add(whole.stats);
+    Ok(whole.groups)
 }
 
 /// Refs a batch needs before it is split into shards: below it, one thread is quicker.
 const SHARD_MIN: usize = 4096;
 
-/// One thread's part of a sharded batch: its refs and the keys already taken.
+/// One thread's part of a sharded batch: its refs and the keys already taken, and
+/// its part of a bucket too costly for one thread (`split`), classified apart in
+/// kcmp order so that the parts merge in one pass.
 struct Shard {
     refs: Vec<FileRef>,
     keys: HashMap<FileRef, Key>,
+    split: Option<(Key, Vec<FileRef>)>,
 }
+
+/// A split bucket's parts, each classified in kcmp order.
+type Part = (Key, Vec<Vec<FileRef>>, Stats);
 
 /// The inode buckets dealt to `threads` shards, the costliest first to the least
 /// loaded (a bucket of n refs costs about n log2 n comparisons). Refs whose stat
 /// failed go to the first shard, which keys them again and tells the failures apart.
-fn deal_shards(refs: &[FileRef], keys: &[Option<Key>], threads: usize) -> Vec<Shard> {
+fn deal_shards(
+    refs: &[FileRef],
+    keys: &[Option<Key>],
+    threads: usize,
+    split_min: Option<usize>,
+) -> Vec<Shard> {
     let mut buckets: HashMap<Key, Vec<FileRef>> = HashMap::default();
     let mut unkeyed = Vec::new();
     for (&r, key) in refs.iter().zip(keys) {
@@ -202,10 +302,27 @@ fn deal_shards(refs: &[FileRef], keys: &[Option<Key>], threads: usize) -> Vec<Sh
                 Shard {
                     refs: Vec::new(),
                     keys: HashMap::default(),
+                    split: None,
                 },
             )
         })
         .collect();
+    // The largest bucket, from `split_min` refs, is split into one part per thread:
+    // its cost depends on how many descriptions it holds, unknown until it is
+    // classified (a pipe end a thousand processes inherited costs one comparison per
+    // fd, a file each of them opened 25 times about 15), while the merge costs one
+    // comparison per description at most.
+    if threads > 1
+        && split_min.is_some_and(|at| buckets.first().is_some_and(|(_, m)| m.len() >= at))
+    {
+        let (key, mut members) = buckets.remove(0);
+        members.sort_unstable();
+        let size = members.len().div_ceil(threads);
+        for ((load, shard), part) in shards.iter_mut().zip(members.chunks(size)) {
+            *load += cost(part.len());
+            shard.split = Some((key, part.to_vec()));
+        }
+    }
     if let Some((_, first)) = shards.first_mut() {
         first.refs.extend(unkeyed);
     }
@@ -225,8 +342,45 @@ fn deal_shards(refs: &[FileRef], keys: &[Option<Key>], threads: usize) -> Vec<Sh
             shard.refs.sort_unstable();
             shard
         })
-        .filter(|shard| !shard.refs.is_empty())
+        .filter(|shard| !shard.refs.is_empty() || shard.split.is_some())
         .collect()
+}
+
+/// Two lists of groups of one inode, each ascending in kcmp order, merged in one
+/// pass: groups whose first members the kernel says are one description join.
+/// `None` when a comparison fails (a process gone, an fd closed): the caller then
+/// classifies the bucket whole, which knows how to tell those apart.
+fn merge_in_kcmp_order(
+    a: Vec<Vec<FileRef>>,
+    b: Vec<Vec<FileRef>>,
+    compares: &mut u64,
+) -> Option<Vec<Vec<FileRef>>> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => {
+                let (&(p1, f1), &(p2, f2)) = (x.first()?, y.first()?);
+                *compares += 1;
+                sys::kcmp(p1, p2, sys::KCMP_FILE, f1, f2).ok()?
+            }
+            (Some(_), None) => KcmpOrder::Less,
+            (None, Some(_)) => KcmpOrder::Greater,
+            (None, None) => return Some(out),
+        };
+        match order {
+            KcmpOrder::Less => out.extend(a.next()),
+            KcmpOrder::Greater => out.extend(b.next()),
+            KcmpOrder::Equal => {
+                let mut joined = a.next()?;
+                joined.extend(b.next()?);
+                joined.sort_unstable();
+                out.push(joined);
+            }
+            // Reserved, never returned: no order to merge by.
+            KcmpOrder::Unordered => return None,
+        }
+    }
 }
 
 /// The shards' answers as one: groups by smallest ref, the undecided refs ascending,
