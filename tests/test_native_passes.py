@@ -551,8 +551,8 @@ def _leader_exits(control: int, report: int) -> None:
 
 def test_a_process_whose_main_thread_exited_is_read_through_a_live_thread() -> None:
     """pthread_exit in the main thread leaves the leader a zombie under the pid while
-    the process runs on: the scan reads it through its live thread, never skips it
-    as a zombie."""
+    the process runs on: the scan and holders read it through its live thread, never
+    skip it as a zombie."""
     control_r, control_w = os.pipe()
     report_r, report_w = os.pipe()
     pid = os.fork()
@@ -576,6 +576,9 @@ def test_a_process_whose_main_thread_exited_is_read_through_a_live_thread() -> N
         assert result.processes_read == 1
         assert {m.pid for d in result.descriptions for m in d.members} == {tid}
         assert any(m.fd == control_r for d in result.descriptions for m in d.members)
+        found = holders(tid, control_r, [pid])
+        assert found.skipped == () and found.processes_read == 1
+        assert [(m.pid, m.fd) for m in found.members] == [(tid, control_r)]
     finally:
         os.close(control_w)
         os.close(report_r)

@@ -10,7 +10,7 @@
 use rustc_hash::FxHashMap as HashMap;
 
 use super::procfs::{list_pids, show, Shown};
-use super::scan::{fd_tables, skip_reason, Progress, EXITED, NO_SUCH_PROCESS};
+use super::scan::{fd_tables, live_task_of, skip_reason, Progress, EXITED, NO_SUCH_PROCESS};
 use super::{command, file_key, why_unreadable, Pinned};
 use crate::engine::{GroupOrder, Missing};
 use crate::error::Failure;
@@ -54,10 +54,15 @@ pub fn holders(
     // The target is checked before any other process is read: the caller's mistakes
     // are the errors of a compare of the target with itself.
     crate::api::same_file(target, target, allow_pidfd_getfd)?;
-    let mut wanted = match pids {
+    // A process whose main thread exited (pthread_exit) is read through a live
+    // thread of it, as the scan reads it.
+    let mut wanted: Vec<Pid> = match pids {
         Some(p) => p.to_vec(),
         None => list_pids()?,
-    };
+    }
+    .into_iter()
+    .map(live_task_of)
+    .collect();
     wanted.sort_unstable();
     wanted.dedup();
     let mut skipped: HashMap<Pid, String> = HashMap::default();

@@ -252,7 +252,7 @@ pub fn scan(
 
 /// `pid`, or, where its thread-group leader has exited but other threads still run,
 /// the smallest of those threads' ids (through which its fd table can be read).
-fn live_task_of(pid: Pid) -> Pid {
+pub(crate) fn live_task_of(pid: Pid) -> Pid {
     let leader_gone = sys::proc_stat(pid).is_ok_and(|s| s.is_zombie());
     if !leader_gone {
         return pid;
