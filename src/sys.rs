@@ -316,7 +316,8 @@ pub fn list_table(dir: &HeldFd, own: bool) -> Result<Vec<Fd>, Errno> {
     }
 }
 
-/// The fds listed in an open `/proc/PID/fd` directory, ascending.
+/// The numeric names in an open /proc directory, ascending: the fds of
+/// `/proc/PID/fd`, the pids of `/proc`, the thread ids of `/proc/PID/task`.
 pub fn list_fds(dir: &HeldFd) -> Result<Vec<Fd>, Errno> {
     let mut fds: Vec<Fd> = read_dir_names(dir)?
         .iter()

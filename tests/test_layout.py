@@ -92,6 +92,7 @@ def _package_imports(module: pathlib.Path) -> set[str]:
             {
                 "kcmp_rs._native",
                 "kcmp_rs._answers",
+                "kcmp_rs._proc",
                 "kcmp_rs._results",
                 "kcmp_rs._scan",
             },

@@ -15,7 +15,25 @@ from collections.abc import Iterable
 
 from kcmp_rs import _native
 
-__all__ = ["command_names", "list_pids", "read_command", "shown", "shown_one"]
+__all__ = [
+    "command_names",
+    "decoded",
+    "decoded_names",
+    "list_pids",
+    "read_command",
+    "shown",
+    "shown_one",
+]
+
+
+def decoded(name: bytes | None) -> str:
+    """A name the native room read, as ``str`` (``os.fsdecode``); "?" once gone."""
+    return "?" if name is None else os.fsdecode(name)
+
+
+def decoded_names(pairs: Iterable[tuple[int, bytes | None]]) -> dict[int, str]:
+    """``(pid, command name)`` pairs of a native answer as a dict of ``decoded`` names."""
+    return {p: decoded(n) for p, n in pairs}
 
 
 def list_pids() -> list[int]:
@@ -29,10 +47,7 @@ def shown(refs: Iterable[tuple[int, int]]) -> list[tuple[str, str, str]]:
     ``mode``: "r", "w", "rw", "path" (O_PATH) or "?"; ``type``: "REG", "DIR", "CHR",
     "BLK", "FIFO", "SOCK", "LNK", an anon inode's name ("eventfd"), or "?".
     """
-    return [
-        ("?" if target is None else os.fsdecode(target), mode, kind)
-        for target, mode, kind in _native.describe_refs(refs)
-    ]
+    return [(decoded(target), mode, kind) for target, mode, kind in _native.describe_refs(refs)]
 
 
 def shown_one(pid: int, fd: int) -> tuple[str, str, str]:
@@ -44,7 +59,7 @@ def command_names(pids: Iterable[int]) -> dict[int, str]:
     """The command name of each pid ("?" once it is gone)."""
     wanted = sorted(set(pids))
     names = _native.commands(wanted)
-    return {p: "?" if n is None else os.fsdecode(n) for p, n in zip(wanted, names)}
+    return decoded_names(zip(wanted, names))
 
 
 def read_command(pid: int) -> str:

@@ -10,12 +10,12 @@ check and builds the result types of ``_answers`` from the native answers.
 from __future__ import annotations
 
 import operator
-import os
 from collections.abc import Iterable
 from typing import Callable
 
 from kcmp_rs import _native
 from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
+from kcmp_rs._proc import decoded, decoded_names
 from kcmp_rs._results import Description, Member, Skipped
 from kcmp_rs._scan import _check_flag, _check_progress, _checked_pids
 
@@ -57,14 +57,12 @@ def holders(
     found, names, (target, mode, kind), skipped, read, compared, undecided, shared = (
         _native.holders(pid, fd, wanted, allow_pidfd_getfd, progress)
     )
-    commands = {p: "?" if c is None else os.fsdecode(c) for p, c in names}
+    commands = decoded_names(names)
     members = tuple(Member(p, f, commands.get(p, "?")) for p, f in found)
     return Holders(
         pid=operator.index(pid),  # numpy ints: plain in the answer
         fd=operator.index(fd),
-        description=Description(
-            "?" if target is None else os.fsdecode(target), mode, members, kind
-        ),
+        description=Description(decoded(target), mode, members, kind),
         skipped=tuple(Skipped(p, r) for p, r in skipped),
         processes_read=read,
         fds_compared=compared,
@@ -109,7 +107,7 @@ def _epoll_targets(
 ) -> tuple[list[EpollTarget], int]:
     """``epoll_targets()`` and the number of KCMP_EPOLL_TFD calls it made."""
     regs, names, calls = _native.epoll_targets(pid, epfd, pids)
-    commands = {p: "?" if c is None else os.fsdecode(c) for p, c in names}
+    commands = decoded_names(names)
     answers = [
         EpollTarget(
             tfd,

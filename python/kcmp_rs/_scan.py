@@ -18,7 +18,7 @@ from typing import Callable, SupportsIndex
 from kcmp_rs._boundary import check_kind
 from kcmp_rs._native import ScanReport, classify_files_partial
 from kcmp_rs._native import scan as native_scan
-from kcmp_rs._proc import list_pids
+from kcmp_rs._proc import decoded, decoded_names, list_pids
 from kcmp_rs._results import (
     Description,
     Member,
@@ -260,11 +260,11 @@ def scan_report(
 
 def scan_from_report(report: ScanReport) -> Scan:
     """The result types of a native report (names decoded with ``os.fsdecode``)."""
-    commands = {p: "?" if c is None else os.fsdecode(c) for p, c in report.commands()}
+    commands = decoded_names(report.commands())
     sides = {p: os.fsdecode(v) for p, v in report.boundary_of()}
     descriptions = tuple(
         Description(
-            "?" if target is None else os.fsdecode(target),
+            decoded(target),
             mode,
             tuple(Member(p, f, commands.get(p, "?"), sides.get(p)) for p, f in members),
             kind,

@@ -132,23 +132,35 @@ type HoldersAnswer<'py> = (
     Vec<Vec<crate::sys::Pid>>,
 );
 
-/// A progress callback for a pass run without the GIL: calls `callback(done, total)`
-/// with the GIL; an exception it raises is kept in `raised` and ends the pass.
-fn progress_teller<'a>(
-    callback: Option<&'a Py<PyAny>>,
-    raised: &'a mut Option<PyErr>,
-) -> impl FnMut(usize, usize) -> bool + 'a {
-    move |done, total| {
-        let Some(callback) = callback else {
-            return false;
-        };
-        match Python::attach(|py| callback.call1(py, (done, total)).map(|_| ())) {
-            Ok(()) => false,
-            Err(e) => {
-                *raised = Some(e);
-                true
+/// `detached` for a pass that reports progress: `work` gets a callback that calls
+/// `progress(done, total)` with the GIL (when given) and answers true once it raised;
+/// that exception, which ended the pass, is the one raised here.
+fn detached_with_progress<T: Send>(
+    py: Python<'_>,
+    progress: Option<Bound<'_, PyAny>>,
+    work: impl FnOnce(&mut dyn FnMut(usize, usize) -> bool, &mut dyn FnMut() -> bool) -> Result<T, Failure>
+        + Send,
+) -> PyResult<T> {
+    let callback: Option<Py<PyAny>> = progress.map(Bound::unbind);
+    let mut raised: Option<PyErr> = None;
+    let done = detached(py, |stop| {
+        let mut tell = |done: usize, total: usize| {
+            let Some(callback) = callback.as_ref() else {
+                return false;
+            };
+            match Python::attach(|py| callback.call1(py, (done, total)).map(|_| ())) {
+                Ok(()) => false,
+                Err(e) => {
+                    raised = Some(e);
+                    true
+                }
             }
-        }
+        };
+        work(&mut tell, stop)
+    });
+    match (done, raised) {
+        (Ok(v), None) => Ok(v),
+        (_, Some(e)) | (Err(e), None) => Err(e),
     }
 }
 
@@ -608,22 +620,15 @@ pub mod _native {
             Some(p) => Some(arg::<Pids>(p, "pids")?.0),
             None => None,
         };
-        let progress: Option<Py<PyAny>> = progress.map(Bound::unbind);
-        let mut raised: Option<PyErr> = None;
-        let found = detached(py, |stop| {
-            let mut tell = super::progress_teller(progress.as_ref(), &mut raised);
+        let r = super::detached_with_progress(py, progress, |tell, stop| {
             crate::questions::holders::holders(
                 (pid, fd),
                 pids.as_deref(),
                 allow_pidfd_getfd,
-                &mut tell,
-                &mut *stop,
+                tell,
+                stop,
             )
-        });
-        let r = match (found, raised) {
-            (Ok(r), None) => r,
-            (_, Some(e)) | (Err(e), None) => return Err(e),
-        };
+        })?;
         let bytes = |b: Option<Vec<u8>>| b.map(|b| PyBytes::new(py, &b));
         let commands = r.commands.into_iter().map(|(p, c)| (p, bytes(c))).collect();
         let (target, mode, kind) = r.shown;
@@ -743,7 +748,6 @@ pub mod _native {
         boundary: Option<&str>,
         progress: Option<Bound<'_, PyAny>>,
     ) -> PyResult<super::ScanReport> {
-        let progress: Option<Py<PyAny>> = progress.map(Bound::unbind);
         let Pids(mut pids) = arg(pids, "pids")?;
         pids.sort_unstable();
         pids.dedup();
@@ -758,16 +762,10 @@ pub mod _native {
             allow_pidfd_getfd,
             boundary,
         };
-        let mut raised: Option<PyErr> = None;
-        let report = detached(py, |stop| {
-            let mut tell = super::progress_teller(progress.as_ref(), &mut raised);
-            api::scan(&pids, opts, &mut tell, &mut *stop)
-        });
-        // An exception of the progress callback is what ended the scan.
-        match (report, raised) {
-            (Ok(report), None) => Ok(super::ScanReport { report }),
-            (_, Some(e)) | (Err(e), None) => Err(e),
-        }
+        let report = super::detached_with_progress(py, progress, |tell, stop| {
+            api::scan(&pids, opts, tell, stop)
+        })?;
+        Ok(super::ScanReport { report })
     }
 
     /// Whether ``pid`` has exited and awaits reaping (a zombie).

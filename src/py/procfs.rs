@@ -9,9 +9,15 @@ use super::args::{arg, Pid, Pids};
 use super::{detached, to_pyerr};
 use crate::questions::procfs;
 
-/// `leak_snapshot`'s answer: (fd, st_dev, st_ino) of each own fd, and (pid, ppid,
-/// start time, zombie) of each descendant.
-type Snapshot = (Vec<(i32, u64, u64)>, Vec<(i32, i32, u64, bool)>);
+/// A descendant for Python: (pid, ppid, start time, zombie).
+type DescendantRow = (i32, i32, u64, bool);
+
+/// `leak_snapshot`'s answer: (fd, st_dev, st_ino) of each own fd, and each descendant.
+type Snapshot = (Vec<(i32, u64, u64)>, Vec<DescendantRow>);
+
+fn descendant_row(d: procfs::Descendant) -> DescendantRow {
+    (d.pid, d.ppid, d.start, d.zombie)
+}
 
 /// Every process in /proc, ascending.
 #[pyfunction]
@@ -71,10 +77,7 @@ pub fn leak_snapshot(py: Python<'_>) -> PyResult<Snapshot> {
         fds.into_iter()
             .map(|(fd, (dev, ino))| (fd, dev, ino))
             .collect(),
-        known
-            .into_iter()
-            .map(|d| (d.pid, d.ppid, d.start, d.zombie))
-            .collect(),
+        known.into_iter().map(descendant_row).collect(),
     ))
 }
 
@@ -82,13 +85,10 @@ pub fn leak_snapshot(py: Python<'_>) -> PyResult<Snapshot> {
 /// thread, their children, ...), ascending.
 #[pyfunction]
 #[pyo3(text_signature = "(pid)")]
-pub fn descendants(py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<Vec<(i32, i32, u64, bool)>> {
+pub fn descendants(py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<Vec<DescendantRow>> {
     let Pid(pid) = arg(pid, "pid")?;
-    Ok(py
-        .detach(|| procfs::descendants(pid))
-        .into_iter()
-        .map(|d| (d.pid, d.ppid, d.start, d.zombie))
-        .collect())
+    let found = py.detach(|| procfs::descendants(pid));
+    Ok(found.into_iter().map(descendant_row).collect())
 }
 
 /// What a report shows of each (pid, fd): ``(target, mode, type)``, read in parallel

@@ -20,23 +20,20 @@ use crate::sys::{self, Fd, FileKey, Pid};
 /// One fd as a report shows it: target (`None` once gone), access mode, type.
 pub type Shown = (Option<Vec<u8>>, &'static str, String);
 
+/// The numeric names in a /proc directory (pids, thread ids), ascending.
+pub(crate) fn numbers_in(dir: &str) -> Result<Vec<Pid>, sys::Errno> {
+    let path = CString::new(dir).map_err(|_| sys::Errno(libc::EINVAL))?;
+    sys::list_fds(&sys::open_dir(&path)?)
+}
+
 /// Every process in /proc (its numeric names), ascending.
 pub fn list_pids() -> Result<Vec<Pid>, Failure> {
-    let fail = |e: sys::Errno| Failure::Os {
+    numbers_in("/proc").map_err(|e| Failure::Os {
         errno: e.0,
         pid: None,
         fd: None,
         detail: format!("reading /proc: {}", crate::error::errno_text(e.0)),
-    };
-    let dir = sys::open_dir(c"/proc").map_err(fail)?;
-    let mut pids: Vec<Pid> = sys::read_dir_names(&dir)
-        .map_err(fail)?
-        .iter()
-        .filter_map(|n| std::str::from_utf8(n).ok()?.parse::<Pid>().ok())
-        .filter(|&p| p > 0)
-        .collect();
-    pids.sort_unstable();
-    Ok(pids)
+    })
 }
 
 /// What a report shows of `r`: read by path, nothing more once the target is gone.
@@ -90,20 +87,8 @@ pub struct Descendant {
 
 /// The children of every thread of `pid` (`/proc/PID/task/*/children`).
 fn children(pid: Pid) -> Vec<Pid> {
-    let Ok(path) = CString::new(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let Ok(dir) = sys::open_dir(&path) else {
-        return Vec::new();
-    };
-    let Ok(tids) = sys::read_dir_names(&dir) else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    for tid in tids {
-        let Ok(tid) = std::str::from_utf8(&tid) else {
-            continue;
-        };
+    for tid in numbers_in(&format!("/proc/{pid}/task")).unwrap_or_default() {
         let Ok(path) = CString::new(format!("/proc/{pid}/task/{tid}/children")) else {
             continue;
         };

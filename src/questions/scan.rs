@@ -257,20 +257,10 @@ pub(crate) fn live_task_of(pid: Pid) -> Pid {
     if !leader_gone {
         return pid;
     }
-    let Ok(path) = std::ffi::CString::new(format!("/proc/{pid}/task")) else {
-        return pid;
-    };
-    let Ok(dir) = sys::open_dir(&path) else {
-        return pid;
-    };
-    let mut tids: Vec<Pid> = sys::read_dir_names(&dir)
+    super::procfs::numbers_in(&format!("/proc/{pid}/task"))
         .unwrap_or_default()
-        .iter()
-        .filter_map(|n| std::str::from_utf8(n).ok()?.parse().ok())
+        .into_iter()
         .filter(|&tid| tid != pid)
-        .collect();
-    tids.sort_unstable();
-    tids.into_iter()
         .find(|&tid| sys::proc_stat(tid).is_ok_and(|s| !s.is_zombie() && !s.is_exiting()))
         .unwrap_or(pid)
 }
