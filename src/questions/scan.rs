@@ -665,33 +665,48 @@ mod tests {
         assert_eq!(found[1].described, (None, None, None));
     }
 
+    /// A forked child, killed and reaped when dropped (a failed assertion included).
+    struct Bystander(Pid);
+
+    impl Drop for Bystander {
+        fn drop(&mut self) {
+            sys::testing::kill(self.0);
+            sys::testing::reap(self.0);
+        }
+    }
+
     #[test]
-    fn our_own_scan_finds_a_socket_shared_by_a_dup() {
+    fn a_scan_finds_a_socket_shared_by_a_dup() {
         use std::os::fd::AsRawFd;
         use std::os::unix::net::UnixStream;
-        let me = sys::getpid();
+        // A child's table, not this process's: other tests open and close fds here
+        // while this one runs (scans of the caller's own table: tests/test_scan.py
+        // and tests/test_concurrency.py, one test per process).
         let (a, b) = UnixStream::pair().unwrap();
         let dup = a.try_clone().unwrap();
         let (r, w, copy) = (a.as_raw_fd(), b.as_raw_fd(), dup.as_raw_fd());
+        let child = Bystander(sys::testing::fork_holding(&[r, w, copy], 0));
+        let pid = child.0;
         let opts = ScanOptions {
             include_unshared: false,
             allow_pidfd_getfd: false,
             boundary: Some(Boundary::Namespace("net")),
         };
-        let report = scan(&[me], opts, &mut |_, _| false, &mut || false).unwrap();
+        let report = scan(&[pid], opts, &mut |_, _| false, &mut || false).unwrap();
         assert_eq!(report.processes_read, 1);
         let d = report
             .descriptions
             .iter()
-            .find(|d| d.members.contains(&(me, r)))
+            .find(|d| d.members.contains(&(pid, r)))
             .unwrap();
-        assert!(d.members.contains(&(me, copy)));
+        assert!(d.members.contains(&(pid, copy)));
         assert!(d.described.0.as_ref().unwrap().starts_with(b"socket:["));
         assert_eq!(d.boundaries.len(), 1);
-        assert!(report.commands.contains_key(&me));
+        assert!(report.commands.contains_key(&pid));
         assert!(!report
             .descriptions
             .iter()
-            .any(|d| d.members.contains(&(me, w))));
+            .any(|d| d.members.contains(&(pid, w))));
+        drop(child);
     }
 }
