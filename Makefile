@@ -9,7 +9,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
-PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi)
+PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi python/kcmp_rs/cli/*.py)
 
 .PHONY: help run test lint lint-py lint-rust format test-py test-rust bench bench-build build setup system-deps docs wheel-test kernel-test container-test clean
 

@@ -30,7 +30,8 @@ from _scan_helpers import (
     shared_refs,
 )
 from conftest import Spawn
-from kcmp_rs import _cli_io, cli
+from kcmp_rs import cli
+from kcmp_rs.cli import _io as _cli_io
 
 N_PROCS = 6
 FDS_PER_PROC = 12

@@ -16,7 +16,9 @@ import pytest
 from _family import build_family
 from _scan_helpers import missing_pid
 from conftest import Spawn
-from kcmp_rs import _cli_common, _cli_io, _config, cli
+from kcmp_rs import _config, cli
+from kcmp_rs.cli import _common as _cli_common
+from kcmp_rs.cli import _io as _cli_io
 
 # Every subcommand and the help and version output; "{pid}" is a child of the test.
 COMMANDS = [

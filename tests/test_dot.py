@@ -1,4 +1,4 @@
-"""The sharing graph (``kcmp-rs scan/holders/share --dot``, ``kcmp_rs._dot``): the DOT
+"""The sharing graph (``kcmp-rs scan/holders/share --dot``, ``kcmp_rs.cli._render``): the DOT
 text pinned on hand-made results, names that cannot break out of their strings, and
 graphs of processes the tests start rendered by Graphviz's ``dot -Tsvg``, whose SVG
 must show every holder, every target and exactly the nodes and edges expected.
@@ -26,9 +26,8 @@ from _scan_helpers import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 from kcmp_rs import Description, Member, Scan, shared_files
-from kcmp_rs._answers import Holders, SharedFiles
-from kcmp_rs._dot import holders_dot, quote, scan_dot, shared_files_dot
-from kcmp_rs._table import escape
+from kcmp_rs._results import Holders, SharedFiles
+from kcmp_rs.cli._render import escape, holders_dot, quote, scan_dot, shared_files_dot
 
 ROOT = Path(__file__).resolve().parent.parent
 DOT = shutil.which("dot")

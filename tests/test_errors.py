@@ -36,7 +36,7 @@ from kcmp_rs import (
     ProcessGoneError,
     baseline,
 )
-from kcmp_rs._types import error_class
+from kcmp_rs._errors import error_class
 
 ME = os.getpid()
 
@@ -232,7 +232,7 @@ def test_classes_keep_pythons_own_and_are_exported() -> None:
     assert issubclass(ProcessGoneError, ProcessLookupError)
     assert issubclass(ProcessAccessError, PermissionError)
     for cls in (ProcessGoneError, ProcessAccessError, FdNotOpenError, KcmpUnavailableError):
-        assert issubclass(cls, KcmpError) and cls.__module__ == "kcmp_rs._types"
+        assert issubclass(cls, KcmpError) and cls.__module__ == "kcmp_rs._errors"
         assert cls.__name__ in kcmp_rs.__all__ and getattr(kcmp_rs, cls.__name__) is cls
     assert issubclass(KcmpError, OSError) and "KcmpError" in kcmp_rs.__all__
     # EBADF is plain OSError in Python; KcmpUnavailableError keeps its own errnos apart.

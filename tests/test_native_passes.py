@@ -326,8 +326,8 @@ def test_scan_json_from_the_core_is_the_python_document_byte_for_byte() -> None:
     bytes are those of ``json.dumps(Scan.to_dict(), ensure_ascii=False)`` and of the
     JSON Lines built from it, hostile names (newline, ESC, a byte not UTF-8) included."""
     from _family import build_family
-    from kcmp_rs._cli_audit import SCAN_RECORDS
-    from kcmp_rs._cli_common import json_lines
+    from kcmp_rs.cli._audit import SCAN_RECORDS
+    from kcmp_rs.cli._render import json_lines
 
     with build_family(3, 8, hostile_names=True, command=b"fam\x1b[31m\xff") as fam:
         pids = ",".join(map(str, fam.pids))

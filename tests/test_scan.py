@@ -27,7 +27,7 @@ from _scan_helpers import (
 )
 from conftest import Spawn
 from kcmp_rs import Description, Member, Scan, Skipped, _scan
-from kcmp_rs._table import escape, format_table, render_table, summary
+from kcmp_rs.cli._render import escape, format_table, render_table, summary
 
 Ref = tuple[int, int]
 

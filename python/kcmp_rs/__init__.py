@@ -18,10 +18,18 @@ if not _sys.platform.startswith("linux"):
     )
 
 from kcmp_rs import _native
-from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
 from kcmp_rs._config import kcmp_disabled_by_environment as _kcmp_disabled_by_environment
 from kcmp_rs._config import thread_limit_from_environment as _thread_limit_from_environment
-from kcmp_rs._leaks import ChildHolder, FdLeakCheck, FdLeaks, LeakedFd
+from kcmp_rs._errors import (
+    FdNotOpenError,
+    KcmpError,
+    KcmpType,
+    KcmpUnavailableError,
+    Order,
+    ProcessAccessError,
+    ProcessGoneError,
+)
+from kcmp_rs._leaks import FdLeakCheck
 from kcmp_rs._native import (
     classify_fds,
     classify_files,
@@ -33,19 +41,21 @@ from kcmp_rs._native import (
     same_file,
 )
 from kcmp_rs._queries import epoll_targets, holders, shared_files
-from kcmp_rs._results import Description, Member, Scan, Skipped
-from kcmp_rs._scan import scan
-from kcmp_rs._types import (
-    FdNotOpenError,
-    KcmpError,
-    KcmpType,
-    KcmpUnavailableError,
-    Order,
-    ProcessAccessError,
-    ProcessGoneError,
+from kcmp_rs._results import (
+    ChildHolder,
+    Description,
+    EpollTarget,
+    FdLeaks,
+    Holders,
+    LeakedFd,
+    Member,
+    Scan,
+    SharedFiles,
     Sharing,
+    Skipped,
     Support,
 )
+from kcmp_rs._scan import scan
 
 __version__: str = _native.__version__
 

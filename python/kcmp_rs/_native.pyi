@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterable
 from typing import Literal, SupportsIndex, final
 
-from kcmp_rs._types import KcmpType, Order
+from kcmp_rs._errors import KcmpType, Order
 
 __version__: str
 

@@ -4,7 +4,7 @@ an epoll set watches (``epoll_targets``).
 
 Each question is one native pass (``_native.holders``, ``shared_files``,
 ``epoll_targets``) with the GIL released; this module checks what Python alone can
-check and builds the result types of ``_answers`` from the native answers.
+check and builds the result types of ``_results`` from the native answers.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from typing import Callable
 
 from kcmp_rs import _native
-from kcmp_rs._answers import EpollTarget, Holders, SharedFiles
 from kcmp_rs._proc import decoded, decoded_names
-from kcmp_rs._results import Description, Member, Skipped
+from kcmp_rs._results import Description, EpollTarget, Holders, Member, SharedFiles, Skipped
 from kcmp_rs._scan import _check_flag, _check_progress, _checked_pids
 
 __all__ = ["epoll_targets", "holders", "shared_files"]

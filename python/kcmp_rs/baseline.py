@@ -10,7 +10,7 @@ to 32 bits (``2**32 + 3`` compares as fd 3), and ``KcmpType.EPOLL_TFD`` reads ``
 as a pointer to a ``struct kcmp_epoll_slot`` (an integer there gives EFAULT or reads
 this process's memory). The native ``kcmp_rs`` functions refuse both.
 
-This module never imports ``kcmp_rs._native``: only the enums of ``kcmp_rs._types``.
+This module never imports ``kcmp_rs._native``: only the enums of ``kcmp_rs._errors``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import platform
 from collections.abc import Iterable
 from typing import SupportsIndex
 
-from kcmp_rs._types import KcmpType, Order
+from kcmp_rs._errors import KcmpType, Order
 
 __all__ = [
     "SYS_KCMP",

@@ -23,7 +23,7 @@ pub struct Classes {
 }
 
 impl Classes {
-    /// The classes of `kcmp_rs._types`.
+    /// The classes of `kcmp_rs._errors`.
     pub fn load(types: &Bound<'_, PyModule>) -> PyResult<Classes> {
         let class = |name: &str| -> PyResult<Py<PyType>> {
             Ok(types.getattr(name)?.cast_into::<PyType>()?.unbind())

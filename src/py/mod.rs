@@ -28,7 +28,7 @@ static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
 
 fn cached(py: Python<'_>) -> PyResult<&Cached> {
     CACHED.get_or_try_init(py, || {
-        let m = py.import("kcmp_rs._types")?;
+        let m = py.import("kcmp_rs._errors")?;
         let order = m.getattr("Order")?;
         let member = |name: &str| order.getattr(name).map(Bound::unbind);
         Ok(Cached {

@@ -1,11 +1,11 @@
-"""Enums, result types and the exception classes of kcmp_rs."""
+"""The enums of kcmp's arguments and answers (``KcmpType``, ``Order``) and the exception
+classes of kcmp_rs."""
 
 from __future__ import annotations
 
 import enum
 import errno as _errno
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 
@@ -33,38 +33,6 @@ class Order(enum.IntEnum):
     LESS = 1
     GREATER = 2
     UNORDERED = 3
-
-
-@dataclass(frozen=True)
-class Sharing:
-    """Which task resources two processes share (``sharing()``).
-
-    ``io`` and ``sysvsem`` are also True when neither process has an I/O context or a
-    SysV semaphore undo list: the kernel compares the two absent objects as equal.
-    """
-
-    vm: bool
-    files: bool
-    fs: bool
-    sighand: bool
-    io: bool
-    sysvsem: bool
-
-
-@dataclass(frozen=True)
-class Support:
-    """What this process may use (``support()``).
-
-    ``kcmp``: kcmp(2) answers (False in sandboxes that block it, on kernels without
-    it, or after ``disable_kcmp()``). ``dupfd_query``: fcntl F_DUPFD_QUERY (Linux
-    6.10+). ``pidfd_getfd``: copying another process's fd. ``reason``: why kcmp is
-    unusable, naming the cause and the fix; empty when it is usable.
-    """
-
-    kcmp: bool
-    dupfd_query: bool
-    pidfd_getfd: bool
-    reason: str
 
 
 # ---- exceptions ----

@@ -1,4 +1,4 @@
-"""The ``kcmp-rs`` command: which processes share which kernel resources.
+"""The ``kcmp-rs`` command's parser and ``main``: which processes share which kernel resources.
 
 Subcommands: ``demo`` (the kcmp(2) manual page's example), ``fds PID`` (one process's
 fds grouped by open file description), ``share PID1 PID2`` (what two processes share),
@@ -18,8 +18,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import kcmp_rs
-from kcmp_rs._cli_audit import SCAN_RECORDS, add_audit_flags, prepare_audit, print_audit
-from kcmp_rs._cli_common import (
+from kcmp_rs._errors import KcmpType, Order
+from kcmp_rs._native import is_zombie
+from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, ZOMBIE, Ref, Scan
+from kcmp_rs._scan import classify_refs, scan_from_report, scan_report
+from kcmp_rs.cli._audit import SCAN_RECORDS, add_audit_flags, prepare_audit, print_audit
+from kcmp_rs.cli._common import (
     CommandError,
     add_json_flags,
     allow_pidfd_getfd_flag,
@@ -33,7 +37,7 @@ from kcmp_rs._cli_common import (
     print_json,
     report_undecided,
 )
-from kcmp_rs._cli_io import (
+from kcmp_rs.cli._io import (
     EXIT_CROSSING,
     EXIT_FAILED,
     EXIT_INCOMPLETE,
@@ -50,13 +54,8 @@ from kcmp_rs._cli_io import (
     silence_stdout,
     write_native,
 )
-from kcmp_rs._cli_queries import add_commands
-from kcmp_rs._dot import scan_dot
-from kcmp_rs._native import is_zombie
-from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, ZOMBIE, Ref, Scan
-from kcmp_rs._scan import classify_refs, scan_from_report, scan_report
-from kcmp_rs._table import format_table, render_table
-from kcmp_rs._types import KcmpType, Order
+from kcmp_rs.cli._queries import add_commands
+from kcmp_rs.cli._render import format_table, render_table, scan_dot
 
 if TYPE_CHECKING:
     from kcmp_rs._example import Family

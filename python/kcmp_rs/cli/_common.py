@@ -17,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kcmp_rs
-from kcmp_rs._cli_io import Parser, note, write_utf8
+from kcmp_rs._errors import KcmpUnavailableError
 from kcmp_rs._proc import shown
 from kcmp_rs._results import SCHEMA_VERSION
-from kcmp_rs._table import escape
-from kcmp_rs._types import KcmpUnavailableError
+from kcmp_rs.cli._io import Parser, note, write_utf8
+from kcmp_rs.cli._render import escape, json_lines
 
 __all__ = [
     "CommandError",
@@ -32,7 +32,6 @@ __all__ = [
     "dot_flag",
     "explain",
     "given_pids",
-    "json_lines",
     "modes_and_targets",
     "pid_arg",
     "pid_list",
@@ -187,37 +186,13 @@ def add_json_flags(parser: argparse.ArgumentParser, lines_help: str, *, dot: boo
 
 
 def dot_flag(parser: argparse._ActionsContainer) -> None:
-    """``--dot``: the sharing graph in Graphviz's DOT language (``_dot``)."""
+    """``--dot``: the sharing graph in Graphviz's DOT language (``_render``)."""
     parser.add_argument(
         "--dot",
         action="store_true",
         help="the sharing graph in Graphviz DOT: processes, the descriptions they share, "
         "fds on the edges (render it: | dot -Tsvg > graph.svg)",
     )
-
-
-def json_lines(doc: Mapping[str, Any], command_name: str, records: Mapping[str, str]) -> str:
-    """``doc`` (a ``to_dict()`` with ``schema_version``) as JSON Lines carrying all of
-    it, each line an object whose ``record`` says what it is: first a ``header``
-    (``schema_version``, ``command``), then one line per item of each list field
-    (``records`` maps the field to its record kind; an item that is a list becomes
-    ``{"pids": [...]}``) and per object field, last a ``summary`` with the scalars."""
-    lines = [{"record": "header", "schema_version": doc["schema_version"], "command": command_name}]
-    summary: dict[str, Any] = {"record": "summary"}
-    for key, value in doc.items():
-        if key == "schema_version":
-            continue
-        if isinstance(value, list):
-            kind = records.get(key, key)
-            for item in value:
-                body = item if isinstance(item, dict) else {"pids": item}
-                lines.append({"record": kind, **body})
-        elif isinstance(value, dict):
-            lines.append({"record": records.get(key, key), **value})
-        else:
-            summary[key] = value
-    lines.append(summary)
-    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
 
 
 def print_json(

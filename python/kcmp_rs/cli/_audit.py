@@ -17,11 +17,10 @@ import re
 from collections.abc import Sequence
 
 from kcmp_rs._boundary import KINDS, Boundaries, in_cgroup
-from kcmp_rs._cli_common import CommandError, explain, print_json
-from kcmp_rs._cli_io import out
-from kcmp_rs._dot import scan_dot
 from kcmp_rs._results import Description, Scan
-from kcmp_rs._table import description_rows, summary
+from kcmp_rs.cli._common import CommandError, explain, print_json
+from kcmp_rs.cli._io import out
+from kcmp_rs.cli._render import description_rows, scan_dot, summary
 
 __all__ = [
     "ALLOW_FIELDS",

@@ -13,7 +13,11 @@ from collections.abc import Sequence
 
 import kcmp_rs
 from kcmp_rs import _native, baseline
-from kcmp_rs._cli_common import (
+from kcmp_rs._errors import KcmpType, KcmpUnavailableError
+from kcmp_rs._proc import read_command, shown_one
+from kcmp_rs._queries import epoll_targets, holders, shared_files
+from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, SCHEMA_VERSION, ZOMBIE
+from kcmp_rs.cli._common import (
     CommandError,
     add_json_flags,
     allow_pidfd_getfd_flag,
@@ -29,13 +33,8 @@ from kcmp_rs._cli_common import (
     report_undecided,
     unavailable_reason,
 )
-from kcmp_rs._cli_io import EXIT_INCOMPLETE, Parser, note, out
-from kcmp_rs._dot import holders_dot, shared_files_dot
-from kcmp_rs._proc import read_command, shown_one
-from kcmp_rs._queries import epoll_targets, holders, shared_files
-from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, SCHEMA_VERSION, ZOMBIE
-from kcmp_rs._table import escape, render_table
-from kcmp_rs._types import KcmpType, KcmpUnavailableError
+from kcmp_rs.cli._io import EXIT_INCOMPLETE, Parser, note, out
+from kcmp_rs.cli._render import escape, holders_dot, render_table, shared_files_dot
 
 __all__ = ["add_commands"]
 

@@ -1,0 +1,286 @@
+"""Every renderer of the ``kcmp-rs`` command, as pure functions of their arguments
+(the tests pin their output byte for byte; nothing here reads /proc or calls the native
+module): aligned tables with names escaped for a terminal and the scan's summary line;
+the sharing graph in Graphviz DOT; JSON Lines from a ``to_dict()`` document.
+
+The sharing graph (``scan --dot``, ``holders --dot``, ``share --dot``): processes are
+nodes (pid and command), each open file description a small note (type, mode, target)
+with an edge to each process holding it, labelled with that process's fds on it
+(``0,1,2``). Render it with ``dot -Tsvg``.
+
+Names are untrusted: a file may be called ``x" shape=box]; p1 -> p2 [label="`` or hold a
+newline. Each name is escaped for display as the tables escape it (``escape``), then
+quoted for DOT (``quote``), and node ids are generated (``p<pid>``, ``d<n>``), never
+taken from a name: no name can end a string, add an attribute or draw an edge. Members
+with a ``boundary`` value (the boundary audit's) are grouped in one cluster per value.
+
+The output is sorted, so one input always gives the same text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from kcmp_rs._results import Description, Holders, Member, Scan, SharedFiles
+
+__all__ = [
+    "description_rows",
+    "escape",
+    "format_table",
+    "holders_dot",
+    "json_lines",
+    "quote",
+    "render_table",
+    "scan_dot",
+    "shared_files_dot",
+    "summary",
+]
+
+# ---- tables ----
+
+_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+
+def escape(text: str) -> str:
+    """``text`` safe to print on a terminal, every character still visible:
+    ``"a\\x1b[31m\\n"`` shows as ``a\\x1b[31m\\n``.
+
+    ``\\n``, ``\\t``, ``\\r``, ``\\\\`` for a backslash, ``\\xNN`` for other ASCII
+    control characters and for each byte that is not UTF-8 (a lone surrogate
+    U+DC80..U+DCFF from ``os.fsdecode``), ``\\uNNNN`` / ``\\UNNNNNNNN`` for other
+    unprintable characters (C1 controls, bidi overrides, line separators).
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[ch])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Aligned columns, two spaces apart; a cell may hold several lines ("\\n"), which
+    then stack under one another. Cells must already be escaped; the last column is
+    not padded."""
+    table = [[cell.split("\n") for cell in row] for row in [list(headers), *rows]]
+    widths = [0] * len(headers)
+    for row in table:
+        for i, lines in enumerate(row):
+            widths[i] = max(widths[i], *(len(line) for line in lines))
+    out = []
+    for row in table:
+        for n in range(max(len(lines) for lines in row)):
+            cells = [lines[n] if n < len(lines) else "" for lines in row]
+            padded = [c.ljust(w) for c, w in zip(cells[:-1], widths)]
+            out.append("  ".join([*padded, cells[-1]]).rstrip())
+    return "\n".join(out) + "\n"
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def summary(result: Scan) -> str:
+    """One line: processes read, fds classified, descriptions shared, what was skipped."""
+    shared = sum(1 for d in result.descriptions if len(d.members) > 1)
+    parts = [
+        _count(result.processes_read, "process read", "processes read"),
+        _count(result.fds_classified, "fd classified", "fds classified"),
+        _count(shared, "description shared", "descriptions shared"),
+    ]
+    if result.fd_table_shared:
+        parts.append(_count(len(result.fd_table_shared), "fd table shared", "fd tables shared"))
+    if result.undecided:
+        parts.append(_count(len(result.undecided), "fd undecided", "fds undecided"))
+    reasons: dict[str, int] = {}
+    for s in result.skipped:
+        reasons[s.reason] = reasons.get(s.reason, 0) + 1
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+    parts.append(
+        _count(len(result.skipped), "process skipped", "processes skipped")
+        + (f" ({skipped})" if skipped else "")
+    )
+    return ", ".join(parts)
+
+
+def description_rows(descriptions: Iterable[Description]) -> str:
+    """The descriptions as an aligned table, one row per description ("" for none).
+
+    SHARED lists the members as ``PID,COMMAND,FD``, one per line (like lsfd's
+    ENDPOINTS); names are escaped (``escape``). When the members carry boundary values
+    (a scan with a boundary), BOUNDARY gives each member's, line for line.
+    """
+    listed = list(descriptions)
+    sided = any(m.boundary is not None for d in listed for m in d.members)
+    rows = []
+    for d in listed:
+        shared = "\n".join(f"{m.pid},{escape(m.command)},{m.fd}" for m in d.members)
+        row = [escape(d.type), d.mode, shared]
+        if sided:
+            row.append("\n".join(escape(m.boundary or "?") for m in d.members))
+        rows.append([*row, escape(d.target)])
+    headers = ["TYPE", "MODE", "SHARED", *(["BOUNDARY"] if sided else []), "TARGET"]
+    return render_table(headers, rows) if rows else ""
+
+
+def format_table(result: Scan) -> str:
+    """The scan as an aligned table (``description_rows``), then a summary line."""
+    return description_rows(result.descriptions) + summary(result) + "\n"
+
+
+# ---- the sharing graph (DOT) ----
+
+_HEAD = (
+    "digraph sharing {",
+    '  graph [rankdir=LR, fontname="Helvetica", fontsize=11, labelloc=t];',
+    '  node [fontname="Helvetica", fontsize=10, style=filled, fillcolor="#e3ecf7"];',
+    '  edge [fontname="Helvetica", fontsize=9];',
+)
+
+
+def _text(text: str) -> str:
+    # After escape() only printable characters are left; DOT gives meaning to the
+    # backslash (\n, \l, \N, ...) and the quote inside a quoted string, and Graphviz
+    # reads "&name;" as an HTML entity: all three are made literal.
+    shown = escape(text)
+    return shown.replace("\\", "\\\\").replace('"', '\\"').replace("&", "&amp;")
+
+
+def quote(text: str) -> str:
+    """``text`` as a DOT double-quoted string that Graphviz shows as ``_table.escape``
+    shows it on a terminal: a newline as ``\\n``, ESC as ``\\x1b``, a quote and a
+    backslash as themselves; ``<``, ``}``, ``]`` and ``->`` stay plain text inside the
+    quotes."""
+    return f'"{_text(text)}"'
+
+
+def _lines(*lines: str) -> str:
+    """A label of several lines: DOT's own ``\\n`` between the quoted texts."""
+    return '"' + "\\n".join(_text(line) for line in lines) + '"'
+
+
+def _order(d: Description) -> tuple[tuple[tuple[int, int], ...], str, str, str]:
+    return tuple(sorted((m.pid, m.fd) for m in d.members)), d.type, d.target, d.mode
+
+
+def _fds_by_pid(members: Iterable[Member]) -> dict[int, list[int]]:
+    by_pid: dict[int, list[int]] = {}
+    for m in sorted(members, key=lambda m: (m.pid, m.fd)):
+        fds = by_pid.setdefault(m.pid, [])
+        if m.fd not in fds:
+            fds.append(m.fd)
+    return by_pid
+
+
+def _process_node(m: Member) -> str:
+    return f"p{m.pid} [label={_lines(str(m.pid), m.command)}];"
+
+
+def _process_lines(processes: dict[int, Member]) -> list[str]:
+    """One node per process; with boundary values, one cluster per value (sorted by
+    its text), and the processes without one outside any cluster."""
+    clusters: dict[str, list[Member]] = {}
+    loose: list[Member] = []
+    for pid in sorted(processes):
+        boundary = getattr(processes[pid], "boundary", None)
+        if boundary is None:
+            loose.append(processes[pid])
+        else:
+            clusters.setdefault(str(boundary), []).append(processes[pid])
+    out = []
+    for n, value in enumerate(sorted(clusters)):
+        out += [f"  subgraph cluster_{n} {{", f"    label={quote(value)};"]
+        out += [f"    {_process_node(m)}" for m in clusters[value]]
+        out.append("  }")
+    out += [f"  {_process_node(m)}" for m in loose]
+    return out
+
+
+def _graph(title: str, descriptions: Iterable[Description]) -> str:
+    ordered = sorted(descriptions, key=_order)
+    processes: dict[int, Member] = {}
+    for d in ordered:
+        for m in sorted(d.members, key=lambda m: (m.pid, m.fd)):
+            processes.setdefault(m.pid, m)
+    lines = [*_HEAD, f"  label={quote(title)};", *_process_lines(processes)]
+    for n, d in enumerate(ordered):
+        label = _lines(f"{d.type} {d.mode}", d.target)
+        lines.append(f'  d{n} [shape=note, fontsize=9, fillcolor="#fdf6dc", label={label}];')
+        for pid, fds in _fds_by_pid(d.members).items():
+            lines.append(f"  d{n} -> p{pid} [label={quote(','.join(map(str, fds)))}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def scan_dot(result: Scan) -> str:
+    """The descriptions of a scan as a graph (those it reports: the shared ones, or all
+    of them with ``include_unshared``), titled with the scan's summary line."""
+    return _graph(summary(result), result.descriptions)
+
+
+def holders_dot(found: Holders) -> str:
+    """One description and every process holding it."""
+    title = f"holders of fd {found.fd} of process {found.pid}"
+    return _graph(title, [found.description])
+
+
+def shared_files_dot(
+    found: SharedFiles,
+    command: Callable[[int], str],
+    describe: Callable[[int, int], tuple[str, str, str]],
+) -> str:
+    """The descriptions two processes share. ``SharedFiles`` holds fd numbers only:
+    ``command(pid)`` names a process, ``describe(pid, fd)`` gives ``(type, mode,
+    target)`` of one fd's description."""
+    commands = {pid: command(pid) for pid in sorted({found.pid1, found.pid2})}
+    descriptions = []
+    for fds1, fds2 in found.shared:
+        refs = {(found.pid1, fd) for fd in fds1} | {(found.pid2, fd) for fd in fds2}
+        members = tuple(Member(pid, fd, commands[pid]) for pid, fd in sorted(refs))
+        if not members:  # every shared pair has fds on both sides; never drawn empty
+            continue
+        type_, mode, target = describe(members[0].pid, members[0].fd)
+        descriptions.append(Description(target, mode, members, type_))
+    title = f"open file descriptions shared by {found.pid1} and {found.pid2}"
+    return _graph(title, descriptions)
+
+
+# ---- JSON Lines ----
+
+
+def json_lines(doc: Mapping[str, Any], command_name: str, records: Mapping[str, str]) -> str:
+    """``doc`` (a ``to_dict()`` with ``schema_version``) as JSON Lines carrying all of
+    it, each line an object whose ``record`` says what it is: first a ``header``
+    (``schema_version``, ``command``), then one line per item of each list field
+    (``records`` maps the field to its record kind; an item that is a list becomes
+    ``{"pids": [...]}``) and per object field, last a ``summary`` with the scalars."""
+    lines = [{"record": "header", "schema_version": doc["schema_version"], "command": command_name}]
+    summary: dict[str, Any] = {"record": "summary"}
+    for key, value in doc.items():
+        if key == "schema_version":
+            continue
+        if isinstance(value, list):
+            kind = records.get(key, key)
+            for item in value:
+                body = item if isinstance(item, dict) else {"pids": item}
+                lines.append({"record": kind, **body})
+        elif isinstance(value, dict):
+            lines.append({"record": records.get(key, key), **value})
+        else:
+            summary[key] = value
+    lines.append(summary)
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
