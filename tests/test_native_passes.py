@@ -377,6 +377,19 @@ def test_a_scan_crosses_into_the_core_a_constant_number_of_times() -> None:
     assert counts[0] <= 8, counts
 
 
+def test_reading_a_whole_scan_crosses_once_more_per_description() -> None:
+    """The views build each description's members with one native call, on first
+    access: reading everything costs the scan's constant plus one per description."""
+    from _family import build_family
+
+    with build_family(6, 8) as fam:
+        scanned = kcmp_rs.scan(fam.pids)
+        total = len(scanned.descriptions)
+        alone = _native_calls_during(lambda: kcmp_rs.scan(fam.pids))
+        whole = _native_calls_during(lambda: kcmp_rs.scan(fam.pids).to_dict())
+    assert total > 6 and whole - alone == total + 3, (alone, whole, total)
+
+
 # ---- sandboxes that refuse kcmp and pidfd_getfd both ----
 
 
@@ -660,3 +673,34 @@ def test_holders_and_scan_over_processes_with_several_threads(spawn: Spawn) -> N
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_holders_json_from_the_core_is_the_python_document_byte_for_byte() -> None:
+    """``kcmp-rs holders -J`` and ``-j`` are written by Rust from the native report, as
+    the scan's are: the bytes of ``json.dumps(Holders.to_dict(), ensure_ascii=False)``
+    and of the JSON Lines built from it, with a hostile target and command, and a
+    skipped process."""
+    from _family import build_family
+    from kcmp_rs.cli._render import json_lines
+
+    records = {"description": "description", "skipped": "skipped", "undecided": "undecided"}
+    with build_family(3, 8, hostile_names=True, command=b"fam\x1b[31m\xff") as fam:
+        hostile = [
+            d
+            for d in kcmp_rs.scan(fam.pids).descriptions
+            if "\n" in d.target and len({m.pid for m in d.members}) > 1
+        ]
+        assert hostile, "the family holds no shared description with a hostile name"
+        pid, fd = hostile[0].members[0].pid, hostile[0].members[0].fd
+        gone = 4_000_000  # above pid_max: no such process
+        pids = [*fam.pids, gone]
+        wanted = ",".join(map(str, pids))
+        document = run_cli("holders", str(pid), str(fd), "-p", wanted, "-J")
+        lines = run_cli("holders", str(pid), str(fd), "-p", wanted, "-j")
+        doc = kcmp_rs.holders(pid, fd, pids).to_dict()
+    assert doc["skipped"] == [{"pid": gone, "reason": "no such process"}]
+    assert len(doc["description"]["members"]) > 1
+    assert document.returncode == lines.returncode, (document.stderr, lines.stderr)
+    assert document.stdout == (json.dumps(doc, ensure_ascii=False) + "\n").encode()
+    assert lines.stdout == json_lines(doc, "holders", records).encode()
+    assert b"target_bytes_b64" in document.stdout and b"command_bytes_b64" in document.stdout

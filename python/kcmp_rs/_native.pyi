@@ -193,24 +193,11 @@ def holders(
     pids: Iterable[SupportsIndex] | None,
     allow_pidfd_getfd: bool,
     progress: Callable[[int, int], object] | None,
-) -> tuple[
-    list[tuple[int, int]],
-    list[tuple[int, bytes | None]],
-    tuple[bytes | None, str, str],
-    list[tuple[int, str]],
-    int,
-    int,
-    list[tuple[int, int]],
-    list[list[int]],
-]:
-    """``holders()`` in one pass, the GIL released: (holders, commands, shown, skipped,
-    processes_read, fds_compared, undecided, fd_table_shared).
+) -> HoldersReport:
+    """``holders()`` in one pass, the GIL released: a ``HoldersReport``.
 
-    ``commands``: (pid, command name, None once gone) of each holder's process;
-    ``shown``: the target's (target, mode, type); ``skipped``: (pid,
-    ``Skipped.reason``). ``pids`` None: every process. ``progress(done, total)`` is
-    called between steps; an exception it raises ends the search and propagates.
-    """
+    ``pids`` None: every process. ``progress(done, total)`` is called between steps;
+    an exception it raises ends the search and propagates."""
 
 def shared_files(
     pid1: SupportsIndex, pid2: SupportsIndex, *, allow_pidfd_getfd: bool = False
@@ -254,6 +241,43 @@ def epoll_fds(pid: SupportsIndex) -> list[int]:
     """
 
 @final
+class HoldersReport:
+    """What one ``holders()`` search found, kept native: ``Holders`` is a view of it,
+    and ``kcmp-rs holders -J/-j`` writes it as JSON without building that view."""
+
+    @property
+    def pid(self) -> int:
+        """The pid asked about."""
+    @property
+    def fd(self) -> int:
+        """The fd asked about."""
+    @property
+    def holders(self) -> list[tuple[int, int]]:
+        """The (pid, fd) pairs referring to the target's description, ascending."""
+    def shown(self) -> tuple[bytes | None, str, str]:
+        """(target as bytes, None once gone; mode; type) of the asked fd."""
+    def commands(self) -> list[tuple[int, bytes | None]]:
+        """(pid, command name as bytes, None once gone) of each holder's process."""
+    @property
+    def skipped(self) -> list[tuple[int, str]]:
+        """(pid, reason) of each process not read, ascending."""
+    @property
+    def processes_read(self) -> int:
+        """Processes whose fds were read (sharers of a read fd table included)."""
+    @property
+    def fds_compared(self) -> int:
+        """Candidate fds compared with the target."""
+    @property
+    def undecided(self) -> list[tuple[int, int]]:
+        """The fds on the target's inode no exact method could decide, ascending."""
+    @property
+    def fd_table_shared(self) -> list[list[int]]:
+        """The pids sharing one fd table, smallest (the one read) first."""
+    def write_json(self, fd: SupportsIndex, lines: bool) -> None:
+        """Writes the answer to ``fd`` as ``kcmp-rs holders -J`` (``lines=False``) or
+        ``-j`` prints it, the GIL released; OSError (BrokenPipeError, ...) if it cannot."""
+
+@final
 class ScanReport:
     """What one scan found, kept native: the Python result types are built from it on
     demand, and ``kcmp-rs scan -J/-j`` writes it as JSON without building them."""
@@ -273,10 +297,12 @@ class ScanReport:
     @property
     def fd_table_shared(self) -> list[list[int]]:
         """The pids sharing one fd table, smallest (the one read) first."""
-    def descriptions(
-        self,
-    ) -> list[tuple[bytes | None, str, str, list[tuple[int, int]], list[bytes]]]:
-        """One ``(target, type, mode, members, boundaries)`` per description reported."""
+    def descriptions(self) -> list[tuple[bytes | None, str, str, list[bytes]]]:
+        """One ``(target, type, mode, boundaries)`` per description reported; its members
+        are ``members(i)``."""
+    def members(self, i: int) -> list[tuple[int, int]]:
+        """The ``(pid, fd)`` members of description ``i``, ascending; IndexError past the
+        end."""
     def commands(self) -> list[tuple[int, bytes | None]]:
         """(pid, command name as bytes, None once gone) of each member's process."""
     def boundary_of(self) -> list[tuple[int, bytes]]:

@@ -9,16 +9,23 @@ check and builds the result types of ``_results`` from the native answers.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable
 from typing import Callable
 
 from kcmp_rs import _native
 from kcmp_rs._proc import decoded, decoded_names
-from kcmp_rs._results import Description, EpollTarget, Holders, Member, SharedFiles, Skipped
+from kcmp_rs._results import (
+    Description,
+    EpollTarget,
+    Holders,
+    Member,
+    SharedFiles,
+    Skipped,
+    deferred,
+)
 from kcmp_rs._scan import _check_flag, _check_progress, _checked_pids
 
-__all__ = ["epoll_targets", "holders", "shared_files"]
+__all__ = ["epoll_targets", "holders", "holders_from_report", "holders_report", "shared_files"]
 
 # ---- holders ----
 
@@ -50,24 +57,50 @@ def holders(
     search, ``OSError`` (EBADF) when ``fd`` is not open in it, ``BlockingIOError``
     when ``fd`` was closed or replaced during the search.
     """
+    return holders_from_report(
+        holders_report(pid, fd, pids, allow_pidfd_getfd=allow_pidfd_getfd, progress=progress)
+    )
+
+
+def holders_report(
+    pid: int,
+    fd: int,
+    pids: Iterable[int] | None = None,
+    *,
+    allow_pidfd_getfd: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> _native.HoldersReport:
+    """``holders()``'s native report, for the CLI to write as JSON without the view."""
     _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
     _check_progress(progress)
     wanted = None if pids is None else _checked_pids(pids)
-    found, names, (target, mode, kind), skipped, read, compared, undecided, shared = (
-        _native.holders(pid, fd, wanted, allow_pidfd_getfd, progress)
+    return _native.holders(pid, fd, wanted, allow_pidfd_getfd, progress)
+
+
+def holders_from_report(report: _native.HoldersReport) -> Holders:
+    """The ``Holders`` view of a native report: its description (the member objects)
+    built on first access."""
+    pid, fd = report.pid, report.fd
+    return deferred(
+        Holders,
+        {
+            "pid": pid,
+            "fd": fd,
+            "skipped": tuple(Skipped(p, r) for p, r in report.skipped),
+            "processes_read": report.processes_read,
+            "fds_compared": report.fds_compared,
+            "undecided": tuple(report.undecided),
+            "fd_table_shared": tuple(tuple(t) for t in report.fd_table_shared),
+        },
+        {"description": lambda: _holders_description(report)},
     )
-    commands = decoded_names(names)
-    members = tuple(Member(p, f, commands.get(p, "?")) for p, f in found)
-    return Holders(
-        pid=operator.index(pid),  # numpy ints: plain in the answer
-        fd=operator.index(fd),
-        description=Description(decoded(target), mode, members, kind),
-        skipped=tuple(Skipped(p, r) for p, r in skipped),
-        processes_read=read,
-        fds_compared=compared,
-        undecided=tuple(undecided),
-        fd_table_shared=tuple(tuple(t) for t in shared),
-    )
+
+
+def _holders_description(report: _native.HoldersReport) -> Description:
+    commands = decoded_names(report.commands())
+    target, mode, kind = report.shown()
+    members = tuple(Member(p, f, commands.get(p, "?")) for p, f in report.holders)
+    return Description(decoded(target), mode, members, kind)
 
 
 # ---- shared files ----

@@ -10,8 +10,10 @@ imports nothing else of the package. Each holder of a description is a ``Member`
 from __future__ import annotations
 
 import binascii
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 if TYPE_CHECKING:
     from kcmp_rs._schema import (
@@ -63,6 +65,56 @@ PERMISSION_DENIED = "permission denied"
 OWNER_EXITED = "fd table owner exited"
 
 
+class _Deferred:
+    """A frozen dataclass some of whose fields may be built on first access: the views of
+    a native report (``deferred``) build their members only when they are read, once.
+    Equality, ``repr``, ``hash``, ``dataclasses.replace`` and pickling read every field,
+    so they see the built values; an instance built any other way is an ordinary
+    dataclass."""
+
+    if not TYPE_CHECKING:  # typed attribute access stays exact for the checkers
+
+        def __getattr__(self, name: str) -> Any:
+            later = self.__dict__.get("_later")
+            if later is None or name not in later:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            value = later[name]()
+            object.__setattr__(self, name, value)
+            if all(n in self.__dict__ for n in later):
+                self.__dict__.pop("_later", None)  # the report is no longer needed
+            return value
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
+
+_D = TypeVar("_D", bound=_Deferred)
+
+
+def deferred(
+    cls: type[_D], now: Mapping[str, object], later: Mapping[str, Callable[[], object]]
+) -> _D:
+    """A ``cls`` with the fields ``now`` set and each of ``later`` built by its function
+    on first access. Every field is in exactly one of them; a deferred field has no
+    default (a default is a class attribute, which would be read instead)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if set(now) | set(later) != names or set(now) & set(later):
+        raise TypeError(
+            f"{cls.__name__}: fields {sorted(names)}, given {sorted(now)} + {sorted(later)}"
+        )
+    if any(hasattr(cls, name) for name in later):
+        raise TypeError(f"{cls.__name__}: a field with a default cannot be deferred")
+    obj = cls.__new__(cls)
+    for name, value in now.items():
+        object.__setattr__(obj, name, value)
+    object.__setattr__(obj, "_later", dict(later))
+    return obj
+
+
 def _text_fields(name: str, text: str) -> dict[str, str]:
     """``{name: text}`` for JSON; a name not in UTF-8 also gets ``{name}_bytes_b64``
     (the rules are in ``help(kcmp_rs.scan)``)."""
@@ -101,7 +153,7 @@ class Member:
 
 
 @dataclass(frozen=True)
-class Description:
+class Description(_Deferred):
     """One open file description and the fds that refer to it.
 
     ``type`` is the file type (``REG``, ``FIFO``, ``SOCK``, an anon inode's name, ...).
@@ -142,7 +194,7 @@ class Skipped:
 
 
 @dataclass(frozen=True)
-class Scan:
+class Scan(_Deferred):
     """What ``scan()`` found. ``undecided`` lists the ``(pid, fd)`` pairs that could not
     be classified (kcmp blocked and no exact fallback); ``fd_table_shared`` the sets
     of pids that share one fd table, smallest (the one read) first."""
@@ -176,7 +228,7 @@ class Scan:
 
 
 @dataclass(frozen=True)
-class Holders:
+class Holders(_Deferred):
     """Every fd that refers to the open file description of fd ``fd`` of ``pid``.
 
     ``description.members`` are the holders, ascending ``(pid, fd)``, the asked fd

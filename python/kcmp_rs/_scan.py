@@ -25,6 +25,7 @@ from kcmp_rs._results import (
     Ref,
     Scan,
     Skipped,
+    deferred,
 )
 
 __all__ = ["classify_refs", "scan", "scan_from_report", "scan_report"]
@@ -259,24 +260,41 @@ def scan_report(
 
 
 def scan_from_report(report: ScanReport) -> Scan:
-    """The result types of a native report (names decoded with ``os.fsdecode``)."""
+    """The result types of a native report, built as they are read: the descriptions on
+    the first access of ``descriptions``, each one's members on the first access of its
+    ``members`` (names decoded with ``os.fsdecode``)."""
+    return deferred(
+        Scan,
+        {
+            "skipped": tuple(Skipped(pid, reason) for pid, reason in report.skipped),
+            "processes_read": report.processes_read,
+            "fds_classified": report.fds_classified,
+            "undecided": tuple(report.undecided),
+            "fd_table_shared": tuple(tuple(t) for t in report.fd_table_shared),
+        },
+        {"descriptions": lambda: _descriptions(report)},
+    )
+
+
+def _descriptions(report: ScanReport) -> tuple[Description, ...]:
     commands = decoded_names(report.commands())
     sides = {p: os.fsdecode(v) for p, v in report.boundary_of()}
-    descriptions = tuple(
-        Description(
-            decoded(target),
-            mode,
-            tuple(Member(p, f, commands.get(p, "?"), sides.get(p)) for p, f in members),
-            kind,
-            tuple(os.fsdecode(b) for b in bounds),
+
+    def members(i: int) -> Callable[[], tuple[Member, ...]]:
+        return lambda: tuple(
+            Member(p, f, commands.get(p, "?"), sides.get(p)) for p, f in report.members(i)
         )
-        for target, kind, mode, members, bounds in report.descriptions()
-    )
-    return Scan(
-        descriptions=descriptions,
-        skipped=tuple(Skipped(pid, reason) for pid, reason in report.skipped),
-        processes_read=report.processes_read,
-        fds_classified=report.fds_classified,
-        undecided=tuple(report.undecided),
-        fd_table_shared=tuple(tuple(t) for t in report.fd_table_shared),
+
+    return tuple(
+        deferred(
+            Description,
+            {
+                "target": decoded(target),
+                "mode": mode,
+                "type": kind,
+                "boundaries": tuple(os.fsdecode(b) for b in bounds),
+            },
+            {"members": members(i)},
+        )
+        for i, (target, kind, mode, bounds) in enumerate(report.descriptions())
     )

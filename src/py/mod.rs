@@ -8,6 +8,7 @@
 mod args;
 mod errors;
 mod procfs;
+mod reports;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -115,23 +116,6 @@ type EpollAnswer<'py> = (
     u64,
 );
 
-/// `holders`' answer: holders, commands, the target shown, (pid, reason) skipped,
-/// processes read, fds compared, undecided, fd tables shared.
-type HoldersAnswer<'py> = (
-    Vec<(crate::sys::Pid, crate::sys::Fd)>,
-    Vec<(crate::sys::Pid, Option<Bound<'py, pyo3::types::PyBytes>>)>,
-    (
-        Option<Bound<'py, pyo3::types::PyBytes>>,
-        &'static str,
-        String,
-    ),
-    Vec<(crate::sys::Pid, String)>,
-    usize,
-    u64,
-    Vec<(crate::sys::Pid, crate::sys::Fd)>,
-    Vec<Vec<crate::sys::Pid>>,
-);
-
 /// `detached` for a pass that reports progress: `work` gets a callback that calls
 /// `progress(done, total)` with the GIL (when given) and answers true once it raised;
 /// that exception, which ended the pass, is the one raised here.
@@ -185,126 +169,6 @@ fn classify_refs(
     detached(py, |stop| crate::api::classify_files(&refs, opts, stop))
 }
 
-/// What one scan found, kept native: the Python result types are built from it on
-/// demand, and `kcmp-rs scan -J/-j` writes it as JSON without building them.
-#[pyclass(frozen, module = "kcmp_rs._native")]
-pub struct ScanReport {
-    report: crate::api::ScanReport,
-}
-
-/// One description for Python: target (bytes, None once gone), type, mode, members,
-/// boundary values.
-type DescriptionRow<'py> = (
-    Option<Bound<'py, pyo3::types::PyBytes>>,
-    String,
-    &'static str,
-    Vec<(crate::sys::Pid, crate::sys::Fd)>,
-    Vec<Bound<'py, pyo3::types::PyBytes>>,
-);
-
-#[pymethods]
-impl ScanReport {
-    /// Processes whose fds were read (sharers of a read fd table included).
-    #[getter]
-    fn processes_read(&self) -> usize {
-        self.report.processes_read
-    }
-
-    /// Fds placed in a description.
-    #[getter]
-    fn fds_classified(&self) -> usize {
-        self.report.fds_classified
-    }
-
-    /// (pid, reason) of each process not read, ascending.
-    #[getter]
-    fn skipped(&self) -> Vec<(crate::sys::Pid, String)> {
-        self.report.skipped.clone()
-    }
-
-    /// The (pid, fd) no exact method could decide, ascending.
-    #[getter]
-    fn undecided(&self) -> Vec<(crate::sys::Pid, crate::sys::Fd)> {
-        self.report.undecided.clone()
-    }
-
-    /// The pids sharing one fd table, smallest (the one read) first.
-    #[getter]
-    fn fd_table_shared(&self) -> Vec<Vec<crate::sys::Pid>> {
-        self.report.fd_table_shared.clone()
-    }
-
-    /// One ``(target, type, mode, members, boundaries)`` per description reported.
-    #[pyo3(text_signature = "($self)")]
-    fn descriptions<'py>(&self, py: Python<'py>) -> Vec<DescriptionRow<'py>> {
-        use pyo3::types::PyBytes;
-        self.report
-            .descriptions
-            .iter()
-            .map(|d| {
-                let (target, link, file) = &d.described;
-                let (kind, mode) = match target {
-                    Some(t) => (
-                        crate::questions::json::type_of(t, *file),
-                        crate::questions::json::mode_of(*link),
-                    ),
-                    None => ("?".to_string(), "?"),
-                };
-                (
-                    target.as_ref().map(|t| PyBytes::new(py, t)),
-                    kind,
-                    mode,
-                    d.members.clone(),
-                    d.boundaries.iter().map(|b| PyBytes::new(py, b)).collect(),
-                )
-            })
-            .collect()
-    }
-
-    /// (pid, command name as bytes, None once gone) of each member's process.
-    #[pyo3(text_signature = "($self)")]
-    fn commands<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> Vec<(crate::sys::Pid, Option<Bound<'py, pyo3::types::PyBytes>>)> {
-        self.report
-            .commands
-            .iter()
-            .map(|(&p, c)| (p, c.as_ref().map(|c| pyo3::types::PyBytes::new(py, c))))
-            .collect()
-    }
-
-    /// (pid, boundary value as bytes) of each reader, when a boundary was asked.
-    #[pyo3(text_signature = "($self)")]
-    fn boundary_of<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> Vec<(crate::sys::Pid, Bound<'py, pyo3::types::PyBytes>)> {
-        self.report
-            .boundary_of
-            .iter()
-            .map(|(&p, v)| (p, pyo3::types::PyBytes::new(py, v)))
-            .collect()
-    }
-
-    /// Writes the report to ``fd`` as ``kcmp-rs scan -J`` (``lines=False``) or ``-j``
-    /// prints it, the GIL released; OSError (BrokenPipeError, ...) if it cannot.
-    #[pyo3(text_signature = "($self, fd, lines)")]
-    fn write_json(&self, py: Python<'_>, fd: &Bound<'_, PyAny>, lines: bool) -> PyResult<()> {
-        let args::Fd(fd) = args::arg(fd, "fd")?;
-        py.detach(|| crate::api::write_scan_to_fd(&self.report, lines, fd))
-            .map_err(|e| {
-                let failure = Failure::Os {
-                    errno: e.raw_os_error().unwrap_or(libc::EIO),
-                    pid: None,
-                    fd: Some(fd),
-                    detail: "writing the JSON document".to_string(),
-                };
-                to_pyerr(py, &failure)
-            })
-    }
-}
-
 // Free-threading safe: the only global state is atomics (`support`) and a
 // once-initialised cache of Python objects (`CACHED`).
 #[pymodule(gil_used = false)]
@@ -317,8 +181,8 @@ pub mod _native {
         boundary_value, commands, descendants, describe_refs, leak_snapshot, list_pids,
     };
     #[pymodule_export]
-    use super::ScanReport;
-    use super::{cached, classify_refs, detached, to_pyerr, tuples, HoldersAnswer, Partial};
+    use super::reports::{HoldersReport, ScanReport};
+    use super::{cached, classify_refs, detached, to_pyerr, tuples, Partial};
     use crate::api;
     use pyo3::prelude::*;
     use pyo3::types::PyList;
@@ -594,14 +458,10 @@ pub mod _native {
         api::threads()
     }
 
-    /// ``holders()`` in one pass, the GIL released: (holders, commands, shown,
-    /// skipped, processes_read, fds_compared, undecided, fd_table_shared).
+    /// ``holders()`` in one pass, the GIL released: a ``HoldersReport``.
     ///
-    /// ``commands``: (pid, command name as bytes, None once gone) of each holder's
-    /// process; ``shown``: the target's (target bytes, mode, type); ``skipped``:
-    /// (pid, ``Skipped.reason``). ``pids`` None: every process. ``progress(done,
-    /// total)`` is called with the GIL between steps; an exception it raises ends the
-    /// search and propagates.
+    /// ``pids`` None: every process. ``progress(done, total)`` is called with the GIL
+    /// between steps; an exception it raises ends the search and propagates.
     #[pyfunction]
     #[pyo3(signature = (pid, fd, pids, allow_pidfd_getfd, progress))]
     #[pyo3(text_signature = "(pid, fd, pids, allow_pidfd_getfd, progress)")]
@@ -612,15 +472,14 @@ pub mod _native {
         pids: Option<&Bound<'py, PyAny>>,
         allow_pidfd_getfd: bool,
         progress: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<HoldersAnswer<'py>> {
-        use pyo3::types::PyBytes;
+    ) -> PyResult<super::reports::HoldersReport> {
         let Pid(pid) = arg(pid, "pid")?;
         let Fd(fd) = arg(fd, "fd")?;
         let pids = match pids {
             Some(p) => Some(arg::<Pids>(p, "pids")?.0),
             None => None,
         };
-        let r = super::detached_with_progress(py, progress, |tell, stop| {
+        let report = super::detached_with_progress(py, progress, |tell, stop| {
             crate::questions::holders::holders(
                 (pid, fd),
                 pids.as_deref(),
@@ -629,19 +488,7 @@ pub mod _native {
                 stop,
             )
         })?;
-        let bytes = |b: Option<Vec<u8>>| b.map(|b| PyBytes::new(py, &b));
-        let commands = r.commands.into_iter().map(|(p, c)| (p, bytes(c))).collect();
-        let (target, mode, kind) = r.shown;
-        Ok((
-            r.holders,
-            commands,
-            (bytes(target), mode, kind),
-            r.skipped,
-            r.processes_read,
-            r.fds_compared,
-            r.undecided,
-            r.fd_table_shared,
-        ))
+        Ok(super::reports::HoldersReport { report })
     }
 
     /// (shared, reopened, same_fd_table, undecided): what ``pid1`` and ``pid2`` share.
@@ -747,7 +594,7 @@ pub mod _native {
         allow_pidfd_getfd: bool,
         boundary: Option<&str>,
         progress: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<super::ScanReport> {
+    ) -> PyResult<super::reports::ScanReport> {
         let Pids(mut pids) = arg(pids, "pids")?;
         pids.sort_unstable();
         pids.dedup();
@@ -765,7 +612,7 @@ pub mod _native {
         let report = super::detached_with_progress(py, progress, |tell, stop| {
             api::scan(&pids, opts, tell, stop)
         })?;
-        Ok(super::ScanReport { report })
+        Ok(super::reports::ScanReport { report })
     }
 
     /// Whether ``pid`` has exited and awaits reaping (a zombie).

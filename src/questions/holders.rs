@@ -28,6 +28,8 @@ const LADDER_ATTEMPTS: usize = 64;
 /// What `holders()` found.
 #[derive(Debug, Default)]
 pub struct HoldersReport {
+    /// The (pid, fd) asked about.
+    pub target: FileRef,
     /// The (pid, fd) pairs referring to the target's description, ascending.
     pub holders: Vec<FileRef>,
     /// The command name of each holder's process (`None` once gone).
@@ -101,6 +103,7 @@ pub fn holders(
     let mut skipped: Vec<(Pid, String)> = skipped.into_iter().collect();
     skipped.sort_unstable();
     Ok(HoldersReport {
+        target,
         holders: found,
         commands,
         shown: show(target),

@@ -1,8 +1,9 @@
-//! The scan's report as the JSON documents `kcmp-rs scan -J` and `-j` print, written
-//! straight to an output fd with serde_json: the memory needed follows the report,
-//! not its text. The bytes are those of Python's `json.dumps(doc, ensure_ascii=False)`
-//! of `Scan.to_dict()` (the separators `", "` and `": "`, the same escapes), so
-//! either path prints the same document.
+//! The reports of `scan` and `holders` as the JSON documents `kcmp-rs scan -J` / `-j`
+//! and `kcmp-rs holders -J` / `-j` print, written straight to an output fd with
+//! serde_json: the memory needed follows the report, not its text. The bytes are those
+//! of Python's `json.dumps(doc, ensure_ascii=False)` of `Scan.to_dict()` and
+//! `Holders.to_dict()` (the separators `", "` and `": "`, the same escapes), and the
+//! JSON Lines those of `cli._render.json_lines`, so either path prints the same text.
 
 use std::io::{self, Write};
 use std::os::fd::RawFd;
@@ -10,6 +11,9 @@ use std::os::fd::RawFd;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::ser::Formatter;
 
+use rustc_hash::FxHashMap;
+
+use super::holders::HoldersReport;
 use super::scan::{Description, ScanReport};
 use crate::sys::{self, Pid};
 
@@ -131,60 +135,98 @@ pub fn type_of(target: &[u8], file_mode: Option<u32>) -> String {
     kind.into()
 }
 
-/// One description with what its members need from the report.
+/// One description: what it shows and its members, with the names of their processes.
 struct DescriptionDoc<'a> {
-    d: &'a Description,
-    report: &'a ScanReport,
+    /// Type, mode and target (`None` once gone: every field "?").
+    kind: &'a str,
+    mode: &'a str,
+    target: Option<&'a [u8]>,
+    members: &'a [(Pid, i32)],
+    names: &'a Names<'a>,
+    boundaries: &'a [Vec<u8>],
     /// `Some("description")` for a JSON Lines record.
     record: Option<&'static str>,
 }
 
+impl<'a> DescriptionDoc<'a> {
+    /// A description of the scan's report.
+    fn of_scan(
+        d: &'a Description,
+        names: &'a Names<'a>,
+        kind: &'a str,
+        record: Option<&'static str>,
+    ) -> Self {
+        let (target, link, _) = &d.described;
+        DescriptionDoc {
+            kind,
+            mode: if target.is_some() {
+                mode_of(*link)
+            } else {
+                "?"
+            },
+            target: target.as_deref(),
+            members: &d.members,
+            names,
+            boundaries: &d.boundaries,
+            record,
+        }
+    }
+}
+
+/// The type of a scan's description ("?" once its target is gone).
+fn kind_of(d: &Description) -> String {
+    match &d.described {
+        (Some(t), _, file) => type_of(t, *file),
+        (None, _, _) => "?".into(),
+    }
+}
+
 impl Serialize for DescriptionDoc<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (target, link, file) = &self.d.described;
         let mut map = s.serialize_map(None)?;
         if let Some(record) = self.record {
             map.serialize_entry("record", record)?;
         }
-        match target {
-            Some(t) => {
-                map.serialize_entry("type", &type_of(t, *file))?;
-                map.serialize_entry("mode", mode_of(*link))?;
-                text_field(&mut map, "target", t)?;
-            }
-            None => {
-                map.serialize_entry("type", "?")?;
-                map.serialize_entry("mode", "?")?;
-                map.serialize_entry("target", "?")?;
-            }
+        map.serialize_entry("type", self.kind)?;
+        map.serialize_entry("mode", self.mode)?;
+        match self.target {
+            Some(t) => text_field(&mut map, "target", t)?,
+            None => map.serialize_entry("target", "?")?,
         }
         map.serialize_entry(
             "members",
             &Members {
-                d: self.d,
-                report: self.report,
+                members: self.members,
+                names: self.names,
             },
         )?;
-        if !self.d.boundaries.is_empty() {
-            map.serialize_entry("boundaries", &Texts(&self.d.boundaries))?;
+        if !self.boundaries.is_empty() {
+            map.serialize_entry("boundaries", &Texts(self.boundaries))?;
         }
         map.end()
     }
 }
 
+/// The names a member shows: its process's command and, in a boundary audit, its
+/// process's boundary value.
+struct Names<'a> {
+    commands: FxHashMap<Pid, &'a Option<Vec<u8>>>,
+    boundary_of: Option<&'a FxHashMap<Pid, Vec<u8>>>,
+}
+
 struct Members<'a> {
-    d: &'a Description,
-    report: &'a ScanReport,
+    members: &'a [(Pid, i32)],
+    names: &'a Names<'a>,
 }
 
 impl Serialize for Members<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.d.members.len()))?;
-        for &(pid, fd) in &self.d.members {
+        let mut seq = s.serialize_seq(Some(self.members.len()))?;
+        for &(pid, fd) in self.members {
             seq.serialize_element(&MemberDoc {
                 pid,
                 fd,
-                report: self.report,
+                names: self.names,
             })?;
         }
         seq.end()
@@ -194,7 +236,7 @@ impl Serialize for Members<'_> {
 struct MemberDoc<'a> {
     pid: Pid,
     fd: i32,
-    report: &'a ScanReport,
+    names: &'a Names<'a>,
 }
 
 impl Serialize for MemberDoc<'_> {
@@ -202,11 +244,11 @@ impl Serialize for MemberDoc<'_> {
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("pid", &self.pid)?;
         map.serialize_entry("fd", &self.fd)?;
-        match self.report.commands.get(&self.pid) {
+        match self.names.commands.get(&self.pid) {
             Some(Some(name)) => text_field(&mut map, "command", name)?,
             _ => map.serialize_entry("command", "?")?,
         }
-        if let Some(value) = self.report.boundary_of.get(&self.pid) {
+        if let Some(value) = self.names.boundary_of.and_then(|b| b.get(&self.pid)) {
             text_field(&mut map, "boundary", value)?;
         }
         map.end()
@@ -262,14 +304,14 @@ impl Serialize for RefDoc {
     }
 }
 
-struct ScanDoc<'a>(&'a ScanReport);
+struct ScanDoc<'a>(&'a ScanReport, &'a Names<'a>);
 
 impl Serialize for ScanDoc<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.0;
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("schema_version", &SCHEMA_VERSION)?;
-        map.serialize_entry("descriptions", &Descriptions(r))?;
+        map.serialize_entry("descriptions", &Descriptions(r, self.1))?;
         map.serialize_entry("skipped", &Skipped(&r.skipped, None))?;
         map.serialize_entry("processes_read", &r.processes_read)?;
         map.serialize_entry("fds_classified", &r.fds_classified)?;
@@ -279,15 +321,16 @@ impl Serialize for ScanDoc<'_> {
     }
 }
 
-struct Descriptions<'a>(&'a ScanReport);
+struct Descriptions<'a>(&'a ScanReport, &'a Names<'a>);
 
 impl Serialize for Descriptions<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.descriptions.iter().map(|d| DescriptionDoc {
-            d,
-            report: self.0,
-            record: None,
-        }))
+        let mut seq = s.serialize_seq(Some(self.0.descriptions.len()))?;
+        for d in &self.0.descriptions {
+            let kind = kind_of(d);
+            seq.serialize_element(&DescriptionDoc::of_scan(d, self.1, &kind, None))?;
+        }
+        seq.end()
     }
 }
 
@@ -309,47 +352,141 @@ fn line<W: Write>(out: &mut W, value: &impl Serialize) -> io::Result<()> {
 /// The report as `-J` (one document) or `-j` (JSON Lines: a header, one record per
 /// description, skipped process, undecided fd and shared fd table, a summary).
 pub fn write_scan<W: Write>(report: &ScanReport, lines: bool, out: &mut W) -> io::Result<()> {
+    let names = Names {
+        commands: report.commands.iter().map(|(&p, c)| (p, c)).collect(),
+        boundary_of: Some(&report.boundary_of),
+    };
     if !lines {
-        return line(out, &ScanDoc(report));
+        return line(out, &ScanDoc(report, &names));
     }
-    line(out, &Header)?;
+    line(out, &Header("scan"))?;
     for d in &report.descriptions {
+        let kind = kind_of(d);
         line(
             out,
-            &DescriptionDoc {
-                d,
-                report,
-                record: Some("description"),
-            },
+            &DescriptionDoc::of_scan(d, &names, &kind, Some("description")),
         )?;
     }
-    for (pid, reason) in &report.skipped {
+    write_lists(
+        out,
+        &report.skipped,
+        &report.undecided,
+        &report.fd_table_shared,
+    )?;
+    line(
+        out,
+        &Summary(&[
+            ("processes_read", report.processes_read as i64),
+            ("fds_classified", report.fds_classified as i64),
+        ]),
+    )
+}
+
+/// The records every report's JSON Lines share, in the documents' order.
+fn write_lists<W: Write>(
+    out: &mut W,
+    skipped: &[(Pid, String)],
+    undecided: &[(Pid, i32)],
+    fd_table_shared: &[Vec<Pid>],
+) -> io::Result<()> {
+    for (pid, reason) in skipped {
         line(out, &SkippedDoc(*pid, reason, Some("skipped")))?;
     }
-    for &(pid, fd) in &report.undecided {
+    for &(pid, fd) in undecided {
         line(out, &RefDoc(pid, fd, Some("undecided")))?;
     }
-    for pids in &report.fd_table_shared {
+    for pids in fd_table_shared {
         line(out, &SharedTable(pids))?;
     }
-    line(out, &Summary(report))
+    Ok(())
+}
+
+/// `holders()`'s answer as `kcmp-rs holders -J` (the document of `Holders.to_dict()`)
+/// or `-j` prints it.
+pub fn write_holders<W: Write>(report: &HoldersReport, lines: bool, out: &mut W) -> io::Result<()> {
+    let names = Names {
+        commands: report.commands.iter().map(|(p, c)| (*p, c)).collect(),
+        boundary_of: None,
+    };
+    let (target, mode, kind) = &report.shown;
+    let description = |record| DescriptionDoc {
+        kind,
+        mode,
+        target: target.as_deref(),
+        members: &report.holders,
+        names: &names,
+        boundaries: &[],
+        record,
+    };
+    if !lines {
+        return line(out, &HoldersDoc(report, description(None)));
+    }
+    line(out, &Header("holders"))?;
+    line(out, &description(Some("description")))?;
+    write_lists(
+        out,
+        &report.skipped,
+        &report.undecided,
+        &report.fd_table_shared,
+    )?;
+    line(
+        out,
+        &Summary(&[
+            ("pid", i64::from(report.target.0)),
+            ("fd", i64::from(report.target.1)),
+            ("processes_read", report.processes_read as i64),
+            ("fds_compared", report.fds_compared as i64),
+        ]),
+    )
+}
+
+struct HoldersDoc<'a>(&'a HoldersReport, DescriptionDoc<'a>);
+
+impl Serialize for HoldersDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("schema_version", &SCHEMA_VERSION)?;
+        map.serialize_entry("pid", &r.target.0)?;
+        map.serialize_entry("fd", &r.target.1)?;
+        map.serialize_entry("description", &self.1)?;
+        map.serialize_entry("skipped", &Skipped(&r.skipped, None))?;
+        map.serialize_entry("undecided", &Undecided(&r.undecided))?;
+        map.serialize_entry("processes_read", &r.processes_read)?;
+        map.serialize_entry("fds_compared", &r.fds_compared)?;
+        map.serialize_entry("fd_table_shared", &r.fd_table_shared)?;
+        map.end()
+    }
+}
+
+/// Writes `write(out)` to `fd`, buffered, flushed at the end.
+fn write_to_fd(
+    fd: RawFd,
+    write: impl FnOnce(&mut io::BufWriter<FdWriter>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut out = io::BufWriter::with_capacity(1 << 16, FdWriter(fd));
+    write(&mut out)?;
+    out.flush()
 }
 
 /// Writes the report to `fd` (see `write_scan`), buffered, flushed at the end.
 pub fn write_scan_to_fd(report: &ScanReport, lines: bool, fd: RawFd) -> io::Result<()> {
-    let mut out = io::BufWriter::with_capacity(1 << 16, FdWriter(fd));
-    write_scan(report, lines, &mut out)?;
-    out.flush()
+    write_to_fd(fd, |out| write_scan(report, lines, out))
 }
 
-struct Header;
+/// Writes the answer to `fd` (see `write_holders`), buffered, flushed at the end.
+pub fn write_holders_to_fd(report: &HoldersReport, lines: bool, fd: RawFd) -> io::Result<()> {
+    write_to_fd(fd, |out| write_holders(report, lines, out))
+}
+
+struct Header(&'static str);
 
 impl Serialize for Header {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(3))?;
         map.serialize_entry("record", "header")?;
         map.serialize_entry("schema_version", &SCHEMA_VERSION)?;
-        map.serialize_entry("command", "scan")?;
+        map.serialize_entry("command", self.0)?;
         map.end()
     }
 }
@@ -365,14 +502,16 @@ impl Serialize for SharedTable<'_> {
     }
 }
 
-struct Summary<'a>(&'a ScanReport);
+/// The last JSON Lines record: the document's scalars, in its order.
+struct Summary<'a>(&'a [(&'static str, i64)]);
 
 impl Serialize for Summary<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(3))?;
+        let mut map = s.serialize_map(Some(self.0.len() + 1))?;
         map.serialize_entry("record", "summary")?;
-        map.serialize_entry("processes_read", &self.0.processes_read)?;
-        map.serialize_entry("fds_classified", &self.0.fds_classified)?;
+        for (name, value) in self.0 {
+            map.serialize_entry(name, value)?;
+        }
         map.end()
     }
 }

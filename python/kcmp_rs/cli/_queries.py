@@ -15,7 +15,7 @@ import kcmp_rs
 from kcmp_rs import _native, baseline
 from kcmp_rs._errors import KcmpType, KcmpUnavailableError
 from kcmp_rs._proc import read_command, shown_one
-from kcmp_rs._queries import epoll_targets, holders, shared_files
+from kcmp_rs._queries import epoll_targets, holders_from_report, holders_report, shared_files
 from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, SCHEMA_VERSION, ZOMBIE
 from kcmp_rs.cli._common import (
     CommandError,
@@ -33,7 +33,7 @@ from kcmp_rs.cli._common import (
     report_undecided,
     unavailable_reason,
 )
-from kcmp_rs.cli._io import EXIT_INCOMPLETE, Parser, note, out
+from kcmp_rs.cli._io import EXIT_INCOMPLETE, Parser, note, out, write_native
 from kcmp_rs.cli._render import escape, holders_dot, render_table, shared_files_dot
 
 __all__ = ["add_commands"]
@@ -114,12 +114,17 @@ def _count(n: int, noun: str) -> str:
 def _cmd_holders(args: argparse.Namespace) -> int:
     pids = given_pids(args)
     try:
-        found = holders(args.pid, args.fd, pids, allow_pidfd_getfd=args.allow_pidfd_getfd)
+        report = holders_report(args.pid, args.fd, pids, allow_pidfd_getfd=args.allow_pidfd_getfd)
     except OSError as err:
         raise CommandError(explain(err, args.pid)) from None
+    found = holders_from_report(report)
     records = {"description": "description", "skipped": "skipped", "undecided": "undecided"}
     if args.dot:
         out(holders_dot(found))
+    elif (args.json or args.json_lines) and write_native(
+        lambda fd: report.write_json(fd, args.json_lines)
+    ):
+        pass
     elif not print_json(found.to_dict(), args, "holders", records):
         d = found.description
         out(f"fd {args.fd} of process {args.pid}: {d.type} {d.mode} {escape(d.target)}\n")
