@@ -2,7 +2,8 @@
 //!
 //! Rooms, lowest first; each may use only the ones listed before it (the engine uses
 //! none of them):
-//! * `sys`: the syscall boundary, the only module with `unsafe` (libc, no PyO3).
+//! * `sys`: the syscall boundary, the only module with `unsafe` (libc, no PyO3); its
+//!   wrappers by subsystem in `sys/` (`kcmp`, `procfs`, `pidfd`, `files`, `process`).
 //! * `error`: `Failure`, what went wrong and with which pid and fd, and the diagnosis
 //!   that makes a kernel errno that specific.
 //! * `support`: what this process may use (kcmp, F_DUPFD_QUERY, pidfd_getfd), probed
