@@ -6,7 +6,8 @@
 //! Knows every room below it; never PyO3.
 
 use crate::engine::{GroupOrder, Missing, Stats};
-use crate::error::{self, Failure};
+use crate::error::Failure;
+use crate::liveness;
 use crate::oracle;
 use crate::support;
 use crate::sys::{self, Fd, KcmpOrder, Pid};
@@ -87,11 +88,11 @@ pub fn open_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
     let start = if pid == me {
         None
     } else {
-        Some(error::alive(pid)?)
+        Some(liveness::alive(pid)?)
     };
     let fds = list_open_fds(pid, me).map_err(|f| gone_during(f, pid, start))?;
     if let Some(start) = start {
-        error::still_alive(pid, start)?;
+        liveness::still_alive(pid, start)?;
     }
     Ok(fds)
 }
@@ -115,7 +116,7 @@ fn gone_during(failure: Failure, pid: Pid, start: Option<u64>) -> Failure {
         return failure;
     };
     if failure.pid() == Some(pid)
-        && (failure.gone_kind().is_some() || error::still_alive(pid, start).is_err())
+        && (failure.gone_kind().is_some() || liveness::still_alive(pid, start).is_err())
     {
         Failure::Exited { pid }
     } else {
@@ -140,7 +141,7 @@ pub fn classify_fds(
     let start = if pid == me {
         None
     } else {
-        Some(error::alive(pid)?)
+        Some(liveness::alive(pid)?)
     };
     let fds = match fds {
         Some(f) => f,
@@ -155,7 +156,7 @@ pub fn classify_fds(
     };
     let found = classify_files(&refs, opts, interrupted).map_err(|f| gone_during(f, pid, start))?;
     if let Some(start) = start {
-        error::still_alive(pid, start)?;
+        liveness::still_alive(pid, start)?;
     }
     let groups = found
         .groups

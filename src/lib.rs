@@ -5,7 +5,9 @@
 //! * `sys`: the syscall boundary, the only module with `unsafe` (libc, no PyO3); its
 //!   wrappers by subsystem in `sys/` (`kcmp`, `procfs`, `pidfd`, `files`, `process`).
 //! * `error`: `Failure`, what went wrong and with which pid and fd, and the diagnosis
-//!   that makes a kernel errno that specific.
+//!   that makes a kernel errno that specific (with `dead_or_dying`, which it needs).
+//! * `liveness`: whether a process is still the one a call began with (`alive` at the
+//!   start, `still_alive` at the end); uses `sys` and `error`'s `Failure`.
 //! * `support`: what this process may use (kcmp, F_DUPFD_QUERY, pidfd_getfd), probed
 //!   once and cached in atomics.
 //! * `engine` (tests in `engine/tests.rs`): groups items by shared object with as few
@@ -32,6 +34,7 @@ pub mod engine;
 pub mod error;
 pub mod holders;
 pub mod ladder;
+pub mod liveness;
 pub mod oracle;
 pub mod questions;
 pub mod support;

@@ -12,6 +12,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use super::{command, fd_path, Pinned};
 use crate::engine::{GroupOrder, Missing};
 use crate::error::{self, Failure};
+use crate::liveness;
 use crate::oracle::{classify_files_sharded, classify_tasks, map_chunks, FileOptions, FileRef};
 use crate::sys::{self, Pid};
 
@@ -318,7 +319,7 @@ pub(crate) fn fd_tables(
     let seen: HashSet<Pid> = tables.iter().flatten().copied().collect();
     for &pid in pids {
         if !seen.contains(&pid) && !skipped.contains_key(&pid) {
-            let reason = match error::alive(pid) {
+            let reason = match liveness::alive(pid) {
                 Err(Failure::Zombie { .. }) => ZOMBIE,
                 Err(Failure::NoProcess { .. }) => absent,
                 _ => EXITED,
