@@ -9,6 +9,7 @@ use crate::engine::{GroupOrder, Missing, Stats};
 use crate::error::Failure;
 use crate::liveness;
 use crate::oracle;
+use crate::pool;
 use crate::support;
 use crate::sys::{self, Fd, KcmpOrder, Pid};
 
@@ -180,7 +181,7 @@ pub fn disable_kcmp() {
     support::disable();
 }
 
-pub use crate::oracle::{set_thread_limit, threads};
+pub use crate::pool::{set_thread_limit, threads};
 
 pub use crate::questions::procfs::Shown;
 pub use crate::questions::scan::skip_reason;
@@ -191,7 +192,7 @@ pub fn describe_refs(
     refs: &[FileRef],
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<Shown>, Failure> {
-    oracle::map_chunks(
+    pool::map_chunks(
         refs,
         |chunk| {
             chunk
