@@ -6,8 +6,10 @@
 //! Knows every room below it; never PyO3.
 
 use crate::engine::{GroupOrder, Missing, Stats};
-use crate::error::{self, Failure};
+use crate::error::Failure;
+use crate::liveness;
 use crate::oracle;
+use crate::pool;
 use crate::support;
 use crate::sys::{self, Fd, KcmpOrder, Pid};
 
@@ -88,11 +90,11 @@ pub fn open_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
     let start = if pid == me {
         None
     } else {
-        Some(error::alive(pid)?)
+        Some(liveness::alive(pid)?)
     };
     let fds = list_open_fds(pid, me).map_err(|f| gone_during(f, pid, start))?;
     if let Some(start) = start {
-        error::still_alive(pid, start)?;
+        liveness::still_alive(pid, start)?;
     }
     Ok(fds)
 }
@@ -116,7 +118,7 @@ fn gone_during(failure: Failure, pid: Pid, start: Option<u64>) -> Failure {
         return failure;
     };
     if failure.pid() == Some(pid)
-        && (failure.gone_kind().is_some() || error::still_alive(pid, start).is_err())
+        && (failure.gone_kind().is_some() || liveness::still_alive(pid, start).is_err())
     {
         Failure::Exited { pid }
     } else {
@@ -141,7 +143,7 @@ pub fn classify_fds(
     let start = if pid == me {
         None
     } else {
-        Some(error::alive(pid)?)
+        Some(liveness::alive(pid)?)
     };
     let fds = match fds {
         Some(f) => f,
@@ -156,7 +158,7 @@ pub fn classify_fds(
     };
     let found = classify_files(&refs, opts, interrupted).map_err(|f| gone_during(f, pid, start))?;
     if let Some(start) = start {
-        error::still_alive(pid, start)?;
+        liveness::still_alive(pid, start)?;
     }
     let groups = found
         .groups
@@ -180,7 +182,7 @@ pub fn disable_kcmp() {
     support::disable();
 }
 
-pub use crate::oracle::{set_thread_limit, threads};
+pub use crate::pool::{set_thread_limit, threads};
 
 pub use crate::questions::procfs::Shown;
 pub use crate::questions::scan::skip_reason;
@@ -191,7 +193,7 @@ pub fn describe_refs(
     refs: &[FileRef],
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<Shown>, Failure> {
-    oracle::map_chunks(
+    pool::map_chunks(
         refs,
         |chunk| {
             chunk

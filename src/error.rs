@@ -4,6 +4,10 @@
 //! fault. The diagnosis re-asks the kernel about each side alone (a few extra syscalls,
 //! only on the error path), through `sys` only. Never imports PyO3, `support` or
 //! anything above it: the binding alone turns a `Failure` into an OSError.
+//!
+//! `dead_or_dying` (a pid with nothing left to compare) lives here, not in
+//! `liveness`, because the diagnosis of an EBADF asks it: `liveness` uses `Failure`,
+//! and this room never uses `liveness`, so the two form no cycle.
 
 use crate::sys::{self, Errno, Fd, KcmpError, Pid};
 
@@ -266,36 +270,6 @@ pub fn dead_or_dying(pid: Pid) -> Option<Failure> {
     }
 }
 
-/// `pid` at the start of a call: its start time when it is alive, else why it cannot
-/// be compared (absent, a zombie, already exiting).
-pub fn alive(pid: Pid) -> Result<u64, Failure> {
-    match sys::proc_stat(pid) {
-        Ok(s) if s.is_zombie() => Err(Failure::Zombie { pid }),
-        Ok(s) if s.is_exiting() => Err(Failure::Exited { pid }),
-        Ok(s) => Ok(s.start_time),
-        Err(Errno(libc::ENOENT | libc::ESRCH)) => Err(Failure::NoProcess { pid }),
-        Err(e) => Err(Failure::from_errno(
-            e,
-            pid,
-            None,
-            &format!("reading /proc/{pid}/stat"),
-        )),
-    }
-}
-
-/// `pid` at the end of a call: `Exited` unless it is still the live process that
-/// `alive` saw start at `start`.
-pub fn still_alive(pid: Pid, start: u64) -> Result<(), Failure> {
-    match alive(pid) {
-        Ok(t) if t == start => Ok(()),
-        Ok(_)
-        | Err(Failure::NoProcess { .. } | Failure::Zombie { .. } | Failure::Exited { .. }) => {
-            Err(Failure::Exited { pid })
-        }
-        Err(other) => Err(other),
-    }
-}
-
 /// Which of two pids a ptrace-access EPERM is about: never the caller, which may
 /// always inspect itself.
 fn denied_pid(pid1: Pid, pid2: Pid) -> Pid {
@@ -446,28 +420,18 @@ mod tests {
     }
 
     #[test]
-    fn the_living_and_the_gone() {
+    fn the_gone_are_diagnosed_as_gone() {
         let me = sys::getpid();
         assert_eq!(dead_or_dying(me), None, "never asked of the caller");
-        let start = alive(me).unwrap();
-        assert_eq!(still_alive(me, start), Ok(()));
-        assert_eq!(still_alive(me, start + 1), Err(Failure::Exited { pid: me }));
-        assert_eq!(alive(i32::MAX), Err(Failure::NoProcess { pid: i32::MAX }));
         assert_eq!(
             dead_or_dying(i32::MAX),
             Some(Failure::Exited { pid: i32::MAX })
         );
         let child = sys::testing::fork_holding(&[0], 0);
-        let start = alive(child).unwrap();
         assert_eq!(dead_or_dying(child), None);
         sys::testing::kill(child);
         assert!(sys::testing::await_zombie(child));
-        assert_eq!(alive(child), Err(Failure::Zombie { pid: child }));
         assert_eq!(dead_or_dying(child), Some(Failure::Zombie { pid: child }));
-        assert_eq!(
-            still_alive(child, start),
-            Err(Failure::Exited { pid: child })
-        );
         let err = sys::kcmp(me, child, sys::KCMP_FILE, 0, 0).unwrap_err();
         assert_eq!(
             diagnose(me, child, sys::KCMP_FILE, 0, 0, err),

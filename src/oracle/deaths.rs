@@ -397,14 +397,14 @@ struct OneThread;
 
 impl OneThread {
     fn new() -> OneThread {
-        super::set_thread_limit(1);
+        crate::pool::set_thread_limit(1);
         OneThread
     }
 }
 
 impl Drop for OneThread {
     fn drop(&mut self) {
-        super::set_thread_limit(0);
+        crate::pool::set_thread_limit(0);
     }
 }
 

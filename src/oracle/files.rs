@@ -13,10 +13,11 @@ use crate::sys::HeldFd;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::pids::PidGuard;
-use super::{churn_failure, kcmp_order, map_chunks, FileOptions, FileRef};
+use super::{churn_failure, kcmp_order, FileOptions, FileRef};
 use crate::engine::{self, Key, Missing, Oracle, OracleError};
 use crate::error::{self, Failure};
 use crate::ladder::{copy_fd, same_local, undecided_failure};
+use crate::pool::map_chunks;
 use crate::support;
 use crate::sys::{self, Errno, Fd, KcmpOrder, Pid};
 

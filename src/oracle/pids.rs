@@ -11,7 +11,8 @@ use crate::sys::HeldFd;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::error::{self, Failure};
+use crate::error::Failure;
+use crate::liveness;
 use crate::sys::{self, Errno, Fd, Pid};
 
 /// How many pidfds a batch may hold at most; beyond it (or a sixteenth of the soft fd
@@ -56,7 +57,7 @@ fn still_same(pid: Pid, id: &Identity) -> Result<bool, Failure> {
             return Ok(false);
         }
     }
-    match error::alive(pid) {
+    match liveness::alive(pid) {
         Ok(start) => Ok(start == id.start),
         Err(Failure::NoProcess { .. } | Failure::Zombie { .. } | Failure::Exited { .. }) => {
             Ok(false)
@@ -85,7 +86,7 @@ impl PidGuard {
         let cap = *self.cap.get_or_insert_with(pidfd_cap);
         // The pidfd first: the start time read after it is then that process's.
         let pidfd = pidfd_of(pid, self.pidfds, cap)?;
-        let start = error::alive(pid)?;
+        let start = liveness::alive(pid)?;
         let opened = pidfd.as_ref().map(AsRawFd::as_raw_fd);
         if opened.is_some() {
             self.pidfds += 1;

@@ -116,7 +116,7 @@ pub fn holders(
 }
 
 /// One kcmp per candidate fd, `CHUNK` processes per thread and step: the readers of
-/// a step are split among `oracle::threads()` threads, each its own search (its own
+/// a step are split among `pool::threads()` threads, each its own search (its own
 /// pins, the target checked at its end), and merged in order.
 fn by_kcmp(
     target: FileRef,
@@ -129,7 +129,7 @@ fn by_kcmp(
     let mut compared = 0;
     // Sharers of a reader's fd table and processes skipped already need no step.
     let mut done = total.saturating_sub(readers.len());
-    let threads = crate::oracle::threads().max(1);
+    let threads = crate::pool::threads().max(1);
     for step in readers.chunks(CHUNK * threads) {
         if interrupted() {
             return Err(Failure::Interrupted);

@@ -53,7 +53,7 @@ pub fn show(r: FileRef) -> Shown {
 /// errno with the file that could not be read.
 pub fn boundary_value(pid: Pid, boundary: Boundary) -> Result<Vec<u8>, Failure> {
     boundary.value(pid).map_err(|(errno, detail)| {
-        if let Err(gone) = crate::error::alive(pid) {
+        if let Err(gone) = crate::liveness::alive(pid) {
             if gone.gone_kind().is_some() {
                 return gone;
             }

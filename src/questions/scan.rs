@@ -12,7 +12,9 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use super::{command, fd_path, Pinned};
 use crate::engine::{GroupOrder, Missing};
 use crate::error::{self, Failure};
-use crate::oracle::{classify_files_sharded, classify_tasks, map_chunks, FileOptions, FileRef};
+use crate::liveness;
+use crate::oracle::{classify_files_sharded, classify_tasks, FileOptions, FileRef};
+use crate::pool::map_chunks;
 use crate::sys::{self, Pid};
 
 /// `Skipped` reasons, as the Python result types say them.
@@ -187,7 +189,7 @@ pub fn scan(
     }
     // Sharded by inode over the cores this process may run on (sched_getaffinity):
     // safe here because every process is pinned from before its listing to the end.
-    let threads = crate::oracle::threads();
+    let threads = crate::pool::threads();
     let found = classify_files_sharded(
         &refs,
         FileOptions {
@@ -318,7 +320,7 @@ pub(crate) fn fd_tables(
     let seen: HashSet<Pid> = tables.iter().flatten().copied().collect();
     for &pid in pids {
         if !seen.contains(&pid) && !skipped.contains_key(&pid) {
-            let reason = match error::alive(pid) {
+            let reason = match liveness::alive(pid) {
                 Err(Failure::Zombie { .. }) => ZOMBIE,
                 Err(Failure::NoProcess { .. }) => absent,
                 _ => EXITED,
