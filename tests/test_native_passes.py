@@ -549,12 +549,16 @@ def test_a_process_reaped_while_its_fds_are_read_is_process_gone(spawn: Spawn) -
 
 
 def _leader_exits(control: int, report: int) -> None:
-    """In a forked child: a thread that holds the process until ``control`` closes,
-    then the main thread ends with pthread_exit (the process lives on)."""
+    """In a forked child: an epoll set watching ``control``, a thread that holds the
+    process until ``control`` closes, then the main thread ends with pthread_exit (the
+    process lives on). Reports ``"<thread id> <epoll fd>"``."""
     import ctypes
 
+    watch = select.epoll()
+    watch.register(control, select.EPOLLIN)
+
     def hold() -> None:
-        os.write(report, str(threading.get_native_id()).encode())
+        os.write(report, f"{threading.get_native_id()} {watch.fileno()}".encode())
         os.read(control, 1)
         os._exit(0)
 
@@ -564,8 +568,8 @@ def _leader_exits(control: int, report: int) -> None:
 
 def test_a_process_whose_main_thread_exited_is_read_through_a_live_thread() -> None:
     """pthread_exit in the main thread leaves the leader a zombie under the pid while
-    the process runs on: the scan and holders read it through its live thread, never
-    skip it as a zombie."""
+    the process runs on: every question reads it through its live thread, never skips
+    it or refuses it as a zombie."""
     control_r, control_w = os.pipe()
     report_r, report_w = os.pipe()
     pid = os.fork()
@@ -579,7 +583,7 @@ def test_a_process_whose_main_thread_exited_is_read_through_a_live_thread() -> N
     os.close(control_r)
     os.close(report_w)
     try:
-        tid = int(os.read(report_r, 32))
+        tid, epfd = map(int, os.read(report_r, 64).split())
         deadline = time.monotonic() + 30
         while _is_alive_not_zombie(pid):  # the leader's exit is asynchronous
             assert time.monotonic() < deadline, "the main thread did not exit"
@@ -592,6 +596,19 @@ def test_a_process_whose_main_thread_exited_is_read_through_a_live_thread() -> N
         found = holders(tid, control_r, [pid])
         assert found.skipped == () and found.processes_read == 1
         assert [(m.pid, m.fd) for m in found.members] == [(tid, control_r)]
+        both = shared_files(pid, os.getpid())
+        assert both.shared and not both.same_fd_table and both.undecided == ()
+        assert (control_w,) not in [mine for _, mine in both.shared]  # closed in the child
+        watched = kcmp_rs.epoll_targets(pid, epfd)
+        assert [(w.tfd, w.status) for w in watched] == [(control_r, "open")]
+        assert [(m.pid, m.fd) for m in watched[0].holders] == [(tid, control_r)]
+        assert [w.tfd for w in kcmp_rs.epoll_targets(pid, epfd, [os.getpid()])] == [control_r]
+        listed = run_cli("epoll", str(pid), "-J")  # every epoll set of the process
+        assert listed.returncode == 0, listed.stderr
+        found_sets = json.loads(listed.stdout)["registrations"]
+        assert [(r["epfd"], r["tfd"], r["status"]) for r in found_sets] == [
+            (epfd, control_r, "open")
+        ]
     finally:
         os.close(control_w)
         os.close(report_r)

@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 
 use rustc_hash::FxHashMap as HashMap;
 
+use super::procfs::live_task_of;
 use super::{fd_target, file_key, why_unreadable, Pinned};
 use crate::error::Failure;
 use crate::ladder::same_epoll_target;
@@ -61,8 +62,16 @@ pub fn epoll_targets(
     mut interrupted: impl FnMut() -> bool,
 ) -> Result<(Vec<Registration>, u64), Failure> {
     support::require_kcmp()?;
+    // A process whose main thread exited (pthread_exit) is read through a live
+    // thread of it, as the scan reads it.
+    let pid = live_task_of(pid);
     let mut pids = vec![pid];
-    pids.extend(others.iter().copied().filter(|&p| p != pid));
+    pids.extend(
+        others
+            .iter()
+            .map(|&p| live_task_of(p))
+            .filter(|&p| p != pid),
+    );
     pids.sort_unstable();
     pids.dedup();
     let pinned = Pinned::new(&pids)?;
@@ -130,6 +139,7 @@ pub fn epoll_targets(
 /// The epoll fds open in `pid`, ascending. A link that cannot be read is an error
 /// (`Denied` where ptrace access to links is refused), never an fd left out.
 pub fn epoll_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
+    let pid = live_task_of(pid);
     let pinned = Pinned::new(&[pid])?;
     let mut found = Vec::new();
     for fd in pinned.list(pid)? {

@@ -9,8 +9,9 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
+use super::procfs::live_task_of;
 use super::procfs::{list_pids, show, Shown};
-use super::scan::{fd_tables, live_task_of, skip_reason, Progress, EXITED, NO_SUCH_PROCESS};
+use super::scan::{fd_tables, skip_reason, Progress, EXITED, NO_SUCH_PROCESS};
 use super::{command, file_key, why_unreadable, Pinned};
 use crate::engine::{GroupOrder, Missing};
 use crate::error::Failure;

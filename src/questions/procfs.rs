@@ -136,6 +136,21 @@ pub fn own_fd_keys() -> Result<Vec<(Fd, FileKey)>, Failure> {
         .collect())
 }
 
+/// `pid`, or, where its thread-group leader has exited but other threads still run,
+/// the smallest of those threads' ids (through which its fd table can be read).
+pub(crate) fn live_task_of(pid: Pid) -> Pid {
+    let leader_gone = sys::proc_stat(pid).is_ok_and(|s| s.is_zombie());
+    if !leader_gone {
+        return pid;
+    }
+    numbers_in(&format!("/proc/{pid}/task"))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&tid| tid != pid)
+        .find(|&tid| sys::proc_stat(tid).is_ok_and(|s| !s.is_zombie() && !s.is_exiting()))
+        .unwrap_or(pid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,7 +160,10 @@ pub fn scan(
 ) -> Result<ScanReport, Failure> {
     // A process whose main thread exited (pthread_exit) shows as a zombie under its
     // pid while its other threads run: it is read through one of them.
-    let mut pids: Vec<Pid> = pids.iter().map(|&pid| live_task_of(pid)).collect();
+    let mut pids: Vec<Pid> = pids
+        .iter()
+        .map(|&pid| super::procfs::live_task_of(pid))
+        .collect();
     pids.sort_unstable();
     pids.dedup();
     let pids = &pids[..];
@@ -250,21 +253,6 @@ pub fn scan(
         with_boundary: opts.boundary.is_some(),
         stats: found.stats,
     })
-}
-
-/// `pid`, or, where its thread-group leader has exited but other threads still run,
-/// the smallest of those threads' ids (through which its fd table can be read).
-pub(crate) fn live_task_of(pid: Pid) -> Pid {
-    let leader_gone = sys::proc_stat(pid).is_ok_and(|s| s.is_zombie());
-    if !leader_gone {
-        return pid;
-    }
-    super::procfs::numbers_in(&format!("/proc/{pid}/task"))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|&tid| tid != pid)
-        .find(|&tid| sys::proc_stat(tid).is_ok_and(|s| !s.is_zombie() && !s.is_exiting()))
-        .unwrap_or(pid)
 }
 
 /// The pids grouped by fd table (each ascending, tables by smallest pid); pids that

@@ -7,6 +7,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
+use super::procfs::live_task_of;
 use super::{file_key, Pinned};
 use crate::engine::{GroupOrder, Missing};
 use crate::error::Failure;
@@ -39,6 +40,9 @@ pub fn shared_files(
     allow_pidfd_getfd: bool,
     interrupted: impl FnMut() -> bool,
 ) -> Result<Shared, Failure> {
+    // A process whose main thread exited (pthread_exit) is read through a live
+    // thread of it, as the scan reads it.
+    let (pid1, pid2) = (live_task_of(pid1), live_task_of(pid2));
     let pinned = Pinned::new(&[pid1, pid2])?;
     let same_table = pid1 == pid2
         || (support::kcmp_usable()
