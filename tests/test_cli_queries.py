@@ -315,6 +315,53 @@ def test_epoll_json_and_json_lines(spawn: Spawn) -> None:
     assert from_json_lines(lines, "epoll", {"registrations": "registration"}) == doc
 
 
+def _two_sets_named_hostile() -> dict[str, int]:
+    """Two epoll sets (the first with three registrations, a second watching one of
+    them again), in a process whose command holds an escape, a newline and a byte
+    that is not UTF-8."""
+    import ctypes
+
+    found = epoll_setup()
+    second = select.epoll()
+    second.register(found["open_tfd"], select.EPOLLOUT)
+    _KEEP.append(second)
+    ctypes.CDLL(None).prctl(15, b"ep\x1b[1m\n\xff", 0, 0, 0)  # PR_SET_NAME
+    return {**found, "second": second.fileno()}
+
+
+def test_epoll_json_from_the_core_is_the_python_document_byte_for_byte(spawn: Spawn) -> None:
+    """``kcmp-rs epoll -J`` and ``-j`` are written by Rust from the one native pass over
+    every set: the bytes of ``json.dumps`` of the document the Python views give, and
+    of the JSON Lines built from it."""
+    from kcmp_rs import _native
+    from kcmp_rs._queries import epoll_sets_from_report
+    from kcmp_rs.cli._render import json_lines
+
+    child = spawn(_two_sets_named_hostile)
+    document = run_cli("epoll", str(child.pid), "-J")
+    lines = run_cli("epoll", str(child.pid), "-j")
+    report = _native.epoll_sets(child.pid)
+    sets = epoll_sets_from_report(report)
+    assert [epfd for epfd, _ in sets] == sorted([child.data["epfd"], child.data["second"]])
+    registrations = [{"epfd": e, **t.to_dict()} for e, targets in sets for t in targets]
+    assert len(registrations) == 4
+    doc = {"schema_version": SCHEMA_VERSION, "pid": child.pid, "registrations": registrations}
+    assert document.returncode == lines.returncode == 0, (document.stderr, lines.stderr)
+    assert document.stdout == (json.dumps(doc, ensure_ascii=False) + "\n").encode()
+    assert lines.stdout == json_lines(doc, "epoll", {"registrations": "registration"}).encode()
+    assert b"command_bytes_b64" in document.stdout
+
+
+def test_epoll_sets_refuse_none_as_the_epfd_asked(spawn: Spawn) -> None:
+    from kcmp_rs import _native, epoll_targets
+
+    pid = spawn().pid
+    with pytest.raises(TypeError, match=r"^epfd must be an int, not NoneType$"):
+        epoll_targets(pid, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^epfd must be an int, not NoneType$"):
+        _native.epoll_sets(pid, None)  # type: ignore[arg-type]
+
+
 def test_epoll_of_a_non_epoll_fd_exits_1(spawn: Spawn) -> None:
     child = spawn(epoll_setup)
     fd = child.data["open_tfd"]

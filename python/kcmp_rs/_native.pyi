@@ -215,30 +215,47 @@ def shared_files(
     call raises ``ProcessGoneError``. The GIL is released for the whole pass.
     """
 
-def epoll_targets(
-    pid: SupportsIndex, epfd: SupportsIndex, pids: Iterable[SupportsIndex] | None = None
-) -> tuple[
-    list[
-        tuple[int, int, int, int, int, Literal["open", "closed", "reused"], list[tuple[int, int]]]
-    ],
-    list[tuple[int, bytes | None]],
-    int,
-]:
-    """(registrations, commands, kcmp_calls): what epoll set ``epfd`` of ``pid`` watches.
+def epoll_sets(
+    pid: SupportsIndex, epfd: SupportsIndex = ..., pids: Iterable[SupportsIndex] | None = None
+) -> EpollReport:
+    """What the epoll sets of ``pid`` watch, in one pass with every process pinned and
+    the GIL released: an ``EpollReport``. ``epfd`` not passed: every epoll fd of
+    ``pid`` (passed, it must be an fd: None is refused as any other non-int); holders
+    are looked for in ``pid`` and ``pids``."""
 
-    One ``(tfd, index, events, data, ino, status, holders)`` per registration of
-    /proc/PID/fdinfo/EPFD, in the kernel's order; ``holders`` are the (pid, fd) of
-    ``pid`` and ``pids`` referring to the registered file now, ``commands`` the
-    command name (bytes, None once gone) of each holder's process. Every process
-    pinned for the whole pass, the GIL released.
-    """
+@final
+class EpollReport:
+    """What the epoll sets of one process watch, kept native: ``epoll_targets()``
+    builds its answer from it and ``kcmp-rs epoll -J/-j`` writes it as JSON."""
 
-def epoll_fds(pid: SupportsIndex) -> list[int]:
-    """The epoll fds open in ``pid``, ascending.
-
-    A link of /proc/PID/fd that cannot be read raises (``ProcessAccessError`` when
-    access is refused), never leaves an fd out.
-    """
+    def sets(
+        self,
+    ) -> list[
+        tuple[
+            int,
+            list[
+                tuple[
+                    int,
+                    int,
+                    int,
+                    int,
+                    int,
+                    Literal["open", "closed", "reused"],
+                    list[tuple[int, int]],
+                ]
+            ],
+        ]
+    ]:
+        """Each set asked about, ``(epfd, registrations)``, registrations in the kernel's
+        order as ``(tfd, index, events, data, ino, status, holders)``."""
+    def commands(self) -> list[tuple[int, bytes | None]]:
+        """(pid, command name as bytes, None once gone) of each holder's process."""
+    @property
+    def calls(self) -> int:
+        """``KCMP_EPOLL_TFD`` calls made."""
+    def write_json(self, fd: SupportsIndex, lines: bool) -> None:
+        """Writes the answer to ``fd`` as ``kcmp-rs epoll -J`` (``lines=False``) or ``-j``
+        prints it, the GIL released; OSError (BrokenPipeError, ...) if it cannot."""
 
 @final
 class HoldersReport:

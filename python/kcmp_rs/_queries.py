@@ -25,7 +25,14 @@ from kcmp_rs._results import (
 )
 from kcmp_rs._scan import _check_flag, _check_progress, _checked_pids
 
-__all__ = ["epoll_targets", "holders", "holders_from_report", "holders_report", "shared_files"]
+__all__ = [
+    "epoll_sets_from_report",
+    "epoll_targets",
+    "holders",
+    "holders_from_report",
+    "holders_report",
+    "shared_files",
+]
 
 # ---- holders ----
 
@@ -138,21 +145,32 @@ def _epoll_targets(
     pid: int, epfd: int, pids: Iterable[int] | None
 ) -> tuple[list[EpollTarget], int]:
     """``epoll_targets()`` and the number of KCMP_EPOLL_TFD calls it made."""
-    regs, names, calls = _native.epoll_targets(pid, epfd, pids)
-    commands = decoded_names(names)
-    answers = [
-        EpollTarget(
-            tfd,
-            index,
-            events,
-            data,
-            ino,
-            status,
-            tuple(Member(p, f, commands.get(p, "?")) for p, f in found),
+    report = _native.epoll_sets(pid, epfd, pids)
+    [(_, answers)] = epoll_sets_from_report(report)
+    return answers, report.calls
+
+
+def epoll_sets_from_report(report: _native.EpollReport) -> list[tuple[int, list[EpollTarget]]]:
+    """Each set of a native report, ``(epfd, registrations)``, as result types."""
+    commands = decoded_names(report.commands())
+    return [
+        (
+            epfd,
+            [
+                EpollTarget(
+                    tfd,
+                    index,
+                    events,
+                    data,
+                    ino,
+                    status,
+                    tuple(Member(p, f, commands.get(p, "?")) for p, f in found),
+                )
+                for tfd, index, events, data, ino, status, found in regs
+            ],
         )
-        for tfd, index, events, data, ino, status, found in regs
+        for epfd, regs in report.sets()
     ]
-    return answers, calls
 
 
 def epoll_targets(pid: int, epfd: int, pids: Iterable[int] | None = None) -> list[EpollTarget]:

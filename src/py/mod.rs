@@ -98,24 +98,6 @@ type SharedAnswer = (
     Vec<(crate::sys::Pid, crate::sys::Fd)>,
 );
 
-/// One epoll registration: tfd, index, events, data, ino, status, holders.
-type EpollRow = (
-    crate::sys::Fd,
-    i32,
-    u32,
-    u64,
-    u64,
-    &'static str,
-    Vec<(crate::sys::Pid, crate::sys::Fd)>,
-);
-
-/// `epoll_targets`' answer: registrations, (pid, command) of each holder, kcmp calls.
-type EpollAnswer<'py> = (
-    Vec<EpollRow>,
-    Vec<(crate::sys::Pid, Option<Bound<'py, pyo3::types::PyBytes>>)>,
-    u64,
-);
-
 /// `detached` for a pass that reports progress: `work` gets a callback that calls
 /// `progress(done, total)` with the GIL (when given) and answers true once it raised;
 /// that exception, which ended the pass, is the one raised here.
@@ -181,7 +163,7 @@ pub mod _native {
         boundary_value, commands, descendants, describe_refs, leak_snapshot, list_pids,
     };
     #[pymodule_export]
-    use super::reports::{HoldersReport, ScanReport};
+    use super::reports::{EpollReport, HoldersReport, ScanReport};
     use super::{cached, classify_refs, detached, to_pyerr, tuples, Partial};
     use crate::api;
     use pyo3::prelude::*;
@@ -513,70 +495,32 @@ pub mod _native {
         Ok((s.shared, s.reopened, s.same_table, s.undecided))
     }
 
-    /// (registrations, commands, kcmp_calls): what epoll set ``epfd`` of ``pid`` watches.
-    ///
-    /// One ``(tfd, index, events, data, ino, status, holders)`` per registration of
-    /// /proc/PID/fdinfo/EPFD, in the kernel's order; ``holders`` are the (pid, fd) of
-    /// ``pid`` and ``pids`` referring to the registered file now, ``commands`` the
-    /// command name (bytes, None once gone) of each holder's process. Every process
-    /// pinned for the whole pass, the GIL released.
+    /// What the epoll sets of ``pid`` watch, in one pass with every process pinned and
+    /// the GIL released: an ``EpollReport``. ``epfd`` not passed: every epoll fd of
+    /// ``pid`` (passed, it must be an fd: None is refused as any other non-int); holders
+    /// are looked for in ``pid`` and ``pids``.
     #[pyfunction]
-    #[pyo3(signature = (pid, epfd, pids = None))]
-    #[pyo3(text_signature = "(pid, epfd, pids=None)")]
-    fn epoll_targets<'py>(
-        py: Python<'py>,
-        pid: &Bound<'py, PyAny>,
-        epfd: &Bound<'py, PyAny>,
-        pids: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<super::EpollAnswer<'py>> {
+    #[pyo3(signature = (pid, epfd = Optional::Absent, pids = None))]
+    #[pyo3(text_signature = "(pid, epfd=..., pids=None)")]
+    fn epoll_sets(
+        py: Python<'_>,
+        pid: &Bound<'_, PyAny>,
+        epfd: Optional<'_>,
+        pids: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<super::reports::EpollReport> {
         let Pid(pid) = arg(pid, "pid")?;
-        let Fd(epfd) = arg(epfd, "epfd")?;
+        let epfds = match epfd {
+            Optional::Given(epfd) => Some(vec![arg::<Fd>(&epfd, "epfd")?.0]),
+            Optional::Absent => None,
+        };
         let others = match pids {
             Some(pids) => arg::<Pids>(pids, "pids")?.0,
             None => Vec::new(),
         };
-        let (regs, commands, calls) = detached(py, |stop| {
-            let (regs, calls) = api::epoll_targets(pid, epfd, &others, stop)?;
-            let mut seen: Vec<crate::sys::Pid> = regs
-                .iter()
-                .flat_map(|r| r.holders.iter().map(|h| h.0))
-                .collect();
-            seen.sort_unstable();
-            seen.dedup();
-            let commands: Vec<_> = seen.into_iter().map(|p| (p, api::command(p))).collect();
-            Ok((regs, commands, calls))
+        let report = detached(py, |stop| {
+            api::epoll_sets(pid, epfds.as_deref(), &others, stop)
         })?;
-        let rows = regs
-            .into_iter()
-            .map(|r| {
-                (
-                    r.tfd,
-                    r.index,
-                    r.events,
-                    r.data,
-                    r.ino,
-                    r.status.as_str(),
-                    r.holders,
-                )
-            })
-            .collect();
-        let commands = commands
-            .into_iter()
-            .map(|(p, c)| (p, c.map(|c| pyo3::types::PyBytes::new(py, &c))))
-            .collect();
-        Ok((rows, commands, calls))
-    }
-
-    /// The epoll fds open in ``pid``, ascending.
-    ///
-    /// A link of /proc/PID/fd that cannot be read raises (``ProcessAccessError`` when
-    /// access is refused), never leaves an fd out.
-    #[pyfunction]
-    #[pyo3(text_signature = "(pid)")]
-    fn epoll_fds(py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<Vec<i32>> {
-        let Pid(pid) = arg(pid, "pid")?;
-        py.detach(|| api::epoll_fds(pid))
-            .map_err(|f| to_pyerr(py, &f))
+        Ok(super::reports::EpollReport { report })
     }
 
     /// The scan of ``pids`` in one native pass, the GIL released: a ``ScanReport``.

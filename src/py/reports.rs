@@ -237,3 +237,65 @@ impl HoldersReport {
         })
     }
 }
+
+/// What the epoll sets of one process watch, kept native: ``epoll_targets()`` builds
+/// its answer from it and ``kcmp-rs epoll -J/-j`` writes it as JSON.
+#[pyclass(frozen, module = "kcmp_rs._native")]
+pub struct EpollReport {
+    pub(super) report: crate::api::EpollReport,
+}
+
+/// One registration for Python: tfd, index, events, data, ino, status, holders.
+type RegistrationRow = (Fd, i32, u32, u64, u64, &'static str, Vec<(Pid, Fd)>);
+
+#[pymethods]
+impl EpollReport {
+    /// Each set asked about, ``(epfd, registrations)``, registrations in the kernel's
+    /// order as ``(tfd, index, events, data, ino, status, holders)``.
+    #[pyo3(text_signature = "($self)")]
+    fn sets(&self) -> Vec<(Fd, Vec<RegistrationRow>)> {
+        self.report
+            .sets
+            .iter()
+            .map(|(epfd, regs)| {
+                let rows = regs
+                    .iter()
+                    .map(|r| {
+                        let status = r.status.as_str();
+                        (
+                            r.tfd,
+                            r.index,
+                            r.events,
+                            r.data,
+                            r.ino,
+                            status,
+                            r.holders.clone(),
+                        )
+                    })
+                    .collect();
+                (*epfd, rows)
+            })
+            .collect()
+    }
+
+    /// (pid, command name as bytes, None once gone) of each holder's process.
+    #[pyo3(text_signature = "($self)")]
+    fn commands<'py>(&'py self, py: Python<'py>) -> Vec<(Pid, Option<Bound<'py, PyBytes>>)> {
+        names(py, self.report.commands.iter().map(|(p, c)| (*p, c)))
+    }
+
+    /// ``KCMP_EPOLL_TFD`` calls made.
+    #[getter]
+    fn calls(&self) -> u64 {
+        self.report.calls
+    }
+
+    /// Writes the answer to ``fd`` as ``kcmp-rs epoll -J`` (``lines=False``) or ``-j``
+    /// prints it, the GIL released; OSError (BrokenPipeError, ...) if it cannot.
+    #[pyo3(text_signature = "($self, fd, lines)")]
+    fn write_json(&self, py: Python<'_>, fd: &Bound<'_, PyAny>, lines: bool) -> PyResult<()> {
+        written(py, fd, |fd| {
+            crate::api::write_epoll_to_fd(&self.report, lines, fd)
+        })
+    }
+}

@@ -53,15 +53,31 @@ pub struct Registration {
     pub holders: Vec<FileRef>,
 }
 
-/// Every registration of epoll set `epfd` of `pid`, with its holders among `pid`
-/// and `others`; and the number of `KCMP_EPOLL_TFD` calls made.
-pub fn epoll_targets(
+/// What the epoll sets of one process watch, from one pass with every process pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpollReport {
+    /// The process asked about (its live thread was read if its main thread exited).
+    pub pid: Pid,
+    /// Each set asked about (every epoll fd of the process, ascending, when none was
+    /// named) with its registrations.
+    pub sets: Vec<(Fd, Vec<Registration>)>,
+    /// The command name of each holder's process (`None` once gone), ascending pid.
+    pub commands: Vec<(Pid, Option<Vec<u8>>)>,
+    /// `KCMP_EPOLL_TFD` calls made.
+    pub calls: u64,
+}
+
+/// Every registration of the epoll sets `epfds` of `pid` (`None`: every epoll fd it
+/// has), with their holders among `pid` and `others`. One pass: a process exiting or
+/// a set replaced anywhere in it fails the whole answer, never part of it.
+pub fn epoll_sets(
     pid: Pid,
-    epfd: Fd,
+    epfds: Option<&[Fd]>,
     others: &[Pid],
     mut interrupted: impl FnMut() -> bool,
-) -> Result<(Vec<Registration>, u64), Failure> {
+) -> Result<EpollReport, Failure> {
     support::require_kcmp()?;
+    let asked = pid;
     // A process whose main thread exited (pthread_exit) is read through a live
     // thread of it, as the scan reads it.
     let pid = live_task_of(pid);
@@ -75,7 +91,17 @@ pub fn epoll_targets(
     pids.sort_unstable();
     pids.dedup();
     let pinned = Pinned::new(&pids)?;
-    let regs = registrations(pid, epfd).map_err(|f| pinned.explain(f))?;
+    let epfds = match epfds {
+        Some(fds) => fds.to_vec(),
+        None => epoll_fds_of(&pinned, pid)?,
+    };
+    let mut raw = Vec::with_capacity(epfds.len());
+    for &epfd in &epfds {
+        raw.push((
+            epfd,
+            registrations(pid, epfd).map_err(|f| pinned.explain(f))?,
+        ));
+    }
     let own = pinned.list(pid)?;
     let mut by_ino: HashMap<u64, Vec<FileRef>> = HashMap::default();
     for &p in &pids {
@@ -94,53 +120,68 @@ pub fn epoll_targets(
         }
     }
     let mut calls = 0;
-    let mut answers = Vec::with_capacity(regs.len());
-    for (tfd, index, events, data, ino) in regs {
-        if interrupted() {
-            return Err(Failure::Interrupted);
-        }
-        let mut holders = Vec::new();
-        for &(p, f) in by_ino.get(&ino).map_or(&[][..], Vec::as_slice) {
-            calls += 1;
-            match same_epoll_target(p, f, pid, epfd, tfd, index) {
-                Ok(true) => holders.push((p, f)),
-                Ok(false) => {}
-                // Closed since it was listed, in a process still there: not a holder.
-                Err(Failure::NotOpen { pid: q, fd })
-                    if (q, fd) == (p, f) && (p, f) != (pid, epfd) => {}
-                Err(failure) => return Err(pinned.explain(failure)),
+    let mut sets = Vec::with_capacity(raw.len());
+    for (epfd, regs) in raw {
+        let mut answers = Vec::with_capacity(regs.len());
+        for (tfd, index, events, data, ino) in regs {
+            if interrupted() {
+                return Err(Failure::Interrupted);
             }
+            let mut holders = Vec::new();
+            for &(p, f) in by_ino.get(&ino).map_or(&[][..], Vec::as_slice) {
+                calls += 1;
+                match same_epoll_target(p, f, pid, epfd, tfd, index) {
+                    Ok(true) => holders.push((p, f)),
+                    Ok(false) => {}
+                    // Closed since it was listed, in a process still there: not a holder.
+                    Err(Failure::NotOpen { pid: q, fd })
+                        if (q, fd) == (p, f) && (p, f) != (pid, epfd) => {}
+                    Err(failure) => return Err(pinned.explain(failure)),
+                }
+            }
+            holders.sort_unstable();
+            let status = if holders.contains(&(pid, tfd)) {
+                Status::Open
+            } else if own.binary_search(&tfd).is_ok() {
+                Status::Reused
+            } else {
+                Status::Closed
+            };
+            answers.push(Registration {
+                tfd,
+                index,
+                events,
+                data,
+                ino,
+                status,
+                holders,
+            });
         }
-        holders.sort_unstable();
-        let status = if holders.contains(&(pid, tfd)) {
-            Status::Open
-        } else if own.binary_search(&tfd).is_ok() {
-            Status::Reused
-        } else {
-            Status::Closed
-        };
-        answers.push(Registration {
-            tfd,
-            index,
-            events,
-            data,
-            ino,
-            status,
-            holders,
-        });
-    }
-    if fd_target(pid, epfd).as_deref() != Some(EVENTPOLL) {
-        return Err(pinned.explain(replaced(pid, epfd)));
+        if fd_target(pid, epfd).as_deref() != Some(EVENTPOLL) {
+            return Err(pinned.explain(replaced(pid, epfd)));
+        }
+        sets.push((epfd, answers));
     }
     pinned.finish()?;
-    Ok((answers, calls))
+    let mut seen: Vec<Pid> = sets
+        .iter()
+        .flat_map(|(_, regs)| regs.iter().flat_map(|r| r.holders.iter().map(|h| h.0)))
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    let commands = seen.into_iter().map(|p| (p, super::command(p))).collect();
+    Ok(EpollReport {
+        pid: asked,
+        sets,
+        commands,
+        calls,
+    })
 }
 
-/// The epoll fds open in `pid`, ascending. A link that cannot be read is an error
-/// (`Denied` where ptrace access to links is refused), never an fd left out.
-pub fn epoll_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
-    let pid = live_task_of(pid);
-    let pinned = Pinned::new(&[pid])?;
+/// The epoll fds open in `pid` (pinned by the caller), ascending. A link that cannot be
+/// read is an error (`Denied` where ptrace access to links is refused), never an fd
+/// left out.
+fn epoll_fds_of(pinned: &Pinned, pid: Pid) -> Result<Vec<Fd>, Failure> {
     let mut found = Vec::new();
     for fd in pinned.list(pid)? {
         let Some(path) = super::fd_path(pid, fd) else {
@@ -160,7 +201,6 @@ pub fn epoll_fds(pid: Pid) -> Result<Vec<Fd>, Failure> {
             }
         }
     }
-    pinned.finish()?;
     Ok(found)
 }
 

@@ -1,9 +1,10 @@
-//! The reports of `scan` and `holders` as the JSON documents `kcmp-rs scan -J` / `-j`
-//! and `kcmp-rs holders -J` / `-j` print, written straight to an output fd with
-//! serde_json: the memory needed follows the report, not its text. The bytes are those
-//! of Python's `json.dumps(doc, ensure_ascii=False)` of `Scan.to_dict()` and
-//! `Holders.to_dict()` (the separators `", "` and `": "`, the same escapes), and the
-//! JSON Lines those of `cli._render.json_lines`, so either path prints the same text.
+//! The reports of `scan`, `holders` and the epoll sets as the JSON documents
+//! `kcmp-rs scan`, `holders` and `epoll` print with `-J` / `-j`, written straight to an
+//! output fd with serde_json: the memory needed follows the report, not its text. The
+//! bytes are those of Python's `json.dumps(doc, ensure_ascii=False)` of the documents
+//! the Python views give (`Scan.to_dict()`, `Holders.to_dict()`, the epoll command's
+//! registrations; the separators `", "` and `": "`, the same escapes), and the JSON
+//! Lines those of `cli._render.json_lines`, so either path prints the same text.
 
 use std::io::{self, Write};
 use std::os::fd::RawFd;
@@ -13,6 +14,7 @@ use serde_json::ser::Formatter;
 
 use rustc_hash::FxHashMap;
 
+use super::epoll::{EpollReport, Registration};
 use super::holders::HoldersReport;
 use super::scan::{Description, ScanReport};
 use crate::sys::{self, Pid};
@@ -440,6 +442,88 @@ pub fn write_holders<W: Write>(report: &HoldersReport, lines: bool, out: &mut W)
     )
 }
 
+/// The epoll sets' answer as `kcmp-rs epoll -J` (one document: `schema_version`, `pid`,
+/// `registrations`, each an `EpollTarget.to_dict()` with its `epfd` first) or `-j` (a
+/// header, one `registration` record each, a summary with the pid) prints it.
+pub fn write_epoll<W: Write>(report: &EpollReport, lines: bool, out: &mut W) -> io::Result<()> {
+    let names = Names {
+        commands: report.commands.iter().map(|(p, c)| (*p, c)).collect(),
+        boundary_of: None,
+    };
+    let registrations = report
+        .sets
+        .iter()
+        .flat_map(|(epfd, regs)| regs.iter().map(move |r| (*epfd, r)));
+    if !lines {
+        let all: Vec<RegistrationDoc> = registrations
+            .map(|(epfd, r)| RegistrationDoc {
+                epfd,
+                r,
+                names: &names,
+                record: None,
+            })
+            .collect();
+        return line(out, &EpollDoc(report.pid, &all));
+    }
+    line(out, &Header("epoll"))?;
+    for (epfd, r) in registrations {
+        line(
+            out,
+            &RegistrationDoc {
+                epfd,
+                r,
+                names: &names,
+                record: Some("registration"),
+            },
+        )?;
+    }
+    line(out, &Summary(&[("pid", i64::from(report.pid))]))
+}
+
+struct EpollDoc<'a>(Pid, &'a [RegistrationDoc<'a>]);
+
+impl Serialize for EpollDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("schema_version", &SCHEMA_VERSION)?;
+        map.serialize_entry("pid", &self.0)?;
+        map.serialize_entry("registrations", self.1)?;
+        map.end()
+    }
+}
+
+struct RegistrationDoc<'a> {
+    epfd: i32,
+    r: &'a Registration,
+    names: &'a Names<'a>,
+    record: Option<&'static str>,
+}
+
+impl Serialize for RegistrationDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.r;
+        let mut map = s.serialize_map(None)?;
+        if let Some(record) = self.record {
+            map.serialize_entry("record", record)?;
+        }
+        map.serialize_entry("epfd", &self.epfd)?;
+        map.serialize_entry("tfd", &r.tfd)?;
+        map.serialize_entry("index", &r.index)?;
+        map.serialize_entry("events", &r.events)?;
+        map.serialize_entry("data", &r.data)?;
+        map.serialize_entry("ino", &r.ino)?;
+        map.serialize_entry("status", r.status.as_str())?;
+        map.serialize_entry(
+            "holders",
+            &Members {
+                members: &r.holders,
+                names: self.names,
+            },
+        )?;
+        map.end()
+    }
+}
+
 struct HoldersDoc<'a>(&'a HoldersReport, DescriptionDoc<'a>);
 
 impl Serialize for HoldersDoc<'_> {
@@ -472,6 +556,11 @@ fn write_to_fd(
 /// Writes the report to `fd` (see `write_scan`), buffered, flushed at the end.
 pub fn write_scan_to_fd(report: &ScanReport, lines: bool, fd: RawFd) -> io::Result<()> {
     write_to_fd(fd, |out| write_scan(report, lines, out))
+}
+
+/// Writes the answer to `fd` (see `write_epoll`), buffered, flushed at the end.
+pub fn write_epoll_to_fd(report: &EpollReport, lines: bool, fd: RawFd) -> io::Result<()> {
+    write_to_fd(fd, |out| write_epoll(report, lines, out))
 }
 
 /// Writes the answer to `fd` (see `write_holders`), buffered, flushed at the end.

@@ -15,7 +15,12 @@ import kcmp_rs
 from kcmp_rs import _native, baseline
 from kcmp_rs._errors import KcmpType, KcmpUnavailableError
 from kcmp_rs._proc import read_command, shown_one
-from kcmp_rs._queries import epoll_targets, holders_from_report, holders_report, shared_files
+from kcmp_rs._queries import (
+    epoll_sets_from_report,
+    holders_from_report,
+    holders_report,
+    shared_files,
+)
 from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, SCHEMA_VERSION, ZOMBIE
 from kcmp_rs.cli._common import (
     CommandError,
@@ -151,21 +156,20 @@ def _cmd_holders(args: argparse.Namespace) -> int:
 # ---- epoll ----
 
 
-def _epoll_fds(pid: int, epfd: int | None) -> list[int]:
-    if epfd is not None:
-        return [epfd]
-    return _native.epoll_fds(pid)
-
-
 def _cmd_epoll(args: argparse.Namespace) -> int:
     pid: int = args.pid
     try:
-        sets = [
-            (epfd, epoll_targets(pid, epfd, given_pids(args)))
-            for epfd in _epoll_fds(pid, args.epfd)
-        ]
+        if args.epfd is None:
+            report = _native.epoll_sets(pid, pids=given_pids(args))
+        else:
+            report = _native.epoll_sets(pid, args.epfd, given_pids(args))
     except OSError as err:
         raise CommandError(explain(err, pid)) from None
+    if (args.json or args.json_lines) and write_native(
+        lambda fd: report.write_json(fd, args.json_lines)
+    ):
+        return 0
+    sets = epoll_sets_from_report(report)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "pid": pid,
