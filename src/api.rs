@@ -18,7 +18,9 @@ pub use crate::ladder::{kcmp_checked, same_epoll_target};
 pub use crate::oracle::{classify_files, classify_tasks, Classified, FileOptions, FileRef};
 pub use crate::questions::epoll::{epoll_sets, EpollReport, Registration, Status as EpollStatus};
 pub use crate::questions::holders::HoldersReport;
-pub use crate::questions::json::{write_epoll_to_fd, write_holders_to_fd, write_scan_to_fd};
+pub use crate::questions::json::{
+    write_epoll_to_fd, write_holders_to_fd, write_scan_to_fd, Selection,
+};
 pub use crate::questions::scan::{scan, Boundary, ScanOptions, ScanReport};
 pub use crate::questions::shared::{shared_files, Shared};
 pub use crate::questions::{command, Pinned};

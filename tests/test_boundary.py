@@ -485,6 +485,26 @@ def test_json_lines_carry_the_boundaries(world: World) -> None:
     assert got == crossings(truth(world.pids, "pid"))
 
 
+def test_audit_json_from_the_core_is_the_python_document_byte_for_byte(world: World) -> None:
+    """The audit's JSON is written by the core from the report, with the crossings it
+    keeps: the same bytes as the Python path (stdout without an fd), allowed crossings
+    left out of both."""
+    import contextlib
+    import io
+
+    from kcmp_rs import cli
+
+    for form in ("-J", "-j"):
+        args = ["--across", "net", "--allow", "type=FIFO", form]
+        status, native, err = _cli(world, *args)
+        captured = io.StringIO()  # no fileno: the Python path
+        with contextlib.redirect_stdout(captured):
+            python_status = cli.main(["scan", "-p", ",".join(map(str, world.pids)), *args])
+        assert (status, python_status) == (3, 3), err
+        assert native == captured.getvalue(), form
+        assert world.passed in native and '"FIFO"' not in native
+
+
 def test_plain_scan_json_has_no_boundary_fields(world: World) -> None:
     status, out, _ = _cli(world, "-J")
     assert status == 0

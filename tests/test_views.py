@@ -117,4 +117,6 @@ def test_a_report_refuses_a_description_past_its_end(spawn: Spawn) -> None:
         report.members(n)
     with pytest.raises(OverflowError):
         report.members(-1)
+    with pytest.raises(IndexError, match=rf"^description {n} of {n}: no such description$"):
+        report.write_json(1, False, [0, n])
     assert isinstance(report, _native.ScanReport)

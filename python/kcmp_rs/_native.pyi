@@ -1,6 +1,6 @@
 """The compiled core of kcmp_rs. Use the names re-exported by ``kcmp_rs`` instead."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, SupportsIndex, final
 
 from kcmp_rs._errors import KcmpType, Order
@@ -324,9 +324,11 @@ class ScanReport:
         """(pid, command name as bytes, None once gone) of each member's process."""
     def boundary_of(self) -> list[tuple[int, bytes]]:
         """(pid, boundary value as bytes) of each reader, when a boundary was asked."""
-    def write_json(self, fd: SupportsIndex, lines: bool) -> None:
+    def write_json(self, fd: SupportsIndex, lines: bool, only: Sequence[int] | None = None) -> None:
         """Writes the report to ``fd`` as ``kcmp-rs scan -J`` (``lines=False``) or ``-j``
-        prints it, the GIL released; OSError (BrokenPipeError, ...) if it cannot."""
+        prints it, the GIL released; OSError (BrokenPipeError, ...) if it cannot.
+        ``only``: the indices of the descriptions to show (the audit's crossings), all
+        when None; IndexError for one past the end."""
 
 def scan(
     pids: Iterable[SupportsIndex],

@@ -146,10 +146,36 @@ impl ScanReport {
 
     /// Writes the report to ``fd`` as ``kcmp-rs scan -J`` (``lines=False``) or ``-j``
     /// prints it, the GIL released; OSError (BrokenPipeError, ...) if it cannot.
-    #[pyo3(text_signature = "($self, fd, lines)")]
-    fn write_json(&self, py: Python<'_>, fd: &Bound<'_, PyAny>, lines: bool) -> PyResult<()> {
+    /// ``only``: the indices of the descriptions to show (the audit's crossings), all
+    /// when None; IndexError for one past the end.
+    #[pyo3(signature = (fd, lines, only = None))]
+    #[pyo3(text_signature = "($self, fd, lines, only=None)")]
+    fn write_json(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        lines: bool,
+        only: Option<Vec<usize>>,
+    ) -> PyResult<()> {
+        let only = match only {
+            None => None,
+            Some(mut only) => {
+                only.sort_unstable();
+                only.dedup();
+                let n = self.report.descriptions.len();
+                if let Some(&past) = only.iter().find(|&&i| i >= n) {
+                    return Err(pyo3::exceptions::PyIndexError::new_err(format!(
+                        "description {past} of {n}: no such description"
+                    )));
+                }
+                Some(only)
+            }
+        };
+        let selection = only
+            .as_deref()
+            .map_or(crate::api::Selection::All, crate::api::Selection::Only);
         written(py, fd, |fd| {
-            crate::api::write_scan_to_fd(&self.report, lines, fd)
+            crate::api::write_scan_to_fd(&self.report, selection, lines, fd)
         })
     }
 }

@@ -306,14 +306,14 @@ impl Serialize for RefDoc {
     }
 }
 
-struct ScanDoc<'a>(&'a ScanReport, &'a Names<'a>);
+struct ScanDoc<'a>(&'a ScanReport, &'a Names<'a>, Selection<'a>);
 
 impl Serialize for ScanDoc<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.0;
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("schema_version", &SCHEMA_VERSION)?;
-        map.serialize_entry("descriptions", &Descriptions(r, self.1))?;
+        map.serialize_entry("descriptions", &Descriptions(r, self.1, self.2))?;
         map.serialize_entry("skipped", &Skipped(&r.skipped, None))?;
         map.serialize_entry("processes_read", &r.processes_read)?;
         map.serialize_entry("fds_classified", &r.fds_classified)?;
@@ -323,12 +323,34 @@ impl Serialize for ScanDoc<'_> {
     }
 }
 
-struct Descriptions<'a>(&'a ScanReport, &'a Names<'a>);
+/// The descriptions a document shows: every one of the report's, or those at the
+/// given indices (the boundary audit's crossings), in the report's order.
+#[derive(Clone, Copy)]
+pub enum Selection<'a> {
+    All,
+    Only(&'a [usize]),
+}
+
+impl<'a> Selection<'a> {
+    fn of(self, report: &'a ScanReport) -> impl Iterator<Item = &'a Description> + 'a {
+        let all = &report.descriptions;
+        let (every, only): (bool, &'a [usize]) = match self {
+            Selection::All => (true, &[]),
+            Selection::Only(only) => (false, only),
+        };
+        all.iter()
+            .enumerate()
+            .filter(move |(i, _)| every || only.binary_search(i).is_ok())
+            .map(|(_, d)| d)
+    }
+}
+
+struct Descriptions<'a>(&'a ScanReport, &'a Names<'a>, Selection<'a>);
 
 impl Serialize for Descriptions<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.descriptions.len()))?;
-        for d in &self.0.descriptions {
+        let mut seq = s.serialize_seq(None)?;
+        for d in self.2.of(self.0) {
             let kind = kind_of(d);
             seq.serialize_element(&DescriptionDoc::of_scan(d, self.1, &kind, None))?;
         }
@@ -352,17 +374,23 @@ fn line<W: Write>(out: &mut W, value: &impl Serialize) -> io::Result<()> {
 }
 
 /// The report as `-J` (one document) or `-j` (JSON Lines: a header, one record per
-/// description, skipped process, undecided fd and shared fd table, a summary).
-pub fn write_scan<W: Write>(report: &ScanReport, lines: bool, out: &mut W) -> io::Result<()> {
+/// description, skipped process, undecided fd and shared fd table, a summary), with
+/// the descriptions `selection` keeps (indices ascending).
+pub fn write_scan<W: Write>(
+    report: &ScanReport,
+    selection: Selection<'_>,
+    lines: bool,
+    out: &mut W,
+) -> io::Result<()> {
     let names = Names {
         commands: report.commands.iter().map(|(&p, c)| (p, c)).collect(),
         boundary_of: Some(&report.boundary_of),
     };
     if !lines {
-        return line(out, &ScanDoc(report, &names));
+        return line(out, &ScanDoc(report, &names, selection));
     }
     line(out, &Header("scan"))?;
-    for d in &report.descriptions {
+    for d in selection.of(report) {
         let kind = kind_of(d);
         line(
             out,
@@ -554,8 +582,13 @@ fn write_to_fd(
 }
 
 /// Writes the report to `fd` (see `write_scan`), buffered, flushed at the end.
-pub fn write_scan_to_fd(report: &ScanReport, lines: bool, fd: RawFd) -> io::Result<()> {
-    write_to_fd(fd, |out| write_scan(report, lines, out))
+pub fn write_scan_to_fd(
+    report: &ScanReport,
+    selection: Selection<'_>,
+    lines: bool,
+    fd: RawFd,
+) -> io::Result<()> {
+    write_to_fd(fd, |out| write_scan(report, selection, lines, out))
 }
 
 /// Writes the answer to `fd` (see `write_epoll`), buffered, flushed at the end.
@@ -648,7 +681,7 @@ mod tests {
         report.commands.insert(7, Some(b"sh\t".to_vec()));
         report.skipped.push((9, "exited".into()));
         let mut out = Vec::new();
-        write_scan(&report, false, &mut out).unwrap();
+        write_scan(&report, Selection::All, false, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,

@@ -17,9 +17,10 @@ import re
 from collections.abc import Sequence
 
 from kcmp_rs._boundary import KINDS, Boundaries, in_cgroup
+from kcmp_rs._native import ScanReport
 from kcmp_rs._results import Description, Scan
 from kcmp_rs.cli._common import CommandError, explain, print_json
-from kcmp_rs.cli._io import out
+from kcmp_rs.cli._io import out, write_native
 from kcmp_rs.cli._render import description_rows, scan_dot, summary
 
 __all__ = [
@@ -137,16 +138,25 @@ def _involves(d: Description, args: argparse.Namespace, cgroups: Boundaries) -> 
     return False
 
 
-def print_audit(result: Scan, args: argparse.Namespace) -> bool:
-    """Prints the unexpected crossings (table or JSON) and a summary; True if any."""
+def print_audit(result: Scan, args: argparse.Namespace, report: ScanReport) -> bool:
+    """Prints the unexpected crossings (table or JSON) and a summary; True if any.
+    ``result`` is the view of ``report``: the JSON of the crossings is written by the
+    core from the report, only their members are ever built in Python."""
     cgroups = Boundaries("cgroup")
     crossings = [
-        d for d in result.descriptions if len(d.boundaries) > 1 and _involves(d, args, cgroups)
+        (i, d)
+        for i, d in enumerate(result.descriptions)
+        if len(d.boundaries) > 1 and _involves(d, args, cgroups)
     ]
-    unexpected = tuple(d for d in crossings if not allowed(d, args.allow))
+    kept = [(i, d) for i, d in crossings if not allowed(d, args.allow)]
+    unexpected = tuple(d for _, d in kept)
     shown = dataclasses.replace(result, descriptions=unexpected)
     if args.dot:  # the crossings as a picture, processes clustered by side
         out(scan_dot(shown))
+    elif (args.json or args.json_lines) and write_native(
+        lambda fd: report.write_json(fd, args.json_lines, [i for i, _ in kept])
+    ):
+        pass
     elif not print_json(shown.to_dict(), args, "scan", SCAN_RECORDS):
         n = len(crossings)
         out(

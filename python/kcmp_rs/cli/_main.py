@@ -369,12 +369,12 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     finally:
         progress.clear()
     crossing = False
-    # JSON of the plain scan is written by the core straight from its report; the
-    # audit, DOT and tables need the result types.
+    # JSON is written by the core straight from the report (the audit's, of the
+    # crossings it keeps); DOT and tables need the result types.
     plain_json = (args.json or args.json_lines) and not args.across and not args.dot
     if not (plain_json and write_native(lambda fd: report.write_json(fd, args.json_lines))):
         result = scan_from_report(report)
-        crossing = print_audit(result, args) if args.across else _print_scan(result, args)
+        crossing = print_audit(result, args, report) if args.across else _print_scan(result, args)
     _report_skipped(report.skipped, explicit)
     if report.processes_read == 0:
         raise CommandError("no process could be read")
