@@ -1,38 +1,58 @@
-//! Benchmark helper: the syscall floor of one fd classification.
+//! The syscall floor of one fd classification (figure 3 of `make bench`).
 //!
 //! Runs the real classification once through a recording wrapper around
 //! [`FileOracle`], then replays exactly the recorded syscalls (`fstat` /
 //! `fstatat` for keys, `kcmp` for compares, `F_DUPFD_QUERY` for equality
 //! tests, and the per-process bookkeeping: the KCMP_FILES test telling whether
 //! a pid shares our fd table, pid tracking, /proc/PID/fd opens, the final
-//! reuse check) in a tight loop with no engine logic and no PyO3. The time of
-//! a replay is what the kernel work alone costs; the engine's time over it is
-//! the library's overhead. The full engine (same oracle, same input, no Python
-//! conversions) is timed too, so a caller can split the overhead into
-//! engine/oracle logic and binding conversions.
+//! reuse check) in a tight loop with no engine logic. The time of a replay is
+//! what the kernel work alone costs; the engine's time over it is the
+//! library's overhead. The full engine (same oracle, same input) is timed too,
+//! so a caller can split the overhead into engine/oracle logic and binding
+//! conversions.
 //!
 //! The recorder mirrors which syscall `FileOracle` issues for each operation
 //! (see `FileOracle::is_local`, `key`, `same`); runs that hit its rare paths
 //! (fds vanishing, F_DUPFD_QUERY refused mid-batch, thread ids) are replayed
-//! only approximately.
+//! only approximately. The pidfd bound is the oracle's own (`oracle::pidfd_cap`),
+//! so the replay cannot drift from it.
 //!
-//! Plain Rust, never PyO3 (`py` binds it). Built only with the `bench` feature (`make
-//! bench`), never into the shipped wheel. The pidfd bound is the oracle's own
-//! (`oracle::pidfd_cap`), so the replay cannot drift from it.
+//! A separate binary (`harness = false`) linking the core alone, so the shipped
+//! extension carries none of it. The Python benchmarks run it as a subprocess
+//! (`benches/_benchlib.py`, `syscall_floor`):
+//!
+//! ```text
+//! syscall_floor --stdin [--rounds N] [--threads N] [--no-kcmp]
+//! ```
+//!
+//! reads refs from stdin, one "PID FD" a line; PID 0 means this process, so a caller
+//! measuring its own fds passes them down at the same numbers and names them with 0.
+//! `--threads` is the library's thread limit (`KCMP_RS_THREADS`, 0: none) and
+//! `--no-kcmp` its `disable_kcmp()`, so the timed engine runs as the caller's would.
+//! Prints one JSON object: `floor` and `engine` (seconds per round, interleaved),
+//! `keys`, `compares`, `sames` (the engine's counts for the recorded run), `ops`
+//! (operations replayed per round: each one syscall, except a start-time read of
+//! /proc/PID/stat: open, read, close), `groups`, `refs` and `threads`.
+//!
+//! Without `--stdin` (as `cargo bench` runs it) it measures a set of fds of its own:
+//! 1,000 fds, 250 opens of /dev/null each dup'ed three times, and also prints a summary
+//! line to stderr. Errors go to stderr with a nonzero status.
+#![deny(unsafe_code)]
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::fs::File;
+use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
-
-use crate::sys::HeldFd;
+use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::engine::{self, GroupOrder, Key, Missing, Oracle, OracleError, Stats};
-use crate::error::Failure;
-use crate::oracle::{self, FileOptions, FileOracle, FileRef};
-use crate::support;
-use crate::sys::{self, Fd, KcmpOrder, Pid};
+use kcmp_rs::engine::{self, GroupOrder, Key, Missing, Oracle, OracleError, Stats};
+use kcmp_rs::error::Failure;
+use kcmp_rs::oracle::{self, FileOptions, FileOracle, FileRef};
+use kcmp_rs::support;
+use kcmp_rs::sys::{self, Fd, HeldFd, KcmpOrder, Pid};
 
 /// One oracle operation that reached the kernel, with its arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,16 +166,16 @@ enum Replay {
 }
 
 /// What [`syscall_floor`] measured, in seconds per round.
-pub struct Measured {
+struct Measured {
     /// Replays of the recorded syscalls alone.
-    pub floor: Vec<f64>,
-    /// Full classifications (engine + FileOracle, no Python), same input.
-    pub engine: Vec<f64>,
+    floor: Vec<f64>,
+    /// Full classifications (engine + FileOracle), same input.
+    engine: Vec<f64>,
     /// The engine's counts for the recorded run.
-    pub stats: Stats,
-    /// Operations replayed per round (each one syscall, except a start-time
-    /// read of /proc/PID/stat: open, read, close).
-    pub syscalls: usize,
+    stats: Stats,
+    /// Operations replayed per round.
+    syscalls: usize,
+    groups: usize,
 }
 
 fn opts() -> FileOptions {
@@ -165,10 +185,6 @@ fn opts() -> FileOptions {
         allow_pidfd_getfd: false,
         report_undecided: false,
     }
-}
-
-fn classify_once(refs: &[FileRef]) -> Result<Stats, Failure> {
-    oracle::classify_files(refs, opts(), || false).map(|c| c.stats)
 }
 
 /// Turns the recorded ops into replay steps, adding the per-process
@@ -250,8 +266,9 @@ fn replay(steps: &[Replay], me: Pid, cap: usize) {
 
 /// Times `rounds` replays of the syscalls one `classify_files(refs)` makes (for
 /// `classify_fds(pid, fds)`: refs = (pid, fd) pairs), and `rounds` full
-/// classifications (interleaved, so drift hits both alike).
-pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Measured, Failure> {
+/// classifications (interleaved, so drift hits both alike). The replay runs on this
+/// thread alone; the full classification uses the threads the library would.
+fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Measured, Failure> {
     let me = sys::getpid();
     let mut rec = Recorder {
         inner: FileOracle::new(opts()),
@@ -263,8 +280,8 @@ pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Measured, Failur
     };
     // The end-of-batch reuse check of `classify_files` is replayed below (each
     // tracked pid checked once more); a batch it would rerun is not expected here.
-    let (_, stats) =
-        engine::classify(&mut rec, refs, GroupOrder::Fd, Missing::Raise).map_err(|f| match f {
+    let (groups, stats) = engine::classify(&mut rec, refs, GroupOrder::Fd, Missing::Raise)
+        .map_err(|f| match f {
             OracleError::ItemGone((pid, fd)) => Failure::NotOpen { pid, fd },
             OracleError::Fatal(failure) => failure,
         })?;
@@ -278,7 +295,7 @@ pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Measured, Failur
         replay(&steps, me, cap);
         floor.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        std::hint::black_box(classify_once(refs)?);
+        std::hint::black_box(oracle::classify_files(refs, opts(), || false)?.stats);
         full.push(t.elapsed().as_secs_f64());
     }
     Ok(Measured {
@@ -286,5 +303,159 @@ pub fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Measured, Failur
         engine: full,
         stats,
         syscalls: steps.len() + tracked.len(),
+        groups: groups.len(),
     })
+}
+
+/// What the command line asked for.
+struct Args {
+    stdin: bool,
+    rounds: usize,
+    threads: usize,
+    no_kcmp: bool,
+}
+
+const USAGE: &str = "usage: syscall_floor [--stdin] [--rounds N] [--threads N] [--no-kcmp]\n\
+    --stdin: refs from stdin, one \"PID FD\" a line (PID 0: this process); \
+    without it, 1,000 fds of this process";
+
+fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut args = Args {
+        stdin: false,
+        rounds: 5,
+        threads: 0,
+        no_kcmp: false,
+    };
+    let number = |flag: &str, value: Option<String>| -> Result<usize, String> {
+        let value = value.ok_or_else(|| format!("{flag} needs a number"))?;
+        value
+            .parse()
+            .map_err(|_| format!("{flag}: {value:?} is not a non-negative integer"))
+    };
+    while let Some(arg) = argv.next() {
+        match arg.as_str() {
+            "--stdin" => args.stdin = true,
+            "--rounds" => args.rounds = number("--rounds", argv.next())?,
+            "--threads" => args.threads = number("--threads", argv.next())?,
+            "--no-kcmp" => args.no_kcmp = true,
+            // `cargo bench` passes it to every bench binary.
+            "--bench" => {}
+            _ => return Err(format!("unknown argument {arg:?}")),
+        }
+    }
+    Ok(args)
+}
+
+/// Refs from "PID FD" lines; PID 0 is this process.
+fn read_refs(input: impl BufRead, me: Pid) -> Result<Vec<FileRef>, String> {
+    let mut refs = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+        let n = i + 1;
+        let mut fields = line.split_whitespace();
+        let (pid, fd) = match (fields.next(), fields.next(), fields.next()) {
+            (None, _, _) => continue,
+            (Some(pid), Some(fd), None) => (pid, fd),
+            _ => return Err(format!("stdin line {n}: expected \"PID FD\": {line:?}")),
+        };
+        let bad = || format!("stdin line {n}: not a pid and an fd: {line:?}");
+        let pid: Pid = pid.parse().map_err(|_| bad())?;
+        let fd: Fd = fd.parse().map_err(|_| bad())?;
+        if pid < 0 || fd < 0 {
+            return Err(bad());
+        }
+        refs.push((if pid == 0 { me } else { pid }, fd));
+    }
+    Ok(refs)
+}
+
+/// Fds of this process for a run without `--stdin`: opens of one file, each dup'ed
+/// three times (one inode, many descriptions: the case that needs kcmp), as many as
+/// the fd limit leaves room for, at most 1,000.
+fn own_fds() -> Result<Vec<File>, String> {
+    let room = sys::soft_fd_limit().unwrap_or(1024).saturating_sub(64);
+    let opens = room.min(1000) / 4;
+    let mut files = Vec::with_capacity(opens * 4);
+    for _ in 0..opens {
+        let file = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
+        for _ in 0..3 {
+            files.push(file.try_clone().map_err(|e| format!("dup: {e}"))?);
+        }
+        files.push(file);
+    }
+    Ok(files)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if args.no_kcmp {
+        support::disable();
+    }
+    oracle::set_thread_limit(args.threads);
+    let me = sys::getpid();
+    // Held until the measurement ends: their numbers are the refs.
+    let mut held: Vec<File> = Vec::new();
+    let refs = if args.stdin {
+        read_refs(std::io::stdin().lock(), me)?
+    } else {
+        held = own_fds()?;
+        held.iter().map(|f| (me, f.as_raw_fd())).collect()
+    };
+    let m = syscall_floor(&refs, args.rounds).map_err(|f| f.message())?;
+    drop(held);
+    let doc = serde_json::json!({
+        "floor": m.floor,
+        "engine": m.engine,
+        "keys": m.stats.keys,
+        "compares": m.stats.compares,
+        "sames": m.stats.sames,
+        "ops": m.syscalls,
+        "groups": m.groups,
+        "refs": refs.len(),
+        "threads": oracle::threads(),
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{doc}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing stdout: {e}"))?;
+    if !args.stdin {
+        let (floor, engine) = (median(&m.floor), median(&m.engine));
+        eprintln!(
+            "syscall floor of {} own fds: floor {:.3} ms, engine {:.3} ms ({:.2}x), \
+             {} ops/round, medians of {}",
+            refs.len(),
+            floor * 1e3,
+            engine * 1e3,
+            engine / floor,
+            m.syscalls,
+            m.floor.len(),
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("syscall_floor: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("syscall_floor: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
