@@ -16,8 +16,9 @@ Fd sets (``build``), each with its true grouping:
 ``where``: ``self`` (the fds are this process's) or ``child`` (a forked child builds
 them, reports them over a pipe and waits; this process classifies the child's pid).
 
-``syscall_floor``: the syscall floor of a classification, measured by the bench binary
-``benches/syscall_floor.rs`` that ``make bench`` builds (``target/bench/syscall_floor``).
+``floor_session`` / ``syscall_floor``: the syscall floor of a classification, measured
+by the bench binary ``benches/syscall_floor.rs`` that ``make bench`` builds
+(``target/bench/syscall_floor``).
 """
 
 from __future__ import annotations
@@ -489,35 +490,94 @@ def floor_binary() -> str:
     return str(path)
 
 
-def syscall_floor(refs: list[tuple[int, int]], rounds: int) -> Floor:
-    """The syscall floor of ``classify_files(refs)``, measured in a subprocess running
-    the floor binary with the library's thread limit and kcmp setting.
+def _floor_failure(proc: subprocess.Popen[bytes]) -> RuntimeError:
+    """The binary's own message, once it has ended (it reads no more requests)."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+    return RuntimeError(f"the syscall floor binary ended (status {proc.returncode}): {err}")
 
-    Refs of this process are passed down to the subprocess at the same fd numbers
-    (``pass_fds``) and classified there as its own, so it makes the syscalls a
-    classification in this process makes (fstat, F_DUPFD_QUERY). Other pids are
-    classified as they are.
+
+@contextlib.contextmanager
+def floor_session(refs: list[tuple[int, int]]) -> Iterator[Callable[[int], Floor]]:
+    """The floor binary with the classification of ``refs`` recorded once; yields a
+    function that times that many rounds of its replay and of the full engine.
+
+    One process for the whole session (``--serve``), so a benchmark interleaving rounds
+    with its own calls starts no process between them: starting one that inherits
+    thousands of fds slows this process's next classification by a fifth.
+
+    Refs of this process are passed down at the same fd numbers (``pass_fds``) and
+    classified there as the binary's own, so it makes the syscalls a classification in
+    this process makes (fstat, F_DUPFD_QUERY); other pids are classified as they are.
+    The binary runs with the library's thread limit and kcmp setting (environment).
     """
     me = os.getpid()
     own = sorted({fd for pid, fd in refs if pid == me})
-    cmd = [floor_binary(), "--stdin", "--rounds", str(rounds)]
-    cmd += ["--threads", str(thread_limit_from_environment(os.environ))]
+    cmd = [floor_binary(), "--serve", "--threads", str(thread_limit_from_environment(os.environ))]
     if kcmp_disabled_by_environment(os.environ):
         cmd.append("--no-kcmp")
-    lines = "".join(f"{0 if pid == me else pid} {fd}\n" for pid, fd in refs)
-    done = subprocess.run(cmd, input=lines.encode(), capture_output=True, pass_fds=own, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{cmd[0]} exited with status {done.returncode}: "
-            f"{done.stderr.decode(errors='replace').strip()}"
-        )
-    doc = json.loads(done.stdout)
-    return Floor(
-        floor=[float(t) for t in doc["floor"]],
-        engine=[float(t) for t in doc["engine"]],
-        keys=int(doc["keys"]),
-        compares=int(doc["compares"]),
-        sames=int(doc["sames"]),
-        ops=int(doc["ops"]),
-        groups=int(doc["groups"]),
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=own,
     )
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    def measure(rounds: int) -> Floor:
+        try:
+            stdin.write(b"%d\n" % rounds)
+            stdin.flush()
+        except OSError:
+            raise _floor_failure(proc) from None
+        line = stdout.readline()
+        if not line:
+            raise _floor_failure(proc)
+        doc = json.loads(line)
+        return Floor(
+            floor=[float(t) for t in doc["floor"]],
+            engine=[float(t) for t in doc["engine"]],
+            keys=int(doc["keys"]),
+            compares=int(doc["compares"]),
+            sames=int(doc["sames"]),
+            ops=int(doc["ops"]),
+            groups=int(doc["groups"]),
+        )
+
+    try:
+        try:
+            lines = "".join(f"{0 if pid == me else pid} {fd}\n" for pid, fd in refs)
+            stdin.write(lines.encode() + b"\n")  # the blank line ends the refs
+            stdin.flush()
+        except OSError:
+            raise _floor_failure(proc) from None
+        yield measure
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
+        try:
+            status = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            status = proc.wait()
+        stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    if status != 0:
+        raise RuntimeError(f"the syscall floor binary exited with status {status}")
+
+
+def syscall_floor(refs: list[tuple[int, int]], rounds: int) -> Floor:
+    """The syscall floor of ``classify_files(refs)``: ``rounds`` rounds of one
+    ``floor_session``."""
+    with floor_session(refs) as measure:
+        return measure(rounds)

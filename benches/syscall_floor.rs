@@ -23,16 +23,22 @@
 //!
 //! ```text
 //! syscall_floor --stdin [--rounds N] [--threads N] [--no-kcmp]
+//! syscall_floor --serve [--threads N] [--no-kcmp]
 //! ```
 //!
-//! reads refs from stdin, one "PID FD" a line; PID 0 means this process, so a caller
-//! measuring its own fds passes them down at the same numbers and names them with 0.
-//! `--threads` is the library's thread limit (`KCMP_RS_THREADS`, 0: none) and
+//! `--stdin` reads refs from stdin, one "PID FD" a line; PID 0 means this process, so a
+//! caller measuring its own fds passes them down at the same numbers and names them
+//! with 0. `--threads` is the library's thread limit (`KCMP_RS_THREADS`, 0: none) and
 //! `--no-kcmp` its `disable_kcmp()`, so the timed engine runs as the caller's would.
-//! Prints one JSON object: `floor` and `engine` (seconds per round, interleaved),
+//! It prints one JSON object: `floor` and `engine` (seconds per round, interleaved),
 //! `keys`, `compares`, `sames` (the engine's counts for the recorded run), `ops`
 //! (operations replayed per round: each one syscall, except a start-time read of
 //! /proc/PID/stat: open, read, close), `groups`, `refs` and `threads`.
+//!
+//! `--serve` reads the refs up to a blank line and records once; then each line of
+//! stdin is a number of rounds, answered by one such JSON object a line, until EOF.
+//! A benchmark interleaving rounds with its own calls then starts no process between
+//! them (starting one that inherits thousands of fds slows the caller's next calls).
 //!
 //! Without `--stdin` (as `cargo bench` runs it) it measures a set of fds of its own:
 //! 1,000 fds, 250 opens of /dev/null each dup'ed three times, and also prints a summary
@@ -165,17 +171,18 @@ enum Replay {
     DupfdQuery(Fd, Fd),
 }
 
-/// What [`syscall_floor`] measured, in seconds per round.
-struct Measured {
-    /// Replays of the recorded syscalls alone.
-    floor: Vec<f64>,
-    /// Full classifications (engine + FileOracle), same input.
-    engine: Vec<f64>,
+/// The replay of one recorded classification, ready to time.
+struct Recording {
+    steps: Vec<Replay>,
     /// The engine's counts for the recorded run.
     stats: Stats,
-    /// Operations replayed per round.
-    syscalls: usize,
+    /// Operations replayed per round (each one syscall, except a start-time read of
+    /// /proc/PID/stat: open, read, close).
+    ops: usize,
     groups: usize,
+    me: Pid,
+    /// The oracle's pidfd bound for a batch.
+    cap: usize,
 }
 
 fn opts() -> FileOptions {
@@ -264,64 +271,89 @@ fn replay(steps: &[Replay], me: Pid, cap: usize) {
     }
 }
 
-/// Times `rounds` replays of the syscalls one `classify_files(refs)` makes (for
-/// `classify_fds(pid, fds)`: refs = (pid, fd) pairs), and `rounds` full
-/// classifications (interleaved, so drift hits both alike). The replay runs on this
-/// thread alone; the full classification uses the threads the library would.
-fn syscall_floor(refs: &[FileRef], rounds: usize) -> Result<Measured, Failure> {
-    let me = sys::getpid();
-    let mut rec = Recorder {
-        inner: FileOracle::new(opts()),
-        me,
-        use_kcmp: support::kcmp_usable(),
-        dupfd_query: support::dupfd_query_usable(),
-        local: HashMap::new(),
-        ops: Vec::new(),
-    };
-    // The end-of-batch reuse check of `classify_files` is replayed below (each
-    // tracked pid checked once more); a batch it would rerun is not expected here.
-    let (groups, stats) = engine::classify(&mut rec, refs, GroupOrder::Fd, Missing::Raise)
-        .map_err(|f| match f {
-            OracleError::ItemGone((pid, fd)) => Failure::NotOpen { pid, fd },
-            OracleError::Fatal(failure) => failure,
-        })?;
-    let (steps, tracked) = plan(&rec.ops)?;
-    let cap = oracle::pidfd_cap();
-
-    let mut floor = Vec::with_capacity(rounds);
-    let mut full = Vec::with_capacity(rounds);
-    for _ in 0..rounds.max(1) {
-        let t = Instant::now();
-        replay(&steps, me, cap);
-        floor.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        std::hint::black_box(oracle::classify_files(refs, opts(), || false)?.stats);
-        full.push(t.elapsed().as_secs_f64());
+impl Recording {
+    /// Runs the classification of `refs` once through the recorder (for
+    /// `classify_fds(pid, fds)`: refs = (pid, fd) pairs).
+    fn of(refs: &[FileRef]) -> Result<Recording, Failure> {
+        let me = sys::getpid();
+        let mut rec = Recorder {
+            inner: FileOracle::new(opts()),
+            me,
+            use_kcmp: support::kcmp_usable(),
+            dupfd_query: support::dupfd_query_usable(),
+            local: HashMap::new(),
+            ops: Vec::new(),
+        };
+        // The end-of-batch reuse check of `classify_files` is replayed below (each
+        // tracked pid checked once more); a batch it would rerun is not expected here.
+        let (groups, stats) = engine::classify(&mut rec, refs, GroupOrder::Fd, Missing::Raise)
+            .map_err(|f| match f {
+                OracleError::ItemGone((pid, fd)) => Failure::NotOpen { pid, fd },
+                OracleError::Fatal(failure) => failure,
+            })?;
+        let (steps, tracked) = plan(&rec.ops)?;
+        Ok(Recording {
+            ops: steps.len() + tracked.len(),
+            steps,
+            stats,
+            groups: groups.len(),
+            me,
+            cap: oracle::pidfd_cap(),
+        })
     }
-    Ok(Measured {
-        floor,
-        engine: full,
-        stats,
-        syscalls: steps.len() + tracked.len(),
-        groups: groups.len(),
-    })
+
+    /// Seconds per round of `rounds` replays and `rounds` full classifications of the
+    /// same refs, interleaved so drift hits both alike. The replay runs on this thread
+    /// alone; the full classification on the threads the library would use.
+    fn time(&self, refs: &[FileRef], rounds: usize) -> Result<(Vec<f64>, Vec<f64>), Failure> {
+        let mut floor = Vec::with_capacity(rounds);
+        let mut full = Vec::with_capacity(rounds);
+        for _ in 0..rounds.max(1) {
+            let t = Instant::now();
+            replay(&self.steps, self.me, self.cap);
+            floor.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            std::hint::black_box(oracle::classify_files(refs, opts(), || false)?.stats);
+            full.push(t.elapsed().as_secs_f64());
+        }
+        Ok((floor, full))
+    }
+
+    /// The answer to a request for rounds: one JSON object.
+    fn answer(&self, refs: usize, floor: &[f64], engine: &[f64]) -> serde_json::Value {
+        serde_json::json!({
+            "floor": floor,
+            "engine": engine,
+            "keys": self.stats.keys,
+            "compares": self.stats.compares,
+            "sames": self.stats.sames,
+            "ops": self.ops,
+            "groups": self.groups,
+            "refs": refs,
+            "threads": oracle::threads(),
+        })
+    }
 }
 
 /// What the command line asked for.
 struct Args {
     stdin: bool,
+    serve: bool,
     rounds: usize,
     threads: usize,
     no_kcmp: bool,
 }
 
-const USAGE: &str = "usage: syscall_floor [--stdin] [--rounds N] [--threads N] [--no-kcmp]\n\
+const USAGE: &str =
+    "usage: syscall_floor [--stdin | --serve] [--rounds N] [--threads N] [--no-kcmp]\n\
     --stdin: refs from stdin, one \"PID FD\" a line (PID 0: this process); \
-    without it, 1,000 fds of this process";
+    --serve: refs up to a blank line, then a number of rounds a line, each answered; \
+    neither: 1,000 fds of this process";
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
         stdin: false,
+        serve: false,
         rounds: 5,
         threads: 0,
         no_kcmp: false,
@@ -335,6 +367,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     while let Some(arg) = argv.next() {
         match arg.as_str() {
             "--stdin" => args.stdin = true,
+            "--serve" => args.serve = true,
             "--rounds" => args.rounds = number("--rounds", argv.next())?,
             "--threads" => args.threads = number("--threads", argv.next())?,
             "--no-kcmp" => args.no_kcmp = true,
@@ -346,14 +379,16 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(args)
 }
 
-/// Refs from "PID FD" lines; PID 0 is this process.
-fn read_refs(input: impl BufRead, me: Pid) -> Result<Vec<FileRef>, String> {
+/// Refs from "PID FD" lines, up to the end of `input` or, if `to_blank`, its first
+/// blank line; PID 0 is this process.
+fn read_refs(input: &mut impl BufRead, me: Pid, to_blank: bool) -> Result<Vec<FileRef>, String> {
     let mut refs = Vec::new();
     for (i, line) in input.lines().enumerate() {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
         let n = i + 1;
         let mut fields = line.split_whitespace();
         let (pid, fd) = match (fields.next(), fields.next(), fields.next()) {
+            (None, _, _) if to_blank => break,
             (None, _, _) => continue,
             (Some(pid), Some(fd), None) => (pid, fd),
             _ => return Err(format!("stdin line {n}: expected \"PID FD\": {line:?}")),
@@ -396,48 +431,65 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+fn write_line(out: &mut impl Write, doc: &serde_json::Value) -> Result<(), String> {
+    writeln!(out, "{doc}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing stdout: {e}"))
+}
+
+/// `--serve`: a recording kept for the caller's rounds, so a benchmark can interleave
+/// them with its own calls without starting a process (and copying its fd table)
+/// between them.
+fn serve(input: &mut impl BufRead, refs: &[FileRef], rec: &Recording) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    for line in input.lines() {
+        let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+        let rounds: usize = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected a number of rounds, got {line:?}"))?;
+        let (floor, engine) = rec.time(refs, rounds).map_err(|f| f.message())?;
+        write_line(&mut out, &rec.answer(refs.len(), &floor, &engine))?;
+    }
+    Ok(())
+}
+
 fn run(args: &Args) -> Result<(), String> {
     if args.no_kcmp {
         support::disable();
     }
     oracle::set_thread_limit(args.threads);
     let me = sys::getpid();
+    let mut input = std::io::stdin().lock();
     // Held until the measurement ends: their numbers are the refs.
     let mut held: Vec<File> = Vec::new();
-    let refs = if args.stdin {
-        read_refs(std::io::stdin().lock(), me)?
+    let refs = if args.stdin || args.serve {
+        read_refs(&mut input, me, args.serve)?
     } else {
         held = own_fds()?;
         held.iter().map(|f| (me, f.as_raw_fd())).collect()
     };
-    let m = syscall_floor(&refs, args.rounds).map_err(|f| f.message())?;
+    let rec = Recording::of(&refs).map_err(|f| f.message())?;
+    if args.serve {
+        return serve(&mut input, &refs, &rec);
+    }
+    let (floor, engine) = rec.time(&refs, args.rounds).map_err(|f| f.message())?;
     drop(held);
-    let doc = serde_json::json!({
-        "floor": m.floor,
-        "engine": m.engine,
-        "keys": m.stats.keys,
-        "compares": m.stats.compares,
-        "sames": m.stats.sames,
-        "ops": m.syscalls,
-        "groups": m.groups,
-        "refs": refs.len(),
-        "threads": oracle::threads(),
-    });
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{doc}")
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("writing stdout: {e}"))?;
+    write_line(
+        &mut std::io::stdout().lock(),
+        &rec.answer(refs.len(), &floor, &engine),
+    )?;
     if !args.stdin {
-        let (floor, engine) = (median(&m.floor), median(&m.engine));
+        let (f, e) = (median(&floor), median(&engine));
         eprintln!(
             "syscall floor of {} own fds: floor {:.3} ms, engine {:.3} ms ({:.2}x), \
              {} ops/round, medians of {}",
             refs.len(),
-            floor * 1e3,
-            engine * 1e3,
-            engine / floor,
-            m.syscalls,
-            m.floor.len(),
+            f * 1e3,
+            e * 1e3,
+            e / f,
+            rec.ops,
+            floor.len(),
         );
     }
     Ok(())

@@ -1,6 +1,6 @@
 """Figure 3: native classify time vs the time its own syscalls take (the floor).
 
-The bench binary ``benches/syscall_floor.rs`` (``_benchlib.syscall_floor`` runs it)
+The bench binary ``benches/syscall_floor.rs`` (``_benchlib.floor_session`` runs it)
 runs the real classification once through a recording oracle, then replays exactly the
 recorded syscalls (fstat / fstatat, kcmp, F_DUPFD_QUERY) in a loop with no engine logic,
 and also times the full engine in Rust (no Python conversions). So
@@ -30,10 +30,10 @@ from _benchlib import (
     FileSet,
     fd_set,
     floor_binary,
+    floor_session,
     fmt_time,
     interleaved,
     ratio,
-    syscall_floor,
 )
 
 N = 10_000
@@ -49,17 +49,20 @@ def test_overhead(
     # Requested only once the floor binary is known to exist: a test failing before
     # using the benchmark fixture would also get pytest-benchmark's "not used" error.
     benchmark: Any = request.getfixturevalue("benchmark")
-    benchmark.group = f"overhead n={N} (one round: python call + floor binary run)"
+    benchmark.group = f"overhead n={N} (one round: python call + a round of the floor binary)"
     case = f"{scenario} {where} n={N}"
-    with fd_set(scenario, where, N, files) as s:
-        refs = [(s.pid, fd) for fd in s.fds]
+    with (
+        fd_set(scenario, where, N, files) as s,
+        floor_session([(s.pid, fd) for fd in s.fds]) as floor_rounds,
+    ):
         floors: list[float] = []
         engines: list[float] = []
         counts: list[tuple[int, int, int, int]] = []
 
         def floor_round() -> None:
-            # One replay and one engine run, recorded afresh: their own timings.
-            f = syscall_floor(refs, 1)
+            # One replay and one engine run in the binary, which recorded the syscalls
+            # of its own classification once.
+            f = floor_rounds(1)
             assert f.groups == len(s.truth)
             floors.extend(f.floor)
             engines.extend(f.engine)
