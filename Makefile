@@ -36,23 +36,26 @@ $(VENV)/.deps: requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-# The shipped extension: the features of pyproject's [tool.maturin] (`python`). The
-# bench build below installs over it, so each of the two builds drops the other's stamp
-# first: whichever ran last, the other target rebuilds next time.
+# The shipped extension: the features of pyproject's [tool.maturin] (`python`).
 build: $(VENV)/.built ## Build the extension into .venv (maturin develop --release)
 
 $(VENV)/.built: $(VENV)/.deps $(RUST_SOURCES) pyproject.toml $(PY_SOURCES)
-	rm -f $(VENV)/.built-bench
 	$(PY) -m maturin develop --release --quiet
 	touch $@
 
-# The extension with the `bench` feature (`_native.bench_syscall_floor`), for `make bench`.
-bench-build: $(VENV)/.built-bench ## Build the extension with the bench feature
+# The syscall floor of figures 3 and 10 is a cargo bench target (benches/syscall_floor.rs,
+# the core alone): built with cargo's bench profile, then copied from wherever cargo put
+# it (its JSON messages name the executable) to the one path benches/_benchlib.py runs.
+FLOOR_BIN := target/bench/syscall_floor
 
-$(VENV)/.built-bench: $(VENV)/.deps $(RUST_SOURCES) pyproject.toml $(PY_SOURCES)
-	rm -f $(VENV)/.built
-	$(PY) -m maturin develop --release --quiet --features bench
-	touch $@
+bench-build: build $(FLOOR_BIN) ## Build the extension and the syscall-floor bench binary
+
+$(FLOOR_BIN): $(RUST_SOURCES) benches/syscall_floor.rs | $(VENV)/.deps
+	cargo bench --no-run --quiet --bench syscall_floor --message-format=json-render-diagnostics \
+		> $(VENV)/syscall-floor-build.json
+	exe=$$($(PY) -c 'import json, sys; print(*{m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "syscall_floor" and m["executable"]})' \
+		< $(VENV)/syscall-floor-build.json) && \
+		test -x "$$exe" && mkdir -p $(@D) && cp "$$exe" $@
 
 lint: lint-py lint-rust ## ruff, rustfmt, clippy (every feature set), the unsafe lints, mypy, stubtest
 
@@ -62,7 +65,8 @@ lint-py: build ## ruff check and format, mypy --strict, stubtest
 	$(PY) -m mypy --strict python/kcmp_rs tests
 	$(PY) -m mypy.stubtest kcmp_rs._native --allowlist stubtest-allowlist.txt
 
-# Clippy sees each feature set: the core alone, with the binding, with the bench replay.
+# Clippy sees each feature set: the core alone, with the binding, and every feature at
+# once; --all-targets includes the bench binary (benches/syscall_floor.rs).
 lint-rust: $(VENV)/.deps ## rustfmt, clippy -D warnings on each feature set, planted-unsafe check
 	cargo fmt --check
 	cargo clippy --all-targets --quiet -- -D warnings
@@ -83,7 +87,7 @@ test-rust: $(VENV)/.deps ## cargo test of the core alone, then with the binding
 test-py: build system-deps ## pytest over tests/
 	$(PY) -m pytest -q tests
 
-bench: bench-build ## The benchmarks, with their figures and targets
+bench: bench-build ## The benchmarks, with their figures and targets (builds the floor binary)
 	$(PY) -m pytest -q benches --benchmark-columns=median,ops --benchmark-sort=name -s
 
 # The README's picture: pids and temporary names differ on every run.

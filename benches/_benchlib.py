@@ -15,6 +15,10 @@ Fd sets (``build``), each with its true grouping:
 
 ``where``: ``self`` (the fds are this process's) or ``child`` (a forked child builds
 them, reports them over a pipe and waits; this process classifies the child's pid).
+
+``floor_session`` / ``syscall_floor``: the syscall floor of a classification, measured
+by the bench binary ``benches/syscall_floor.rs`` that ``make bench`` builds
+(``target/bench/syscall_floor``).
 """
 
 from __future__ import annotations
@@ -23,12 +27,18 @@ import contextlib
 import json
 import math
 import os
+import pathlib
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import pytest
+from kcmp_rs._config import kcmp_disabled_by_environment, thread_limit_from_environment
 
 SCENARIOS = ("distinct", "dup", "one-inode", "mix")
 SIZES = (100, 1_000, 10_000)
@@ -410,9 +420,6 @@ def run_command(cmd: list[str], out_path: str) -> tuple[float, float, int]:
     """(wall seconds, peak RSS in MB, exit status) of ``cmd`` (an absolute path first),
     stdout to ``out_path``, stderr to ``out_path + ".err"``; wall time from fork to
     reaping, interpreter start included."""
-    import subprocess
-    import sys
-
     with open(out_path, "wb") as out:
         done = subprocess.run(
             [sys.executable, "-c", _LAUNCHER, *cmd],
@@ -427,3 +434,150 @@ def run_command(cmd: list[str], out_path: str) -> tuple[float, float, int]:
     if len(last) != 4 or last[0] != b"bench-launcher":
         raise RuntimeError(f"the launcher failed: {done.stderr[-500:]!r}")
     return float(last[1]), int(last[2]) / 1024.0, int(last[3])
+
+
+# ---------------------------------------------------------------- syscall floor
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+#: Where ``make bench`` puts the floor binary; this variable names another one.
+FLOOR_BINARY_VARIABLE = "KCMP_RS_SYSCALL_FLOOR"
+FLOOR_BINARY = ROOT / "target" / "bench" / "syscall_floor"
+
+
+@dataclass
+class Floor:
+    """What the floor binary measured: seconds per round (floor replays and full
+    classifications, interleaved), the engine's counts of the recorded run, the
+    operations one replay makes."""
+
+    floor: list[float]
+    engine: list[float]
+    keys: int
+    compares: int
+    sames: int
+    ops: int
+    groups: int
+
+
+def _rust_sources() -> Iterator[pathlib.Path]:
+    yield from (ROOT / "src").rglob("*.rs")
+    yield from (ROOT / "benches").glob("*.rs")
+    yield from (ROOT / name for name in ("Cargo.toml", "Cargo.lock"))
+
+
+def floor_binary() -> str:
+    """The floor binary, or a failed test saying how to build it: never a skip, so a
+    figure that cannot be measured is never silently left out."""
+    given = os.environ.get(FLOOR_BINARY_VARIABLE)
+    path = pathlib.Path(given) if given else FLOOR_BINARY
+    if not os.access(path, os.X_OK):
+        pytest.fail(
+            f"no syscall floor binary at {path}: build it with `make bench` (or `make "
+            "bench-build`), which runs `cargo bench --no-run --bench syscall_floor` and "
+            f"copies the executable there; {FLOOR_BINARY_VARIABLE} names another one.",
+            pytrace=False,
+        )
+    if not given:
+        built = path.stat().st_mtime
+        newer = [str(p.relative_to(ROOT)) for p in _rust_sources() if p.stat().st_mtime > built]
+        if newer:
+            pytest.fail(
+                f"{path} is older than {', '.join(sorted(newer)[:3])}: rebuild it with "
+                "`make bench` (or `make bench-build`).",
+                pytrace=False,
+            )
+    return str(path)
+
+
+def _floor_failure(proc: subprocess.Popen[bytes]) -> RuntimeError:
+    """The binary's own message, once it has ended (it reads no more requests)."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+    return RuntimeError(f"the syscall floor binary ended (status {proc.returncode}): {err}")
+
+
+@contextlib.contextmanager
+def floor_session(refs: list[tuple[int, int]]) -> Iterator[Callable[[int], Floor]]:
+    """The floor binary with the classification of ``refs`` recorded once; yields a
+    function that times that many rounds of its replay and of the full engine.
+
+    One process for the whole session (``--serve``), so a benchmark interleaving rounds
+    with its own calls starts no process between them: starting one that inherits
+    thousands of fds slows this process's next classification by a fifth.
+
+    Refs of this process are passed down at the same fd numbers (``pass_fds``) and
+    classified there as the binary's own, so it makes the syscalls a classification in
+    this process makes (fstat, F_DUPFD_QUERY); other pids are classified as they are.
+    The binary runs with the library's thread limit and kcmp setting (environment).
+    """
+    me = os.getpid()
+    own = sorted({fd for pid, fd in refs if pid == me})
+    cmd = [floor_binary(), "--serve", "--threads", str(thread_limit_from_environment(os.environ))]
+    if kcmp_disabled_by_environment(os.environ):
+        cmd.append("--no-kcmp")
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=own,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    def measure(rounds: int) -> Floor:
+        try:
+            stdin.write(b"%d\n" % rounds)
+            stdin.flush()
+        except OSError:
+            raise _floor_failure(proc) from None
+        line = stdout.readline()
+        if not line:
+            raise _floor_failure(proc)
+        doc = json.loads(line)
+        return Floor(
+            floor=[float(t) for t in doc["floor"]],
+            engine=[float(t) for t in doc["engine"]],
+            keys=int(doc["keys"]),
+            compares=int(doc["compares"]),
+            sames=int(doc["sames"]),
+            ops=int(doc["ops"]),
+            groups=int(doc["groups"]),
+        )
+
+    try:
+        try:
+            lines = "".join(f"{0 if pid == me else pid} {fd}\n" for pid, fd in refs)
+            stdin.write(lines.encode() + b"\n")  # the blank line ends the refs
+            stdin.flush()
+        except OSError:
+            raise _floor_failure(proc) from None
+        yield measure
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
+        try:
+            status = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            status = proc.wait()
+        stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    if status != 0:
+        raise RuntimeError(f"the syscall floor binary exited with status {status}")
+
+
+def syscall_floor(refs: list[tuple[int, int]], rounds: int) -> Floor:
+    """The syscall floor of ``classify_files(refs)``: ``rounds`` rounds of one
+    ``floor_session``."""
+    with floor_session(refs) as measure:
+        return measure(rounds)

@@ -1,17 +1,19 @@
 """Figure 3: native classify time vs the time its own syscalls take (the floor).
 
-``_native.bench_syscall_floor(refs, rounds)`` (src/bench_floor.rs) runs the real
-classification once through a recording oracle, then replays exactly the recorded
-syscalls (fstat / fstatat, kcmp, F_DUPFD_QUERY) in a loop with no engine logic, and
-also times the full engine in Rust (no Python conversions). So
+The bench binary ``benches/syscall_floor.rs`` (``_benchlib.floor_session`` runs it)
+runs the real classification once through a recording oracle, then replays exactly the
+recorded syscalls (fstat / fstatat, kcmp, F_DUPFD_QUERY) in a loop with no engine logic,
+and also times the full engine in Rust (no Python conversions). So
 
     python call = floor + engine/oracle logic + binding (argument and result conversion)
 
-Target (calling process, n = 10,000): the Python call within 1.15x of the floor.
+Target (calling process, n = 10,000): the Python call within 1.15x of the floor. For
+``self`` the fds are passed down to the binary at the same numbers and classified
+there as its own, with the syscalls a classification in this process makes.
 
-``bench_syscall_floor`` is built only with the cargo feature ``bench`` (``make bench``
-builds it; the shipped wheel and ``make build`` do not). Without it this benchmark
-fails, saying how to build it, rather than report a figure it cannot measure.
+``make bench`` builds the binary (the shipped wheel and ``make build`` do not). Without
+it this benchmark fails, saying how to build it, rather than report a figure it cannot
+measure.
 """
 
 from __future__ import annotations
@@ -27,31 +29,15 @@ from _benchlib import (
     SCENARIOS,
     FileSet,
     fd_set,
+    floor_binary,
+    floor_session,
     fmt_time,
     interleaved,
     ratio,
 )
-from kcmp_rs import _native
 
 N = 10_000
 TARGET = 1.15
-
-# (refs, rounds) -> (floor s/round, engine s/round, keys, compares, sames, ops)
-FloorFigures = tuple[list[float], list[float], int, int, int, int]
-FloorFn = Callable[[list[tuple[int, int]], int], FloorFigures]
-
-
-def floor_function() -> FloorFn:
-    """``_native.bench_syscall_floor``, or a failed test saying how to build it."""
-    fn: FloorFn | None = getattr(_native, "bench_syscall_floor", None)
-    if fn is None:
-        pytest.fail(
-            "kcmp_rs._native has no bench_syscall_floor: this extension was built without "
-            "the cargo feature 'bench'. Build it with `make bench` (or `maturin develop "
-            "--release --features bench`); `make build`/`make test` build the plain one.",
-            pytrace=False,
-        )
-    return fn
 
 
 @pytest.mark.parametrize("where", ["self", "child"])
@@ -59,24 +45,28 @@ def floor_function() -> FloorFn:
 def test_overhead(
     request: pytest.FixtureRequest, files: FileSet, scenario: str, where: str
 ) -> None:
-    floor_fn = floor_function()
-    # Requested only once the floor binding is known to exist: a test failing before
+    floor_binary()
+    # Requested only once the floor binary is known to exist: a test failing before
     # using the benchmark fixture would also get pytest-benchmark's "not used" error.
     benchmark: Any = request.getfixturevalue("benchmark")
-    benchmark.group = f"overhead n={N} (one round: python call + floor replay + engine)"
+    benchmark.group = f"overhead n={N} (one round: python call + a round of the floor binary)"
     case = f"{scenario} {where} n={N}"
-    with fd_set(scenario, where, N, files) as s:
-        refs = [(s.pid, fd) for fd in s.fds]
+    with (
+        fd_set(scenario, where, N, files) as s,
+        floor_session([(s.pid, fd) for fd in s.fds]) as floor_rounds,
+    ):
         floors: list[float] = []
         engines: list[float] = []
         counts: list[tuple[int, int, int, int]] = []
 
         def floor_round() -> None:
-            # One replay and one engine run, recorded afresh: their own timings.
-            f, e, keys, compares, sames, ops = floor_fn(refs, 1)
-            floors.extend(f)
-            engines.extend(e)
-            counts.append((keys, compares, sames, ops))
+            # One replay and one engine run in the binary, which recorded the syscalls
+            # of its own classification once.
+            f = floor_rounds(1)
+            assert f.groups == len(s.truth)
+            floors.extend(f.floor)
+            engines.extend(f.engine)
+            counts.append((f.keys, f.compares, f.sames, f.ops))
 
         fns: dict[str, Callable[[], Any]] = {
             "python": lambda: kcmp_rs.classify_fds(s.pid, s.fds),

@@ -9,8 +9,9 @@ them. Measured in one run, alternately, medians of 3:
   ``lsof -n -P -p <pids>`` (target <= 0.3x); peak RSS of each (target: the scan's at
   most lsof's). Wall time from spawn to reaping, interpreter start included.
 - ``kcmp_rs.scan(pids)`` in this process vs the syscall floor of the same refs
-  (``_native.bench_syscall_floor``: the stats and kcmp calls a classification of them
-  makes, replayed without engine logic). Target <= 1.3x.
+  (the bench binary ``benches/syscall_floor.rs``, through ``_benchlib.syscall_floor``:
+  the stats and kcmp calls a classification of them makes, replayed without engine
+  logic). Target <= 1.3x. Without the binary (``make bench`` builds it) the test fails.
 
 The scan's document must list the 180 inherited descriptions and every dup group.
 Every process is this benchmark's own child, killed and reaped on every path.
@@ -34,7 +35,7 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _benchlib import RESULTS, fmt_time, run_command
+from _benchlib import RESULTS, floor_binary, fmt_time, run_command, syscall_floor
 
 N_PROCS = 1000
 PIPES, SOCKETPAIRS, NULLS = 50, 30, 20
@@ -123,6 +124,7 @@ def check_document(out_path: str, pids: list[int]) -> None:
 
 
 def test_scan_of_the_issue_family(tmp_path: Any) -> None:
+    floor_binary()
     lsfd, lsof = shutil.which("lsfd"), shutil.which("lsof")
     if lsfd is None or lsof is None:
         pytest.skip("needs lsfd (util-linux) and lsof (apt-get install lsof) as baselines")
@@ -155,8 +157,7 @@ def test_scan_of_the_issue_family(tmp_path: Any) -> None:
         result = kcmp_rs.scan(pids)
         in_process = time.perf_counter() - t0
         assert result.processes_read == N_PROCS
-        floor_fn = getattr(kcmp_rs._native, "bench_syscall_floor", None)
-        floor = statistics.median(floor_fn(refs, 3)[0]) if floor_fn is not None else None
+        floor = statistics.median(syscall_floor(refs, 3).floor)
     med = {k: statistics.median(v) for k, v in walls.items()}
     top = {k: max(v) for k, v in rss.items()}
     scan_s = med["kcmp-rs scan -J"]
@@ -178,12 +179,11 @@ def test_scan_of_the_issue_family(tmp_path: Any) -> None:
         "<= lsof's",
         top["kcmp-rs scan -J"] <= top["lsof -n -P"],
     )
-    if floor is not None:
-        x = in_process / floor
-        RESULTS.add(
-            "10 scan() vs syscall floor",
-            case,
-            f"{x:.2f}x (scan() {fmt_time(in_process)}, floor {fmt_time(floor)})",
-            f"<= {FLOOR_RATIO}x",
-            x <= FLOOR_RATIO,
-        )
+    x = in_process / floor
+    RESULTS.add(
+        "10 scan() vs syscall floor",
+        case,
+        f"{x:.2f}x (scan() {fmt_time(in_process)}, floor {fmt_time(floor)})",
+        f"<= {FLOOR_RATIO}x",
+        x <= FLOOR_RATIO,
+    )

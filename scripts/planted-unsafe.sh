@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # planted-unsafe: proves the crate's unsafe lints fire, by planting what they forbid.
 #
-# On a copy of the crate (src/, Cargo.toml, Cargo.lock) in a temporary directory:
+# On a copy of the crate (src/, the Rust bench targets under benches/, Cargo.toml,
+# Cargo.lock) in a temporary directory:
 #  1. an `unsafe` block in a module other than `sys` must fail `cargo check` with
 #     `unsafe_code` (denied at the crate root; only `sys` allows it);
 #  2. an `unsafe` block without a `// SAFETY:` comment inside `sys` must fail
@@ -24,11 +25,13 @@ trap 'exit 130' INT TERM
 FAILED=0
 say() { echo "planted-unsafe: $*"; }
 
-# A fresh copy of the crate, so each plant starts from the real sources.
+# A fresh copy of the crate, so each plant starts from the real sources. Cargo.toml
+# declares the bench targets, so their sources come too (not benches/' Python files).
 fresh_copy() {
     rm -rf "$WORK/crate"
-    mkdir -p "$WORK/crate"
+    mkdir -p "$WORK/crate/benches"
     cp -R src Cargo.toml Cargo.lock "$WORK/crate/" || exit 2
+    cp benches/*.rs "$WORK/crate/benches/" || exit 2
 }
 
 # run NAME ARGS...: `cargo ARGS` in the copy, output to $WORK/NAME.log.

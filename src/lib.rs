@@ -25,8 +25,9 @@
 //! * `py` (feature `python`): the only module that knows Python; `py/args.rs` converts
 //!   arguments, `py/errors.rs` turns a `Failure` into Python's own OSError, `py/mod.rs`
 //!   declares `_native` and releases the GIL around the work.
-//! * `bench_floor` (feature `bench`, implies `python`): the benchmark replay behind
-//!   `_native.bench_syscall_floor`, never in the shipped wheel.
+//!
+//! The benchmark replay of figure 3 (the syscall floor) is no room of the crate: it is
+//! the bench target `benches/syscall_floor.rs`, which uses the public API only.
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 // Tests may unwrap: a panic there is a failed test, never a user's crash.
@@ -44,7 +45,5 @@ pub mod questions;
 pub mod support;
 pub mod sys;
 
-#[cfg(feature = "bench")]
-mod bench_floor;
 #[cfg(feature = "python")]
 mod py;

@@ -185,8 +185,6 @@ def is_zombie(pid: SupportsIndex) -> bool:
     a pid that does not exist.
     """
 
-# bench_syscall_floor exists only in `make bench` builds (cargo feature "bench"), never
-# in a wheel: benches/test_overhead.py looks it up at run time, so it has no stub here.
 def holders(
     pid: SupportsIndex,
     fd: SupportsIndex,

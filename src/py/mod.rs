@@ -82,11 +82,6 @@ fn tuples<'py, T: IntoPyObject<'py> + Copy>(
     PyList::new(py, tuples)
 }
 
-/// `bench_syscall_floor`'s figures: floor and engine seconds per round, keys, compares,
-/// sames, operations replayed per round.
-#[cfg(feature = "bench")]
-type FloorFigures = (Vec<f64>, Vec<f64>, u64, u64, u64, usize);
-
 /// Groups and the refs no exact method could decide.
 type Partial<'py> = (Bound<'py, PyList>, Vec<(crate::sys::Pid, crate::sys::Fd)>);
 
@@ -568,33 +563,5 @@ pub mod _native {
     fn is_zombie(py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<bool> {
         let Pid(pid) = arg(pid, "pid")?;
         Ok(py.detach(|| api::is_zombie(pid)))
-    }
-
-    /// Benchmark helper: (floor s/round, engine s/round, keys, compares, sames, ops).
-    ///
-    /// Replays the syscalls one classify_files(refs) makes, recorded from a real run,
-    /// without engine logic, and times full native classifications of the same refs
-    /// (no Python conversions). Built only with the ``bench`` feature (``make bench``).
-    #[cfg(feature = "bench")]
-    #[pyfunction]
-    #[pyo3(signature = (refs, rounds = 5))]
-    #[pyo3(text_signature = "(refs, rounds=5)")]
-    fn bench_syscall_floor(
-        py: Python<'_>,
-        refs: &Bound<'_, PyAny>,
-        rounds: usize,
-    ) -> PyResult<super::FloorFigures> {
-        let super::args::Refs(refs) = arg(refs, "refs")?;
-        let f = py
-            .detach(|| crate::bench_floor::syscall_floor(&refs, rounds))
-            .map_err(|f| to_pyerr(py, &f))?;
-        Ok((
-            f.floor,
-            f.engine,
-            f.stats.keys,
-            f.stats.compares,
-            f.stats.sames,
-            f.syscalls,
-        ))
     }
 }
