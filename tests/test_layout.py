@@ -74,6 +74,7 @@ def _package_imports(module: pathlib.Path) -> set[str]:
         (
             "cli/_audit.py",
             {
+                "kcmp_rs._native",  # the report's type only: the core writes its JSON
                 "kcmp_rs._boundary",
                 "kcmp_rs.cli._common",
                 "kcmp_rs.cli._io",

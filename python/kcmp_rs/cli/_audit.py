@@ -15,13 +15,16 @@ import dataclasses
 import fnmatch
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from kcmp_rs._boundary import KINDS, Boundaries, in_cgroup
-from kcmp_rs._native import ScanReport
 from kcmp_rs._results import Description, Scan
 from kcmp_rs.cli._common import CommandError, explain, print_json
 from kcmp_rs.cli._io import out, write_native
 from kcmp_rs.cli._render import description_rows, scan_dot, summary
+
+if TYPE_CHECKING:
+    from kcmp_rs._native import ScanReport
 
 __all__ = [
     "ALLOW_FIELDS",
