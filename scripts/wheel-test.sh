@@ -133,6 +133,9 @@ wanted = {"kcmp_rs/__init__.py", "kcmp_rs/_native.abi3.so", "kcmp_rs/_native.pyi
 # The tests' family lives in tests/; a kcmp_rs/scan.py would shadow kcmp_rs.scan().
 unwanted = {"kcmp_rs/_family.py", "kcmp_rs/scan.py"}
 missing = sorted(wanted - names)
+# The licence the metadata declares (MIT), as its text, in the dist-info.
+if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
+    missing.append("<name>.dist-info/licenses/LICENSE")
 extra = sorted(unwanted & names)
 # The benchmark replay is a bench binary of its own (benches/syscall_floor.rs); the
 # extension must not grow the binding it once had.
@@ -143,7 +146,7 @@ if "kcmp_rs/_native.abi3.so" in names:
 sys.exit("missing from the wheel: %s; not for the wheel: %s" % (missing, extra)
          if missing or extra else 0)
 EOF
-    ok "wheel holds the native module, its stub, py.typed, the scan and the CLI, no test or bench code"
+    ok "wheel holds the native module, its stub, py.typed, the scan, the CLI and LICENSE, no test or bench code"
 else
     fail "wheel contents"
 fi
@@ -154,6 +157,11 @@ mapfile -t SDISTS < <(ls "$DIST"/*.tar.gz 2>/dev/null)
 [ "${#SDISTS[@]}" -eq 1 ] || die "expected one sdist in $DIST, found ${#SDISTS[@]}"
 SDIST=${SDISTS[0]}
 echo "$(basename "$SDIST")"
+if tar tzf "$SDIST" | grep -qx '[^/]*/LICENSE'; then
+    ok "sdist holds LICENSE"
+else
+    fail "sdist has no LICENSE"
+fi
 
 # ---- the installed wheel under each interpreter ----
 

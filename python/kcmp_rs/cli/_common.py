@@ -51,10 +51,17 @@ class CommandError(Exception):
 
 
 def denied(pid: int | None) -> str:
-    return (
-        f"permission denied for process {pid} "
-        "(inspecting it needs the same user, or root / CAP_SYS_PTRACE)"
-    )
+    """Why ``pid`` may not be inspected: as another user, the rule; as root, what else
+    can refuse root (naming the rule to root would be no help)."""
+    if os.geteuid() != 0:
+        why = "inspecting it needs the same user, or root / CAP_SYS_PTRACE"
+    else:
+        why = (
+            "refused to root: CAP_SYS_PTRACE missing from this process (a container or "
+            "setpriv drops it), a process in a user namespace this one does not own, or "
+            "a security module (Yama ptrace_scope 3, SELinux, AppArmor)"
+        )
+    return f"permission denied for process {pid} ({why})"
 
 
 def explain(err: OSError, pid: int | None = None) -> str:
@@ -73,7 +80,10 @@ def explain(err: OSError, pid: int | None = None) -> str:
         return said if said.startswith(f"process {pid} ") else f"process {pid} does not exist"
     if isinstance(err, PermissionError):
         return denied(pid)
-    return f"process {pid}: {err.strerror or err}"
+    said = str(err.strerror or err)
+    if re.search(rf"\bprocess {pid}\b", said):  # the library named it already
+        return _without_kernel_text(err) or said
+    return f"process {pid}: {said}"
 
 
 def _without_kernel_text(err: OSError) -> str:

@@ -147,6 +147,8 @@ def _cmd_holders(args: argparse.Namespace) -> int:
                 note(denied(s.pid))
             else:
                 note(_SKIPPED.get(s.reason, "process {pid}: " + s.reason).format(pid=s.pid))
+    if found.processes_read == 0:  # as scan: no answer is not "no holders"
+        raise CommandError("no process could be read")
     if found.undecided:
         report_undecided(found.undecided, args.allow_pidfd_getfd)
         return EXIT_INCOMPLETE
@@ -187,7 +189,8 @@ def _cmd_epoll(args: argparse.Namespace) -> int:
             "\n".join(f"{m.pid},{escape(m.command)},{m.fd}" for m in t.holders) or "-",
         ]
         for epfd, targets in sets
-        for t in targets
+        # The kernel lists a set's registrations in its own order: by fd number here.
+        for t in sorted(targets, key=lambda t: (t.tfd, t.index))
     ]
     out(render_table(["EPFD", "TFD", "EVENTS", "DATA", "STATUS", "HOLDERS"], rows))
     count = sum(len(t) for _, t in sets)
