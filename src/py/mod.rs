@@ -44,9 +44,6 @@ fn cached(py: Python<'_>) -> PyResult<&Cached> {
     })
 }
 
-/// How long a pass without the GIL runs between two checks for signals (Ctrl-C).
-const SIGNAL_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// Runs `work` without the GIL; `work` gets a closure that reports a pending signal
 /// (Ctrl-C) between chunks, whose Python exception is then raised.
 fn detached<T: Send>(
@@ -55,23 +52,13 @@ fn detached<T: Send>(
 ) -> PyResult<T> {
     let mut pending: Option<PyErr> = None;
     let result = py.detach(|| {
-        // Checking for signals takes the GIL back: at most once per SIGNAL_CHECK, so a
-        // short call never waits for it and Ctrl-C still ends a long one promptly.
-        let mut last = std::time::Instant::now();
-        let mut interrupted = || {
-            if last.elapsed() < SIGNAL_CHECK {
-                return false;
-            }
-            // A closure, not the method path: `attach` needs it for every `'py`.
-            #[allow(clippy::redundant_closure_for_method_calls)]
-            let checked = Python::attach(|py| py.check_signals());
-            last = std::time::Instant::now();
-            match checked {
-                Ok(()) => false,
-                Err(e) => {
-                    pending = Some(e);
-                    true
-                }
+        // A closure, not the method path: `attach` needs it for every `'py`.
+        #[allow(clippy::redundant_closure_for_method_calls)]
+        let mut interrupted = || match Python::attach(|py| py.check_signals()) {
+            Ok(()) => false,
+            Err(e) => {
+                pending = Some(e);
+                true
             }
         };
         work(&mut interrupted)
