@@ -11,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi python/kcmp_rs/cli/*.py)
 
-.PHONY: help run test lint lint-py lint-rust format test-py test-rust bench bench-build build setup system-deps docs wheel-test kernel-test container-test clean
+.PHONY: help run test lint lint-py lint-rust format test-py test-rust test-slow bench bench-build build setup system-deps docs wheel-test kernel-test container-test clean
 
 help: ## List the targets, one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -21,7 +21,7 @@ run: build ## Set up, build, run the man-page demo and the example scan
 	@echo
 	$(PY) -m kcmp_rs scan --example
 
-test: build lint test-rust test-py ## Set up, build, run every test and lint
+test: build lint test-rust test-py ## Set up, build, run every test and lint but the long rounds (test-slow)
 
 setup: system-deps $(VENV)/.deps ## Create .venv with the development requirements; Graphviz
 
@@ -79,13 +79,17 @@ format: $(VENV)/.deps ## Rewrite Python and Rust sources in the project's style
 	$(PY) -m ruff format --quiet python tests benches
 	cargo fmt
 
-# The core's tests need no Python; the second run checks the binding builds with them.
-test-rust: $(VENV)/.deps ## cargo test of the core alone, then with the binding
+# The core's tests need no Python, and are built once: the binding is compiled with
+# them by `lint-rust` (clippy --all-targets --features python).
+test-rust: $(VENV)/.deps ## cargo test of the core (the long death rounds: test-slow)
 	cargo test --quiet
-	cargo test --quiet --features python
 
-test-py: build system-deps ## pytest over tests/
-	$(PY) -m pytest -q tests
+test-py: build system-deps ## pytest over tests/ (the long rounds: test-slow)
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-slow: build system-deps ## The long rounds make test leaves out: injected deaths, pid reuse, stress (CI)
+	cargo test --quiet -- --ignored
+	$(PY) -m pytest -q -m slow tests
 
 bench: bench-build ## The benchmarks, with their figures and targets (builds the floor binary)
 	$(PY) -m pytest -q benches --benchmark-columns=median,ops --benchmark-sort=name -s

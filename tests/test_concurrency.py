@@ -148,6 +148,7 @@ def _stable_view(groups: Iterable[Iterable[Any]], stable: set[Any]) -> list[tupl
 
 
 # Over the mccabe limit: one sequential scenario reads better whole than split.
+@pytest.mark.slow
 def test_stress_mutating_fds_and_children(spawn: Spawn, tmp_path: Any) -> None:  # noqa: C901
     """Two threads churn their own fds (close, reopen, dup, dup2) and one starts and
     reaps short-lived children (posix_spawn, not fork), while three threads classify
@@ -267,6 +268,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("missing", ["raise", "skip"])
 def test_stable_fds_stay_together_while_other_fds_of_their_file_churn(missing: str) -> None:
     """Another process dup2s the two ends of a pipe, at random, onto 12 low fd numbers

@@ -22,7 +22,7 @@ from _checks import needs_kcmp
 from _helpers import ChildProcess, canonical, spawned
 from kcmp_rs import KcmpType
 
-pytestmark = needs_kcmp
+pytestmark = [needs_kcmp, pytest.mark.slow]
 
 ROUNDS = 80
 Missing = Literal["raise", "skip"]

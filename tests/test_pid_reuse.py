@@ -296,6 +296,7 @@ def _in_new_pid_namespace(kind: str, missing: str, when: str) -> dict[str, Any]:
 
 
 @needs_root
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "missing", "when"),
     [

@@ -3,6 +3,9 @@
 //! of k, in both `missing` modes, over one process and across processes, with
 //! thousands of fds. Every outcome must be the exact answer (computed before the kill)
 //! or the documented error; the counts are printed (`cargo test -- --nocapture`).
+//!
+//! The rounds take a minute or more: `make test` leaves them out, `make test-slow`
+//! (which CI runs) runs them (`cargo test -- --ignored`).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -225,6 +228,7 @@ fn injected<T: PartialEq + std::fmt::Debug>(
 }
 
 #[test]
+#[ignore = "slow: 300 injected deaths; `make test-slow` (and CI) runs it"]
 fn classify_fds_of_a_dying_child_is_exact_or_exited() {
     let base = base_fds();
     let raw: Vec<Fd> = base.iter().map(AsRawFd::as_raw_fd).collect();
@@ -251,6 +255,7 @@ fn classify_fds_of_a_dying_child_is_exact_or_exited() {
 }
 
 #[test]
+#[ignore = "slow: 300 injected deaths; `make test-slow` (and CI) runs it"]
 fn classify_files_across_processes_is_exact_or_as_documented() {
     let me = sys::getpid();
     let base = base_fds();
@@ -286,6 +291,7 @@ fn classify_files_across_processes_is_exact_or_as_documented() {
 }
 
 #[test]
+#[ignore = "slow: 300 injected deaths; `make test-slow` (and CI) runs it"]
 fn classify_tasks_with_a_dying_child_is_exact_or_as_documented() {
     let me = sys::getpid();
     let base = base_fds();
@@ -331,6 +337,7 @@ fn classify_tasks_with_a_dying_child_is_exact_or_as_documented() {
 }
 
 #[test]
+#[ignore = "slow: 300 injected deaths; `make test-slow` (and CI) runs it"]
 fn the_scan_of_a_dying_child_is_exact_or_skips_it() {
     use crate::questions::scan::{scan, ScanOptions, EXITED, ZOMBIE};
     let base = base_fds();
@@ -409,6 +416,7 @@ impl Drop for OneThread {
 }
 
 #[test]
+#[ignore = "slow: 300 injected deaths; `make test-slow` (and CI) runs it"]
 fn the_holders_of_a_dying_child_are_exact_or_skip_it() {
     use crate::questions::holders::holders;
     use crate::questions::scan::{EXITED, ZOMBIE};
