@@ -322,6 +322,39 @@ def _fd_rows(out: bytes) -> dict[str, tuple[str, str]]:
     return {row["FDS"][0]: (row["MODE"][0], row["TARGET"][0]) for row in rows}
 
 
+def test_fds_json_is_the_one_process_scan_from_the_core(spawn: Spawn) -> None:
+    """``kcmp-rs fds PID -J`` is the scan document of that process with every
+    description (the table's rows), written by the core; ``-j`` its JSON Lines under
+    the command ``fds``; both the same bytes as the Python path (stdout without an
+    fd)."""
+    from kcmp_rs.cli._audit import SCAN_RECORDS
+    from kcmp_rs.cli._render import json_lines
+
+    child = spawn(_fds_setup)
+    pid = child.pid
+    for form in ("-J", "-j"):
+        native = run_cli("fds", str(pid), form)
+        captured = io.StringIO()  # no fileno: the Python path
+        with contextlib.redirect_stdout(captured):
+            assert cli.main(["fds", str(pid), form]) == 0
+        assert native.returncode == 0 and native.stderr == b"", native.stderr
+        assert native.stdout.decode() == captured.getvalue(), form
+    doc = json.loads(run_cli("fds", str(pid), "-J").stdout)
+    assert doc == kcmp_rs.scan([pid], include_unshared=True).to_dict()
+    groups = {tuple(m["fd"] for m in d["members"]) for d in doc["descriptions"]}
+    assert (child.data["w"], child.data["dup"]) in groups
+    assert sorted(fd for g in groups for fd in g) == sorted(
+        int(n) for n in os.listdir(f"/proc/{pid}/fd")
+    )
+    lines = run_cli("fds", str(pid), "-j").stdout.decode()
+    assert lines == json_lines(doc, "fds", SCAN_RECORDS)
+    assert json.loads(lines.splitlines()[0]) == {
+        "record": "header",
+        "schema_version": 2,
+        "command": "fds",
+    }
+
+
 def test_fds_with_kcmp_unavailable(spawn: Spawn) -> None:
     pid = str(spawn(_fds_setup).pid)  # a pipe's ends and a dup share one inode
     whole = run_cli("fds", pid)

@@ -322,11 +322,18 @@ class ScanReport:
         """(pid, command name as bytes, None once gone) of each member's process."""
     def boundary_of(self) -> list[tuple[int, bytes]]:
         """(pid, boundary value as bytes) of each reader, when a boundary was asked."""
-    def write_json(self, fd: SupportsIndex, lines: bool, only: Sequence[int] | None = None) -> None:
+    def write_json(
+        self,
+        fd: SupportsIndex,
+        lines: bool,
+        only: Sequence[int] | None = None,
+        fds: bool = False,
+    ) -> None:
         """Writes the report to ``fd`` as ``kcmp-rs scan -J`` (``lines=False``) or ``-j``
         prints it, the GIL released; OSError (BrokenPipeError, ...) if it cannot.
         ``only``: the indices of the descriptions to show (the audit's crossings), all
-        when None; IndexError for one past the end."""
+        when None; IndexError for one past the end. ``fds``: the JSON Lines header
+        names the command ``fds`` (a one-process scan) instead of ``scan``."""
 
 def scan(
     pids: Iterable[SupportsIndex],

@@ -147,15 +147,17 @@ impl ScanReport {
     /// Writes the report to ``fd`` as ``kcmp-rs scan -J`` (``lines=False``) or ``-j``
     /// prints it, the GIL released; OSError (BrokenPipeError, ...) if it cannot.
     /// ``only``: the indices of the descriptions to show (the audit's crossings), all
-    /// when None; IndexError for one past the end.
-    #[pyo3(signature = (fd, lines, only = None))]
-    #[pyo3(text_signature = "($self, fd, lines, only=None)")]
+    /// when None; IndexError for one past the end. ``fds``: the JSON Lines header
+    /// names the command ``fds`` (a one-process scan) instead of ``scan``.
+    #[pyo3(signature = (fd, lines, only = None, fds = false))]
+    #[pyo3(text_signature = "($self, fd, lines, only=None, fds=False)")]
     fn write_json(
         &self,
         py: Python<'_>,
         fd: &Bound<'_, PyAny>,
         lines: bool,
         only: Option<Vec<usize>>,
+        fds: bool,
     ) -> PyResult<()> {
         let only = match only {
             None => None,
@@ -175,7 +177,8 @@ impl ScanReport {
             .as_deref()
             .map_or(crate::api::Selection::All, crate::api::Selection::Only);
         written(py, fd, |fd| {
-            crate::api::write_scan_to_fd(&self.report, selection, lines, fd)
+            let command = if fds { "fds" } else { "scan" };
+            crate::api::write_scan_to_fd(command, &self.report, selection, lines, fd)
         })
     }
 }

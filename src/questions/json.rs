@@ -382,6 +382,18 @@ pub fn write_scan<W: Write>(
     lines: bool,
     out: &mut W,
 ) -> io::Result<()> {
+    write_scan_as("scan", report, selection, lines, out)
+}
+
+/// `write_scan` for the command `command` (`fds` prints a one-process scan): its name
+/// in the JSON Lines header.
+pub fn write_scan_as<W: Write>(
+    command: &'static str,
+    report: &ScanReport,
+    selection: Selection<'_>,
+    lines: bool,
+    out: &mut W,
+) -> io::Result<()> {
     let names = Names {
         commands: report.commands.iter().map(|(&p, c)| (p, c)).collect(),
         boundary_of: Some(&report.boundary_of),
@@ -389,7 +401,7 @@ pub fn write_scan<W: Write>(
     if !lines {
         return line(out, &ScanDoc(report, &names, selection));
     }
-    line(out, &Header("scan"))?;
+    line(out, &Header(command))?;
     for d in selection.of(report) {
         let kind = kind_of(d);
         line(
@@ -583,12 +595,15 @@ fn write_to_fd(
 
 /// Writes the report to `fd` (see `write_scan`), buffered, flushed at the end.
 pub fn write_scan_to_fd(
+    command: &'static str,
     report: &ScanReport,
     selection: Selection<'_>,
     lines: bool,
     fd: RawFd,
 ) -> io::Result<()> {
-    write_to_fd(fd, |out| write_scan(report, selection, lines, out))
+    write_to_fd(fd, |out| {
+        write_scan_as(command, report, selection, lines, out)
+    })
 }
 
 /// Writes the answer to `fd` (see `write_epoll`), buffered, flushed at the end.

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 import kcmp_rs
 from kcmp_rs._errors import KcmpType, Order
-from kcmp_rs._native import is_zombie
-from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, ZOMBIE, Ref, Scan
-from kcmp_rs._scan import classify_refs, scan_from_report, scan_report
+from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, ZOMBIE, Scan
+from kcmp_rs._scan import scan_from_report, scan_report
 from kcmp_rs.cli._audit import SCAN_RECORDS, add_audit_flags, prepare_audit, print_audit
 from kcmp_rs.cli._common import (
     CommandError,
@@ -31,7 +30,6 @@ from kcmp_rs.cli._common import (
     denied,
     explain,
     given_pids,
-    modes_and_targets,
     pid_arg,
     pids_flag,
     print_json,
@@ -55,7 +53,7 @@ from kcmp_rs.cli._io import (
     write_native,
 )
 from kcmp_rs.cli._queries import add_commands
-from kcmp_rs.cli._render import format_table, render_table, scan_dot
+from kcmp_rs.cli._render import escape, format_table, render_table, scan_dot
 
 if TYPE_CHECKING:
     from kcmp_rs._example import Family
@@ -97,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         example="  kcmp-rs fds 1234\n  kcmp-rs fds $$",
     )
     fds.add_argument("pid", type=pid_arg, metavar="PID")
+    add_json_flags(fds, "JSON Lines: one record per line (header, description, ...)")
     allow_pidfd_getfd_flag(fds)
     fds.set_defaults(func=_cmd_fds, parser=fds)
 
@@ -245,36 +244,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ---- fds ----
 
 
-def _classified(
-    pids: Sequence[int], allow_pidfd_getfd: bool
-) -> tuple[list[tuple[Ref, ...]], list[Ref]]:
-    """``(groups, undecided)`` of the fds of ``pids``: what kcmp, or where it is blocked
-    the exact fallbacks, decide; the fds no fallback decides are in no group."""
-    refs: list[Ref] = []
-    try:
-        for pid in dict.fromkeys(pids):
-            fds = kcmp_rs.open_fds(pid)
-            if not fds and is_zombie(pid):  # a zombie's fd table is empty, not unread
-                raise CommandError(f"process {pid} has exited and awaits reaping (a zombie)")
-            refs += [(pid, fd) for fd in fds]
-        groups, undecided = classify_refs(refs, allow_pidfd_getfd=allow_pidfd_getfd)
-        # missing="skip" leaves out a process that exited during the call: its empty
-        # answer must not pass for "no fds". open_fds names why it is gone.
-        answered = {pid for group in groups for pid, _ in group} | {p for p, _ in undecided}
-        for pid in dict.fromkeys(pid for pid, _ in refs):
-            if pid not in answered:
-                kcmp_rs.open_fds(pid)
-    except OSError as err:
-        raise CommandError(explain(err, pids[0])) from None
-    return groups, undecided
-
-
 def _cmd_fds(args: argparse.Namespace) -> int:
+    """One process's scan, every description included: one native pass, the process
+    pinned throughout; JSON is that scan's document, written by the core."""
     pid: int = args.pid
-    groups, undecided = _classified([pid], args.allow_pidfd_getfd)
-    shown = modes_and_targets([g[0] for g in groups])
-    rows = [[",".join(str(fd) for _, fd in g), *s] for g, s in zip(groups, shown)]
-    out(render_table(["FDS", "MODE", "TARGET"], rows))
+    report = scan_report([pid], include_unshared=True, allow_pidfd_getfd=args.allow_pidfd_getfd)
+    for gone, reason in report.skipped:  # the one process: no answer without it
+        if reason == PERMISSION_DENIED:
+            raise CommandError(denied(gone))
+        if reason in _SKIPPED_NOTES:
+            raise CommandError(_SKIPPED_NOTES[reason].format(pid=gone))
+        raise CommandError(f"process {gone}: {reason}")
+    if not (
+        (args.json or args.json_lines)
+        and write_native(lambda fd: report.write_json(fd, args.json_lines, fds=True))
+    ):
+        result = scan_from_report(report)
+        if not print_json(result.to_dict(), args, "fds", SCAN_RECORDS):
+            rows = [
+                [",".join(str(m.fd) for m in d.members), d.mode, escape(d.target)]
+                for d in result.descriptions
+            ]
+            out(render_table(["FDS", "MODE", "TARGET"], rows))
+    undecided = tuple(report.undecided)
     if undecided:
         report_undecided(undecided, args.allow_pidfd_getfd)
         return EXIT_INCOMPLETE
