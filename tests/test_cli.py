@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import kcmp_rs
 import pytest
@@ -104,6 +105,26 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     assert "usage: kcmp-rs" in err
     assert message in err
     assert done.stdout == b""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["epoll", "12", "-J", "--dot"],
+        ["share", "12", "13", "--bogus"],
+        ["holders", "12", "3", "extra", "-J"],
+        ["scan", "--bogus"],
+        ["demo", "extra"],
+    ],
+)
+def test_an_unknown_argument_is_said_with_its_subcommand_s_usage(args: list[str]) -> None:
+    done = run_cli(*args)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and done.stdout == b"", err
+    name = args[0]
+    assert err.startswith(f"usage: kcmp-rs {name} "), err
+    unknown = " ".join(a for a in args[1:] if a in ("--dot", "--bogus", "extra"))
+    assert err.endswith(f"kcmp-rs {name}: error: unrecognized arguments: {unknown}\n"), err
 
 
 def test_missing_process_exits_1(spawn: Spawn) -> None:
@@ -385,6 +406,45 @@ def _share_parts(out: bytes) -> tuple[dict[str, str], str, list[tuple[str, ...]]
         else []
     )
     return resources, title, shared
+
+
+def test_share_json_carries_what_the_table_shows(family: Family) -> None:
+    """``kcmp-rs share -J``: ``SharedFiles.to_dict()`` plus the task resources and what
+    the table shows of each file; ``-j`` the same as JSON Lines; with kcmp blocked the
+    resources are null and the status 4, as for the table."""
+    from kcmp_rs.cli._render import json_lines
+
+    pid1, pid2 = family.pids[:2]
+    done = run_cli("share", str(pid1), str(pid2), "-J")
+    assert done.returncode == 0 and done.stderr == b"", done.stderr
+    doc = json.loads(done.stdout)
+    files = kcmp_rs.shared_files(pid1, pid2).to_dict()
+
+    def without(pairs: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+        return [{k: v for k, v in pair.items() if k not in keys} for pair in pairs]
+
+    stripped = {k: v for k, v in doc.items() if k != "resources"}
+    stripped["shared"] = without(doc["shared"], "mode", "target")
+    stripped["reopened"] = without(doc["reopened"], "target")
+    assert stripped == files
+    truth = [g for g in family.groups if {pid1, pid2} <= {p for p, _ in g}]
+    assert len(doc["shared"]) == len(truth) > 0
+    for pair in doc["shared"]:
+        first = (pid1, pair["fds1"][0])
+        assert pair["mode"] == family.mode(first)
+        assert pair["target"] == os.readlink(f"/proc/{pid1}/fd/{first[1]}")
+    names = ["VM", "FILES", "FS", "SIGHAND", "IO", "SYSVSEM"]
+    assert [(r["resource"], r["shared"]) for r in doc["resources"]] == [(n, False) for n in names]
+    assert "neither process has an I/O context" in doc["resources"][4]["note"]
+    lines = run_cli("share", str(pid1), str(pid2), "-j")
+    records = {"resources": "resource", "shared": "shared", "reopened": "reopened",
+               "undecided": "undecided"}  # fmt: skip
+    assert lines.stdout.decode() == json_lines(doc, "share", records)
+
+    blocked = run_cli("share", str(pid1), str(pid2), "-J", env=NO_KCMP)
+    assert blocked.returncode == 4
+    assert [r["shared"] for r in json.loads(blocked.stdout)["resources"]] == [None] * 6
+    assert blocked.stderr.decode().startswith(_TASKS_NOTE)
 
 
 def test_share_with_kcmp_unavailable(family: Family) -> None:

@@ -492,7 +492,8 @@ _NOT_WITH = "error: argument -J/--json: not allowed with argument --dot"
         ),
         (["scan", "--example", "--dot", "-J"], f"kcmp-rs scan: {_NOT_WITH}"),
         (["holders", "{me}", "0", "--dot", "-J"], f"kcmp-rs holders: {_NOT_WITH}"),
-        (["epoll", "{me}", "--dot"], "kcmp-rs: error: unrecognized arguments: --dot"),
+        (["share", "{me}", "{me}", "--dot", "-J"], f"kcmp-rs share: {_NOT_WITH}"),
+        (["epoll", "{me}", "--dot"], "kcmp-rs epoll: error: unrecognized arguments: --dot"),
     ],
 )
 def test_dot_excludes_json_and_is_not_everywhere(args: list[str], error: str) -> None:

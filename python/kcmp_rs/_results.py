@@ -115,7 +115,7 @@ def deferred(
     return obj
 
 
-def _text_fields(name: str, text: str) -> dict[str, str]:
+def text_fields(name: str, text: str) -> dict[str, str]:
     """``{name: text}`` for JSON; a name not in UTF-8 also gets ``{name}_bytes_b64``
     (the rules are in ``help(kcmp_rs.scan)``)."""
     try:
@@ -145,7 +145,7 @@ class Member:
         doc: dict[str, object] = {
             "pid": self.pid,
             "fd": self.fd,
-            **_text_fields("command", self.command),
+            **text_fields("command", self.command),
         }
         if self.boundary is not None:
             doc["boundary"] = self.boundary
@@ -173,7 +173,7 @@ class Description(_Deferred):
         doc: dict[str, object] = {
             "type": self.type,
             "mode": self.mode,
-            **_text_fields("target", self.target),
+            **text_fields("target", self.target),
             "members": [m.to_dict() for m in self.members],
         }
         if self.boundaries:
@@ -430,7 +430,7 @@ class LeakedFd:
             "fd": self.fd,
             "type": self.type,
             "mode": self.mode,
-            **_text_fields("target", self.target),
+            **text_fields("target", self.target),
             "dup_of": self.dup_of,
             "same_as": self.same_as,
             "reused": self.reused,
@@ -459,7 +459,7 @@ class ChildHolder:
         doc = {
             "pid": self.pid,
             "ppid": self.ppid,
-            **_text_fields("command", self.command),
+            **text_fields("command", self.command),
             "descriptions": [d.to_dict() for d in self.descriptions],
         }
         return cast("ChildHolderDict", doc)

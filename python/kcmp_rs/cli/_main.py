@@ -412,7 +412,9 @@ def _run(argv: Sequence[str] | None) -> int:
         sys.stdout.reconfigure(errors="backslashreplace")
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said with the usage of the subcommand they were given to
+            getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit:
         flush()  # --help and --version: their text may meet a reader gone away too
         raise

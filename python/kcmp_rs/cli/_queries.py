@@ -10,25 +10,33 @@ import argparse
 import os
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import kcmp_rs
 from kcmp_rs import _native, baseline
 from kcmp_rs._errors import KcmpType, KcmpUnavailableError
-from kcmp_rs._proc import read_command, shown_one
+from kcmp_rs._proc import read_command, shown, shown_one
 from kcmp_rs._queries import (
     epoll_sets_from_report,
     holders_from_report,
     holders_report,
     shared_files,
 )
-from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, SCHEMA_VERSION, ZOMBIE
+from kcmp_rs._results import (
+    EXITED,
+    NO_SUCH_PROCESS,
+    PERMISSION_DENIED,
+    SCHEMA_VERSION,
+    ZOMBIE,
+    SharedFiles,
+    text_fields,
+)
 from kcmp_rs.cli._common import (
     CommandError,
     add_json_flags,
     allow_pidfd_getfd_flag,
     command,
     denied,
-    dot_flag,
     explain,
     given_pids,
     modes_and_targets,
@@ -65,7 +73,7 @@ def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     share.add_argument("pid1", type=pid_arg, metavar="PID1")
     share.add_argument("pid2", type=pid_arg, metavar="PID2")
     allow_pidfd_getfd_flag(share)
-    dot_flag(share)
+    add_json_flags(share, "JSON Lines: one record per line (header, resource, ...)", dot=True)
     share.set_defaults(func=_cmd_share, parser=share)
 
     hold = command(
@@ -280,14 +288,16 @@ def _cmd_share(args: argparse.Namespace) -> int:
         if found.undecided:
             report_undecided(found.undecided, args.allow_pidfd_getfd)
         return EXIT_INCOMPLETE if found.undecided else 0
+    if resources is None:
+        resources = [[name, "?", "unknown: needs kcmp(2)"] for name, _ in _RESOURCES]
+    if print_json(_share_document(found, resources), args, "share", _SHARE_RECORDS):
+        return _share_status(found, resources, args.allow_pidfd_getfd)
     if pid1 == pid2:
         out(
             f"Process {pid1} trivially shares everything with itself: every task resource "
             f"and all its {len(found.shared)} open file descriptions.\n"
         )
         return 0
-    if resources is None:
-        resources = [[name, "?", "unknown: needs kcmp(2)"] for name, _ in _RESOURCES]
     out(render_table(["RESOURCE", "SHARED", "NOTE"], resources))
     tail = f"; {len(found.undecided)} fds undecided" if found.undecided else ""
     table = " (one fd table)" if found.same_fd_table else ""
@@ -305,11 +315,44 @@ def _cmd_share(args: argparse.Namespace) -> int:
             for (a, b), (_, target) in zip(found.reopened, modes_and_targets(firsts))
         ]
         out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "TARGET"], rows))
+    return _share_status(found, resources, args.allow_pidfd_getfd)
+
+
+def _share_status(found: SharedFiles, resources: list[list[str]], allow: bool) -> int:
+    """The notes of an incomplete answer, and the exit status."""
     if resources[0][1] == "?":
         note(
             "incomplete answer: the task resources (VM, FILES, FS, SIGHAND, IO, SYSVSEM) "
             f"need kcmp(2), which has no fallback: {unavailable_reason()}"
         )
     if found.undecided:
-        report_undecided(found.undecided, args.allow_pidfd_getfd)
+        report_undecided(found.undecided, allow)
     return EXIT_INCOMPLETE if resources[0][1] == "?" or found.undecided else 0
+
+
+#: ``kcmp-rs share -j``: the record kind of each list of the document.
+_SHARE_RECORDS = {
+    "resources": "resource",
+    "shared": "shared",
+    "reopened": "reopened",
+    "undecided": "undecided",
+}
+
+
+def _share_document(found: SharedFiles, resources: list[list[str]]) -> dict[str, Any]:
+    """``kcmp-rs share -J``: ``SharedFiles.to_dict()`` with the task resources (``shared``
+    true, false, or null where kcmp is blocked; ``note`` as the table's) and, for each
+    pair, what the table shows of its file (``mode`` and ``target`` of a shared
+    description, ``target`` of a file opened separately)."""
+    doc: dict[str, Any] = dict(found.to_dict())
+    doc["resources"] = [
+        {"resource": name, "shared": {"yes": True, "no": False}.get(said), "note": why}
+        for name, said, why in resources
+    ]
+    firsts = [(found.pid1, a[0]) for a, _ in found.shared]
+    for pair, (target, mode, _) in zip(doc["shared"], shown(firsts)):
+        pair.update(mode=mode, **text_fields("target", target))
+    firsts = [(found.pid1, a[0]) if a else (found.pid2, b[0]) for a, b in found.reopened]
+    for pair, (target, _, _) in zip(doc["reopened"], shown(firsts)):
+        pair.update(text_fields("target", target))
+    return doc
