@@ -168,3 +168,19 @@ def test_help_of_scan_shows_guarantees_and_schema() -> None:
 @pytest.mark.parametrize("name", public_routines(native=True))
 def test_native_function_is_documented(name: str) -> None:
     assert_documented(name, getattr(kcmp_rs, name))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["same_vm", "same_files", "same_fs", "same_sighand", "same_io", "same_sysvsem", "sharing"],
+)
+def test_the_task_calls_document_their_parameters_and_errors(name: str) -> None:
+    """``help()`` of each task call names its parameters, what it returns and every
+    exception a caller can meet, not one line alone."""
+    import kcmp_rs
+
+    doc = getattr(kcmp_rs, name).__doc__ or ""
+    for needed in ("``pid1``", "``pid2``", "ProcessGoneError", "ProcessAccessError",
+                   "KcmpUnavailableError", "TypeError", "ValueError"):  # fmt: skip
+        assert needed in doc, (name, needed)
+    assert ("Returns" in doc) or ("a ``Sharing``" in doc), name

@@ -109,22 +109,59 @@ __all__ = [
 
 
 def same_vm(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
-    """Whether the two processes share one address space (CLONE_VM, threads)."""
+    """Whether the two processes share one address space (CLONE_VM, threads). Two
+    kernel threads (no address space at all) share none.
+
+    ``pid1``, ``pid2``: process or thread ids (ints, or what ``operator.index`` takes;
+    never a bool). Returns True when the kernel finds one object behind both.
+
+    Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when either does not exist
+    or is a zombie, ``ProcessAccessError`` (a ``PermissionError``) when ptrace read
+    access to either is refused, ``KcmpUnavailableError`` where kcmp(2) is blocked
+    (nothing else can tell), TypeError or ValueError for a pid that is not one.
+    """
     return _native.same_task(pid1, pid2, KcmpType.VM)
 
 
 def same_files(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
-    """Whether the two processes share one fd table (CLONE_FILES)."""
+    """Whether the two processes share one fd table (CLONE_FILES).
+
+    ``pid1``, ``pid2``: process or thread ids (ints, or what ``operator.index`` takes;
+    never a bool). Returns True when the kernel finds one object behind both.
+
+    Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when either does not exist
+    or is a zombie, ``ProcessAccessError`` (a ``PermissionError``) when ptrace read
+    access to either is refused, ``KcmpUnavailableError`` where kcmp(2) is blocked
+    (nothing else can tell), TypeError or ValueError for a pid that is not one.
+    """
     return _native.same_task(pid1, pid2, KcmpType.FILES)
 
 
 def same_fs(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
-    """Whether the two processes share root, cwd and umask (CLONE_FS)."""
+    """Whether the two processes share root, cwd and umask (CLONE_FS).
+
+    ``pid1``, ``pid2``: process or thread ids (ints, or what ``operator.index`` takes;
+    never a bool). Returns True when the kernel finds one object behind both.
+
+    Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when either does not exist
+    or is a zombie, ``ProcessAccessError`` (a ``PermissionError``) when ptrace read
+    access to either is refused, ``KcmpUnavailableError`` where kcmp(2) is blocked
+    (nothing else can tell), TypeError or ValueError for a pid that is not one.
+    """
     return _native.same_task(pid1, pid2, KcmpType.FS)
 
 
 def same_sighand(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
-    """Whether the two processes share one signal handler table (CLONE_SIGHAND)."""
+    """Whether the two processes share one signal handler table (CLONE_SIGHAND).
+
+    ``pid1``, ``pid2``: process or thread ids (ints, or what ``operator.index`` takes;
+    never a bool). Returns True when the kernel finds one object behind both.
+
+    Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when either does not exist
+    or is a zombie, ``ProcessAccessError`` (a ``PermissionError``) when ptrace read
+    access to either is refused, ``KcmpUnavailableError`` where kcmp(2) is blocked
+    (nothing else can tell), TypeError or ValueError for a pid that is not one.
+    """
     return _native.same_task(pid1, pid2, KcmpType.SIGHAND)
 
 
@@ -132,6 +169,14 @@ def same_io(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
     """Whether the two processes share an I/O context (CLONE_IO).
 
     True also when neither has one: the kernel compares two absent contexts as equal.
+
+    ``pid1``, ``pid2``: process or thread ids (ints, or what ``operator.index`` takes;
+    never a bool). Returns True when the kernel finds one object behind both.
+
+    Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when either does not exist
+    or is a zombie, ``ProcessAccessError`` (a ``PermissionError``) when ptrace read
+    access to either is refused, ``KcmpUnavailableError`` where kcmp(2) is blocked
+    (nothing else can tell), TypeError or ValueError for a pid that is not one.
     """
     return _native.same_task(pid1, pid2, KcmpType.IO)
 
@@ -140,12 +185,28 @@ def same_sysvsem(pid1: SupportsIndex, pid2: SupportsIndex) -> bool:
     """Whether the two processes share a SysV semaphore undo list (CLONE_SYSVSEM).
 
     True also when neither has one: the kernel compares two absent lists as equal.
+
+    ``pid1``, ``pid2``: process or thread ids (ints, or what ``operator.index`` takes;
+    never a bool). Returns True when the kernel finds one object behind both.
+
+    Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when either does not exist
+    or is a zombie, ``ProcessAccessError`` (a ``PermissionError``) when ptrace read
+    access to either is refused, ``KcmpUnavailableError`` where kcmp(2) is blocked
+    (nothing else can tell), TypeError or ValueError for a pid that is not one.
     """
     return _native.same_task(pid1, pid2, KcmpType.SYSVSEM)
 
 
 def sharing(pid1: SupportsIndex, pid2: SupportsIndex) -> Sharing:
-    """Which of the six task resources the two processes share."""
+    """Which of the six task resources the two processes share: a ``Sharing`` with
+    ``vm``, ``files``, ``fs``, ``sighand``, ``io`` and ``sysvsem`` (each as the
+    ``same_*`` call of its name answers, ``io`` and ``sysvsem`` True also when neither
+    process has one).
+
+    ``pid1``, ``pid2``: process or thread ids. Raises as the ``same_*`` calls do
+    (``ProcessGoneError``, ``ProcessAccessError``, ``KcmpUnavailableError``, TypeError,
+    ValueError).
+    """
     return Sharing(*_native.sharing(pid1, pid2))
 
 

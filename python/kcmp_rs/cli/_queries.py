@@ -101,7 +101,9 @@ def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
         "/proc/PID/fdinfo (TFD: the fd number it was registered under, EVENTS, DATA), the "
         "fds that refer to the registered file now (found with kcmp(2) KCMP_EPOLL_TFD), "
         "and STATUS: open (TFD still names that file), closed (TFD is not open) or "
-        "reused (TFD now names another file).",
+        "reused (TFD now names another file). DATA is the 64-bit value registered; "
+        "Python's select.epoll sets only its low 32 bits (the fd), so the high half of "
+        "a set made there is whatever was in memory.",
         example="  kcmp-rs epoll 1234\n  kcmp-rs epoll 1234 7 -p 1240",
     )
     epoll.add_argument("pid", type=pid_arg, metavar="PID")
