@@ -21,7 +21,7 @@ pub use crate::questions::holders::HoldersReport;
 pub use crate::questions::json::{
     write_epoll_to_fd, write_holders_to_fd, write_scan_to_fd, Selection,
 };
-pub use crate::questions::scan::{scan, Boundary, ScanOptions, ScanReport};
+pub use crate::questions::scan::{scan, scan_files, Boundary, ScanOptions, ScanReport};
 pub use crate::questions::shared::{shared_files, Shared};
 pub use crate::questions::{command, Pinned};
 pub use crate::support::Report;

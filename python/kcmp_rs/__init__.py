@@ -40,12 +40,13 @@ from kcmp_rs._native import (
     same_epoll_target,
     same_file,
 )
-from kcmp_rs._queries import epoll_targets, holders, shared_files
+from kcmp_rs._queries import epoll_targets, holders, shared_files, who
 from kcmp_rs._results import (
     ChildHolder,
     Description,
     EpollTarget,
     FdLeaks,
+    FileDescription,
     Holders,
     LeakedFd,
     Member,
@@ -54,6 +55,8 @@ from kcmp_rs._results import (
     Sharing,
     Skipped,
     Support,
+    Who,
+    WhoFile,
 )
 from kcmp_rs._scan import scan
 
@@ -70,6 +73,7 @@ __all__ = [
     "FdLeakCheck",
     "FdLeaks",
     "FdNotOpenError",
+    "FileDescription",
     "Holders",
     "KcmpError",
     "KcmpType",
@@ -84,6 +88,8 @@ __all__ = [
     "Sharing",
     "Skipped",
     "Support",
+    "Who",
+    "WhoFile",
     "__version__",
     "classify_fds",
     "classify_files",
@@ -105,6 +111,7 @@ __all__ = [
     "shared_files",
     "sharing",
     "support",
+    "who",
 ]
 
 

@@ -318,6 +318,11 @@ class ScanReport:
     def members(self, i: int) -> list[tuple[int, int]]:
         """The ``(pid, fd)`` members of description ``i``, ascending; IndexError past the
         end."""
+    def keys(self) -> list[tuple[int, int]]:
+        """Each description's file, ``(st_dev, st_ino)``, in order (``scan_files`` only)."""
+    def offsets(self) -> list[int | None]:
+        """Each description's file offset (None once unreadable), in order (``scan_files``
+        only)."""
     def commands(self) -> list[tuple[int, bytes | None]]:
         """(pid, command name as bytes, None once gone) of each member's process."""
     def boundary_of(self) -> list[tuple[int, bytes]]:
@@ -334,6 +339,16 @@ class ScanReport:
         ``only``: the indices of the descriptions to show (the audit's crossings), all
         when None; IndexError for one past the end. ``fds``: the JSON Lines header
         names the command ``fds`` (a one-process scan) instead of ``scan``."""
+
+def scan_files(
+    pids: Iterable[SupportsIndex],
+    keys: list[tuple[int, int]],
+    allow_pidfd_getfd: bool,
+    progress: Callable[[int, int], object] | None,
+) -> ScanReport:
+    """The scan of ``pids`` for the fds on the files ``keys`` ((st_dev, st_ino) pairs)
+    alone, in one native pass, the GIL released: a ``ScanReport`` whose ``keys()``
+    and ``offsets()`` give each description's file and offset (``kcmp_rs.who()``)."""
 
 def scan(
     pids: Iterable[SupportsIndex],

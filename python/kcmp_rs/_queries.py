@@ -1,29 +1,37 @@
 """The questions users come with, answered without a whole scan: who holds one open
 file description (``holders``), what two processes share (``shared_files``), and what
-an epoll set watches (``epoll_targets``).
+an epoll set watches (``epoll_targets``), who has a file open (``who``).
 
 Each question is one native pass (``_native.holders``, ``shared_files``,
-``epoll_targets``) with the GIL released; this module checks what Python alone can
+``epoll_sets``, ``scan_files``) with the GIL released; this module checks what Python alone can
 check and builds the result types of ``_results`` from the native answers.
 """
 
 from __future__ import annotations
 
+import os
+from collections import defaultdict
 from collections.abc import Iterable
-from typing import Callable
+from typing import Callable, Union
 
 from kcmp_rs import _native
-from kcmp_rs._proc import decoded, decoded_names
+from kcmp_rs._proc import decoded, decoded_names, list_pids
 from kcmp_rs._results import (
     Description,
     EpollTarget,
+    FileDescription,
     Holders,
     Member,
     SharedFiles,
     Skipped,
+    Who,
+    WhoFile,
     deferred,
 )
-from kcmp_rs._scan import _check_flag, _check_progress, _checked_pids
+from kcmp_rs._scan import _check_flag, _check_progress, _checked_pids, scan_from_report
+
+#: What ``who()`` takes as a path: a name, as ``os.stat`` does.
+Path = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 __all__ = [
     "epoll_sets_from_report",
@@ -32,6 +40,7 @@ __all__ = [
     "holders_from_report",
     "holders_report",
     "shared_files",
+    "who",
 ]
 
 # ---- holders ----
@@ -188,3 +197,51 @@ def epoll_targets(pid: int, epfd: int, pids: Iterable[int] | None = None) -> lis
     does not exist or exits during the call.
     """
     return _epoll_targets(pid, epfd, pids)[0]
+
+
+# ---- who ----
+
+
+def who(
+    paths: Path | Iterable[Path],
+    pids: Iterable[int] | None = None,
+    *,
+    allow_pidfd_getfd: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Who:
+    """Every ``(pid, fd)`` that has each file of ``paths`` open, grouped by open file
+    description, with each description's mode and offset: what ``lsof FILE`` and
+    ``fuser`` answer, with separate opens told apart from shared ones.
+
+    ``paths``: one path or several (str, bytes or ``os.PathLike``); each means the
+    file it resolves to (symlinks followed, relative to the working directory),
+    matched by device and inode. ``pids``: the processes to search (None: every
+    process in /proc). One native pass, as ``scan()``: every process pinned, the ones
+    that cannot be read in ``skipped``, the fds no exact method could decide (kcmp
+    blocked) in ``undecided``; ``complete`` says whether the answer covers everything.
+    An fd opened or replaced while the call runs may be missed, as by any snapshot.
+
+    Raises ``FileNotFoundError`` (and the other errors of ``os.stat``) for a path that
+    cannot be resolved, ValueError when no path is given, TypeError for a path or pid
+    of the wrong type.
+    """
+    _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
+    _check_progress(progress)
+    asked = [paths] if isinstance(paths, (str, bytes, os.PathLike)) else list(paths)
+    if not asked:
+        raise ValueError("who() needs at least one path")
+    keys = []
+    for path in asked:
+        st = os.stat(path)
+        keys.append((st.st_dev, st.st_ino))
+    wanted = list_pids() if pids is None else _checked_pids(pids)
+    report = _native.scan_files(wanted, sorted(set(keys)), allow_pidfd_getfd, progress)
+    found = scan_from_report(report)
+    on: defaultdict[tuple[int, int], list[FileDescription]] = defaultdict(list)
+    for d, key, offset in zip(found.descriptions, report.keys(), report.offsets()):
+        on[key].append(FileDescription(d.target, d.mode, d.members, d.type, (), offset))
+    files = tuple(
+        WhoFile(os.fsdecode(path), dev, ino, tuple(on[(dev, ino)]))
+        for path, (dev, ino) in zip(asked, keys)
+    )
+    return Who(files, found.skipped, found.processes_read, found.undecided, found.fd_table_shared)

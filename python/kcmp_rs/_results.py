@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         DescriptionDict,
         EpollTargetDict,
         FdLeaksDict,
+        FileDescriptionDict,
         HoldersDict,
         LeakedFdDict,
         MemberDict,
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
         ScanDict,
         SharedFilesDict,
         SkippedDict,
+        WhoDict,
+        WhoFileDict,
     )
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "Description",
     "EpollTarget",
     "FdLeaks",
+    "FileDescription",
     "Holders",
     "LeakedFd",
     "Member",
@@ -50,6 +54,8 @@ __all__ = [
     "Sharing",
     "Skipped",
     "Support",
+    "Who",
+    "WhoFile",
 ]
 
 Ref = tuple[int, int]
@@ -342,6 +348,71 @@ class EpollTarget:
             "ino": self.ino,
             "status": self.status,
             "holders": [m.to_dict() for m in self.holders],
+        }
+
+
+# ---- who ----
+
+
+@dataclass(frozen=True)
+class FileDescription(Description):
+    """An open file description of a file ``who()`` was asked about, with the file
+    offset its members share (``None`` once unreadable)."""
+
+    offset: int | None = None
+
+    def to_dict(self) -> FileDescriptionDict:
+        """The description's object (``Description.to_dict()``) with ``offset``."""
+        return cast("FileDescriptionDict", {**super().to_dict(), "offset": self.offset})
+
+
+@dataclass(frozen=True)
+class WhoFile:
+    """One path ``who()`` was asked about: the file it resolves to (``device``,
+    ``inode``: ``st_dev``, ``st_ino``) and its open file descriptions, ordered by
+    their smallest member."""
+
+    path: str
+    device: int
+    inode: int
+    descriptions: tuple[FileDescription, ...]
+
+    def to_dict(self) -> WhoFileDict:
+        """The file as a JSON object (``path`` by the name rules of ``scan()``)."""
+        doc: dict[str, object] = {
+            **text_fields("path", self.path),
+            "device": self.device,
+            "inode": self.inode,
+            "descriptions": [d.to_dict() for d in self.descriptions],
+        }
+        return cast("WhoFileDict", doc)
+
+
+@dataclass(frozen=True)
+class Who:
+    """What ``who()`` found, one ``WhoFile`` per path asked, in order; ``skipped``,
+    ``undecided`` and ``fd_table_shared`` as in ``Scan``."""
+
+    files: tuple[WhoFile, ...]
+    skipped: tuple[Skipped, ...]
+    processes_read: int
+    undecided: tuple[Ref, ...] = ()
+    fd_table_shared: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Whether every process was read and every fd decided."""
+        return not self.skipped and not self.undecided
+
+    def to_dict(self) -> WhoDict:
+        """The answer as the JSON document of ``kcmp-rs who -J``."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "files": [f.to_dict() for f in self.files],
+            "skipped": [s.to_dict() for s in self.skipped],
+            "processes_read": self.processes_read,
+            "undecided": [{"pid": p, "fd": f} for p, f in self.undecided],
+            "fd_table_shared": [list(g) for g in self.fd_table_shared],
         }
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "EpollTargetDict",
     "FdDict",
     "FdLeaksDict",
+    "FileDescriptionDict",
     "HoldersDict",
     "LeakedFdDict",
     "MemberDict",
@@ -26,6 +27,8 @@ __all__ = [
     "ScanDict",
     "SharedFilesDict",
     "SkippedDict",
+    "WhoDict",
+    "WhoFileDict",
 ]
 
 
@@ -93,6 +96,36 @@ class HoldersDict(TypedDict):
     undecided: list[FdDict]
     processes_read: int
     fds_compared: int
+    fd_table_shared: list[list[int]]
+
+
+class FileDescriptionDict(DescriptionDict):
+    """``FileDescription.to_dict()``: a description of a file ``who()`` was asked about."""
+
+    offset: int | None
+
+
+class _WhoFileOptional(TypedDict, total=False):
+    path_bytes_b64: str
+
+
+class WhoFileDict(_WhoFileOptional):
+    """``WhoFile.to_dict()``: one path asked about."""
+
+    path: str
+    device: int
+    inode: int
+    descriptions: list[FileDescriptionDict]
+
+
+class WhoDict(TypedDict):
+    """``Who.to_dict()``: ``kcmp-rs who -J``."""
+
+    schema_version: int
+    files: list[WhoFileDict]
+    skipped: list[SkippedDict]
+    processes_read: int
+    undecided: list[FdDict]
     fd_table_shared: list[list[int]]
 
 

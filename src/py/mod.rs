@@ -554,6 +554,30 @@ pub mod _native {
         Ok(super::reports::ScanReport { report })
     }
 
+    /// The scan of ``pids`` for the fds on the files ``keys`` ((st_dev, st_ino) pairs)
+    /// alone, in one native pass, the GIL released: a ``ScanReport`` whose ``keys()``
+    /// and ``offsets()`` give each description's file and offset (``kcmp_rs.who()``).
+    #[pyfunction]
+    #[pyo3(signature = (pids, keys, allow_pidfd_getfd, progress))]
+    #[pyo3(text_signature = "(pids, keys, allow_pidfd_getfd, progress)")]
+    fn scan_files(
+        py: Python<'_>,
+        pids: &Bound<'_, PyAny>,
+        keys: &Bound<'_, PyAny>,
+        allow_pidfd_getfd: bool,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<super::reports::ScanReport> {
+        // Built by `kcmp_rs.who` from `os.stat`, never by a caller.
+        let keys: Vec<(u64, u64)> = keys.extract()?;
+        let Pids(mut pids) = arg(pids, "pids")?;
+        pids.sort_unstable();
+        pids.dedup();
+        let report = super::detached_with_progress(py, progress, |tell, stop| {
+            api::scan_files(&pids, &keys, allow_pidfd_getfd, tell, stop)
+        })?;
+        Ok(super::reports::ScanReport { report })
+    }
+
     /// Whether ``pid`` has exited and awaits reaping (a zombie).
     ///
     /// A zombie keeps its pid but no longer has the resources kcmp compares. False for

@@ -128,6 +128,19 @@ impl ScanReport {
             })
     }
 
+    /// Each description's file, ``(st_dev, st_ino)``, in order (``scan_files`` only).
+    #[pyo3(text_signature = "($self)")]
+    fn keys(&self) -> Vec<(u64, u64)> {
+        self.report.keys.clone()
+    }
+
+    /// Each description's file offset (None once unreadable), in order (``scan_files``
+    /// only).
+    #[pyo3(text_signature = "($self)")]
+    fn offsets(&self) -> Vec<Option<u64>> {
+        self.report.offsets.clone()
+    }
+
     /// (pid, command name as bytes, None once gone) of each member's process.
     #[pyo3(text_signature = "($self)")]
     fn commands<'py>(&'py self, py: Python<'py>) -> Vec<(Pid, Option<Bound<'py, PyBytes>>)> {

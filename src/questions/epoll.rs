@@ -259,13 +259,10 @@ fn unparsable(pid: Pid, epfd: Fd) -> Failure {
 /// The `mnt_id:` and `ino:` lines of an fdinfo's header (decimal), where the kernel
 /// gives them (`ino:` since Linux 5.14).
 fn header(text: &[u8]) -> (Option<u64>, Option<u64>) {
-    let field = |name: &[u8]| {
-        text.split(|&b| b == b'\n')
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim().parse().ok())
-    };
-    (field(b"mnt_id:"), field(b"ino:"))
+    (
+        super::procfs::fdinfo_field(text, b"mnt_id:"),
+        super::procfs::fdinfo_field(text, b"ino:"),
+    )
 }
 
 /// The fdinfo header of an epoll fd of our own: every epoll instance is a file on one

@@ -136,6 +136,20 @@ pub fn own_fd_keys() -> Result<Vec<(Fd, FileKey)>, Failure> {
         .collect())
 }
 
+/// A decimal field of an fdinfo (`pos:`, `mnt_id:`, `ino:`), where the kernel gives it.
+pub(crate) fn fdinfo_field(text: &[u8], name: &[u8]) -> Option<u64> {
+    text.split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The file offset of fd `fd` of `pid` (its fdinfo's `pos:`); `None` once it is gone.
+pub fn offset(pid: Pid, fd: Fd) -> Option<u64> {
+    let path = CString::new(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    fdinfo_field(&sys::read_small_file(&path).ok()?, b"pos:")
+}
+
 /// `pid`, or, where its thread-group leader has exited but other threads still run,
 /// the smallest of those threads' ids (through which its fd table can be read).
 pub(crate) fn live_task_of(pid: Pid) -> Pid {

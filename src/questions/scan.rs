@@ -132,6 +132,10 @@ pub struct ScanReport {
     pub with_boundary: bool,
     /// The classification's oracle calls (the fd tables' and the fds').
     pub stats: crate::engine::Stats,
+    /// With `scan_files`: each description's file (st_dev, st_ino) and the file
+    /// offset of its first member readable (`pos` of its fdinfo), in order.
+    pub keys: Vec<sys::FileKey>,
+    pub offsets: Vec<Option<u64>>,
 }
 
 /// Why a process could not be read, as `Skipped.reason` says it; `absent` is what a
@@ -155,6 +159,36 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
 pub fn scan(
     pids: &[Pid],
     opts: ScanOptions,
+    progress: Progress<'_>,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<ScanReport, Failure> {
+    scan_with(pids, opts, None, progress, interrupted)
+}
+
+/// The scan of `pids` for the fds on the files `keys` (st_dev, st_ino) alone: every
+/// description of those files, each with its file and offset (`kcmp_rs.who()`). An
+/// fd is matched by the file it refers to when it is listed; one replaced by another
+/// file before it is classified is left out (the description's members must all be
+/// on the file they were matched to).
+pub fn scan_files(
+    pids: &[Pid],
+    keys: &[sys::FileKey],
+    allow_pidfd_getfd: bool,
+    progress: Progress<'_>,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<ScanReport, Failure> {
+    let opts = ScanOptions {
+        include_unshared: true,
+        allow_pidfd_getfd,
+        boundary: None,
+    };
+    scan_with(pids, opts, Some(keys), progress, interrupted)
+}
+
+fn scan_with(
+    pids: &[Pid],
+    opts: ScanOptions,
+    only: Option<&[sys::FileKey]>,
     progress: Progress<'_>,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<ScanReport, Failure> {
@@ -190,6 +224,10 @@ pub fn scan(
         (refs, read_tables, values) =
             read_boundaries(|pid| kind.value(pid), refs, read_tables, &mut skipped);
     }
+    let mut matched: HashMap<FileRef, sys::FileKey> = HashMap::default();
+    if let Some(only) = only {
+        (refs, matched) = on_files(refs, only, interrupted)?;
+    }
     // Sharded by inode over the cores this process may run on (sched_getaffinity):
     // safe here because every process is pinned from before its listing to the end.
     let threads = crate::pool::threads();
@@ -216,6 +254,7 @@ pub fn scan(
                 .collect::<Vec<_>>()
         })
         .filter(|g| !g.is_empty())
+        .filter(|g| only.is_none() || one_file(g, &matched).is_some())
         .collect();
     let mut undecided: Vec<FileRef> = found
         .undecided
@@ -228,6 +267,25 @@ pub fn scan(
         .into_iter()
         .filter(|g| opts.include_unshared || g.len() > 1)
         .collect();
+    let keys: Vec<sys::FileKey> = reported
+        .iter()
+        .filter_map(|g| one_file(g, &matched))
+        .collect();
+    let offsets = if only.is_some() {
+        let firsts: Vec<FileRef> = reported.iter().filter_map(|g| g.first().copied()).collect();
+        map_chunks(
+            &firsts,
+            |chunk| {
+                chunk
+                    .iter()
+                    .map(|&(p, f)| super::procfs::offset(p, f))
+                    .collect()
+            },
+            interrupted,
+        )?
+    } else {
+        Vec::new()
+    };
     let descriptions = describe_groups(reported, &values, interrupted)?;
     let mut commands = HashMap::default();
     for d in &descriptions {
@@ -252,7 +310,41 @@ pub fn scan(
         fd_table_shared: tally.fd_table_shared,
         with_boundary: opts.boundary.is_some(),
         stats: found.stats,
+        keys,
+        offsets,
     })
+}
+
+/// The refs on the files `only`, keyed in parallel, with the file each was matched to.
+fn on_files(
+    refs: Vec<FileRef>,
+    only: &[sys::FileKey],
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<(Vec<FileRef>, HashMap<FileRef, sys::FileKey>), Failure> {
+    let wanted: HashSet<sys::FileKey> = only.iter().copied().collect();
+    let keys = map_chunks(
+        &refs,
+        |chunk| chunk.iter().map(|&(p, f)| super::file_key(p, f)).collect(),
+        interrupted,
+    )?;
+    let matched: HashMap<FileRef, sys::FileKey> = refs
+        .into_iter()
+        .zip(keys)
+        .filter_map(|(r, k)| k.filter(|k| wanted.contains(k)).map(|k| (r, k)))
+        .collect();
+    let mut kept: Vec<FileRef> = matched.keys().copied().collect();
+    kept.sort_unstable();
+    Ok((kept, matched))
+}
+
+/// The file every member of `group` was matched to; `None` when they disagree (an fd
+/// replaced by another file between its match and its classification).
+fn one_file(group: &[FileRef], matched: &HashMap<FileRef, sys::FileKey>) -> Option<sys::FileKey> {
+    let first = matched.get(group.first()?)?;
+    group
+        .iter()
+        .all(|r| matched.get(r) == Some(first))
+        .then_some(*first)
 }
 
 /// The pids grouped by fd table (each ascending, tables by smallest pid); pids that

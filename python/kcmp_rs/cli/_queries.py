@@ -21,6 +21,7 @@ from kcmp_rs._queries import (
     holders_from_report,
     holders_report,
     shared_files,
+    who,
 )
 from kcmp_rs._results import (
     EXITED,
@@ -28,7 +29,10 @@ from kcmp_rs._results import (
     PERMISSION_DENIED,
     SCHEMA_VERSION,
     ZOMBIE,
+    Holders,
     SharedFiles,
+    Skipped,
+    Who,
     text_fields,
 )
 from kcmp_rs.cli._common import (
@@ -59,7 +63,7 @@ def _fd_arg(text: str) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
-    """Registers ``share``, ``holders`` and ``epoll``."""
+    """Registers ``share``, ``holders``, ``epoll`` and ``who``."""
     share = command(
         sub,
         "share",
@@ -112,6 +116,23 @@ def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     add_json_flags(epoll, "JSON Lines: one record per line (header, registration, ...)")
     epoll.set_defaults(func=_cmd_epoll, parser=epoll)
 
+    whom = command(
+        sub,
+        "who",
+        help="who has a file open, by open file description",
+        description="For each PATH (the file it resolves to: symlinks followed, matched "
+        "by device and inode), every process and fd that has it open, grouped by open "
+        "file description: fds in one row share one description (dup(), inherited), "
+        "separate opens are separate rows. MODE is the access mode, OFFSET the file "
+        "position the row's fds share. All processes by default; -p narrows the search.",
+        example="  kcmp-rs who /var/log/syslog\n  kcmp-rs who data.db data.db-wal -p 1234 -J",
+    )
+    whom.add_argument("paths", nargs="+", metavar="PATH")
+    pids_flag(whom, "search only these processes (repeatable)")
+    add_json_flags(whom, "JSON Lines: one record per line (header, file, ...)")
+    allow_pidfd_getfd_flag(whom)
+    whom.set_defaults(func=_cmd_who, parser=whom)
+
 
 # ---- holders ----
 
@@ -120,6 +141,29 @@ _SKIPPED = {
     EXITED: "process {pid} exited during the search",
     ZOMBIE: "process {pid} has exited and awaits reaping (a zombie)",
 }
+
+
+def _note_skipped(skipped: Sequence[Skipped]) -> None:
+    """Names each process a search given by -p could not read, and why (stderr)."""
+    for s in skipped:
+        if s.reason == PERMISSION_DENIED:
+            note(denied(s.pid))
+        else:
+            note(_SKIPPED.get(s.reason, "process {pid}: " + s.reason).format(pid=s.pid))
+
+
+def _searched(found: Holders | Who, explicit: bool, allow_pidfd_getfd: bool) -> int:
+    """A search's notes and exit status: the processes given by -p it could not read
+    named, status 1 when it read none (no answer is not "nobody"), 4 with fds
+    undecided."""
+    if explicit:
+        _note_skipped(found.skipped)
+    if found.processes_read == 0:
+        raise CommandError("no process could be read")
+    if found.undecided:
+        report_undecided(found.undecided, allow_pidfd_getfd)
+        return EXIT_INCOMPLETE
+    return 0
 
 
 def _count(n: int, noun: str) -> str:
@@ -151,18 +195,7 @@ def _cmd_holders(args: argparse.Namespace) -> int:
             f"{_count(found.processes_read, 'process')} read, "
             f"{_count(found.fds_compared, 'fd')} compared, {len(found.skipped)} skipped\n"
         )
-    if pids is not None:
-        for s in found.skipped:
-            if s.reason == PERMISSION_DENIED:
-                note(denied(s.pid))
-            else:
-                note(_SKIPPED.get(s.reason, "process {pid}: " + s.reason).format(pid=s.pid))
-    if found.processes_read == 0:  # as scan: no answer is not "no holders"
-        raise CommandError("no process could be read")
-    if found.undecided:
-        report_undecided(found.undecided, args.allow_pidfd_getfd)
-        return EXIT_INCOMPLETE
-    return 0
+    return _searched(found, pids is not None, args.allow_pidfd_getfd)
 
 
 # ---- epoll ----
@@ -358,3 +391,45 @@ def _share_document(found: SharedFiles, resources: list[list[str]]) -> dict[str,
     for pair, (target, _, _) in zip(doc["reopened"], shown(firsts)):
         pair.update(text_fields("target", target))
     return doc
+
+
+# ---- who ----
+
+
+def _cmd_who(args: argparse.Namespace) -> int:
+    pids = given_pids(args)
+    try:
+        found = who(args.paths, pids, allow_pidfd_getfd=args.allow_pidfd_getfd)
+    except OSError as err:
+        if err.filename is not None:  # a path os.stat refused: Python's own words
+            raise CommandError(f"{escape(os.fsdecode(err.filename))}: {err.strerror}") from None
+        raise CommandError(explain(err)) from None
+    records = {"files": "file", "skipped": "skipped", "undecided": "undecided"}
+    if not print_json(found.to_dict(), args, "who", records):
+        _print_who(found)
+    return _searched(found, pids is not None, args.allow_pidfd_getfd)
+
+
+def _print_who(found: Who) -> None:
+    for f in found.files:
+        kind = f.descriptions[0].type if f.descriptions else "not open"
+        out(
+            f"{escape(f.path)} ({kind}, device {f.device}, inode {f.inode}): "
+            f"{_count(len(f.descriptions), 'description')}\n"
+        )
+        rows = [
+            [
+                d.mode,
+                "?" if d.offset is None else str(d.offset),
+                "\n".join(f"{m.pid},{escape(m.command)},{m.fd}" for m in d.members),
+            ]
+            for d in f.descriptions
+        ]
+        if rows:
+            out(render_table(["MODE", "OFFSET", "HOLDERS"], rows))
+    fds = {(m.pid, m.fd) for f in found.files for d in f.descriptions for m in d.members}
+    out(
+        f"{_count(len({p for p, _ in fds}), 'process')} with "
+        f"{_count(len(fds), 'fd')} on {_count(len(found.files), 'path')}; "
+        f"{_count(found.processes_read, 'process')} read, {len(found.skipped)} skipped\n"
+    )
