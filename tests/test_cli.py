@@ -592,6 +592,8 @@ def test_scan_example(tmp_path: Path) -> None:
     out = done.stdout.decode()
     pids = [int(p) for p in re.search(r"Example: \d+ processes \(([\d, ]+)\)", out)[1].split(", ")]  # type: ignore[index]
     assert re.search(r"\nAll \d+ shared descriptions found, as built\.\n$", out)
+    intro = out.split("\n\n")[0].splitlines()
+    assert len(intro) > 1 and all(len(line) <= 120 for line in intro), intro
     table = out.split("\n\n")[1]
     rows, summary = scan_table_rows(table)
     assert {p for row in rows for p, _ in shared_refs(row["SHARED"])} == set(pids)

@@ -393,6 +393,18 @@ def test_render_table_stacks_multiline_cells() -> None:
     assert text == "A   LONGER  C\n1   x       end\n    yy\n22  z       e\n"
 
 
+def test_a_long_summary_goes_on_lines_a_terminal_holds() -> None:
+    reasons = ["exited", "zombie", "permission denied", "fd table owner exited",
+               "error: Input/output error", "boundary unreadable: no cgroup line"]  # fmt: skip
+    result = Scan((), tuple(Skipped(100 + i, r) for i, r in enumerate(reasons)), 2, 3)
+    text = summary(result)
+    assert len(text.splitlines()) > 1 and all(len(line) <= 120 for line in text.splitlines())
+    assert " ".join(text.split()) == " ".join(
+        ("2 processes read, 3 fds classified, 0 descriptions shared, 6 processes skipped ("
+         + ", ".join(f"1 {r}" for r in sorted(reasons)) + ")").split()
+    )  # fmt: skip
+
+
 def test_summary_counts_skipped_by_reason() -> None:
     result = Scan(
         (),
@@ -402,7 +414,7 @@ def test_summary_counts_skipped_by_reason() -> None:
         ((5, 4),),
         ((8, 9),),
     )
-    assert summary(result) == (
+    assert " ".join(summary(result).split()) == (  # 122 columns: on two lines
         "1 process read, 3 fds classified, 0 descriptions shared, 1 fd table shared, "
         "1 fd undecided, 3 processes skipped (2 exited, 1 permission denied)"
     )

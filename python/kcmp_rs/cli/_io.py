@@ -56,6 +56,7 @@ examples:
   kcmp-rs demo
   kcmp-rs fds 1234
   kcmp-rs share 1234 1240
+  kcmp-rs who /var/log/syslog
   kcmp-rs scan -p 1234,1240
   kcmp-rs scan --example
   kcmp-rs scan --across net --allow command=containerd-shim*

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
@@ -317,12 +318,16 @@ def _scan_example(args: argparse.Namespace) -> int:
 def _show_example(family: Family, args: argparse.Namespace) -> int:
     table = not (args.json or args.json_lines or args.dot)
     if table:
+        about = textwrap.fill(
+            "All inherit the read end of one pipe through fork(); each pair inherits one "
+            "file, passes another over a Unix socket (SCM_RIGHTS), and holds the two ends "
+            "of a pipe, one each (never shared); fds 0-2 and some others are dup()s "
+            "within a process.",
+            width=88,
+        )
         out(
             f"Example: {len(family.pids)} processes ({', '.join(map(str, family.pids))}), "
-            f"started by this one ({os.getpid()}). All inherit the read end of one pipe "
-            "through fork(); each pair inherits one file, passes another over a Unix socket "
-            "(SCM_RIGHTS), and holds the two ends of a pipe, one each (never shared); fds "
-            "0-2 and some others are dup()s within a process.\n\n"
+            f"started by this one ({os.getpid()}).\n{about}\n\n"
         )
     result = kcmp_rs.scan(
         family.pids,

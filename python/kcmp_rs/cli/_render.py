@@ -20,6 +20,7 @@ The output is sorted, so one input always gives the same text.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -114,7 +115,9 @@ def summary(result: Scan) -> str:
         _count(len(result.skipped), "process skipped", "processes skipped")
         + (f" ({skipped})" if skipped else "")
     )
-    return ", ".join(parts)
+    line = ", ".join(parts)
+    # A terminal's width: a long one (many skip reasons) goes on as many lines.
+    return line if len(line) <= 120 else textwrap.fill(line, width=100)
 
 
 def description_rows(descriptions: Iterable[Description]) -> str:
