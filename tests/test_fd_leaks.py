@@ -29,7 +29,16 @@ import pytest
 from _checks import needs_seccomp
 from _helpers import fork, run_in_child
 from _seccomp import install_filter
-from kcmp_rs import ChildHolder, FdLeakCheck, FdLeaks, LeakedFd, _native, baseline
+from kcmp_rs import (
+    ChildHolder,
+    Description,
+    FdLeakCheck,
+    FdLeaks,
+    LeakedFd,
+    Member,
+    _native,
+    baseline,
+)
 from kcmp_rs._proc import read_command
 
 pytest_plugins = ["pytester"]
@@ -106,6 +115,27 @@ def scratch(tmp_path: Path) -> Iterator[tuple[int, str]]:
 
 
 # ---- the context manager: fds ----
+
+
+def test_the_report_shows_hostile_names_escaped_on_one_line() -> None:
+    """A leaked file's name with a newline, an escape sequence and a byte that is not
+    UTF-8: the report keeps each leak on its line, prints no control character and
+    carries only valid text (a worker of pytest-xdist sends it to the controller)."""
+    name = "x\n  fd 99 (REG, r) forged\x1b[31m\udcff"
+    leaks = FdLeaks(
+        ME,
+        (LeakedFd(7, name, "r", "REG"),),
+        (ChildHolder(8, ME, "sh\x1b]0;t\x07", (Description(name, "r", (Member(ME, 7, "p"),)),)),),
+    )
+    text = leaks.report("a block")
+    lines = text.splitlines()
+    assert len(lines) == 4, lines
+    assert lines[1] == "  fd 7 (REG, r) x\\n  fd 99 (REG, r) forged\\x1b[31m\\xff: " + (
+        LeakedFd(7, name, "r", "REG").what()
+    )
+    assert "sh\\x1b]0;t\\x07" in lines[2]
+    assert all(line.isprintable() for line in lines)
+    text.encode("utf-8")  # no lone surrogate left
 
 
 @pytest.mark.usefixtures("fd_leak_check")

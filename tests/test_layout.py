@@ -55,10 +55,11 @@ def _package_imports(module: pathlib.Path) -> set[str]:
     ("module", "allowed"),
     [
         ("_errors.py", set()),
-        ("_results.py", {"kcmp_rs._schema"}),
+        ("_text.py", set()),
+        ("_results.py", {"kcmp_rs._schema", "kcmp_rs._text"}),
         ("_example.py", {"kcmp_rs._native"}),
         ("_proc.py", {"kcmp_rs._native"}),
-        ("cli/_render.py", {"kcmp_rs._results"}),
+        ("cli/_render.py", {"kcmp_rs._results", "kcmp_rs._text"}),
         ("baseline.py", {"kcmp_rs._errors"}),
         ("_boundary.py", {"kcmp_rs._native"}),
         (

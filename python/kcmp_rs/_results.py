@@ -3,17 +3,19 @@ the ``kcmp-rs`` commands print (``scan()``'s schema and name rules:
 ``help(kcmp_rs.scan)``; the others' in ``_schema``).
 
 Plain data: nothing here reads /proc or calls the native module, and this module
-imports nothing else of the package. Each holder of a description is a ``Member``
-(``pid``, ``fd``, ``command``) and a description keeps one ``members`` list of them.
+imports nothing else of the package but the name rules (``_text``). Each holder of a
+description is a ``Member`` (``pid``, ``fd``, ``command``) and a description keeps
+one ``members`` list of them.
 """
 
 from __future__ import annotations
 
-import binascii
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+from kcmp_rs._text import escape, text_fields
 
 if TYPE_CHECKING:
     from kcmp_rs._schema import (
@@ -119,20 +121,6 @@ def deferred(
         object.__setattr__(obj, name, value)
     object.__setattr__(obj, "_later", dict(later))
     return obj
-
-
-def text_fields(name: str, text: str) -> dict[str, str]:
-    """``{name: text}`` for JSON; a name not in UTF-8 also gets ``{name}_bytes_b64``
-    (the rules are in ``help(kcmp_rs.scan)``)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "surrogateescape")
-        return {
-            name: raw.decode("utf-8", "replace"),
-            f"{name}_bytes_b64": binascii.b2a_base64(raw, newline=False).decode("ascii"),
-        }
-    return {name: text}
 
 
 @dataclass(frozen=True)
@@ -563,16 +551,18 @@ class FdLeaks:
             return f"no fd leaks in {where}"
         lines = [f"fd leaks in {where}:"]
         for leak in self.fds:
-            lines.append(f"  fd {leak.fd} ({leak.type}, {leak.mode}) {leak.target}: {leak.what()}")
+            target = escape(leak.target)
+            lines.append(f"  fd {leak.fd} ({leak.type}, {leak.mode}) {target}: {leak.what()}")
         for child in self.children:
             lines.append(
-                f"  child process {child.pid} ({child.command}, parent {child.ppid}), "
+                f"  child process {child.pid} ({escape(child.command)}, parent {child.ppid}), "
                 "started meanwhile, still holds:"
             )
             for d in child.descriptions:
                 ours = ", ".join(str(m.fd) for m in d.members if m.pid == self.pid)
                 theirs = ", ".join(str(m.fd) for m in d.members if m.pid == child.pid)
-                lines.append(f"    fd {ours} ({d.type}, {d.mode}) {d.target} as its fd {theirs}")
+                target = escape(d.target)
+                lines.append(f"    fd {ours} ({d.type}, {d.mode}) {target} as its fd {theirs}")
         if self.undecided:
             pairs = ", ".join(f"{p}:{f}" for p, f in self.undecided)
             lines.append(f"  undecided (kcmp blocked, no exact fallback): {pairs}")

@@ -33,8 +33,8 @@ from kcmp_rs._results import (
     SharedFiles,
     Skipped,
     Who,
-    text_fields,
 )
+from kcmp_rs._text import text_fields
 from kcmp_rs.cli._common import (
     CommandError,
     add_json_flags,

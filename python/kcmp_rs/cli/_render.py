@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kcmp_rs._results import Description, Holders, Member, Scan, SharedFiles
+from kcmp_rs._text import escape
 
 __all__ = [
     "description_rows",
@@ -40,37 +41,6 @@ __all__ = [
 ]
 
 # ---- tables ----
-
-_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
-
-
-def escape(text: str) -> str:
-    """``text`` safe to print on a terminal, every character still visible:
-    ``"a\\x1b[31m\\n"`` shows as ``a\\x1b[31m\\n``.
-
-    ``\\n``, ``\\t``, ``\\r``, ``\\\\`` for a backslash, ``\\xNN`` for other ASCII
-    control characters and for each byte that is not UTF-8 (a lone surrogate
-    U+DC80..U+DCFF from ``os.fsdecode``), ``\\uNNNN`` / ``\\UNNNNNNNN`` for other
-    unprintable characters (C1 controls, bidi overrides, line separators).
-    """
-    if text.isprintable() and "\\" not in text:
-        return text
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch in _NAMED_ESCAPES:
-            out.append(_NAMED_ESCAPES[ch])
-        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    return "".join(out)
 
 
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
