@@ -140,11 +140,13 @@ def test_missing_process_exits_1(spawn: Spawn) -> None:
             assert done.returncode == 1, args
             assert done.stderr.decode() == f"kcmp-rs: process {gone} does not exist\n", args
             assert done.stdout == b""
-    done = run_cli("scan", "-p", str(gone))
-    assert done.returncode == 1
-    assert done.stderr.decode() == (
-        f"kcmp-rs: process {gone} does not exist\nkcmp-rs: no process could be read\n"
-    )
+    for env in ({}, {"KCMP_RS_NO_KCMP": "1"}):  # absent, not "exited", without kcmp too
+        done = run_cli("scan", "-p", str(gone), env=env)
+        assert done.returncode == 1
+        assert done.stderr.decode() == (
+            f"kcmp-rs: process {gone} does not exist\nkcmp-rs: no process could be read\n"
+        )
+        assert done.stdout.decode().endswith("1 process skipped (1 no such process)\n")
 
 
 def test_zombie_exits_1(spawn: Spawn, zombie: int) -> None:
