@@ -157,7 +157,10 @@ mapfile -t SDISTS < <(ls "$DIST"/*.tar.gz 2>/dev/null)
 [ "${#SDISTS[@]}" -eq 1 ] || die "expected one sdist in $DIST, found ${#SDISTS[@]}"
 SDIST=${SDISTS[0]}
 echo "$(basename "$SDIST")"
-if tar tzf "$SDIST" | grep -qx '[^/]*/LICENSE'; then
+# Listed first: `grep -q` stops reading at its match, and under pipefail the tar it
+# cut off would fail the pipeline.
+SDIST_NAMES=$(tar tzf "$SDIST")
+if grep -qx '[^/]*/LICENSE' <<<"$SDIST_NAMES"; then
     ok "sdist holds LICENSE"
 else
     fail "sdist has no LICENSE"
