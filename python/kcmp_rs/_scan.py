@@ -12,44 +12,22 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Callable, SupportsIndex
 
 from kcmp_rs._boundary import check_kind
-from kcmp_rs._native import ScanReport, classify_files_partial
+from kcmp_rs._native import ScanReport
 from kcmp_rs._native import scan as native_scan
 from kcmp_rs._proc import decoded, decoded_names, list_pids
 from kcmp_rs._results import (
     Description,
     Member,
-    Ref,
     Scan,
     Skipped,
     deferred,
 )
 
-__all__ = ["classify_refs", "scan", "scan_from_report", "scan_report"]
-
-
-# ---- classification ----
-
-
-def classify_refs(
-    refs: Sequence[Ref], *, allow_pidfd_getfd: bool = False
-) -> tuple[list[tuple[Ref, ...]], list[Ref]]:
-    """``classify_files(refs, missing="skip")`` that survives a blocked kcmp.
-
-    Returns ``(groups, undecided)``: when kcmp is unavailable, the refs no exact
-    fallback could decide are listed in ``undecided`` and left out of every group.
-    """
-    groups, undecided = classify_files_partial(
-        refs, missing="skip", allow_pidfd_getfd=allow_pidfd_getfd
-    )
-    if not undecided:
-        return groups, []
-    unknown = set(undecided)
-    kept = (tuple(r for r in g if r not in unknown) for g in groups)
-    return [g for g in kept if g], undecided
+__all__ = ["scan", "scan_from_report", "scan_report"]
 
 
 # ---- arguments: checked up front, with the native calls' classes and messages ----

@@ -1,9 +1,10 @@
 """The ``kcmp-rs`` command's parser and ``main``: which processes share which kernel resources.
 
-Subcommands: ``demo`` (the kcmp(2) manual page's example), ``fds PID`` (one process's
-fds grouped by open file description), ``share PID1 PID2`` (what two processes share),
-``scan`` (the descriptions many processes share, like lsfd; ``--example`` on a family
-of processes it builds). Exit statuses: ``main``'s docstring and ``kcmp-rs --help``.
+Here: ``demo`` (the kcmp(2) manual page's example), ``fds PID`` (one process's fds
+grouped by open file description, the scan of that one process) and ``scan`` (the
+descriptions many processes share, like lsfd; ``--example`` on a family of processes
+it builds). ``share``, ``holders``, ``epoll`` and ``who`` are in ``_queries``. Exit
+statuses: ``main``'s docstring and ``kcmp-rs --help``.
 """
 
 from __future__ import annotations
