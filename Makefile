@@ -1,5 +1,5 @@
 # The two commands: `make run` (set up, build, run the main job) and `make test`
-# (set up, build, run every test and lint). Both are idempotent and quick the second time.
+# (set up, build, run every test and lint, build the manual). Both are idempotent.
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi python/kcmp_rs/cli/*.py)
 
-.PHONY: help run test lint lint-py lint-rust format test-py test-rust test-slow bench bench-build build setup system-deps docs wheel-test kernel-test container-test clean
+.PHONY: help run test test-all lint lint-py lint-rust format test-py test-rust test-slow bench bench-build build setup system-deps docs docs-picture cli-reference wheel-test kernel-test container-test clean
 
 help: ## List the targets, one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -21,7 +21,12 @@ run: build ## Set up, build, run the man-page demo and the example scan
 	@echo
 	$(PY) -m kcmp_rs scan --example
 
-test: build lint test-rust test-py ## Set up, build, run every test and lint but the long rounds (test-slow)
+test: build lint test-rust test-py docs ## Set up, build, run every test and lint but the long rounds; build the manual
+
+# .ci/run starts here: the README's test command, then what it leaves out.
+test-all: ## make test, then the long rounds of make test-slow (what .ci/run starts with)
+	$(MAKE) test
+	$(MAKE) test-slow
 
 setup: system-deps $(VENV)/.deps ## Create .venv with the development requirements; Graphviz
 
@@ -94,8 +99,16 @@ test-slow: build system-deps ## The long rounds make test leaves out: injected d
 bench: bench-build ## The benchmarks, with their figures and targets (builds the floor binary)
 	$(PY) -m pytest -q benches --benchmark-columns=median,ops --benchmark-sort=name -s
 
-# The README's picture: pids and temporary names differ on every run.
-docs: build system-deps ## Render docs/scan-example.svg from `kcmp-rs scan --example --dot`
+# The manual (docs/, Sphinx with MyST Markdown), warnings as errors, nothing fetched.
+docs: build ## Build the manual as HTML into target/docs
+	$(PY) -m sphinx -W --keep-going -E -q -b html docs target/docs
+
+# docs/cli-reference.md, written from the parser (a test compares the two).
+cli-reference: build ## Rewrite docs/cli-reference.md from the command's parser
+	$(PY) -m kcmp_rs.cli._reference > docs/cli-reference.md
+
+# The audits page's picture: pids and temporary names differ on every run.
+docs-picture: build system-deps ## Render docs/scan-example.svg from `kcmp-rs scan --example --dot`
 	$(PY) -m kcmp_rs scan --example --dot > $(VENV)/scan-example.dot
 	dot -Tsvg $(VENV)/scan-example.dot -o docs/scan-example.svg
 

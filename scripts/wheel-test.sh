@@ -222,7 +222,7 @@ for py in "${PYTHONS[@]}"; do
     mkdir -p "$run"
     cp -r "$ROOT/tests" "$run/tests"
     cp "$ROOT/pyproject.toml" "$ROOT/Cargo.toml" "$ROOT/README.md" "$run/"
-    cp -r "$ROOT/docs" "$run/docs"  # the README's picture, compared with a fresh render
+    cp -r "$ROOT/docs" "$run/docs"  # the manual: its code blocks run, its picture is compared
     rm -rf "$run/tests/__pycache__"
     if (cd "$run" && "$venv/bin/python" -c "$CHECK_LOCATION"); then
         ok "Python $ver: kcmp_rs imported from site-packages"

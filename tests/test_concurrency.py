@@ -1,8 +1,8 @@
 """Threads and churn: 8 threads at once give exactly the single-threaded answers;
 classifiers racing threads that close, reopen, dup and dup2 fds and start children
 answer exactly for what stayed put or raise OSError; fds of another process churning
-over the same file as stable ones never split the stable ones. The README's "stress"
-and "churn" figures are printed here (``pytest -s``). More churn of classify_fds:
+over the same file as stable ones never split the stable ones. The "stress" and
+"churn" figures of docs/reliability.md are printed here (``pytest -s``). More churn of classify_fds:
 ``test_classify_stress.py``.
 """
 

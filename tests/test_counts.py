@@ -1,5 +1,5 @@
 """Call counts of classify_fds in this process: how many kcmp calls and equality checks
-a batch costs, as stated in the README, on this kernel and without F_DUPFD_QUERY."""
+a batch costs, as stated in docs/guarantees.md, on this kernel and without F_DUPFD_QUERY."""
 
 from __future__ import annotations
 

@@ -505,7 +505,7 @@ def test_dot_excludes_json_and_is_not_everywhere(args: list[str], error: str) ->
     assert lines[-1] == error
 
 
-# ---- the README's picture ----
+# ---- the manual's picture ----
 
 
 def _normalized(rendered: Rendered) -> list[list[str]]:
@@ -521,9 +521,9 @@ def _normalized(rendered: Rendered) -> list[list[str]]:
 
 @needs_kcmp
 @needs_dot
-def test_the_readme_picture_is_the_rendered_example(tmp_path: Path) -> None:
+def test_the_manual_picture_is_the_rendered_example(tmp_path: Path) -> None:
     svg = ROOT / "docs" / "scan-example.svg"
-    assert "](docs/scan-example.svg)" in (ROOT / "README.md").read_text()
+    assert "](scan-example.svg)" in (ROOT / "docs" / "audits.md").read_text()
     done = run_cli("scan", "--example", "--dot", env={"TMPDIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert _normalized(parse_svg(svg.read_bytes())) == _normalized(render(done.stdout.decode()))

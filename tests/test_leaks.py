@@ -1,6 +1,6 @@
 """Resource hygiene: many calls down every path (success, skip, each errno, bad
 arguments, an iterable that raises; this process and a child; and with kcmp disabled,
-every fallback rung) leave no fd behind and keep RSS flat. The README's "leak check"
+every fallback rung) leave no fd behind and keep RSS flat. docs/reliability.md's "leak check"
 figures are printed here (``pytest -s``).
 """
 
@@ -157,7 +157,7 @@ def test_many_calls_leak_no_fds_and_little_memory(spawn: Spawn) -> None:
             _expect(case, exc, err)
         gc.collect()
         grown = rss_kib() - rss_before
-        # The README's Reliability figures come from these lines (pytest -s).
+        # docs/reliability.md's figures come from these lines (pytest -s).
         print(f"\nleak check: 100,000 calls over {len(cases)} cases, RSS {grown:+d} KiB")
         assert fd_snapshot() == fds_before
         assert grown < 1024, f"RSS grew {grown} KiB over 100,000 calls"
