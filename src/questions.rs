@@ -1,6 +1,6 @@
 //! Whole questions answered in one native pass: which descriptions many processes
 //! share (`scan`, written as JSON by `json`), what two processes share (`shared`),
-//! what an epoll set watches (`epoll`).
+//! what an epoll set watches (`epoll`), the other ends of a channel (`endpoints`).
 //!
 //! Each question pins every process it reads with one `PidGuard` before it lists
 //! anything, so thread ids are taken as the kernel takes them (PIDFD_THREAD, or the
@@ -9,6 +9,7 @@
 //!
 //! Knows `sys`, `error`, `support`, `ladder` and `oracle`; never PyO3.
 
+pub mod endpoints;
 pub mod epoll;
 pub mod holders;
 pub mod json;
@@ -127,6 +128,15 @@ pub(crate) fn file_key(pid: Pid, fd: Fd) -> Option<FileKey> {
     }
     let path = fd_path(pid, fd)?;
     sys::fstatat_key(libc::AT_FDCWD, &path).ok()
+}
+
+/// What `fd` of `pid` refers to (type, device number), `None` once it is gone.
+pub(crate) fn file_stat(pid: Pid, fd: Fd) -> Option<sys::FileStat> {
+    if pid == sys::getpid() {
+        return sys::fstat_file(fd).ok();
+    }
+    let path = fd_path(pid, fd)?;
+    sys::fstatat_file(libc::AT_FDCWD, &path).ok()
 }
 
 /// `readlink /proc/PID/fd/N`: `None` once the fd or the process is gone.

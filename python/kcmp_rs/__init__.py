@@ -20,11 +20,13 @@ if not _sys.platform.startswith("linux"):
 from kcmp_rs import _native
 from kcmp_rs._config import kcmp_disabled_by_environment as _kcmp_disabled_by_environment
 from kcmp_rs._config import thread_limit_from_environment as _thread_limit_from_environment
+from kcmp_rs._endpoints import End, Endpoints, endpoints
 from kcmp_rs._errors import (
     FdNotOpenError,
     KcmpError,
     KcmpType,
     KcmpUnavailableError,
+    NotAChannelError,
     Order,
     ProcessAccessError,
     ProcessGoneError,
@@ -69,6 +71,8 @@ _native.set_thread_limit(_thread_limit_from_environment(_os.environ))
 __all__ = [
     "ChildHolder",
     "Description",
+    "End",
+    "Endpoints",
     "EpollTarget",
     "FdLeakCheck",
     "FdLeaks",
@@ -80,6 +84,7 @@ __all__ = [
     "KcmpUnavailableError",
     "LeakedFd",
     "Member",
+    "NotAChannelError",
     "Order",
     "ProcessAccessError",
     "ProcessGoneError",
@@ -95,6 +100,7 @@ __all__ = [
     "classify_files",
     "classify_tasks",
     "disable_kcmp",
+    "endpoints",
     "epoll_targets",
     "holders",
     "kcmp",

@@ -145,6 +145,30 @@ class KcmpUnavailableError(KcmpError):
         self.undecided = tuple(undecided)
 
 
+class NotAChannelError(ValueError):
+    """The fd asked about is no end of a channel ``endpoints()`` follows (a pipe, a
+    FIFO, a Unix socket, a pty or an eventfd): a regular file, a directory, a TCP
+    socket, ... ``pid`` and ``fd`` name it, ``file_type`` is its type as the scan shows
+    it (``REG``, ``DIR``, ``SOCK``, an anon inode's name)."""
+
+    pid: int
+    fd: int
+    file_type: str
+
+    def __init__(self, message: str, *, pid: int, fd: int, file_type: str) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.fd = fd
+        self.file_type = file_type
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_not_a_channel, (self.args[0], self.pid, self.fd, self.file_type))
+
+
+def _not_a_channel(message: str, pid: int, fd: int, file_type: str) -> NotAChannelError:
+    return NotAChannelError(message, pid=pid, fd=fd, file_type=file_type)
+
+
 def _errno_classes() -> dict[type[OSError], type[KcmpError]]:
     """For each OSError subclass Python picks by errno (PEP 3151), a subclass of it and
     KcmpError, published in this module by name so that pickle finds it."""

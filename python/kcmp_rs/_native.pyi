@@ -340,6 +340,15 @@ class ScanReport:
         when None; IndexError for one past the end. ``fds``: the JSON Lines header
         names the command ``fds`` (a one-process scan) instead of ``scan``."""
 
+def endpoints(
+    pid: SupportsIndex,
+    fd: SupportsIndex,
+    pids: Iterable[SupportsIndex],
+    allow_pidfd_getfd: bool,
+    progress: Callable[[int, int], object] | None,
+) -> tuple[str | None, str, bytes, ScanReport, list[list[str]], str | None]:
+    """``endpoints()`` in one pass: ``(kind, file_type, target, report, sides, partial)``."""
+
 def scan_files(
     pids: Iterable[SupportsIndex],
     keys: list[tuple[int, int]],

@@ -85,6 +85,31 @@ class ScanDict(TypedDict):
     fd_table_shared: list[list[int]]
 
 
+class EndDict(TypedDict):
+    """``End.to_dict()``: one end of a channel, in ``EndpointsDict["ends"]``."""
+
+    side: str
+    descriptions: list[DescriptionDict]
+
+
+class EndpointsDict(TypedDict):
+    """``Endpoints.to_dict()``: ``kcmp-rs peers -J``."""
+
+    schema_version: int
+    pid: int
+    fd: int
+    kind: str
+    target: str
+    sides: list[str]
+    ends: list[EndDict]
+    peers: list[MemberDict]
+    partial: str | None
+    skipped: list[SkippedDict]
+    undecided: list[FdDict]
+    processes_read: int
+    fd_table_shared: list[list[int]]
+
+
 class HoldersDict(TypedDict):
     """``Holders.to_dict()``: ``kcmp-rs holders -J``."""
 

@@ -162,7 +162,7 @@ pub mod _native {
     use super::{cached, classify_refs, detached, to_pyerr, tuples, Partial};
     use crate::api;
     use pyo3::prelude::*;
-    use pyo3::types::PyList;
+    use pyo3::types::{PyBytes, PyList};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -576,6 +576,48 @@ pub mod _native {
             api::scan_files(&pids, &keys, allow_pidfd_getfd, tell, stop)
         })?;
         Ok(super::reports::ScanReport { report })
+    }
+
+    /// ``endpoints()`` in one pass, the GIL released: ``(kind, file_type, target,
+    /// report, sides, partial)``: the kind of channel fd ``fd`` of ``pid`` is an end of
+    /// (None: none; ``file_type`` says what it is), its target, a ``ScanReport`` of every
+    /// description of every end among ``pids``, the sides each description is on, and
+    /// why the answer may miss an end (None: it may not).
+    #[pyfunction]
+    #[pyo3(signature = (pid, fd, pids, allow_pidfd_getfd, progress))]
+    #[pyo3(text_signature = "(pid, fd, pids, allow_pidfd_getfd, progress)")]
+    #[allow(clippy::type_complexity)] // one tuple, unpacked by kcmp_rs.endpoints at once
+    fn endpoints<'py>(
+        py: Python<'py>,
+        pid: &Bound<'py, PyAny>,
+        fd: &Bound<'py, PyAny>,
+        pids: &Bound<'py, PyAny>,
+        allow_pidfd_getfd: bool,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<(
+        Option<&'static str>,
+        String,
+        Bound<'py, PyBytes>,
+        super::reports::ScanReport,
+        Vec<Vec<&'static str>>,
+        Option<String>,
+    )> {
+        let Pid(pid) = arg(pid, "pid")?;
+        let Fd(fd) = arg(fd, "fd")?;
+        let Pids(pids) = arg(pids, "pids")?;
+        let found = super::detached_with_progress(py, progress, |tell, stop| {
+            api::endpoints(pid, fd, &pids, allow_pidfd_getfd, tell, stop)
+        })?;
+        Ok((
+            found.kind,
+            found.file_type,
+            PyBytes::new(py, &found.target),
+            super::reports::ScanReport {
+                report: found.scan,
+            },
+            found.sides,
+            found.partial,
+        ))
     }
 
     /// Whether ``pid`` has exited and awaits reaping (a zombie).

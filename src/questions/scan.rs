@@ -136,6 +136,23 @@ pub struct ScanReport {
     /// offset of its first member readable (`pos` of its fdinfo), in order.
     pub keys: Vec<sys::FileKey>,
     pub offsets: Vec<Option<u64>>,
+    /// With `scan_matching`: each description's file as stat'ed (type, device number).
+    pub files: Vec<sys::FileStat>,
+}
+
+/// Which files a scan keeps: those with one of `keys` (st_dev, st_ino), and the
+/// character devices numbered one of `rdevs` (one pty in every path and mount to it).
+#[derive(Debug, Clone, Default)]
+pub struct FileFilter {
+    pub keys: Vec<sys::FileKey>,
+    pub rdevs: Vec<u64>,
+}
+
+impl FileFilter {
+    fn keeps(&self, file: &sys::FileStat) -> bool {
+        self.keys.contains(&file.key)
+            || (file.mode & libc::S_IFMT == libc::S_IFCHR && self.rdevs.contains(&file.rdev))
+    }
 }
 
 /// Why a process could not be read, as `Skipped.reason` says it; `absent` is what a
@@ -177,18 +194,34 @@ pub fn scan_files(
     progress: Progress<'_>,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<ScanReport, Failure> {
+    let filter = FileFilter {
+        keys: keys.to_vec(),
+        rdevs: Vec::new(),
+    };
+    scan_matching(pids, &filter, allow_pidfd_getfd, progress, interrupted)
+}
+
+/// The scan of `pids` for the fds on the files `filter` keeps: every description of
+/// them, each with its file (`files`, `keys`) and offset.
+pub fn scan_matching(
+    pids: &[Pid],
+    filter: &FileFilter,
+    allow_pidfd_getfd: bool,
+    progress: Progress<'_>,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<ScanReport, Failure> {
     let opts = ScanOptions {
         include_unshared: true,
         allow_pidfd_getfd,
         boundary: None,
     };
-    scan_with(pids, opts, Some(keys), progress, interrupted)
+    scan_with(pids, opts, Some(filter), progress, interrupted)
 }
 
 fn scan_with(
     pids: &[Pid],
     opts: ScanOptions,
-    only: Option<&[sys::FileKey]>,
+    only: Option<&FileFilter>,
     progress: Progress<'_>,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<ScanReport, Failure> {
@@ -224,7 +257,7 @@ fn scan_with(
         (refs, read_tables, values) =
             read_boundaries(|pid| kind.value(pid), refs, read_tables, &mut skipped);
     }
-    let mut matched: HashMap<FileRef, sys::FileKey> = HashMap::default();
+    let mut matched: HashMap<FileRef, sys::FileStat> = HashMap::default();
     if let Some(only) = only {
         (refs, matched) = on_files(refs, only, interrupted)?;
     }
@@ -267,10 +300,11 @@ fn scan_with(
         .into_iter()
         .filter(|g| opts.include_unshared || g.len() > 1)
         .collect();
-    let keys: Vec<sys::FileKey> = reported
+    let files: Vec<sys::FileStat> = reported
         .iter()
         .filter_map(|g| one_file(g, &matched))
         .collect();
+    let keys = files.iter().map(|f| f.key).collect();
     let offsets = if only.is_some() {
         let firsts: Vec<FileRef> = reported.iter().filter_map(|g| g.first().copied()).collect();
         map_chunks(
@@ -312,25 +346,26 @@ fn scan_with(
         stats: found.stats,
         keys,
         offsets,
+        files,
     })
 }
 
-/// The refs on the files `only`, keyed in parallel, with the file each was matched to.
+/// The refs on the files `only` keeps, stat'ed in parallel, with the file each was
+/// matched to.
 fn on_files(
     refs: Vec<FileRef>,
-    only: &[sys::FileKey],
+    only: &FileFilter,
     interrupted: &mut dyn FnMut() -> bool,
-) -> Result<(Vec<FileRef>, HashMap<FileRef, sys::FileKey>), Failure> {
-    let wanted: HashSet<sys::FileKey> = only.iter().copied().collect();
-    let keys = map_chunks(
+) -> Result<(Vec<FileRef>, HashMap<FileRef, sys::FileStat>), Failure> {
+    let files = map_chunks(
         &refs,
-        |chunk| chunk.iter().map(|&(p, f)| super::file_key(p, f)).collect(),
+        |chunk| chunk.iter().map(|&(p, f)| super::file_stat(p, f)).collect(),
         interrupted,
     )?;
-    let matched: HashMap<FileRef, sys::FileKey> = refs
+    let matched: HashMap<FileRef, sys::FileStat> = refs
         .into_iter()
-        .zip(keys)
-        .filter_map(|(r, k)| k.filter(|k| wanted.contains(k)).map(|k| (r, k)))
+        .zip(files)
+        .filter_map(|(r, f)| f.filter(|f| only.keeps(f)).map(|f| (r, f)))
         .collect();
     let mut kept: Vec<FileRef> = matched.keys().copied().collect();
     kept.sort_unstable();
@@ -339,7 +374,10 @@ fn on_files(
 
 /// The file every member of `group` was matched to; `None` when they disagree (an fd
 /// replaced by another file between its match and its classification).
-fn one_file(group: &[FileRef], matched: &HashMap<FileRef, sys::FileKey>) -> Option<sys::FileKey> {
+fn one_file(
+    group: &[FileRef],
+    matched: &HashMap<FileRef, sys::FileStat>,
+) -> Option<sys::FileStat> {
     let first = matched.get(group.first()?)?;
     group
         .iter()

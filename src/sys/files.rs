@@ -16,6 +16,32 @@ pub(super) fn stat_key(st: &libc::stat) -> FileKey {
     (st.st_dev, st.st_ino)
 }
 
+/// What a file is beyond its identity: its st_mode (type bits included) and, for a
+/// device, its number (st_rdev): one pty's slave has one number in every path to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileStat {
+    pub key: FileKey,
+    pub mode: u32,
+    pub rdev: u64,
+}
+
+pub(super) fn stat_file(st: &libc::stat) -> FileStat {
+    FileStat {
+        key: stat_key(st),
+        mode: st.st_mode,
+        rdev: st.st_rdev,
+    }
+}
+
+/// `fstat(fd)` of one of this process's fds, as a `FileStat`.
+pub fn fstat_file(fd: Fd) -> Result<FileStat, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a writable buffer of the right size; it is read only on success.
+    Errno::result(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstat returned 0, so it filled the whole struct.
+    Ok(stat_file(unsafe { &st.assume_init() }))
+}
+
 pub fn fstat_key(fd: Fd) -> Result<FileKey, Errno> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is a writable buffer of the right size; it is read only on success.

@@ -5,8 +5,8 @@
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::files::stat_key;
-use super::{getpid, hold, list_own, Errno, Fd, FileKey, HeldFd, Pid};
+use super::files::{stat_file, stat_key};
+use super::{getpid, hold, list_own, Errno, Fd, FileKey, FileStat, HeldFd, Pid};
 
 /// `fstatat(dir, name)`, following the /proc magic link to the file itself.
 pub fn fstatat_key(dir: RawFd, name: &CStr) -> Result<FileKey, Errno> {
@@ -15,6 +15,15 @@ pub fn fstatat_key(dir: RawFd, name: &CStr) -> Result<FileKey, Errno> {
     Errno::result(unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), 0) })?;
     // SAFETY: fstatat returned 0, so it filled the whole struct.
     Ok(stat_key(unsafe { &st.assume_init() }))
+}
+
+/// `fstatat(dir, name)`, following links, as a `FileStat`.
+pub fn fstatat_file(dir: RawFd, name: &CStr) -> Result<FileStat, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is NUL-terminated and `st` a writable buffer of the right size.
+    Errno::result(unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), 0) })?;
+    // SAFETY: fstatat returned 0, so it filled the whole struct.
+    Ok(stat_file(unsafe { &st.assume_init() }))
 }
 
 /// The st_mode of `fstatat(dir, name)`: of the /proc magic link itself with

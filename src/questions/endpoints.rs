@@ -1,0 +1,390 @@
+//! The other ends of a channel (`kcmp_rs.endpoints()`, `kcmp-rs peers`): the pipe,
+//! FIFO, Unix socket, pty or eventfd one fd is an end of, and every description, in
+//! every process asked, of each of its ends.
+//!
+//! kcmp cannot relate two different files, so the ends are found by what the kernel
+//! says relates them: a pipe's or FIFO's inode (its sides told by each description's
+//! access mode), a Unix socket's peer (sock_diag, in the socket's own network
+//! namespace), a pty's index (a master's fdinfo `tty-index`, a slave's device number),
+//! and an eventfd's one description. The descriptions of those files are then found
+//! exactly by the scan (`scan_matching`), kcmp or its exact fallbacks telling opens
+//! apart. Whatever cannot be found exactly (sock_diag refused, two devpts instances
+//! numbering a pty alike) is said in `partial`, never guessed.
+
+use std::ffi::CString;
+
+use rustc_hash::FxHashSet as HashSet;
+
+use super::procfs::{fdinfo_field, live_task_of};
+use super::scan::{scan_matching, FileFilter, Progress, ScanReport};
+use super::{fd_target, file_stat, why_unreadable, Pinned};
+use crate::error::Failure;
+use crate::sys::{self, Fd, FileRef, FileStat, Pid};
+
+/// The kinds of channel, as `Endpoints.kind` names them.
+pub const PIPE: &str = "pipe";
+pub const FIFO: &str = "fifo";
+pub const UNIX: &str = "unix";
+pub const PTY: &str = "pty";
+pub const EVENTFD: &str = "eventfd";
+
+/// The sides an end can be on.
+pub const READ: &str = "read";
+pub const WRITE: &str = "write";
+pub const SOCKET: &str = "socket";
+pub const PEER: &str = "peer";
+pub const MASTER: &str = "master";
+pub const SLAVE: &str = "slave";
+pub const COUNTER: &str = "counter";
+
+/// /dev/ptmx and /dev/pts/ptmx: character device 5:2.
+const PTMX_RDEV: u64 = (5 << 8) | 2;
+/// The majors of pty slaves (/dev/pts/N): 136 to 143, 256 indexes each.
+const PTS_MAJORS: std::ops::RangeInclusive<u64> = 136..=143;
+/// sock_diag's state of a listening socket (TCP_LISTEN).
+const LISTENING: u8 = 10;
+
+/// What `endpoints` found.
+#[derive(Debug, Default)]
+pub struct EndpointsReport {
+    /// The kind of channel; `None` when the fd is no end of one (`file_type` says
+    /// what it is).
+    pub kind: Option<&'static str>,
+    pub file_type: String,
+    /// What /proc shows as the asked fd's target (`pipe:[N]`, `socket:[N]`, a path).
+    pub target: Vec<u8>,
+    /// Every description of every end: the scan of the ends' files.
+    pub scan: ScanReport,
+    /// Per description of `scan`, the sides it is on (a FIFO opened O_RDWR: both).
+    pub sides: Vec<Vec<&'static str>>,
+    /// Why the answer may miss an end, when it may.
+    pub partial: Option<String>,
+}
+
+/// What the ends of the asked fd's channel are, before the scan finds them.
+struct Plan {
+    kind: &'static str,
+    filter: FileFilter,
+    /// For a pty: its index.
+    pty: Option<u64>,
+    /// For a Unix socket: its own file and its peer's.
+    socket: Option<(sys::FileKey, Option<sys::FileKey>)>,
+    partial: Option<String>,
+}
+
+/// The channel `fd` of `pid` is an end of, with every description of each end among
+/// `pids` (the asked process is always searched).
+pub fn endpoints(
+    pid: Pid,
+    fd: Fd,
+    pids: &[Pid],
+    allow_pidfd_getfd: bool,
+    progress: Progress<'_>,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<EndpointsReport, Failure> {
+    let pid = live_task_of(pid);
+    let pin = Pinned::new(&[pid])?;
+    let unreadable = || pin.explain(why_unreadable(pid, fd));
+    let file = file_stat(pid, fd).ok_or_else(unreadable)?;
+    let target = fd_target(pid, fd).ok_or_else(unreadable)?;
+    let file_type = super::json::type_of(&target, Some(file.mode));
+    let mut searched: Vec<Pid> = pids.iter().map(|&p| live_task_of(p)).collect();
+    searched.push(pid);
+    searched.sort_unstable();
+    searched.dedup();
+    let Some(plan) = plan(pid, fd, &file, &target, &searched)? else {
+        pin.finish()?;
+        return Ok(EndpointsReport {
+            file_type,
+            target,
+            ..EndpointsReport::default()
+        });
+    };
+    let mut scan = scan_matching(
+        &searched,
+        &plan.filter,
+        allow_pidfd_getfd,
+        progress,
+        interrupted,
+    )?;
+    pin.finish()?;
+    if scan.skipped.iter().any(|&(p, _)| p == pid) {
+        return Err(Failure::Exited { pid });
+    }
+    let mut partial = plan.partial.clone();
+    let sides = sides_of(&plan, &scan, (pid, fd), &mut partial);
+    let kept: Vec<bool> = sides.iter().map(|s| !s.is_empty()).collect();
+    retain(&mut scan, &kept);
+    let sides: Vec<Vec<&'static str>> = sides.into_iter().filter(|s| !s.is_empty()).collect();
+    let asked_found = scan.descriptions.iter().any(|d| d.members.contains(&(pid, fd)));
+    let asked_undecided = scan.undecided.contains(&(pid, fd));
+    if !asked_found && !asked_undecided {
+        return Err(changed(pid, fd));
+    }
+    Ok(EndpointsReport {
+        kind: Some(plan.kind),
+        file_type,
+        target,
+        scan,
+        sides,
+        partial,
+    })
+}
+
+fn changed(pid: Pid, fd: Fd) -> Failure {
+    Failure::Os {
+        errno: libc::EAGAIN,
+        pid: Some(pid),
+        fd: Some(fd),
+        detail: format!(
+            "fd {fd} of process {pid} was closed or replaced while its channel was read; \
+             try again"
+        ),
+    }
+}
+
+/// The kind of channel and the files of its ends; `None` for an fd that is no end
+/// of one.
+fn plan(
+    pid: Pid,
+    fd: Fd,
+    file: &FileStat,
+    target: &[u8],
+    searched: &[Pid],
+) -> Result<Option<Plan>, Failure> {
+    let only = |keys: Vec<sys::FileKey>, rdevs: Vec<u64>| FileFilter { keys, rdevs };
+    let plan = |kind, filter| Plan {
+        kind,
+        filter,
+        pty: None,
+        socket: None,
+        partial: None,
+    };
+    Ok(match file.mode & libc::S_IFMT {
+        libc::S_IFIFO if target.starts_with(b"pipe:[") => {
+            Some(plan(PIPE, only(vec![file.key], vec![])))
+        }
+        libc::S_IFIFO => Some(plan(FIFO, only(vec![file.key], vec![]))),
+        libc::S_IFSOCK => socket_plan(pid, file, searched)?,
+        libc::S_IFCHR => pty_plan(pid, fd, file),
+        _ if target == b"anon_inode:[eventfd]" => {
+            Some(plan(EVENTFD, only(vec![file.key], vec![])))
+        }
+        _ => None,
+    })
+}
+
+fn pty_plan(pid: Pid, fd: Fd, file: &FileStat) -> Option<Plan> {
+    let index = if file.rdev == PTMX_RDEV {
+        tty_index(pid, fd)
+    } else if PTS_MAJORS.contains(&major(file.rdev)) {
+        Some((major(file.rdev) - PTS_MAJORS.start()) * 256 + minor(file.rdev))
+    } else {
+        return None;
+    };
+    let mut plan = Plan {
+        kind: PTY,
+        filter: FileFilter {
+            keys: vec![file.key],
+            rdevs: vec![PTMX_RDEV],
+        },
+        pty: index,
+        socket: None,
+        partial: None,
+    };
+    match index {
+        Some(index) => plan.filter.rdevs.push(pts_rdev(index)),
+        None => {
+            plan.partial = Some(
+                "this kernel does not show a pty master's index (fdinfo tty-index): \
+                 its slave side cannot be found"
+                    .into(),
+            );
+        }
+    }
+    Some(plan)
+}
+
+fn socket_plan(pid: Pid, file: &FileStat, searched: &[Pid]) -> Result<Option<Plan>, Failure> {
+    let ino = file.key.1;
+    let (found, refused) = find_unix_socket(pid, ino, searched)?;
+    let Some(socket) = found else {
+        return Ok(refused.map(|why| Plan {
+            kind: UNIX,
+            filter: FileFilter {
+                keys: vec![file.key],
+                rdevs: Vec::new(),
+            },
+            pty: None,
+            socket: Some((file.key, None)),
+            partial: Some(format!(
+                "sock_diag is refused here ({why}): whether this socket is a Unix socket, \
+                 and its peer, cannot be read"
+            )),
+        }));
+    };
+    let peer = socket
+        .peer
+        .filter(|_| socket.state != LISTENING)
+        .map(|p| (file.key.0, p));
+    let mut keys = vec![file.key];
+    keys.extend(peer);
+    Ok(Some(Plan {
+        kind: UNIX,
+        filter: FileFilter {
+            keys,
+            rdevs: Vec::new(),
+        },
+        pty: None,
+        socket: Some((file.key, peer)),
+        partial: None,
+    }))
+}
+
+/// The Unix socket of inode `ino` as sock_diag shows it, looked for in the network
+/// namespace of `pid`, then in those of the other processes searched (a socket passed
+/// to a process of another namespace stays in its own), one dump per namespace; with
+/// why sock_diag was refused, if it was.
+fn find_unix_socket(
+    pid: Pid,
+    ino: u64,
+    searched: &[Pid],
+) -> Result<(Option<sys::UnixSocket>, Option<String>), Failure> {
+    let mut seen: HashSet<sys::FileKey> = HashSet::default();
+    let order = std::iter::once(pid).chain(searched.iter().copied().filter(|&p| p != pid));
+    for holder in order {
+        let Some(ns) = netns_of(holder) else { continue };
+        if !seen.insert(ns.0) {
+            continue;
+        }
+        let dump = if Some(ns.0) == own_netns() {
+            sys::unix_sockets()
+        } else {
+            sys::unix_sockets_in(&ns.1)
+        };
+        match dump {
+            Ok(sockets) => {
+                if let Some(s) = sockets.into_iter().find(|s| s.ino == ino) {
+                    return Ok((Some(s), None));
+                }
+            }
+            Err(e) if sys::sock_diag_refused(e) => {
+                return Ok((None, Some(crate::error::errno_text(e.0))));
+            }
+            Err(e) => {
+                return Err(Failure::from_errno(
+                    e,
+                    holder,
+                    None,
+                    &format!("listing the Unix sockets of process {holder}'s network namespace"),
+                ));
+            }
+        }
+    }
+    Ok((None, None))
+}
+
+/// The network namespace of `pid`: its identity and an fd to enter it; `None` once
+/// the process is gone or may not be read.
+fn netns_of(pid: Pid) -> Option<(sys::FileKey, sys::HeldFd)> {
+    let path = CString::new(format!("/proc/{pid}/ns/net")).ok()?;
+    let ns = sys::open_ns(&path).ok()?;
+    let key = sys::fstat_key(std::os::fd::AsRawFd::as_raw_fd(&ns)).ok()?;
+    Some((key, ns))
+}
+
+/// The identity of this thread's network namespace: its own sockets need no setns.
+fn own_netns() -> Option<sys::FileKey> {
+    let path = CString::new("/proc/thread-self/ns/net").ok()?;
+    sys::fstatat_key(libc::AT_FDCWD, &path).ok()
+}
+
+fn tty_index(pid: Pid, fd: Fd) -> Option<u64> {
+    let path = CString::new(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    fdinfo_field(&sys::read_small_file(&path).ok()?, b"tty-index:")
+}
+
+fn major(rdev: u64) -> u64 {
+    ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff)
+}
+
+fn minor(rdev: u64) -> u64 {
+    (rdev & 0xff) | ((rdev >> 12) & !0xff)
+}
+
+fn pts_rdev(index: u64) -> u64 {
+    let (major, minor) = (PTS_MAJORS.start() + index / 256, index % 256);
+    (major << 8) | minor
+}
+
+/// Per description of `scan`, the sides of the channel it is on; none for a
+/// description of the ends' files that belongs to another channel (another pty's
+/// master, another eventfd).
+fn sides_of(
+    plan: &Plan,
+    scan: &ScanReport,
+    asked: FileRef,
+    partial: &mut Option<String>,
+) -> Vec<Vec<&'static str>> {
+    let instances: HashSet<u64> = scan
+        .files
+        .iter()
+        .filter(|f| f.rdev != PTMX_RDEV && f.mode & libc::S_IFMT == libc::S_IFCHR)
+        .map(|f| f.key.0)
+        .collect();
+    if plan.kind == PTY && instances.len() > 1 && partial.is_none() {
+        *partial = Some(format!(
+            "{} devpts instances number a pty {}: the masters found may include another \
+             instance's",
+            instances.len(),
+            plan.pty.unwrap_or_default()
+        ));
+    }
+    scan.descriptions
+        .iter()
+        .zip(&scan.files)
+        .map(|(d, file)| match plan.kind {
+            PIPE | FIFO => {
+                let mode = d.described.1.unwrap_or(0);
+                let mut sides = Vec::new();
+                if mode & libc::S_IRUSR != 0 {
+                    sides.push(READ);
+                }
+                if mode & libc::S_IWUSR != 0 {
+                    sides.push(WRITE);
+                }
+                sides
+            }
+            UNIX => match plan.socket {
+                Some((own, _)) if file.key == own => vec![SOCKET],
+                Some((_, Some(peer))) if file.key == peer => vec![PEER],
+                _ => Vec::new(),
+            },
+            PTY if file.rdev == PTMX_RDEV => {
+                let index = d.members.first().and_then(|&(p, f)| tty_index(p, f));
+                if index.is_some() && index == plan.pty {
+                    vec![MASTER]
+                } else {
+                    Vec::new()
+                }
+            }
+            PTY => vec![SLAVE],
+            _ if d.members.contains(&asked) => vec![COUNTER],
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Keeps the descriptions of `scan` marked in `kept`, with what goes with each.
+fn retain(scan: &mut ScanReport, kept: &[bool]) {
+    keep(&mut scan.descriptions, kept);
+    keep(&mut scan.keys, kept);
+    keep(&mut scan.offsets, kept);
+    keep(&mut scan.files, kept);
+    scan.fds_classified = scan.descriptions.iter().map(|d| d.members.len()).sum();
+}
+
+fn keep<T>(list: &mut Vec<T>, kept: &[bool]) {
+    let mut marks = kept.iter();
+    list.retain(|_| marks.next().copied().unwrap_or(false));
+}
