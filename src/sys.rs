@@ -9,7 +9,9 @@
 //! and its epoll slot), `procfs.rs` (/proc listings, links, stats and
 //! /proc/PID/stat), `pidfd.rs`, `files.rs` (this process's own fds: fstat,
 //! F_DUPFD_QUERY, dups, epoll, OFD locks), `process.rs` (this process: ids, CPUs,
-//! fd limit, fork handler) and `held.rs` (the record of every fd the crate holds).
+//! fd limit, fork handler), `sockdiag.rs` (NETLINK_SOCK_DIAG: every Unix socket of a
+//! network namespace, with its peer) and `held.rs` (the record of every fd the crate
+//! holds).
 //! This file keeps what they share: `Errno`, `Pid`, `Fd`. The allow below covers
 //! the submodules, and the contract applies to every one of them.
 //!
@@ -37,6 +39,7 @@ mod kcmp;
 mod pidfd;
 mod process;
 mod procfs;
+mod sockdiag;
 
 pub use files::{
     access_mode, dup3_onto, dup_cloexec, dupfd_query, epoll_add, epoll_create, fs_magic, fstat_file,
@@ -53,6 +56,9 @@ pub use procfs::{
     fstatat_file, fstatat_key, fstatat_mode, is_zombie, list_fds, list_table, open_dir, parse_proc_stat,
     proc_stat, read_dir_names, read_small_file, readlinkat, rewind_dir, start_time,
     without_address_space, ProcStat, PF_EXITING, PF_KTHREAD,
+};
+pub use sockdiag::{
+    is_refusal, netns_key, open_netns, own_netns_key, unix_sockets, unix_sockets_in, UnixSocket,
 };
 
 pub type Pid = i32;

@@ -133,3 +133,64 @@ pub fn await_zombie(pid: Pid) -> bool {
     }
     false
 }
+
+/// A child of this test, killed and reaped when dropped: on every path, a failed
+/// assertion's unwinding included.
+pub struct KilledOnDrop(pub Pid);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        kill(self.0);
+        reap(self.0);
+    }
+}
+
+/// Forks a child that enters a new network namespace (unshare CLONE_NEWNET) and makes
+/// a stream socketpair there; returns once it has, with the inodes of both ends (0s
+/// when the child could not), then waits to be killed.
+///
+/// # Panics
+/// When the child cannot report back.
+pub fn fork_in_new_netns() -> (KilledOnDrop, [u64; 2]) {
+    let mut p = [0; 2];
+    // SAFETY: pipe2 writes two ints into the array.
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: the child only makes async-signal-safe syscalls, allocates nothing
+    // and never returns.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let mut inodes = [0u64; 2];
+        let mut pair = [-1; 2];
+        // SAFETY: integers and live, writable buffers only (the pair array, two
+        // stat structs that are read only after fstat succeeded); then writes the
+        // inodes from a live buffer and waits for the kill.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNET) == 0
+                && libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) == 0
+            {
+                for (ino, fd) in inodes.iter_mut().zip(pair) {
+                    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+                    if libc::fstat(fd, st.as_mut_ptr()) == 0 {
+                        *ino = st.assume_init().st_ino;
+                    }
+                }
+            }
+            libc::write(p[1], inodes.as_ptr().cast(), std::mem::size_of_val(&inodes));
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let guard = KilledOnDrop(child);
+    let mut inodes = [0u64; 2];
+    let size = std::mem::size_of_val(&inodes);
+    // SAFETY: closes our copy of the write end and reads the inodes into a live,
+    // writable array of the size passed.
+    unsafe {
+        libc::close(p[1]);
+        let n = libc::read(p[0], inodes.as_mut_ptr().cast(), size);
+        libc::close(p[0]);
+        assert_eq!(n, size as isize);
+    }
+    (guard, inodes)
+}
