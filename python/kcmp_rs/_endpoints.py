@@ -81,7 +81,8 @@ class Endpoints:
         else:
             ends = list(self.ends)
         seen = {(m.pid, m.fd): m for e in ends for d in e.descriptions for m in d.members}
-        seen.pop((self.pid, self.fd), None)
+        for ref in self._asked():
+            seen.pop(ref, None)
         return tuple(seen[k] for k in sorted(seen))
 
     @property
@@ -89,10 +90,15 @@ class Endpoints:
         """Whether every process was read, every fd decided, and nothing is partial."""
         return not self.skipped and not self.undecided and self.partial is None
 
+    def _asked(self) -> set[Ref]:
+        """The asked fd as members show it: processes sharing one fd table (threads)
+        are read once, under the smallest pid."""
+        table = next((t for t in self.fd_table_shared if self.pid in t), (self.pid,))
+        return {(p, self.fd) for p in table}
+
     def _holds_asked(self, end: End) -> bool:
-        return any(
-            (m.pid, m.fd) == (self.pid, self.fd) for d in end.descriptions for m in d.members
-        )
+        asked = self._asked()
+        return any((m.pid, m.fd) in asked for d in end.descriptions for m in d.members)
 
     def to_dict(self) -> EndpointsDict:
         """The answer as the JSON document of ``kcmp-rs peers -J``."""

@@ -19,7 +19,8 @@ use super::procfs::{fdinfo_field, live_task_of};
 use super::scan::{scan_matching, FileFilter, Progress, ScanReport};
 use super::{fd_target, file_stat, why_unreadable, Pinned};
 use crate::error::Failure;
-use crate::sys::{self, Fd, FileRef, FileStat, Pid};
+use crate::oracle::FileRef;
+use crate::sys::{self, Fd, FileStat, Pid};
 
 /// The kinds of channel, as `Endpoints.kind` names them.
 pub const PIPE: &str = "pipe";
@@ -112,13 +113,22 @@ pub fn endpoints(
         return Err(Failure::Exited { pid });
     }
     let mut partial = plan.partial.clone();
-    let sides = sides_of(&plan, &scan, (pid, fd), &mut partial);
+    // Processes sharing one fd table (threads) are read once, under the smallest pid:
+    // the asked fd may show under any of them.
+    let table: Vec<Pid> = scan
+        .fd_table_shared
+        .iter()
+        .find(|t| t.contains(&pid))
+        .cloned()
+        .unwrap_or_else(|| vec![pid]);
+    let asked: Vec<FileRef> = table.iter().map(|&p| (p, fd)).collect();
+    let sides = sides_of(&plan, &scan, &asked, &mut partial);
     let kept: Vec<bool> = sides.iter().map(|s| !s.is_empty()).collect();
     retain(&mut scan, &kept);
     let sides: Vec<Vec<&'static str>> = sides.into_iter().filter(|s| !s.is_empty()).collect();
-    let asked_found = scan.descriptions.iter().any(|d| d.members.contains(&(pid, fd)));
-    let asked_undecided = scan.undecided.contains(&(pid, fd));
-    if !asked_found && !asked_undecided {
+    let is_asked = |r: &FileRef| asked.contains(r);
+    let asked_found = scan.descriptions.iter().any(|d| d.members.iter().any(is_asked));
+    if !asked_found && !scan.undecided.iter().any(is_asked) {
         return Err(changed(pid, fd));
     }
     Ok(EndpointsReport {
@@ -253,14 +263,16 @@ fn find_unix_socket(
     let mut seen: HashSet<sys::FileKey> = HashSet::default();
     let order = std::iter::once(pid).chain(searched.iter().copied().filter(|&p| p != pid));
     for holder in order {
-        let Some(ns) = netns_of(holder) else { continue };
-        if !seen.insert(ns.0) {
+        let Ok(ns) = sys::netns_key(holder) else {
+            continue;
+        };
+        if !seen.insert(ns) {
             continue;
         }
-        let dump = if Some(ns.0) == own_netns() {
+        let dump = if sys::own_netns_key().ok() == Some(ns) {
             sys::unix_sockets()
         } else {
-            sys::unix_sockets_in(&ns.1)
+            sys::open_netns(holder).and_then(|fd| sys::unix_sockets_in(&fd))
         };
         match dump {
             Ok(sockets) => {
@@ -268,7 +280,7 @@ fn find_unix_socket(
                     return Ok((Some(s), None));
                 }
             }
-            Err(e) if sys::sock_diag_refused(e) => {
+            Err(e) if sys::is_refusal(e) => {
                 return Ok((None, Some(crate::error::errno_text(e.0))));
             }
             Err(e) => {
@@ -282,21 +294,6 @@ fn find_unix_socket(
         }
     }
     Ok((None, None))
-}
-
-/// The network namespace of `pid`: its identity and an fd to enter it; `None` once
-/// the process is gone or may not be read.
-fn netns_of(pid: Pid) -> Option<(sys::FileKey, sys::HeldFd)> {
-    let path = CString::new(format!("/proc/{pid}/ns/net")).ok()?;
-    let ns = sys::open_ns(&path).ok()?;
-    let key = sys::fstat_key(std::os::fd::AsRawFd::as_raw_fd(&ns)).ok()?;
-    Some((key, ns))
-}
-
-/// The identity of this thread's network namespace: its own sockets need no setns.
-fn own_netns() -> Option<sys::FileKey> {
-    let path = CString::new("/proc/thread-self/ns/net").ok()?;
-    sys::fstatat_key(libc::AT_FDCWD, &path).ok()
 }
 
 fn tty_index(pid: Pid, fd: Fd) -> Option<u64> {
@@ -323,7 +320,7 @@ fn pts_rdev(index: u64) -> u64 {
 fn sides_of(
     plan: &Plan,
     scan: &ScanReport,
-    asked: FileRef,
+    asked: &[FileRef],
     partial: &mut Option<String>,
 ) -> Vec<Vec<&'static str>> {
     let instances: HashSet<u64> = scan
@@ -369,7 +366,7 @@ fn sides_of(
                 }
             }
             PTY => vec![SLAVE],
-            _ if d.members.contains(&asked) => vec![COUNTER],
+            _ if d.members.iter().any(|r| asked.contains(r)) => vec![COUNTER],
             _ => Vec::new(),
         })
         .collect()
