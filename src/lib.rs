@@ -3,7 +3,8 @@
 //! Rooms, lowest first; each may use only the ones listed before it (the engine uses
 //! none of them):
 //! * `sys`: the syscall boundary, the only module with `unsafe` (libc, no PyO3); its
-//!   wrappers by subsystem in `sys/` (`kcmp`, `procfs`, `pidfd`, `files`, `process`).
+//!   wrappers by subsystem in `sys/` (`kcmp`, `procfs`, `pidfd`, `files`, `process`,
+//!   `sockdiag`).
 //! * `error`: `Failure`, what went wrong and with which pid and fd, and the diagnosis
 //!   that makes a kernel errno that specific (with `dead_or_dying`, which it needs).
 //! * `liveness`: whether a process is still the one a call began with (`alive` at the

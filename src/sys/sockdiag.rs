@@ -27,9 +27,11 @@
 //! thread that ended without an answer. A signal interrupting a send or receive is
 //! retried.
 //!
-//! A listener whose pending connections do not fit in one netlink datagram (some
-//! eight thousand at once) ends the kernel's dump early without an error: a limit of
-//! the kernel's unix_diag, not checked here.
+//! A limit of the kernel's unix_diag, which no reply reveals: a listener with more
+//! connections pending than fit one netlink datagram (about 8,100 inodes in 32 KiB)
+//! ends the dump there, with NLMSG_DONE and no error. That listener and every socket
+//! after it in the kernel's table are missing (seen on 6.18 with 9,000 pending).
+//! Such a backlog needs net.core.somaxconn raised above its default of 4096.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -194,3 +194,77 @@ pub fn fork_in_new_netns() -> (KilledOnDrop, [u64; 2]) {
     }
     (guard, inodes)
 }
+
+/// Clears the calling thread's effective capabilities (capset is per thread; the
+/// permitted set stays), so that what needs one fails with EPERM; threads it spawns
+/// inherit the cleared set. Call it in a thread of the test's own.
+///
+/// # Panics
+/// When capget or capset fails.
+pub fn drop_effective_caps() {
+    // struct __user_cap_header_struct and two __user_cap_data_struct (linux/capability.h).
+    let mut header: [u32; 2] = [0x2008_0522, 0]; // _LINUX_CAPABILITY_VERSION_3, this thread
+    let mut data = [[0u32; 3]; 2]; // effective, permitted, inheritable
+                                   // SAFETY: the header and data arrays are live, writable and of the layout and size
+                                   // the version-3 call reads and writes; data is read only after capget succeeded.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()),
+            0
+        );
+        data[0][0] = 0;
+        data[1][0] = 0;
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()),
+            0
+        );
+    }
+}
+
+/// Installs a seccomp filter on the calling thread (and threads it spawns later)
+/// failing syscall `nr` with `errno`: call it in a thread of the test's own, which
+/// keeps the filter (and no_new_privs) until it ends.
+///
+/// # Panics
+/// When the filter cannot be installed.
+pub fn fail_syscall_in_this_thread(nr: libc::c_long, errno: i32) {
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let filter = [
+        // Load seccomp_data.nr (offset 0); another architecture's numbers are not
+        // checked: this filter lives in a test thread only.
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: nr as u32,
+        },
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA),
+        ),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: integers, then a pointer to a live sock_fprog whose filter array lives
+    // for the call (the kernel copies it). Affects the calling thread only.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &raw const prog
+            ),
+            0
+        );
+    }
+}

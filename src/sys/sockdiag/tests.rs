@@ -1,5 +1,5 @@
 use super::*;
-use crate::sys::testing::fork_in_new_netns;
+use crate::sys::testing::{drop_effective_caps, fail_syscall_in_this_thread, fork_in_new_netns};
 use crate::sys::{fstat_key, getpid};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
@@ -164,6 +164,35 @@ fn an_fd_that_is_no_namespace_is_refused_by_setns() {
     assert_eq!(unix_sockets_in(&not_ns), Err(Errno(libc::EINVAL)));
     assert!(!is_refusal(Errno(libc::EINVAL)));
     assert!(is_refusal(Errno(libc::EPERM)) && is_refusal(Errno(libc::EPROTONOSUPPORT)));
+}
+
+#[test]
+fn refusals_come_back_as_their_errno() {
+    // A seccomp filter failing socket(2): EPERM, and ENOSYS as some runtimes set it.
+    for errno in [libc::EPERM, libc::ENOSYS] {
+        let got = std::thread::spawn(move || {
+            fail_syscall_in_this_thread(libc::SYS_socket, errno);
+            unix_sockets()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, Err(Errno(errno)));
+        assert!(is_refusal(Errno(errno)));
+    }
+    // setns(2) without CAP_SYS_ADMIN: EPERM; the dump itself needs no capability.
+    let (child, _) = fork_in_new_netns();
+    let ns = open_netns(child.0).unwrap();
+    let (entered, here) = std::thread::scope(|s| {
+        s.spawn(|| {
+            drop_effective_caps();
+            (unix_sockets_in(&ns), unix_sockets().map(|_| ()))
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(entered, Err(Errno(libc::EPERM)));
+    assert_eq!(here, Ok(()));
+    drop(child);
 }
 
 // Parsing, from byte buffers built here.
