@@ -27,11 +27,10 @@
 //! thread that ended without an answer. A signal interrupting a send or receive is
 //! retried.
 //!
-//! A limit of the kernel's unix_diag, which no reply reveals: a listener with more
-//! connections pending than fit one netlink datagram (about 8,100 inodes in 32 KiB)
-//! ends the dump there, with NLMSG_DONE and no error. That listener and every socket
-//! after it in the kernel's table are missing (seen on 6.18 with 9,000 pending).
-//! Such a backlog needs net.core.somaxconn raised above its default of 4096.
+//! The dump never asks for a listener's pending connections (UDIAG_SHOW_ICONS): the
+//! kernel ends a dump silently at a listener whose list does not fit one netlink
+//! datagram (about 8,100 inodes in 32 KiB; seen on 6.18 with 9,000 pending), leaving
+//! out that listener and every socket after it, and no reply says so.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -55,12 +54,10 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 /// `udiag_show` bits (linux/unix_diag.h).
 const UDIAG_SHOW_NAME: u32 = 0x1;
 const UDIAG_SHOW_PEER: u32 = 0x4;
-const UDIAG_SHOW_ICONS: u32 = 0x8;
 
 /// Attribute types of a `unix_diag_msg` (linux/unix_diag.h's enum, from 0).
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
-const UNIX_DIAG_ICONS: u16 = 3;
 
 /// `struct nlmsghdr` (linux/netlink.h), with the kernel's field names.
 #[allow(clippy::struct_field_names)]
@@ -126,9 +123,6 @@ pub struct UnixSocket {
     /// Its bound address: an abstract name with its leading NUL, a filesystem path
     /// without the trailing NUL the kernel keeps; `None` when unbound.
     pub name: Option<Vec<u8>>,
-    /// On a listener, the connections waiting for accept(2), each as the inode of
-    /// its connecting (client) socket; empty elsewhere.
-    pub pending: Vec<u64>,
 }
 
 /// Whether `e`, from [`unix_sockets`] or [`unix_sockets_in`], means sock_diag is
@@ -253,7 +247,7 @@ fn send_request(sock: &HeldFd) -> Result<(), Errno> {
             pad: 0,
             udiag_states: u32::MAX,
             udiag_ino: 0,
-            udiag_show: UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS,
+            udiag_show: UDIAG_SHOW_NAME | UDIAG_SHOW_PEER,
             udiag_cookie: [u32::MAX; 2],
         },
     };
@@ -370,7 +364,6 @@ fn parse_socket(payload: &[u8]) -> Result<UnixSocket, Errno> {
         state: msg[2],
         peer: None,
         name: None,
-        pending: Vec::new(),
     };
     let mut attrs = payload.get(UNIX_DIAG_MSG_LEN..).unwrap_or(&[]);
     while !attrs.is_empty() {
@@ -386,15 +379,6 @@ fn parse_socket(payload: &[u8]) -> Result<UnixSocket, Errno> {
             UNIX_DIAG_PEER => {
                 let peer = u32_at(value, 0)?;
                 socket.peer = (peer != 0).then_some(u64::from(peer));
-            }
-            UNIX_DIAG_ICONS => {
-                if value.len() % 4 != 0 {
-                    return Err(Errno(libc::EPROTO));
-                }
-                socket.pending = value
-                    .chunks_exact(4)
-                    .map(|c| u32_at(c, 0).map(u64::from))
-                    .collect::<Result<_, _>>()?;
             }
             // Attributes not asked for (or of a newer kernel) are skipped.
             _ => {}
