@@ -11,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi python/kcmp_rs/cli/*.py)
 
-.PHONY: help run test test-all lint lint-py lint-rust format test-py test-rust test-slow bench bench-build build setup system-deps docs docs-picture cli-reference wheel-test kernel-test container-test clean
+.PHONY: help run test test-all lint lint-py lint-rust format test-py test-rust test-slow bench bench-build build setup system-deps docs docs-picture cli-reference wheel-test kernel-test container-test lsfd-root clean
 
 help: ## List the targets, one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -122,6 +122,12 @@ kernel-test: build system-deps ## The test suite under older real kernels (virtm
 
 container-test: build ## Run kcmp_rs in real podman/runc containers (default seccomp profile and others; root)
 	bash scripts/container-test.sh
+
+# util-linux 2.41's lsfd (Debian 13), whose ENDPOINTS column Debian 12's 2.38 lacks:
+# a debootstrap chroot cached in $${KCMP_RS_CACHE:-~/.cache/kcmp-rs}/lsfd-trixie (about
+# 40 s and 130 MB the first time, instant after), run by scripts/lsfd.sh. Needs root.
+lsfd-root: ## Build (once, cached) the Debian 13 chroot whose lsfd 2.41 the endpoint tests compare with
+	bash scripts/setup-lsfd.sh
 
 clean: ## Remove .venv, target and dist
 	rm -rf $(VENV) target dist
