@@ -24,6 +24,7 @@ from _scan_helpers import (
     parse_table,
     run_cli,
     shared_refs,
+    split_skipped,
 )
 from conftest import Spawn
 from kcmp_rs import KcmpType, _schema, baseline, open_fds
@@ -179,7 +180,9 @@ def test_holders_notes_a_missing_pid_and_still_answers(pipe_family: dict[str, An
     status, out, err = kcmp_rs("holders", pid, fd, "-p", f"{pid},{gone}")
     assert status == 0, err
     assert err == f"kcmp-rs: process {gone} does not exist\n"
-    rows, summary = split_summary(out.partition("\n")[2])
+    table, skipped, more = split_skipped(out)
+    assert skipped == [(gone, "?", "no such process")] and more == ""
+    rows, summary = split_summary(table.partition("\n")[2])
     assert [(int(r["PID"][0]), int(r["FD"][0])) for r in rows] == holders_truth((pid, fd), [pid])
     assert summary.endswith("1 skipped")
 
@@ -208,7 +211,9 @@ def test_holders_that_read_no_process_exit_1_as_scan_does(spawn: Spawn) -> None:
         if form:
             assert json.loads(out)["processes_read"] == 0
         else:
-            assert out.rstrip().endswith("0 processes read, 0 fds compared, 1 skipped"), out
+            table, skipped, _ = split_skipped(out)
+            assert table.endswith("0 processes read, 0 fds compared, 1 skipped\n"), out
+            assert skipped == [(gone, "?", "no such process")]
 
 
 def test_holders_target_errors_exit_1_with_one_line(spawn: Spawn) -> None:
