@@ -208,9 +208,10 @@ def shared_files(
     """(shared, reopened, same_fd_table, undecided): what ``pid1`` and ``pid2`` share.
 
     ``shared``: ``(fds_in_pid1, fds_in_pid2)`` per open file description both hold;
-    ``reopened``: per inode both hold, the fds whose description the other does not
-    hold. Both processes pinned before either is listed; either exiting during the
-    call raises ``ProcessGoneError``. The GIL is released for the whole pass.
+    ``reopened``: per inode each holds through a description the other does not hold
+    (separate opens), those fds, never an empty side. Both processes pinned before
+    either is listed; either exiting during the call raises ``ProcessGoneError``.
+    The GIL is released for the whole pass.
     """
 
 def epoll_sets(

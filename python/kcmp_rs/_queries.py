@@ -125,8 +125,9 @@ def _holders_description(report: _native.HoldersReport) -> Description:
 def shared_files(pid1: int, pid2: int, *, allow_pidfd_getfd: bool = False) -> SharedFiles:
     """The open file descriptions ``pid1`` and ``pid2`` share, told apart from separate
     opens of the same file: ``shared`` pairs ``(fds_in_pid1, fds_in_pid2)`` by
-    description, ``reopened`` pairs them by inode for the fds whose description the
-    other process does not hold.
+    description, ``reopened`` pairs them by inode for the files each process has open
+    through a description the other does not hold: only those fds, on both sides (a
+    file one process holds only through a shared description is in no pair).
 
     One native pass (``_native.shared_files``): both processes (thread ids included)
     are pinned before either is listed; if either exits during the call,

@@ -471,9 +471,10 @@ pub mod _native {
     /// (shared, reopened, same_fd_table, undecided): what ``pid1`` and ``pid2`` share.
     ///
     /// ``shared``: ``(fds_in_pid1, fds_in_pid2)`` per open file description both hold;
-    /// ``reopened``: per inode both hold, the fds whose description the other does not
-    /// hold. Both processes pinned before either is listed; either exiting during the
-    /// call raises ``ProcessGoneError``. The GIL is released for the whole pass.
+    /// ``reopened``: per inode each holds through a description the other does not hold
+    /// (separate opens), those fds, never an empty side. Both processes pinned before
+    /// either is listed; either exiting during the call raises ``ProcessGoneError``.
+    /// The GIL is released for the whole pass.
     #[pyfunction]
     #[pyo3(signature = (pid1, pid2, *, allow_pidfd_getfd = Optional::Absent))]
     #[pyo3(text_signature = "(pid1, pid2, *, allow_pidfd_getfd=False)")]

@@ -319,7 +319,7 @@ def _cmd_share(args: argparse.Namespace) -> int:
         out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "MODE", "TARGET"], rows))
     if found.reopened:
         out(f"\nFiles both have open through different descriptions: {len(found.reopened)}\n")
-        firsts = [(pid1, a[0]) if a else (pid2, b[0]) for a, b in found.reopened]
+        firsts = [(pid1, a[0]) for a, _ in found.reopened]  # never an empty side
         rows = [
             [_fds(a), _fds(b), target]
             for (a, b), (_, target) in zip(found.reopened, modes_and_targets(firsts))
@@ -362,7 +362,7 @@ def _share_document(found: SharedFiles, resources: list[list[str]]) -> dict[str,
     firsts = [(found.pid1, a[0]) for a, _ in found.shared]
     for pair, (target, mode, _) in zip(doc["shared"], shown(firsts)):
         pair.update(mode=mode, **text_fields("target", target))
-    firsts = [(found.pid1, a[0]) if a else (found.pid2, b[0]) for a, b in found.reopened]
+    firsts = [(found.pid1, a[0]) for a, _ in found.reopened]
     for pair, (target, _, _) in zip(doc["reopened"], shown(firsts)):
         pair.update(text_fields("target", target))
     return doc
