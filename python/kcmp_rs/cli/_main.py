@@ -13,6 +13,7 @@ import argparse
 import io
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import textwrap
@@ -61,7 +62,7 @@ from kcmp_rs.cli._render import SKIPPED_NAMED, escape, format_table, render_tabl
 if TYPE_CHECKING:
     from kcmp_rs._example import Family
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "console", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     try:
         return _run(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the parser is built or the output written
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, like any tool killed by SIGPIPE.
         silence_stdout()
@@ -393,6 +396,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         note(str(err))
         silence_stdout()
         return EXIT_FAILED
+
+
+def console(*, sigint_default: bool = False) -> int:
+    """``kcmp-rs`` as a command (the console script, ``python -m kcmp_rs``): ``main()``
+    with Ctrl-C ending it quietly at any moment, status 130 or death by SIGINT.
+
+    ``sigint_default``: the caller (``_kcmp_rs_cli``) set SIGINT to its default action
+    while this module was imported. Python's ``KeyboardInterrupt`` handler is put back
+    here, inside the ``try`` that catches it (so ``main`` cleans up on Ctrl-C: the
+    demo's files, the example's processes), and SIGINT set to its default action again
+    before returning: a Ctrl-C after the answer ends the process, never in a traceback
+    of the interpreter's exit. The library never calls this."""
+    if not sigint_default:
+        return main()
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        status = main()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    except KeyboardInterrupt:  # after main returned, before SIGINT was reset
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        status = EXIT_INTERRUPTED
+    return status
 
 
 def _run(argv: Sequence[str] | None) -> int:
