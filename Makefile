@@ -9,7 +9,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
-PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi python/kcmp_rs/cli/*.py)
+PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi python/kcmp_rs/cli/*.py python/_kcmp_rs_cli/*.py)
 
 .PHONY: help run test test-all lint lint-py lint-rust format test-py test-rust test-slow bench bench-build build setup system-deps docs docs-picture cli-reference shell-files wheel-test kernel-test container-test clean
 
@@ -67,7 +67,7 @@ lint: lint-py lint-rust ## ruff, rustfmt, clippy (every feature set), the unsafe
 lint-py: build ## ruff check and format, mypy --strict, stubtest
 	$(PY) -m ruff check python tests benches scripts
 	$(PY) -m ruff format --check python tests benches scripts
-	$(PY) -m mypy --strict python/kcmp_rs tests scripts/gen_shell_files.py
+	$(PY) -m mypy --strict python/kcmp_rs python/_kcmp_rs_cli tests scripts/gen_shell_files.py
 	$(PY) -m mypy.stubtest kcmp_rs._native --allowlist stubtest-allowlist.txt
 
 # Clippy sees each feature set: the core alone, with the binding, and every feature at

@@ -131,7 +131,7 @@ import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 wanted = {"kcmp_rs/__init__.py", "kcmp_rs/_native.abi3.so", "kcmp_rs/_native.pyi",
           "kcmp_rs/py.typed", "kcmp_rs/cli/__init__.py", "kcmp_rs/cli/_main.py",
-          "kcmp_rs/_scan.py", "kcmp_rs/_example.py"}
+          "kcmp_rs/_scan.py", "kcmp_rs/_example.py", "_kcmp_rs_cli/__init__.py"}
 # The tests' family lives in tests/; a kcmp_rs/scan.py would shadow kcmp_rs.scan().
 unwanted = {"kcmp_rs/_family.py", "kcmp_rs/scan.py"}
 missing = sorted(wanted - names)
