@@ -9,9 +9,9 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
-PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi python/kcmp_rs/cli/*.py)
+PY_SOURCES := $(wildcard python/kcmp_rs/*.py python/kcmp_rs/*.pyi python/kcmp_rs/cli/*.py python/_kcmp_rs_cli/*.py)
 
-.PHONY: help run test test-all lint lint-py lint-rust format test-py test-rust test-slow bench bench-build build setup system-deps docs docs-picture cli-reference wheel-test kernel-test container-test lsfd-root clean
+.PHONY: help run test test-all lint lint-py lint-rust format test-py test-rust test-slow bench bench-build build setup system-deps docs docs-picture cli-reference shell-files wheel-test kernel-test container-test lsfd-root clean
 
 help: ## List the targets, one line each
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -28,11 +28,11 @@ test-all: ## make test, then the long rounds of make test-slow (what .ci/run sta
 	$(MAKE) test
 	$(MAKE) test-slow
 
-setup: system-deps $(VENV)/.deps ## Create .venv with the development requirements; Graphviz
+setup: system-deps $(VENV)/.deps ## Create .venv with the development requirements; Graphviz, zsh, fish, man
 
-# Graphviz's `dot` renders the sharing graph in tests/test_dot.py and `make docs`:
-# installed from Debian's packages when missing and we are root (CI is).
-system-deps: ## Install Graphviz if missing (apt-get, as root)
+# Graphviz (tests/test_dot.py, make docs-picture), zsh and fish (the completion tests) and
+# man: installed from Debian's packages when missing and we are root (CI is).
+system-deps: ## Install Graphviz, zsh, fish and man if missing (apt-get, as root)
 	bash scripts/setup-system.sh
 
 $(VENV)/.deps: requirements-dev.txt
@@ -65,9 +65,9 @@ $(FLOOR_BIN): $(RUST_SOURCES) benches/syscall_floor.rs | $(VENV)/.deps
 lint: lint-py lint-rust ## ruff, rustfmt, clippy (every feature set), the unsafe lints, mypy, stubtest
 
 lint-py: build ## ruff check and format, mypy --strict, stubtest
-	$(PY) -m ruff check python tests benches
-	$(PY) -m ruff format --check python tests benches
-	$(PY) -m mypy --strict python/kcmp_rs tests
+	$(PY) -m ruff check python tests benches scripts
+	$(PY) -m ruff format --check python tests benches scripts
+	$(PY) -m mypy --strict python/kcmp_rs python/_kcmp_rs_cli tests scripts/gen_shell_files.py
 	$(PY) -m mypy.stubtest kcmp_rs._native --allowlist stubtest-allowlist.txt
 
 # Clippy sees each feature set: the core alone, with the binding, and every feature at
@@ -80,8 +80,8 @@ lint-rust: $(VENV)/.deps ## rustfmt, clippy -D warnings on each feature set, pla
 	bash scripts/planted-unsafe.sh
 
 format: $(VENV)/.deps ## Rewrite Python and Rust sources in the project's style
-	$(PY) -m ruff check --fix-only --quiet python tests benches
-	$(PY) -m ruff format --quiet python tests benches
+	$(PY) -m ruff check --fix-only --quiet python tests benches scripts
+	$(PY) -m ruff format --quiet python tests benches scripts
 	cargo fmt
 
 # The core's tests need no Python, and are built once: the binding is compiled with
@@ -89,7 +89,7 @@ format: $(VENV)/.deps ## Rewrite Python and Rust sources in the project's style
 test-rust: $(VENV)/.deps ## cargo test of the core (the long death rounds: test-slow)
 	cargo test --quiet
 
-test-py: build system-deps ## pytest over tests/ (the long rounds: test-slow)
+test-py: build system-deps lsfd-root ## pytest over tests/ (the long rounds: test-slow)
 	$(PY) -m pytest -q -m "not slow" tests
 
 test-slow: build system-deps ## The long rounds make test leaves out: injected deaths, pid reuse, stress (CI)
@@ -111,6 +111,12 @@ cli-reference: build ## Rewrite docs/cli-reference.md from the command's parser
 docs-picture: build system-deps ## Render docs/scan-example.svg from `kcmp-rs scan --example --dot`
 	$(PY) -m kcmp_rs scan --example --dot > $(VENV)/scan-example.dot
 	dot -Tsvg $(VENV)/scan-example.dot -o docs/scan-example.svg
+
+# Generated from the parser, committed, shipped as the wheel's data (pyproject's
+# [tool.maturin] data); tests/test_shell_files.py fails until this is rerun after a
+# change to the command's arguments or help.
+shell-files: build ## Regenerate the man page and bash/zsh/fish completions under wheel-data/
+	$(PY) scripts/gen_shell_files.py
 
 wheel-test: $(VENV)/.deps ## Build the abi3 wheel and sdist; run the suite on the oldest and newest CPython
 	bash scripts/wheel-test.sh

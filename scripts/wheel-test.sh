@@ -11,6 +11,8 @@
 #     kcmp_rs is imported from site-packages and that `kcmp-rs --version` is its version.
 #  3. Builds a wheel from the sdist alone (`pip wheel`, isolated build, empty directory),
 #     installs it and checks it answers kcmp_rs.same_file.
+#  The wheel and the sdist must hold the man page and the bash, zsh and fish completions
+#  (wheel-data/), and pip must install them under the venv's share/ (steps 2 and 3).
 #
 # Ends with "wheel-test: N passed, M failed" (N and M count test-suite tests and this
 # script's own checks); exits non-zero if anything failed.
@@ -129,7 +131,7 @@ import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 wanted = {"kcmp_rs/__init__.py", "kcmp_rs/_native.abi3.so", "kcmp_rs/_native.pyi",
           "kcmp_rs/py.typed", "kcmp_rs/cli/__init__.py", "kcmp_rs/cli/_main.py",
-          "kcmp_rs/_scan.py", "kcmp_rs/_example.py"}
+          "kcmp_rs/_scan.py", "kcmp_rs/_example.py", "_kcmp_rs_cli/__init__.py"}
 # The tests' family lives in tests/; a kcmp_rs/scan.py would shadow kcmp_rs.scan().
 unwanted = {"kcmp_rs/_family.py", "kcmp_rs/scan.py"}
 missing = sorted(wanted - names)
@@ -151,6 +153,21 @@ else
     fail "wheel contents"
 fi
 
+# The man page and the completions (wheel-data/, pyproject's [tool.maturin] data): the
+# wheel's <name>.data/data/, which pip installs under the prefix. Listed first: `grep -q`
+# stops reading at its match, and under pipefail the lister it cut off would fail.
+SHELL_FILES=(share/man/man1/kcmp-rs.1 share/bash-completion/completions/kcmp-rs
+    share/zsh/site-functions/_kcmp-rs share/fish/vendor_completions.d/kcmp-rs.fish)
+# Its names as `unzip -Z1` lists them, read by the interpreter at hand (unzip may be absent).
+WHEEL_NAMES=$("$NEWEST" -c 'import sys, zipfile; print(*zipfile.ZipFile(sys.argv[1]).namelist(), sep="\n")' "$WHEEL")
+for f in "${SHELL_FILES[@]}"; do
+    if grep -qx "[^/]*\.data/data/${f//./\\.}" <<<"$WHEEL_NAMES"; then
+        ok "wheel holds $f as data"
+    else
+        fail "wheel has no <name>.data/data/$f"
+    fi
+done
+
 section "sdist: maturin sdist"
 "$TOOLS/bin/maturin" sdist --out "$DIST" || die "maturin sdist"
 mapfile -t SDISTS < <(ls "$DIST"/*.tar.gz 2>/dev/null)
@@ -165,6 +182,13 @@ if grep -qx '[^/]*/LICENSE' <<<"$SDIST_NAMES"; then
 else
     fail "sdist has no LICENSE"
 fi
+for f in "${SHELL_FILES[@]}"; do
+    if grep -qx "[^/]*/wheel-data/data/${f//./\\.}" <<<"$SDIST_NAMES"; then
+        ok "sdist holds wheel-data/data/$f"
+    else
+        fail "sdist has no wheel-data/data/$f"
+    fi
+done
 
 # ---- the installed wheel under each interpreter ----
 
@@ -230,15 +254,25 @@ for py in "${PYTHONS[@]}"; do
         fail "Python $ver: kcmp_rs not imported from the installed wheel"
     fi
     check_cli_version "$venv" "Python $ver"
+    # Where pip put the wheel's data: the venv's share/, as committed.
+    for f in "${SHELL_FILES[@]}"; do
+        if cmp -s "$venv/$f" "$ROOT/wheel-data/data/$f"; then
+            ok "Python $ver: pip installed $f"
+        else
+            fail "Python $ver: $venv/$f missing or not the committed file"
+        fi
+    done
 
     section "Python $ver: test suite against the installed wheel"
     log=$WORK/pytest-$ver.log
     # From the copy, so neither the repo's python/ nor its tests/ are on sys.path; the
     # config (filterwarnings = error, xfail_strict, ...) is the repo's pyproject.toml.
-    # test_layout.py reads the source tree (sizes, imports), which the copy leaves out on
-    # purpose; `make test` runs it.
+    # test_layout.py reads the source tree (sizes, imports) and test_shell_files.py the
+    # committed wheel-data/ and its generator (development tools), which the copy leaves
+    # out on purpose; `make test` runs them, and the installed copies are checked above.
     (cd "$run" && "$venv/bin/python" -m pytest -p no:cacheprovider -q \
-        -c "$run/pyproject.toml" --rootdir "$run" --ignore=tests/test_layout.py tests 2>&1) |
+        -c "$run/pyproject.toml" --rootdir "$run" --ignore=tests/test_layout.py \
+        --ignore=tests/test_shell_files.py tests 2>&1) |
         tee "$log"
     status=${PIPESTATUS[0]}
     summary=$(grep -E '^=*.*[0-9]+ (passed|failed|errors?|skipped|xfailed|deselected)' "$log" | tail -n1)
@@ -277,6 +311,14 @@ print("same_file and classify_fds answer correctly")
 EOF
         ok "the sdist's wheel imports from site-packages and answers same_file"
         check_cli_version "$sdist_venv" "sdist wheel"
+        # The sdist carries wheel-data/, so its wheel installs the same files.
+        for f in "${SHELL_FILES[@]}"; do
+            if cmp -s "$sdist_venv/$f" "$ROOT/wheel-data/data/$f"; then
+                ok "sdist wheel: pip installed $f"
+            else
+                fail "sdist wheel: $sdist_venv/$f missing or not the committed file"
+            fi
+        done
     else
         fail "the wheel built from the sdist does not work"
     fi

@@ -356,6 +356,26 @@ class Spawn(Protocol):
     ) -> ChildProcess: ...
 
 
+@contextlib.contextmanager
+def reopened_after_fork(spawn: Spawn, directory: str) -> Iterator[tuple[int, int, int]]:
+    """This process opens a file, forks a child (``spawn``), then opens the file again:
+    yields ``(child_pid, inherited, again)``; the child holds the file only through the
+    inherited description. Both fds are closed after."""
+    path = os.path.join(directory, "f")
+    with open(path, "w") as f:
+        f.write("x")
+    inherited = os.open(path, os.O_RDONLY)
+    try:
+        child = spawn()
+        again = os.open(path, os.O_RDONLY)
+        try:
+            yield child.pid, inherited, again
+        finally:
+            os.close(again)
+    finally:
+        os.close(inherited)
+
+
 # ---- one-shot children ----
 
 

@@ -76,6 +76,20 @@ def parse_table(text: str) -> tuple[list[dict[str, list[str]]], list[str]]:
     return rows, lines[rest_at:]
 
 
+def split_skipped(text: str) -> tuple[str, list[tuple[int, str, str]], str]:
+    """A table command's stdout split at its SKIPPED rows: (the text before them, the
+    rows as ``(pid, command, reason)``, the ``... and K more`` line or "")."""
+    before, header, rest = text.partition("\nSKIPPED  ")
+    if not header:
+        return text, [], ""
+    lines = ("SKIPPED  " + rest).splitlines()
+    more = lines.pop() if lines[-1].startswith("... and ") else ""
+    rows, after = parse_table("\n".join(lines) + "\n")
+    assert after == [], after
+    found = [(int(r["SKIPPED"][0]), r["COMMAND"][0], " ".join(r["REASON"])) for r in rows]
+    return before + "\n", found, more
+
+
 def scan_table_rows(text: str) -> tuple[list[dict[str, list[str]]], str]:
     """The rows of a ``kcmp-rs scan`` table and its summary line."""
     lines = text.splitlines()

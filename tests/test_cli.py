@@ -29,6 +29,7 @@ from _scan_helpers import (
     run_cli,
     scan_table_rows,
     shared_refs,
+    split_skipped,
 )
 from conftest import Spawn
 from kcmp_rs import cli
@@ -146,7 +147,9 @@ def test_missing_process_exits_1(spawn: Spawn) -> None:
         assert done.stderr.decode() == (
             f"kcmp-rs: process {gone} does not exist\nkcmp-rs: no process could be read\n"
         )
-        assert done.stdout.decode().endswith("1 process skipped (1 no such process)\n")
+        table, skipped, more = split_skipped(done.stdout.decode())
+        assert table.endswith("1 process skipped (1 no such process)\n")
+        assert skipped == [(gone, "?", "no such process")] and more == ""
 
 
 def test_zombie_exits_1(spawn: Spawn, zombie: int) -> None:
@@ -164,6 +167,9 @@ def test_zombie_exits_1(spawn: Spawn, zombie: int) -> None:
         f"kcmp-rs: process {zombie} has exited and awaits reaping (a zombie)\n"
         "kcmp-rs: no process could be read\n"
     )
+    # The zombie is this test process's child: its name is this interpreter's.
+    command = Path(f"/proc/{zombie}/comm").read_text().rstrip("\n")
+    assert split_skipped(done.stdout.decode())[1:] == ([(zombie, command, "zombie")], "")
 
 
 def _main_as_other_user(args: list[str]) -> tuple[int, str, str]:
@@ -194,8 +200,11 @@ def test_permission_denied_exits_1(spawn: Spawn) -> None:
     assert status == 1
     assert f"kcmp-rs: permission denied for process {denier} " in err
     assert err.endswith("kcmp-rs: no process could be read\n")
-    assert out.endswith("0 processes read, 0 fds classified, 0 descriptions shared, "
-                        "1 process skipped (1 permission denied)\n")  # fmt: skip
+    table, skipped, _ = split_skipped(out)
+    assert table.endswith("0 processes read, 0 fds classified, 0 descriptions shared, "
+                          "1 process skipped (1 permission denied)\n")  # fmt: skip
+    command = Path(f"/proc/{denier}/comm").read_text().rstrip("\n")  # readable by all
+    assert skipped == [(denier, command, "permission denied")], skipped
 
 
 def test_only_scan_example_imports_the_family_builder(spawn: Spawn) -> None:
@@ -548,7 +557,9 @@ def test_scan_reports_missing_process_and_goes_on(family: Family) -> None:
     done = run_cli("scan", "-p", f"{pid_list(family)},{gone}")
     assert done.returncode == 0
     assert done.stderr.decode() == f"kcmp-rs: process {gone} does not exist\n"
-    rows, summary = scan_table_rows(done.stdout.decode())
+    table, skipped, more = split_skipped(done.stdout.decode())
+    assert skipped == [(gone, "?", "no such process")] and more == ""
+    rows, summary = scan_table_rows(table)
     assert [shared_refs(row["SHARED"]) for row in rows] == family.groups
     assert summary.endswith("1 process skipped (1 no such process)")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from _checks import holders_truth, needs_kcmp
-from _helpers import ChildProcess, pairwise_groups
+from _helpers import ChildProcess, pairwise_groups, reopened_after_fork
 from _scan_helpers import (
     check_typed,
     from_json_lines,
@@ -24,6 +24,7 @@ from _scan_helpers import (
     parse_table,
     run_cli,
     shared_refs,
+    split_skipped,
 )
 from conftest import Spawn
 from kcmp_rs import KcmpType, _schema, baseline, open_fds
@@ -179,7 +180,9 @@ def test_holders_notes_a_missing_pid_and_still_answers(pipe_family: dict[str, An
     status, out, err = kcmp_rs("holders", pid, fd, "-p", f"{pid},{gone}")
     assert status == 0, err
     assert err == f"kcmp-rs: process {gone} does not exist\n"
-    rows, summary = split_summary(out.partition("\n")[2])
+    table, skipped, more = split_skipped(out)
+    assert skipped == [(gone, "?", "no such process")] and more == ""
+    rows, summary = split_summary(table.partition("\n")[2])
     assert [(int(r["PID"][0]), int(r["FD"][0])) for r in rows] == holders_truth((pid, fd), [pid])
     assert summary.endswith("1 skipped")
 
@@ -208,7 +211,9 @@ def test_holders_that_read_no_process_exit_1_as_scan_does(spawn: Spawn) -> None:
         if form:
             assert json.loads(out)["processes_read"] == 0
         else:
-            assert out.rstrip().endswith("0 processes read, 0 fds compared, 1 skipped"), out
+            table, skipped, _ = split_skipped(out)
+            assert table.endswith("0 processes read, 0 fds compared, 1 skipped\n"), out
+            assert skipped == [(gone, "?", "no such process")]
 
 
 def test_holders_target_errors_exit_1_with_one_line(spawn: Spawn) -> None:
@@ -445,8 +450,8 @@ def test_share_lists_inherited_and_reopened_files(spawn: Spawn, tmp_path: Any) -
         def reopens() -> int:
             return os.open(path, os.O_RDONLY)
 
-        a = spawn()  # holds `inherited` (fork)
-        b = spawn(reopens)  # holds `inherited` too, and its own open of the file
+        a = spawn(reopens)  # holds `inherited` (fork), and its own open of the file
+        b = spawn(reopens)  # the same, another open of its own
         zombie = spawn(expect_exit=None)
         os.kill(zombie.pid, signal.SIGKILL)
         os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # reaped at teardown
@@ -492,9 +497,41 @@ def test_share_lists_inherited_and_reopened_files(spawn: Spawn, tmp_path: Any) -
     [row] = [r for r in rows if str(inherited) in r[f"FDS OF {a.pid}"][0].split(",")]
     assert row["MODE"] == ["r"] and row["TARGET"] == [path]
 
-    # Files both have open through different descriptions: B's own open of the file.
+    # Files both have open through different descriptions: each one's own open.
     head, _, table = reopened.partition("\n")
     assert head == "Files both have open through different descriptions: 1"
     rows, rest = parse_table(table)
     assert rest == []
-    assert rows == [{f"FDS OF {a.pid}": ["-"], f"FDS OF {b.pid}": [str(b.data)], "TARGET": [path]}]
+    assert rows == [
+        {f"FDS OF {a.pid}": [str(a.data)], f"FDS OF {b.pid}": [str(b.data)], "TARGET": [path]}
+    ]
+
+
+def test_share_lists_no_reopened_file_one_side_holds_only_through_the_shared_one(
+    spawn: Spawn, tmp_path: Any
+) -> None:
+    """This process opens a file, forks, opens the file again: the child holds it only
+    through the inherited description, so the file is not open through different
+    descriptions in both (no row with "-" on one side), in either order, in any form."""
+    me = os.getpid()
+    with reopened_after_fork(spawn, str(tmp_path)) as (child, inherited, _):
+        runs = [
+            (kcmp_rs("share", *pids), kcmp_rs("share", *pids, "-J"))
+            for pids in ((me, child), (child, me))
+        ]
+    for (status, out, err), (json_status, doc, json_err) in runs:
+        assert (status, err) == (0, ""), err
+        # The spawn helper's pipes are the only files open through different
+        # descriptions on both sides: two ends of one pipe, one per process.
+        _, shared, reopened = out.split("\n\n")
+        assert shared.startswith("Open file descriptions shared by ")
+        head, _, table = reopened.partition("\n")
+        assert head.startswith("Files both have open through different descriptions: ")
+        rows, _ = parse_table(table)
+        assert [r["TARGET"][0].startswith("pipe:[") for r in rows] == [True] * len(rows)
+        assert all(r[k] != ["-"] for r in rows for k in r), rows
+        assert (json_status, json_err) == (0, "")
+        pairs = json.loads(doc)["reopened"]
+        assert len(pairs) == len(rows) and all(p["fds1"] and p["fds2"] for p in pairs)
+        assert all(p["target"].startswith("pipe:[") for p in pairs), pairs
+        assert [inherited] in [p["fds1"] for p in json.loads(doc)["shared"]]

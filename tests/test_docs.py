@@ -18,7 +18,7 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from kcmp_rs import Description, Member, Scan, Skipped, cli
+from kcmp_rs import Description, Member, Scan, Skipped, _native, cli
 
 
 def public_routines(*, native: bool) -> list[str]:
@@ -91,6 +91,54 @@ def test_all_holds_only_native_and_python_functions() -> None:
 @pytest.mark.parametrize("name", public_routines(native=False))
 def test_python_function_is_documented(name: str) -> None:
     assert_documented(name, getattr(kcmp_rs, name))
+
+
+#: The convention of every public function's docstring: each parameter named
+#: (``name``), a sentence that starts "Returns" and one that starts "Raises" (a
+#: function that raises nothing of its own says so: "Raises nothing").
+_SENTENCE_START = r"(?:^|[.:;]\s+|\n\s*)"
+
+
+def _check_docstring(func: Callable[..., Any]) -> None:
+    name = func.__name__
+    doc = inspect.getdoc(func) or ""
+    prose = _prose(name, doc)
+    missing = [p for p in inspect.signature(func).parameters if not re.search(rf"\b{p}\b", prose)]
+    assert not missing, f"help({name}) does not name {missing}:\n{doc}"
+    assert re.search(_SENTENCE_START + r"Returns\b", prose), f"help({name}): no Returns:\n{doc}"
+    assert re.search(_SENTENCE_START + r"Raises\b", prose), f"help({name}): no Raises:\n{doc}"
+
+
+@pytest.mark.parametrize("name", [*public_routines(native=False), *public_routines(native=True)])
+def test_docstring_names_every_parameter_the_return_and_the_raises(name: str) -> None:
+    _check_docstring(getattr(kcmp_rs, name))
+
+
+def test_every_native_function_carries_its_signature() -> None:
+    """PyO3 gives each native function a ``__text_signature__`` (``#[pyo3(signature)]``
+    or ``text_signature``): ``inspect.signature`` and ``help()`` show the parameters."""
+    routines = {n: f for n, f in vars(_native).items() if inspect.isbuiltin(f)}
+    assert {"kcmp", "scan", "same_task", "holders", "commands"} <= set(routines)
+    for name, func in routines.items():
+        text = getattr(func, "__text_signature__", None)
+        assert text, f"_native.{name} has no __text_signature__"
+        signature = inspect.signature(func)  # ValueError if the text does not parse
+        listed = re.findall(r"(?:\(|,\s*)(\w+)", text.replace("$module, ", ""))
+        assert list(signature.parameters) == listed, (name, text)
+
+
+def test_the_docstring_test_can_fail() -> None:
+    def undocumented(pid: int, flag: bool = False) -> int:
+        """Does something with ``pid``. Returns 0."""
+        return 0
+
+    with pytest.raises(AssertionError, match=r"does not name \['flag'\]"):
+        _check_docstring(undocumented)
+    undocumented.__doc__ = "Does something with ``pid`` and ``flag``. Returns 0."
+    with pytest.raises(AssertionError, match=r"no Raises"):
+        _check_docstring(undocumented)
+    undocumented.__doc__ += " Raises nothing."
+    _check_docstring(undocumented)
 
 
 def test_cli_main_is_documented() -> None:

@@ -110,6 +110,21 @@ def test_the_library_never_imports_its_command() -> None:
     assert {k: v for k, v in importing.items() if v} == {}
 
 
+def test_the_console_entry_package_imports_nothing_at_module_level() -> None:
+    # Its import must end before Ctrl-C could find a traceback to print: the command
+    # (and with it kcmp_rs/__init__) is imported inside main(), after SIGINT is reset.
+    entry = ROOT / "python" / "_kcmp_rs_cli" / "__init__.py"
+    tree = ast.parse(entry.read_text())
+    top = [
+        [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+        for node in tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+    ]
+    assert top == [["_signal"]], top
+    inside = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert inside == {"kcmp_rs.cli._main"}, inside
+
+
 def test_there_is_no_module_shadowing_the_scan_function() -> None:
     assert not (PACKAGE / "scan.py").exists()
     assert not (PACKAGE / "scan").exists()

@@ -103,12 +103,16 @@ def test_shared_files_takes_a_childs_thread_ids(spawn: Spawn, tmp_path: object) 
         child = spawn(lambda: _child_with_a_thread_and_reopen(path))
         me, tid = os.getpid(), child.data["tid"]
         assert tid != child.pid
-        by_pid, by_tid = shared_files(me, child.pid), shared_files(me, tid)
+        mine = os.open(path, os.O_RDONLY)  # a separate open on this side too
+        try:
+            by_pid, by_tid = shared_files(me, child.pid), shared_files(me, tid)
+        finally:
+            os.close(mine)
         assert by_tid.shared == by_pid.shared and by_tid.reopened == by_pid.reopened
         got = {(f1, f2) for a, b in by_tid.shared for f1 in a for f2 in b}
         assert got == _truth(me, tid)
         assert any(inherited in a for a, _ in by_tid.shared)
-        assert any(child.data["reopened"] in b for _, b in by_tid.reopened)
+        assert ((mine,), (child.data["reopened"],)) in by_tid.reopened, by_tid.reopened
         assert shared_files(child.pid, tid).same_fd_table
         assert shared_files(tid, child.pid).same_fd_table
     finally:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 from _checks import holders_truth, needs_kcmp, needs_root, raised
-from _helpers import ChildProcess, Spawn, drop_to_nobody, run_in_child
+from _helpers import ChildProcess, Spawn, drop_to_nobody, reopened_after_fork, run_in_child
 from kcmp_rs import KcmpType, KcmpUnavailableError, baseline, disable_kcmp, open_fds
 from kcmp_rs._queries import _epoll_targets, epoll_targets, holders, shared_files
 
@@ -214,13 +214,48 @@ def test_shared_files_tells_inherited_from_reopened(spawn: Spawn, tmp_path: obje
         got = {(f1, f2) for a, b in s.shared for f1 in a for f2 in b}
         assert got == pairs
         assert any(inherited in a for a, _ in s.shared)
-        assert any(child.data in b for _, b in s.reopened), s.reopened
         assert not any(child.data in b for _, b in s.shared)
+        # This process holds the file only through the shared description: the child's
+        # own open is no separate open on both sides, so the file is in no pair (the
+        # ends of the spawn helper's pipes are: one inode, a description on each side).
+        assert not any(inherited in a or child.data in b for a, b in s.reopened), s.reopened
+        assert all(a and b for a, b in s.reopened), s.reopened
         assert not s.same_fd_table
         d = json.loads(json.dumps(s.to_dict()))
         assert d["schema_version"] == 2 and d["pid1"] == me
+        # With an open of its own here too, the file is: those two fds, none shared.
+        mine = os.open(path, os.O_RDONLY)
+        try:
+            again = shared_files(me, child.pid)
+        finally:
+            os.close(mine)
+        assert again.shared == s.shared
+        assert ((mine,), (child.data,)) in again.reopened, again.reopened
+        assert len(again.reopened) == len(s.reopened) + 1
+        swapped = shared_files(child.pid, me)
+        assert sorted(swapped.reopened) == sorted((b, a) for a, b in s.reopened)
+        assert sorted(swapped.shared) == sorted((b, a) for a, b in s.shared)
     finally:
         os.close(inherited)
+
+
+def test_shared_files_reopened_omits_a_side_holding_only_the_shared_description(
+    spawn: Spawn, tmp_path: object
+) -> None:
+    """The parent opens a file and forks; the parent opens it again. The child holds
+    the file only through the inherited description: no reopened pair, either order."""
+    me = os.getpid()
+    with reopened_after_fork(spawn, str(tmp_path)) as (child, inherited, again):
+        forward = shared_files(me, child)
+        backward = shared_files(child, me)
+    assert ((inherited,), (inherited,)) in forward.shared
+    assert ((inherited,), (inherited,)) in backward.shared
+    assert not any(again in a for a, _ in forward.shared)
+    # Only the spawn helper's pipes, whose two ends are one inode, are in a pair.
+    assert not any(again in a or inherited in a for a, _ in forward.reopened)
+    assert not any(again in b or inherited in b for _, b in backward.reopened)
+    assert all(a and b for a, b in (*forward.reopened, *backward.reopened))
+    assert sorted(backward.reopened) == sorted((b, a) for a, b in forward.reopened)
 
 
 def test_shared_files_with_itself_is_every_description() -> None:

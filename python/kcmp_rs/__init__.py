@@ -216,9 +216,11 @@ def sharing(pid1: SupportsIndex, pid2: SupportsIndex) -> Sharing:
     ``same_*`` call of its name answers, ``io`` and ``sysvsem`` True also when neither
     process has one).
 
-    ``pid1``, ``pid2``: process or thread ids. Raises as the ``same_*`` calls do
-    (``ProcessGoneError``, ``ProcessAccessError``, ``KcmpUnavailableError``, TypeError,
-    ValueError).
+    ``pid1``, ``pid2``: process or thread ids. Returns a ``Sharing`` of six bools.
+
+    Raises as the ``same_*`` calls do: ``ProcessGoneError`` (a ``ProcessLookupError``),
+    ``ProcessAccessError`` (a ``PermissionError``), ``KcmpUnavailableError`` where
+    kcmp(2) is blocked, TypeError or ValueError for a pid that is not one.
     """
     return Sharing(*_native.sharing(pid1, pid2))
 
@@ -227,9 +229,13 @@ def support(*, refresh: bool = False) -> Support:
     """What this process can use: kcmp, F_DUPFD_QUERY, pidfd_getfd.
 
     Probed once, lazily, and again in a forked child; ``refresh=True`` probes anew.
-    Where kcmp is unusable, ``reason`` names the cause and the fix. Out of fds (or
-    memory) a probe cannot run: ``OSError`` (EMFILE, ENFILE, ENOMEM) naming the limit
-    and the fix, never a capability reported absent; nothing is cached then.
+
+    Returns a ``Support``: ``kcmp``, ``dupfd_query``, ``pidfd_getfd`` (bools) and
+    ``reason``: where kcmp is unusable, the cause and the fix ("" where usable).
+
+    Raises ``OSError`` (EMFILE, ENFILE, ENOMEM) naming the limit and the fix when out
+    of fds (or memory) a probe cannot run, never a capability reported absent; nothing
+    is cached then. TypeError when ``refresh`` is not a bool.
     """
     kcmp_ok, dupfd_query, pidfd_getfd, reason = _native.support(refresh=refresh)
     return Support(kcmp=kcmp_ok, dupfd_query=dupfd_query, pidfd_getfd=pidfd_getfd, reason=reason)

@@ -16,10 +16,19 @@ def kcmp(
 ) -> Order:
     """Compare a kernel resource of two processes; the kernel's order as an ``Order``.
 
-    ``idx1``/``idx2`` are fds for ``KcmpType.FILE`` and ignored otherwise. Raises
-    ValueError for ``KcmpType.EPOLL_TFD`` (use ``same_epoll_target``), TypeError or
-    ValueError for bad arguments, and a ``KcmpError`` (also the OSError subclass
-    Python picks by errno), with ``pid`` and ``fd`` naming what was at fault.
+    ``pid1``, ``pid2``: process or thread ids. ``type``: the ``KcmpType`` compared.
+    ``idx1``/``idx2``: fds of ``pid1`` and ``pid2`` for ``KcmpType.FILE``, ignored
+    otherwise.
+
+    Returns an ``Order``: ``EQUAL`` when one kernel object is behind both, else the
+    kernel's ordering of the two (``LESS``, ``GREATER``).
+
+    Raises ValueError for ``KcmpType.EPOLL_TFD`` (use ``same_epoll_target``), TypeError
+    or ValueError for bad arguments, and a ``KcmpError`` (also the OSError subclass
+    Python picks by errno), with ``pid`` and ``fd`` naming what was at fault:
+    ``ProcessGoneError`` (a process does not exist or is a zombie), ``FdNotOpenError``,
+    ``ProcessAccessError`` (ptrace read access refused), ``KcmpUnavailableError``
+    (kcmp(2) blocked or disabled).
     """
 
 def same_file(
@@ -32,9 +41,18 @@ def same_file(
 ) -> bool:
     """Whether fd1 of pid1 and fd2 of pid2 refer to one open file description.
 
-    Uses kcmp(2); where it is unusable, exact fallbacks for this process's fds, and
-    with ``allow_pidfd_getfd=True`` for other processes' fds too (a temporary copy,
-    whose close runs the file's flush).
+    ``pid1``, ``pid2``: process or thread ids; ``fd1``, ``fd2``: an fd of each. Uses
+    kcmp(2); where it is unusable, exact fallbacks for this process's fds, and with
+    ``allow_pidfd_getfd=True`` for other processes' fds too (a temporary copy, whose
+    close runs the file's flush).
+
+    Returns True when the two fds share one description (dup, fork, SCM_RIGHTS).
+
+    Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when a process does not exist
+    or is a zombie, ``FdNotOpenError`` when an fd is not open, ``ProcessAccessError`` (a
+    ``PermissionError``) when ptrace read access is refused, ``KcmpUnavailableError``
+    when neither kcmp(2) nor an exact fallback can decide, TypeError or ValueError for
+    bad arguments.
     """
 
 def same_task(pid1: SupportsIndex, pid2: SupportsIndex, type: KcmpType | SupportsIndex) -> bool:
@@ -62,12 +80,26 @@ def same_epoll_target(
     ``pid2`` under ``target_fd`` (its ``target_index``-th registration).
 
     ``target_fd`` is the fd number used when it was added; it may be closed since.
+
+    Returns True when the registered file is the file of ``fd``.
+
+    Raises ``FdNotOpenError`` when ``fd`` or ``epfd`` is not open, a ``KcmpError``
+    (EINVAL) when ``epfd`` is not an epoll fd, ``KcmpFileNotFoundError`` (a
+    ``FileNotFoundError``) when the set has no such registration, ``ProcessGoneError``,
+    ``ProcessAccessError``, ``KcmpUnavailableError`` where kcmp(2) is blocked (nothing
+    else can tell), TypeError or ValueError for bad arguments.
     """
 
 def open_fds(pid: SupportsIndex) -> list[int]:
     """The fds open in ``pid``, ascending (read from /proc/PID/fd).
 
     The directory fd used to read them is never listed, even for this process.
+
+    Returns a list of ints.
+
+    Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when ``pid`` does not exist or
+    is a zombie, ``ProcessAccessError`` (a ``PermissionError``) when its fds may not be
+    listed, TypeError or ValueError for a pid that is not one.
     """
 
 def classify_fds(
@@ -80,9 +112,20 @@ def classify_fds(
 ) -> list[tuple[int, ...]]:
     """Group fds of ``pid`` (default: all open ones) by open file description.
 
-    Each group is a tuple of fds, ascending; groups ordered by their smallest fd
-    (``order="fd"``) or by the kernel's order (``order="kernel"``, needs kcmp).
-    ``missing="skip"`` leaves out fds closed meanwhile instead of raising.
+    ``fds``: the fds to group (None: every open fd). ``order="fd"`` orders the groups by
+    their smallest fd, ``order="kernel"`` by the kernel's order (needs kcmp).
+    ``missing="skip"`` leaves out fds closed meanwhile instead of raising (``"raise"``).
+    ``allow_pidfd_getfd``: where kcmp is blocked, let pidfd_getfd(2) copy another
+    process's fds to compare them.
+
+    Returns a list of groups, each a tuple of fds, ascending.
+
+    Raises ``FdNotOpenError`` when an fd of ``fds`` is not open (``missing="raise"``),
+    ``ProcessGoneError`` (a ``ProcessLookupError``) when ``pid`` does not exist or is a
+    zombie, ``ProcessAccessError`` (a ``PermissionError``) when ptrace read access is
+    refused, ``KcmpUnavailableError`` naming the fds no exact method could decide (kcmp
+    blocked), ValueError for an unknown ``order`` or ``missing`` or an fd out of range,
+    TypeError for an argument of the wrong type.
     """
 
 def classify_fds_stats(
@@ -101,9 +144,19 @@ def classify_files(
 ) -> list[tuple[tuple[int, int], ...]]:
     """Group (pid, fd) pairs across processes by open file description.
 
-    Each group is a tuple of (pid, fd) pairs, ascending; groups ordered by their
-    smallest pair. Raises KcmpUnavailableError naming the pairs no exact method
-    could decide.
+    ``refs``: an iterable of ``(pid, fd)`` pairs. ``missing="skip"`` leaves out the
+    pairs whose fd was closed or whose process is gone instead of raising
+    (``"raise"``). ``allow_pidfd_getfd``: where kcmp is blocked, let pidfd_getfd(2) copy
+    other processes' fds to compare them.
+
+    Returns a list of groups, each a tuple of (pid, fd) pairs, ascending; groups ordered
+    by their smallest pair.
+
+    Raises ``KcmpUnavailableError`` naming the pairs no exact method could decide,
+    ``ProcessGoneError`` (a ``ProcessLookupError``) when a process does not exist or is
+    a zombie and ``FdNotOpenError`` when an fd is not open (``missing="raise"``),
+    ``ProcessAccessError`` (a ``PermissionError``) when ptrace read access is refused,
+    ValueError or TypeError for bad arguments.
     """
 
 def classify_files_partial(
@@ -126,7 +179,17 @@ def classify_tasks(
 ) -> list[tuple[int, ...]]:
     """Group tasks sharing the resource ``type`` (VM, FILES, FS, SIGHAND, IO, SYSVSEM).
 
-    Each group is a tuple of pids, ascending; groups ordered by their smallest pid.
+    ``pids``: process or thread ids. ``missing="skip"`` leaves out the processes that do
+    not exist or have exited instead of raising (``"raise"``).
+
+    Returns a list of groups, each a tuple of pids, ascending; groups ordered by their
+    smallest pid.
+
+    Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when a process does not exist
+    or is a zombie (``missing="raise"``), ``ProcessAccessError`` (a ``PermissionError``)
+    when ptrace read access is refused, ``KcmpUnavailableError`` where kcmp(2) is blocked
+    (nothing else can tell), ValueError for ``type`` FILE or EPOLL_TFD or an unknown
+    ``missing``, TypeError for an argument of the wrong type.
     """
 
 def support(*, refresh: bool = False) -> tuple[bool, bool, bool, str]:
@@ -140,7 +203,10 @@ def support(*, refresh: bool = False) -> tuple[bool, bool, bool, str]:
 def disable_kcmp() -> None:
     """Never issue kcmp(2) again in this process.
 
-    For sandboxes that kill a process on kcmp; the exact fallbacks still answer.
+    For sandboxes that kill a process on kcmp; the exact fallbacks still answer, and
+    the calls that need kcmp raise ``KcmpUnavailableError``.
+
+    Returns None. Raises nothing (TypeError when given an argument).
     """
 
 def set_thread_limit(n: int) -> int:
@@ -208,9 +274,10 @@ def shared_files(
     """(shared, reopened, same_fd_table, undecided): what ``pid1`` and ``pid2`` share.
 
     ``shared``: ``(fds_in_pid1, fds_in_pid2)`` per open file description both hold;
-    ``reopened``: per inode both hold, the fds whose description the other does not
-    hold. Both processes pinned before either is listed; either exiting during the
-    call raises ``ProcessGoneError``. The GIL is released for the whole pass.
+    ``reopened``: per inode each holds through a description the other does not hold
+    (separate opens), those fds, never an empty side. Both processes pinned before
+    either is listed; either exiting during the call raises ``ProcessGoneError``.
+    The GIL is released for the whole pass.
     """
 
 def epoll_sets(

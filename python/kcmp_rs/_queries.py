@@ -69,9 +69,19 @@ def holders(
     compared with the batch's exact fallbacks (``allow_pidfd_getfd`` as for
     ``classify_files``) and what they cannot decide is in ``undecided``.
 
-    Raises ``ProcessLookupError`` when ``pid`` does not exist or exits during the
-    search, ``OSError`` (EBADF) when ``fd`` is not open in it, ``BlockingIOError``
-    when ``fd`` was closed or replaced during the search.
+    ``allow_pidfd_getfd``: where kcmp is blocked, let pidfd_getfd(2) copy fds to compare
+    them. ``progress(done, total)``: called between steps of the search (None: not);
+    an exception it raises ends the search and propagates.
+
+    Returns a ``Holders``: ``description`` (the asked fd's), ``members`` (every holder,
+    ascending), ``skipped``, ``undecided``, ``processes_read``, ``fds_compared``.
+
+    Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when ``pid`` does not exist,
+    is a zombie or exits during the search, ``FdNotOpenError`` (an ``OSError``, EBADF)
+    when ``fd`` is not open in it, ``ProcessAccessError`` (a ``PermissionError``) when
+    ``pid`` may not be inspected, ``BlockingIOError`` when ``fd`` was closed or
+    replaced during the search, TypeError or ValueError for an argument of the wrong
+    type or range (a pid of ``pids`` that cannot be read is skipped, not raised).
     """
     return holders_from_report(
         holders_report(pid, fd, pids, allow_pidfd_getfd=allow_pidfd_getfd, progress=progress)
@@ -125,14 +135,22 @@ def _holders_description(report: _native.HoldersReport) -> Description:
 def shared_files(pid1: int, pid2: int, *, allow_pidfd_getfd: bool = False) -> SharedFiles:
     """The open file descriptions ``pid1`` and ``pid2`` share, told apart from separate
     opens of the same file: ``shared`` pairs ``(fds_in_pid1, fds_in_pid2)`` by
-    description, ``reopened`` pairs them by inode for the fds whose description the
-    other process does not hold.
+    description, ``reopened`` pairs them by inode for the files each process has open
+    through a description the other does not hold: only those fds, on both sides (a
+    file one process holds only through a shared description is in no pair).
 
     One native pass (``_native.shared_files``): both processes (thread ids included)
     are pinned before either is listed; if either exits during the call,
     ``ProcessLookupError``. Where kcmp is blocked the batch's exact fallbacks decide
     (``allow_pidfd_getfd`` as for ``classify_files``); fds they cannot decide are in
     ``undecided``.
+
+    Returns a ``SharedFiles`` (``pid1``, ``pid2``: process or thread ids, as given).
+
+    Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when either process does not
+    exist, is a zombie or exits during the call, ``ProcessAccessError`` (a
+    ``PermissionError``) when either may not be inspected, TypeError or ValueError
+    for an argument of the wrong type or range (``allow_pidfd_getfd`` must be a bool).
     """
     shared, reopened, same_table, undecided = _native.shared_files(
         pid1, pid2, allow_pidfd_getfd=allow_pidfd_getfd
@@ -191,10 +209,16 @@ def epoll_targets(pid: int, epfd: int, pids: Iterable[int] | None = None) -> lis
     Registered files are found with kcmp's ``KCMP_EPOLL_TFD`` (the 12-byte slot),
     only among fds on the registered inode: one call per candidate. Works for sets
     inherited through fork or passed over a Unix socket, and for a file registered
-    under several fd numbers. Raises ``KcmpUnavailableError`` where kcmp is blocked
-    (nothing else can tell), ``OSError`` EINVAL when ``epfd`` is not an epoll fd,
-    EBADF when it is not open, and ``ProcessLookupError`` when a process asked about
-    does not exist or exits during the call.
+    under several fd numbers.
+
+    Returns a list of ``EpollTarget``, in the order /proc lists the registrations.
+
+    Raises ``KcmpUnavailableError`` where kcmp is blocked (nothing else can tell), a
+    ``KcmpError`` (an ``OSError``, EINVAL) when ``epfd`` is not an epoll fd,
+    ``FdNotOpenError`` (EBADF) when it is not open, ``ProcessGoneError`` (a
+    ``ProcessLookupError``) when ``pid`` or a process of ``pids`` does not exist, is a
+    zombie or exits during the call, ``ProcessAccessError`` (a ``PermissionError``)
+    when one may not be inspected, TypeError or ValueError for a bad argument.
     """
     return _epoll_targets(pid, epfd, pids)[0]
 
@@ -221,9 +245,17 @@ def who(
     blocked) in ``undecided``; ``complete`` says whether the answer covers everything.
     An fd opened or replaced while the call runs may be missed, as by any snapshot.
 
+    ``allow_pidfd_getfd``: where kcmp is blocked, let pidfd_getfd(2) copy fds to compare
+    them. ``progress(done, total)``: called as the fds of each process have been read
+    (None: not); an exception it raises ends the search and propagates.
+
+    Returns a ``Who``: one ``WhoFile`` per path (in the order given), each with its
+    descriptions and their holders, and ``skipped``, ``undecided``, ``complete``.
+
     Raises ``FileNotFoundError`` (and the other errors of ``os.stat``) for a path that
-    cannot be resolved, ValueError when no path is given, TypeError for a path or pid
-    of the wrong type.
+    cannot be resolved, ValueError when no path is given or a pid is out of range,
+    TypeError for a path, pid, flag or ``progress`` of the wrong type. A process that
+    cannot be read is skipped, not raised.
     """
     _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
     _check_progress(progress)

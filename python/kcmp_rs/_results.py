@@ -273,11 +273,11 @@ class SharedFiles:
 
     ``shared``: one ``(fds_in_pid1, fds_in_pid2)`` pair per description both hold:
     inherited through fork, passed over a socket, or a shared fd table. ``reopened``:
-    one pair per file (inode) both have open, with the fds of each whose description
-    the other does not hold: separate opens of the same file, or one side's extra
-    open. ``same_fd_table``: the two share one fd table (threads, CLONE_FILES), so
-    every fd is shared. ``undecided``: fds no exact method could compare (kcmp
-    blocked), in no pair.
+    one pair per file (inode) each has open through a description the other does not
+    hold (separate opens), those fds only, neither side empty (a file one side holds
+    only through a shared description is not in it). ``same_fd_table``: one fd table
+    (threads, CLONE_FILES), so every fd is shared. ``undecided``: fds no exact method
+    could compare (kcmp blocked), in no pair.
     """
 
     pid1: int

@@ -115,8 +115,13 @@ def scan(
       process, before any fd is classified; a process whose value cannot be read is
       skipped (reason below), never put on a side.
 
-    Every argument is checked before any work, with the classes and messages of the
-    native calls: ``TypeError: each pid in pids must be an int, not float``,
+    Returns a ``Scan``: ``descriptions``, ``skipped``, ``undecided``, ``fd_table_shared``
+    and the counts (guarantees and JSON schema below).
+
+    Raises TypeError or ValueError for a bad argument, never for a process it cannot
+    read (that one is skipped), and what ``progress`` raises. Every argument is
+    checked before any work, with the classes and messages of the native calls:
+    ``TypeError: each pid in pids must be an int, not float``,
     ``ValueError: each pid in pids must be a pid in 1..2147483647, got 0``,
     ``TypeError: pids must be an iterable of ints, not int``, ``TypeError:
     include_unshared must be a bool, not str`` (``allow_pidfd_getfd`` alike),

@@ -171,10 +171,19 @@ pub mod _native {
 
     /// Compare a kernel resource of two processes; the kernel's order as an ``Order``.
     ///
-    /// ``idx1``/``idx2`` are fds for ``KcmpType.FILE`` and ignored otherwise. Raises
-    /// ValueError for ``KcmpType.EPOLL_TFD`` (use ``same_epoll_target``), TypeError or
-    /// ValueError for bad arguments, and a ``KcmpError`` (also the OSError subclass
-    /// Python picks by errno), with ``pid`` and ``fd`` naming what was at fault.
+    /// ``pid1``, ``pid2``: process or thread ids. ``type``: the ``KcmpType`` compared.
+    /// ``idx1``/``idx2``: fds of ``pid1`` and ``pid2`` for ``KcmpType.FILE``, ignored
+    /// otherwise.
+    ///
+    /// Returns an ``Order``: ``EQUAL`` when one kernel object is behind both, else the
+    /// kernel's ordering of the two (``LESS``, ``GREATER``).
+    ///
+    /// Raises ValueError for ``KcmpType.EPOLL_TFD`` (use ``same_epoll_target``), TypeError
+    /// or ValueError for bad arguments, and a ``KcmpError`` (also the OSError subclass
+    /// Python picks by errno), with ``pid`` and ``fd`` naming what was at fault:
+    /// ``ProcessGoneError`` (a process does not exist or is a zombie), ``FdNotOpenError``,
+    /// ``ProcessAccessError`` (ptrace read access refused), ``KcmpUnavailableError``
+    /// (kcmp(2) blocked or disabled).
     #[pyfunction]
     #[pyo3(signature = (pid1, pid2, r#type, idx1 = Optional::Absent, idx2 = Optional::Absent))]
     #[pyo3(text_signature = "(pid1, pid2, type, idx1=0, idx2=0)")]
@@ -197,9 +206,18 @@ pub mod _native {
 
     /// Whether fd1 of pid1 and fd2 of pid2 refer to one open file description.
     ///
-    /// Uses kcmp(2); where it is unusable, exact fallbacks for this process's fds, and
-    /// with ``allow_pidfd_getfd=True`` for other processes' fds too (a temporary copy,
-    /// whose close runs the file's flush).
+    /// ``pid1``, ``pid2``: process or thread ids; ``fd1``, ``fd2``: an fd of each. Uses
+    /// kcmp(2); where it is unusable, exact fallbacks for this process's fds, and with
+    /// ``allow_pidfd_getfd=True`` for other processes' fds too (a temporary copy, whose
+    /// close runs the file's flush).
+    ///
+    /// Returns True when the two fds share one description (dup, fork, SCM_RIGHTS).
+    ///
+    /// Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when a process does not exist
+    /// or is a zombie, ``FdNotOpenError`` when an fd is not open, ``ProcessAccessError`` (a
+    /// ``PermissionError``) when ptrace read access is refused, ``KcmpUnavailableError``
+    /// when neither kcmp(2) nor an exact fallback can decide, TypeError or ValueError for
+    /// bad arguments.
     #[pyfunction]
     #[pyo3(signature = (pid1, fd1, pid2, fd2, *, allow_pidfd_getfd = Optional::Absent))]
     #[pyo3(text_signature = "(pid1, fd1, pid2, fd2, *, allow_pidfd_getfd=False)")]
@@ -257,6 +275,14 @@ pub mod _native {
     /// ``pid2`` under ``target_fd`` (its ``target_index``-th registration).
     ///
     /// ``target_fd`` is the fd number used when it was added; it may be closed since.
+    ///
+    /// Returns True when the registered file is the file of ``fd``.
+    ///
+    /// Raises ``FdNotOpenError`` when ``fd`` or ``epfd`` is not open, a ``KcmpError``
+    /// (EINVAL) when ``epfd`` is not an epoll fd, ``KcmpFileNotFoundError`` (a
+    /// ``FileNotFoundError``) when the set has no such registration, ``ProcessGoneError``,
+    /// ``ProcessAccessError``, ``KcmpUnavailableError`` where kcmp(2) is blocked (nothing
+    /// else can tell), TypeError or ValueError for bad arguments.
     #[pyfunction]
     #[pyo3(signature = (pid1, fd, pid2, epfd, target_fd, target_index = Optional::Absent))]
     #[pyo3(text_signature = "(pid1, fd, pid2, epfd, target_fd, target_index=0)")]
@@ -281,6 +307,12 @@ pub mod _native {
     /// The fds open in ``pid``, ascending (read from /proc/PID/fd).
     ///
     /// The directory fd used to read them is never listed, even for this process.
+    ///
+    /// Returns a list of ints.
+    ///
+    /// Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when ``pid`` does not exist or
+    /// is a zombie, ``ProcessAccessError`` (a ``PermissionError``) when its fds may not be
+    /// listed, TypeError or ValueError for a pid that is not one.
     #[pyfunction]
     #[pyo3(text_signature = "(pid)")]
     fn open_fds(py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<Vec<i32>> {
@@ -291,9 +323,20 @@ pub mod _native {
 
     /// Group fds of ``pid`` (default: all open ones) by open file description.
     ///
-    /// Each group is a tuple of fds, ascending; groups ordered by their smallest fd
-    /// (``order="fd"``) or by the kernel's order (``order="kernel"``, needs kcmp).
-    /// ``missing="skip"`` leaves out fds closed meanwhile instead of raising.
+    /// ``fds``: the fds to group (None: every open fd). ``order="fd"`` orders the groups by
+    /// their smallest fd, ``order="kernel"`` by the kernel's order (needs kcmp).
+    /// ``missing="skip"`` leaves out fds closed meanwhile instead of raising (``"raise"``).
+    /// ``allow_pidfd_getfd``: where kcmp is blocked, let pidfd_getfd(2) copy another
+    /// process's fds to compare them.
+    ///
+    /// Returns a list of groups, each a tuple of fds, ascending.
+    ///
+    /// Raises ``FdNotOpenError`` when an fd of ``fds`` is not open (``missing="raise"``),
+    /// ``ProcessGoneError`` (a ``ProcessLookupError``) when ``pid`` does not exist or is a
+    /// zombie, ``ProcessAccessError`` (a ``PermissionError``) when ptrace read access is
+    /// refused, ``KcmpUnavailableError`` naming the fds no exact method could decide (kcmp
+    /// blocked), ValueError for an unknown ``order`` or ``missing`` or an fd out of range,
+    /// TypeError for an argument of the wrong type.
     #[pyfunction]
     #[pyo3(signature = (pid, fds = None, *, order = Optional::Absent, missing = Optional::Absent, allow_pidfd_getfd = Optional::Absent))]
     #[pyo3(
@@ -351,9 +394,19 @@ pub mod _native {
 
     /// Group (pid, fd) pairs across processes by open file description.
     ///
-    /// Each group is a tuple of (pid, fd) pairs, ascending; groups ordered by their
-    /// smallest pair. Raises KcmpUnavailableError naming the pairs no exact method
-    /// could decide.
+    /// ``refs``: an iterable of ``(pid, fd)`` pairs. ``missing="skip"`` leaves out the
+    /// pairs whose fd was closed or whose process is gone instead of raising
+    /// (``"raise"``). ``allow_pidfd_getfd``: where kcmp is blocked, let pidfd_getfd(2) copy
+    /// other processes' fds to compare them.
+    ///
+    /// Returns a list of groups, each a tuple of (pid, fd) pairs, ascending; groups ordered
+    /// by their smallest pair.
+    ///
+    /// Raises ``KcmpUnavailableError`` naming the pairs no exact method could decide,
+    /// ``ProcessGoneError`` (a ``ProcessLookupError``) when a process does not exist or is
+    /// a zombie and ``FdNotOpenError`` when an fd is not open (``missing="raise"``),
+    /// ``ProcessAccessError`` (a ``PermissionError``) when ptrace read access is refused,
+    /// ValueError or TypeError for bad arguments.
     #[pyfunction]
     #[pyo3(signature = (refs, *, missing = Optional::Absent, allow_pidfd_getfd = Optional::Absent))]
     #[pyo3(text_signature = "(refs, *, missing='raise', allow_pidfd_getfd=False)")]
@@ -386,7 +439,17 @@ pub mod _native {
 
     /// Group tasks sharing the resource ``type`` (VM, FILES, FS, SIGHAND, IO, SYSVSEM).
     ///
-    /// Each group is a tuple of pids, ascending; groups ordered by their smallest pid.
+    /// ``pids``: process or thread ids. ``missing="skip"`` leaves out the processes that do
+    /// not exist or have exited instead of raising (``"raise"``).
+    ///
+    /// Returns a list of groups, each a tuple of pids, ascending; groups ordered by their
+    /// smallest pid.
+    ///
+    /// Raises ``ProcessGoneError`` (a ``ProcessLookupError``) when a process does not exist
+    /// or is a zombie (``missing="raise"``), ``ProcessAccessError`` (a ``PermissionError``)
+    /// when ptrace read access is refused, ``KcmpUnavailableError`` where kcmp(2) is blocked
+    /// (nothing else can tell), ValueError for ``type`` FILE or EPOLL_TFD or an unknown
+    /// ``missing``, TypeError for an argument of the wrong type.
     #[pyfunction]
     #[pyo3(signature = (pids, r#type, *, missing = Optional::Absent))]
     #[pyo3(text_signature = "(pids, type, *, missing='raise')")]
@@ -419,7 +482,10 @@ pub mod _native {
 
     /// Never issue kcmp(2) again in this process.
     ///
-    /// For sandboxes that kill a process on kcmp; the exact fallbacks still answer.
+    /// For sandboxes that kill a process on kcmp; the exact fallbacks still answer, and
+    /// the calls that need kcmp raise ``KcmpUnavailableError``.
+    ///
+    /// Returns None. Raises nothing (TypeError when given an argument).
     #[pyfunction]
     #[pyo3(text_signature = "()")]
     fn disable_kcmp() {
@@ -471,9 +537,10 @@ pub mod _native {
     /// (shared, reopened, same_fd_table, undecided): what ``pid1`` and ``pid2`` share.
     ///
     /// ``shared``: ``(fds_in_pid1, fds_in_pid2)`` per open file description both hold;
-    /// ``reopened``: per inode both hold, the fds whose description the other does not
-    /// hold. Both processes pinned before either is listed; either exiting during the
-    /// call raises ``ProcessGoneError``. The GIL is released for the whole pass.
+    /// ``reopened``: per inode each holds through a description the other does not hold
+    /// (separate opens), those fds, never an empty side. Both processes pinned before
+    /// either is listed; either exiting during the call raises ``ProcessGoneError``.
+    /// The GIL is released for the whole pass.
     #[pyfunction]
     #[pyo3(signature = (pid1, pid2, *, allow_pidfd_getfd = Optional::Absent))]
     #[pyo3(text_signature = "(pid1, pid2, *, allow_pidfd_getfd=False)")]

@@ -1,5 +1,5 @@
 //! What two processes share: their fds grouped by open file description, and per
-//! inode both hold, the fds whose description the other does not hold.
+//! inode each holds through a description the other does not hold, those fds.
 //!
 //! Both processes are pinned before either is listed; the classification runs with
 //! `Missing::Skip` for fds closed meanwhile, and the pins decide at the end whether
@@ -24,7 +24,8 @@ pub type Sides = (Vec<Fd>, Vec<Fd>);
 pub struct Shared {
     /// One entry per description both hold (with one fd table: per description).
     pub shared: Vec<Sides>,
-    /// Per inode held by both, the fds whose description the other does not hold.
+    /// Per inode each process holds through a description the other does not hold
+    /// (separate opens), those fds on both sides: neither side is ever empty.
     pub reopened: Vec<Sides>,
     /// The two pids share one fd table (the same pid, threads, CLONE_FILES).
     pub same_table: bool,
@@ -125,17 +126,16 @@ fn across(
     inodes.sort_unstable_by_key(|(k, _)| *k);
     let mut reopened = Vec::new();
     for (_, all) in inodes {
-        let held1 = all.iter().any(|s| !s.0.is_empty());
-        let held2 = all.iter().any(|s| !s.1.is_empty());
-        let alone: Vec<&Sides> = all
-            .iter()
-            .filter(|s| s.0.is_empty() || s.1.is_empty())
-            .collect();
-        if alone.is_empty() || !(held1 && held2) {
+        // A description one side holds alone has no fd on the other side: the fds of
+        // each side here are exactly those whose description the other does not hold.
+        let alone = || all.iter().filter(|s| s.0.is_empty() || s.1.is_empty());
+        let mut one: Vec<Fd> = alone().flat_map(|s| s.0.iter().copied()).collect();
+        let mut two: Vec<Fd> = alone().flat_map(|s| s.1.iter().copied()).collect();
+        // Both must hold the file through a description of their own: a side that
+        // holds it only through a shared description does not have it open separately.
+        if one.is_empty() || two.is_empty() {
             continue;
         }
-        let mut one: Vec<Fd> = alone.iter().flat_map(|s| s.0.iter().copied()).collect();
-        let mut two: Vec<Fd> = alone.iter().flat_map(|s| s.1.iter().copied()).collect();
         one.sort_unstable();
         two.sort_unstable();
         reopened.push((one, two));
@@ -168,11 +168,31 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_description_alone_on_its_inode_is_not_reopened() {
+    fn a_shared_description_and_one_side_s_own_open_is_not_reopened() {
+        // Process 1 holds the file twice (3 shared with 2, and 9 of its own); process
+        // 2 only through the shared one: no separate opens on both sides.
         let groups = vec![vec![(1, 3), (2, 3)], vec![(1, 9)]];
         let keys = vec![Some((0, 1)), Some((0, 1))];
         let s = across(1, &groups, &keys, vec![]);
         assert_eq!(s.shared, vec![(vec![3], vec![3])]);
-        assert_eq!(s.reopened, vec![(vec![9], vec![])]);
+        assert_eq!(s.reopened, vec![]);
+        // The same the other way round.
+        let groups = vec![vec![(1, 3), (2, 3)], vec![(2, 9)]];
+        let s = across(1, &groups, &keys, vec![]);
+        assert_eq!(s.reopened, vec![]);
+    }
+
+    #[test]
+    fn reopened_lists_only_the_descriptions_not_shared() {
+        let groups = vec![
+            vec![(1, 3), (2, 3)],
+            vec![(1, 4)],
+            vec![(2, 5), (2, 6)],
+            vec![(1, 8)],
+        ];
+        let keys = vec![Some((0, 1)); 4];
+        let s = across(1, &groups, &keys, vec![]);
+        assert_eq!(s.shared, vec![(vec![3], vec![3])]);
+        assert_eq!(s.reopened, vec![(vec![4, 8], vec![5, 6])]);
     }
 }

@@ -18,10 +18,10 @@ from typing import Any
 
 import kcmp_rs
 from kcmp_rs._errors import KcmpUnavailableError
-from kcmp_rs._proc import shown
-from kcmp_rs._results import SCHEMA_VERSION
-from kcmp_rs.cli._io import Parser, note, write_utf8
-from kcmp_rs.cli._render import escape, json_lines
+from kcmp_rs._proc import command_names, shown
+from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, SCHEMA_VERSION, ZOMBIE
+from kcmp_rs.cli._io import Parser, note, out, write_utf8
+from kcmp_rs.cli._render import SKIPPED_NAMED, escape, json_lines, skipped_rows
 
 __all__ = [
     "CommandError",
@@ -33,11 +33,13 @@ __all__ = [
     "explain",
     "given_pids",
     "modes_and_targets",
+    "name_skipped",
     "pid_arg",
     "pid_list",
     "pids_flag",
     "print_json",
     "report_undecided",
+    "skipped_note",
     "unavailable_reason",
     "undecided_hint",
 ]
@@ -91,6 +93,42 @@ def _without_kernel_text(err: OSError) -> str:
     said = err.strerror or ""
     kernel = os.strerror(err.errno) + ": " if err.errno else ""
     return said[len(kernel) :] if kernel and said.startswith(kernel) else said
+
+
+# ---- skipped processes ----
+
+_SKIPPED_NOTES = {
+    NO_SUCH_PROCESS: "process {pid} does not exist",
+    EXITED: "process {pid} exited while it was being read",
+    ZOMBIE: "process {pid} has exited and awaits reaping (a zombie)",
+}
+
+#: Reasons after which the pid names no process of the answer: its name is not read (a
+#: new process may have the pid by now).
+_NAMELESS = {NO_SUCH_PROCESS, EXITED}
+
+
+def skipped_note(pid: int, reason: str) -> str:
+    """One stderr line: why process ``pid`` could not be read."""
+    if reason == PERMISSION_DENIED:
+        return denied(pid)
+    return _SKIPPED_NOTES.get(reason, "process {pid}: " + reason).format(pid=pid)
+
+
+def name_skipped(skipped: Sequence[tuple[int, str]], *, table: bool, explicit: bool) -> None:
+    """Names the processes an answer left out, and why, at most ``SKIPPED_NAMED`` of
+    them, then how many more (``-J`` lists every one). A table (``table``) names them
+    on stdout after its summary, whether they were given or found; the processes given
+    by ``-p`` (``explicit``) are also named on stderr, one note each, in every form."""
+    pairs = [(int(pid), str(reason)) for pid, reason in skipped]
+    if explicit:
+        for pid, reason in pairs[:SKIPPED_NAMED]:
+            note(skipped_note(pid, reason))
+        if len(pairs) > SKIPPED_NAMED:
+            note(f"... and {len(pairs) - SKIPPED_NAMED} more; -J lists every one")
+    if table:
+        named = [p for p, r in pairs[:SKIPPED_NAMED] if r not in _NAMELESS]
+        out(skipped_rows(pairs, command_names(named) if named else {}))
 
 
 # ---- arguments ----

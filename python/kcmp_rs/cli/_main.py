@@ -13,6 +13,7 @@ import argparse
 import io
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import textwrap
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import kcmp_rs
 from kcmp_rs._errors import KcmpType, Order
-from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, ZOMBIE, Scan
+from kcmp_rs._results import Scan
 from kcmp_rs._scan import scan_from_report, scan_report
 from kcmp_rs.cli._audit import SCAN_RECORDS, add_audit_flags, prepare_audit, print_audit
 from kcmp_rs.cli._common import (
@@ -29,13 +30,14 @@ from kcmp_rs.cli._common import (
     add_json_flags,
     allow_pidfd_getfd_flag,
     command,
-    denied,
     explain,
     given_pids,
+    name_skipped,
     pid_arg,
     pids_flag,
     print_json,
     report_undecided,
+    skipped_note,
 )
 from kcmp_rs.cli._io import (
     EXIT_CROSSING,
@@ -55,12 +57,12 @@ from kcmp_rs.cli._io import (
     write_native,
 )
 from kcmp_rs.cli._queries import add_commands
-from kcmp_rs.cli._render import escape, format_table, render_table, scan_dot
+from kcmp_rs.cli._render import SKIPPED_NAMED, escape, format_table, render_table, scan_dot
 
 if TYPE_CHECKING:
     from kcmp_rs._example import Family
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "console", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find the open file descriptions held by more than one fd, across the "
         "given processes (all processes by default). One row per description: TYPE, "
         "MODE, SHARED (its fds as PID,COMMAND,FD, one per line) and TARGET, then a "
-        "summary. Names are shown escaped (\\n, \\x1b, \\xNN for bytes that are not "
-        "UTF-8); JSON keeps them whole (schema: python -m pydoc kcmp_rs.scan).",
+        "summary and the processes it could not read (PID, COMMAND, REASON; the first "
+        f"{SKIPPED_NAMED}, -J lists every one). Names are shown escaped (\\n, \\x1b, \\xNN "
+        "for bytes that are not UTF-8); JSON keeps them whole (schema: python -m pydoc "
+        "kcmp_rs.scan).",
         example="  kcmp-rs scan -p 1234,1240\n  kcmp-rs scan --all -J > fds.json\n"
         "  kcmp-rs scan --example\n  kcmp-rs scan --example --dot | dot -Tsvg > example.svg",
     )
@@ -252,11 +256,7 @@ def _cmd_fds(args: argparse.Namespace) -> int:
     pid: int = args.pid
     report = scan_report([pid], include_unshared=True, allow_pidfd_getfd=args.allow_pidfd_getfd)
     for gone, reason in report.skipped:  # the one process: no answer without it
-        if reason == PERMISSION_DENIED:
-            raise CommandError(denied(gone))
-        if reason in _SKIPPED_NOTES:
-            raise CommandError(_SKIPPED_NOTES[reason].format(pid=gone))
-        raise CommandError(f"process {gone}: {reason}")
+        raise CommandError(skipped_note(gone, reason))
     if not (
         (args.json or args.json_lines)
         and write_native(lambda fd: report.write_json(fd, args.json_lines, fds=True))
@@ -284,24 +284,6 @@ def _print_scan(result: Scan, args: argparse.Namespace) -> bool:
     elif not print_json(result.to_dict(), args, "scan", SCAN_RECORDS):
         out(format_table(result))
     return False  # no boundary audit, no crossing
-
-
-_SKIPPED_NOTES = {
-    NO_SUCH_PROCESS: "process {pid} does not exist",
-    EXITED: "process {pid} exited during the scan",
-    ZOMBIE: "process {pid} has exited and awaits reaping (a zombie)",
-}
-
-
-def _report_skipped(skipped: Sequence[tuple[int, str]], explicit: bool) -> None:
-    if explicit:
-        for pid, reason in skipped:
-            if reason in _SKIPPED_NOTES:
-                note(_SKIPPED_NOTES[reason].format(pid=pid))
-            elif reason == PERMISSION_DENIED:
-                note(denied(pid))
-            else:
-                note(f"process {pid}: {reason}")
 
 
 def _scan_example(args: argparse.Namespace) -> int:
@@ -373,7 +355,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     if not (plain_json and write_native(lambda fd: report.write_json(fd, args.json_lines))):
         result = scan_from_report(report)
         crossing = print_audit(result, args, report) if args.across else _print_scan(result, args)
-    _report_skipped(report.skipped, explicit)
+    table = not (args.json or args.json_lines or args.dot)
+    name_skipped(report.skipped, table=table, explicit=explicit)
     if report.processes_read == 0:
         raise CommandError("no process could be read")
     undecided = tuple(report.undecided)
@@ -403,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     try:
         return _run(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the parser is built or the output written
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, like any tool killed by SIGPIPE.
         silence_stdout()
@@ -411,6 +396,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         note(str(err))
         silence_stdout()
         return EXIT_FAILED
+
+
+def console(*, sigint_default: bool = False) -> int:
+    """``kcmp-rs`` as a command (the console script, ``python -m kcmp_rs``): ``main()``
+    with Ctrl-C ending it quietly at any moment, status 130 or death by SIGINT.
+
+    ``sigint_default``: the caller (``_kcmp_rs_cli``) set SIGINT to its default action
+    while this module was imported. Python's ``KeyboardInterrupt`` handler is put back
+    here, inside the ``try`` that catches it (so ``main`` cleans up on Ctrl-C: the
+    demo's files, the example's processes), and SIGINT set to its default action again
+    before returning: a Ctrl-C after the answer ends the process, never in a traceback
+    of the interpreter's exit. The library never calls this."""
+    if not sigint_default:
+        return main()
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        status = main()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    except KeyboardInterrupt:  # after main returned, before SIGINT was reset
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        status = EXIT_INTERRUPTED
+    return status
 
 
 def _run(argv: Sequence[str] | None) -> int:

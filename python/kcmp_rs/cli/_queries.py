@@ -23,27 +23,17 @@ from kcmp_rs._queries import (
     shared_files,
     who,
 )
-from kcmp_rs._results import (
-    EXITED,
-    NO_SUCH_PROCESS,
-    PERMISSION_DENIED,
-    SCHEMA_VERSION,
-    ZOMBIE,
-    Holders,
-    SharedFiles,
-    Skipped,
-    Who,
-)
+from kcmp_rs._results import SCHEMA_VERSION, Holders, SharedFiles, Who
 from kcmp_rs._text import text_fields
 from kcmp_rs.cli._common import (
     CommandError,
     add_json_flags,
     allow_pidfd_getfd_flag,
     command,
-    denied,
     explain,
     given_pids,
     modes_and_targets,
+    name_skipped,
     pid_arg,
     pids_flag,
     print_json,
@@ -136,32 +126,17 @@ def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
 
 # ---- holders ----
 
-_SKIPPED = {
-    NO_SUCH_PROCESS: "process {pid} does not exist",
-    EXITED: "process {pid} exited during the search",
-    ZOMBIE: "process {pid} has exited and awaits reaping (a zombie)",
-}
 
-
-def _note_skipped(skipped: Sequence[Skipped]) -> None:
-    """Names each process a search given by -p could not read, and why (stderr)."""
-    for s in skipped:
-        if s.reason == PERMISSION_DENIED:
-            note(denied(s.pid))
-        else:
-            note(_SKIPPED.get(s.reason, "process {pid}: " + s.reason).format(pid=s.pid))
-
-
-def _searched(found: Holders | Who, explicit: bool, allow_pidfd_getfd: bool) -> int:
-    """A search's notes and exit status: the processes given by -p it could not read
-    named, status 1 when it read none (no answer is not "nobody"), 4 with fds
-    undecided."""
-    if explicit:
-        _note_skipped(found.skipped)
+def _searched(found: Holders | Who, args: argparse.Namespace, explicit: bool) -> int:
+    """A search's notes and exit status: the processes it could not read named
+    (``name_skipped``), status 1 when it read none (no answer is not "nobody"), 4
+    with fds undecided."""
+    table = not (args.json or args.json_lines or args.dot)
+    name_skipped([(s.pid, s.reason) for s in found.skipped], table=table, explicit=explicit)
     if found.processes_read == 0:
         raise CommandError("no process could be read")
     if found.undecided:
-        report_undecided(found.undecided, allow_pidfd_getfd)
+        report_undecided(found.undecided, args.allow_pidfd_getfd)
         return EXIT_INCOMPLETE
     return 0
 
@@ -195,7 +170,7 @@ def _cmd_holders(args: argparse.Namespace) -> int:
             f"{_count(found.processes_read, 'process')} read, "
             f"{_count(found.fds_compared, 'fd')} compared, {len(found.skipped)} skipped\n"
         )
-    return _searched(found, pids is not None, args.allow_pidfd_getfd)
+    return _searched(found, args, pids is not None)
 
 
 # ---- epoll ----
@@ -344,7 +319,7 @@ def _cmd_share(args: argparse.Namespace) -> int:
         out(render_table([f"FDS OF {pid1}", f"FDS OF {pid2}", "MODE", "TARGET"], rows))
     if found.reopened:
         out(f"\nFiles both have open through different descriptions: {len(found.reopened)}\n")
-        firsts = [(pid1, a[0]) if a else (pid2, b[0]) for a, b in found.reopened]
+        firsts = [(pid1, a[0]) for a, _ in found.reopened]  # never an empty side
         rows = [
             [_fds(a), _fds(b), target]
             for (a, b), (_, target) in zip(found.reopened, modes_and_targets(firsts))
@@ -387,7 +362,7 @@ def _share_document(found: SharedFiles, resources: list[list[str]]) -> dict[str,
     firsts = [(found.pid1, a[0]) for a, _ in found.shared]
     for pair, (target, mode, _) in zip(doc["shared"], shown(firsts)):
         pair.update(mode=mode, **text_fields("target", target))
-    firsts = [(found.pid1, a[0]) if a else (found.pid2, b[0]) for a, b in found.reopened]
+    firsts = [(found.pid1, a[0]) for a, _ in found.reopened]
     for pair, (target, _, _) in zip(doc["reopened"], shown(firsts)):
         pair.update(text_fields("target", target))
     return doc
@@ -407,7 +382,7 @@ def _cmd_who(args: argparse.Namespace) -> int:
     records = {"files": "file", "skipped": "skipped", "undecided": "undecided"}
     if not print_json(found.to_dict(), args, "who", records):
         _print_who(found)
-    return _searched(found, pids is not None, args.allow_pidfd_getfd)
+    return _searched(found, args, pids is not None)
 
 
 def _print_who(found: Who) -> None:

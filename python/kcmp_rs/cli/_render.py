@@ -28,6 +28,7 @@ from kcmp_rs._results import Description, Holders, Member, Scan, SharedFiles
 from kcmp_rs._text import escape
 
 __all__ = [
+    "SKIPPED_NAMED",
     "description_rows",
     "escape",
     "format_table",
@@ -37,6 +38,7 @@ __all__ = [
     "render_table",
     "scan_dot",
     "shared_files_dot",
+    "skipped_rows",
     "summary",
 ]
 
@@ -88,6 +90,39 @@ def summary(result: Scan) -> str:
     line = ", ".join(parts)
     # A terminal's width: a long one (many skip reasons) goes on as many lines.
     return line if len(line) <= 120 else textwrap.fill(line, width=100)
+
+
+#: How many skipped processes a table names; the rest are counted (-J lists every one).
+SKIPPED_NAMED = 10
+#: Most characters shown of a command name and of a reason: a row fits 120 columns.
+_COMMAND_WIDTH = 40
+_REASON_WIDTH = 60
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def skipped_rows(
+    skipped: Sequence[tuple[int, str]], commands: Mapping[int, str], limit: int = SKIPPED_NAMED
+) -> str:
+    """The processes a table's answer left out, one row each (SKIPPED: the pid,
+    COMMAND: its escaped name or "?" when not known, REASON), the first ``limit`` of
+    them, then ``... and K more; -J lists every one`` ("" for none). Every line fits
+    120 columns: a long name or reason is cut short with "..."."""
+    rows = [
+        [
+            str(pid),
+            _clip(escape(commands.get(pid, "?")), _COMMAND_WIDTH),
+            _clip(escape(reason), _REASON_WIDTH),
+        ]
+        for pid, reason in skipped[:limit]
+    ]
+    if not rows:
+        return ""
+    more = len(skipped) - len(rows)
+    tail = f"... and {more} more; -J lists every one\n" if more > 0 else ""
+    return render_table(["SKIPPED", "COMMAND", "REASON"], rows) + tail
 
 
 def description_rows(descriptions: Iterable[Description]) -> str:
