@@ -246,6 +246,8 @@ for py in "${PYTHONS[@]}"; do
     mkdir -p "$run"
     cp -r "$ROOT/tests" "$run/tests"
     cp "$ROOT/pyproject.toml" "$ROOT/Cargo.toml" "$ROOT/README.md" "$run/"
+    # lsfd 2.41's runner, for the endpoint tests (the chroot is make lsfd-root's cache).
+    mkdir -p "$run/scripts" && cp "$ROOT/scripts/lsfd.sh" "$run/scripts/"
     cp -r "$ROOT/docs" "$run/docs"  # the manual: its code blocks run, its picture is compared
     rm -rf "$run/tests/__pycache__"
     if (cd "$run" && "$venv/bin/python" -c "$CHECK_LOCATION"); then

@@ -8,16 +8,16 @@ import ctypes
 import os
 import pickle
 import pty
+import re
 import socket
 import threading
 from pathlib import Path
 from typing import Any
 
+import kcmp_rs
 import pytest
 from _checks import needs_kcmp
 from _helpers import Spawn, canonical, pairwise_groups, spawned
-
-import kcmp_rs
 from kcmp_rs import Endpoints, NotAChannelError
 
 Ref = tuple[int, int]
@@ -55,7 +55,8 @@ def test_a_pipe_whose_writer_all_but_one_child_closed(me: int, spawn: Spawn) -> 
         writer = spawn(lambda: {"dup": os.dup(w)})
         pids = [me, *(c.pid for c in readers), writer.pid]
         found = kcmp_rs.endpoints(me, r, pids)
-        assert (found.kind, found.target, found.sides) == ("pipe", f"pipe:[{os.fstat(r).st_ino}]", ("read",))
+        pipe = f"pipe:[{os.fstat(r).st_ino}]"
+        assert (found.kind, found.target, found.sides) == ("pipe", pipe, ("read",))
         read = [(p, r) for p in pids]
         write = [(me, w), (writer.pid, w), (writer.pid, writer.data["dup"])]
         assert ends(found) == {"read": truth(read), "write": truth(write)}
@@ -345,8 +346,10 @@ def test_a_closed_fd_and_a_missing_process(me: int) -> None:
         ((1, 3, [1]), {"progress": 5}, TypeError, "progress must be callable or None"),
     ],
 )
-def test_bad_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], error: type, message: str) -> None:
-    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+def test_bad_arguments(
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
         kcmp_rs.endpoints(*args, **kwargs)
 
 

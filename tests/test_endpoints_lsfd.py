@@ -15,12 +15,11 @@ import socket
 import threading
 from pathlib import Path
 
+import kcmp_rs
 import pytest
 from _checks import needs_kcmp
 from _helpers import Spawn, canonical, pairwise_groups
 from _lsfd import endpoints_by_fd, require_lsfd
-
-import kcmp_rs
 
 Ref = tuple[int, int]
 
@@ -66,15 +65,21 @@ def family(spawn: Spawn, tmp: Path) -> list[int]:
     socket.send_fds(carrier, [b"x"], [b.fileno()])
     b.close()
     try:
-        first = spawn(lambda: {"rw": os.open(fifo, os.O_RDWR), "closed": os.close(w)})
-        second = spawn(
-            lambda: {
+
+        def first_setup() -> dict[str, int]:
+            os.close(w)  # the pipe's writer stays in the third child alone
+            return {"rw": os.open(fifo, os.O_RDWR)}
+
+        def second_setup() -> dict[str, int]:
+            os.close(w)
+            return {
                 "reader": os.open(fifo, os.O_RDONLY | os.O_NONBLOCK),
                 "reopened": os.open(f"/proc/self/fd/{r}", os.O_RDONLY),
-                "closed": os.close(w),
                 "passed": socket.recv_fds(far, 1, 1)[1][0],
             }
-        )
+
+        first = spawn(first_setup)
+        second = spawn(second_setup)
         third = spawn(
             lambda: {
                 "writer": os.open(fifo, os.O_WRONLY | os.O_NONBLOCK),

@@ -25,8 +25,14 @@ __all__ = ["End", "Endpoints", "endpoints"]
 _SIDES = ("read", "write", "socket", "peer", "master", "slave", "counter")
 
 #: What a type is called in NotAChannelError's message.
-_NAMES = {"REG": "a regular file", "DIR": "a directory", "CHR": "a character device",
-          "BLK": "a block device", "LNK": "a symbolic link", "SOCK": "a socket"}
+_NAMES = {
+    "REG": "a regular file",
+    "DIR": "a directory",
+    "CHR": "a character device",
+    "BLK": "a block device",
+    "LNK": "a symbolic link",
+    "SOCK": "a socket",
+}
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,13 @@ def endpoints(
     their peer (sock_diag, in the socket's own network namespace); ptys by index (a
     master's fdinfo ``tty-index``, a slave's device); eventfds by their one
     description. ``pids``: the processes to search (None: every process in /proc; the
-    asked one always). One native pass, as ``scan()``. Returns an ``Endpoints``.
+    asked one always). ``allow_pidfd_getfd``: where kcmp is blocked, let pidfd_getfd(2)
+    copy other processes' fds to tell their descriptions apart (as in ``scan()``).
+    ``progress(done, total)`` is called between processes; an exception it raises ends
+    the call and propagates. One native pass, as ``scan()``.
+
+    Returns an ``Endpoints``: ``ends`` per side, ``peers`` as lsfd's ENDPOINTS counts
+    them, ``partial`` saying why an end may be missing (sock_diag refused).
 
     Raises ``NotAChannelError`` (a ValueError) for an fd that is none of those (its
     type named), ``FdNotOpenError`` and ``ProcessGoneError`` for the asked fd and
@@ -150,7 +162,7 @@ def endpoints(
     )
     shown = os.fsdecode(target)
     if kind is None:
-        what = _NAMES.get(file_type, f"a {file_type} file")
+        what = _NAMES.get(file_type, f"of type {file_type}")
         raise NotAChannelError(
             f"fd {fd} of process {pid} is {what} ({shown}), not an end of a pipe, FIFO, "
             "Unix socket, pty or eventfd",
@@ -165,6 +177,14 @@ def endpoints(
         if any(side in on for on in sides)
     )
     return Endpoints(
-        pid, fd, kind, shown, ends, found.skipped, found.processes_read, found.undecided,
-        found.fd_table_shared, partial,
+        pid,
+        fd,
+        kind,
+        shown,
+        ends,
+        found.skipped,
+        found.processes_read,
+        found.undecided,
+        found.fd_table_shared,
+        partial,
     )

@@ -41,6 +41,7 @@ from kcmp_rs.cli._common import (
     unavailable_reason,
 )
 from kcmp_rs.cli._io import EXIT_INCOMPLETE, Parser, note, out, write_native
+from kcmp_rs.cli._peers import add_peers
 from kcmp_rs.cli._render import escape, holders_dot, render_table, shared_files_dot
 
 __all__ = ["add_commands"]
@@ -53,7 +54,7 @@ def _fd_arg(text: str) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
-    """Registers ``share``, ``holders``, ``epoll`` and ``who``."""
+    """Registers ``share``, ``holders``, ``epoll``, ``who`` and ``peers``."""
     share = command(
         sub,
         "share",
@@ -122,6 +123,7 @@ def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     add_json_flags(whom, "JSON Lines: one record per line (header, file, ...)")
     allow_pidfd_getfd_flag(whom)
     whom.set_defaults(func=_cmd_who, parser=whom)
+    add_peers(sub, _fd_arg)
 
 
 # ---- holders ----

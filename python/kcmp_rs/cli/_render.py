@@ -275,13 +275,16 @@ def json_lines(doc: Mapping[str, Any], command_name: str, records: Mapping[str, 
     it, each line an object whose ``record`` says what it is: first a ``header``
     (``schema_version``, ``command``), then one line per item of each list field
     (``records`` maps the field to its record kind; an item that is a list becomes
-    ``{"pids": [...]}``) and per object field, last a ``summary`` with the scalars."""
+    ``{"pids": [...]}``) and per object field, last a ``summary`` with the scalars and
+    the lists of scalars."""
     lines = [{"record": "header", "schema_version": doc["schema_version"], "command": command_name}]
     summary: dict[str, Any] = {"record": "summary"}
     for key, value in doc.items():
         if key == "schema_version":
             continue
-        if isinstance(value, list):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value) and value:
+            summary[key] = value
+        elif isinstance(value, list):
             kind = records.get(key, key)
             for item in value:
                 body = item if isinstance(item, dict) else {"pids": item}
