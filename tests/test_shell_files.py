@@ -151,8 +151,17 @@ def _man_sections() -> dict[str, str]:
     return sections
 
 
-def test_the_command_has_its_seven_subcommands() -> None:
-    assert set(_subcommands()) == {"demo", "fds", "scan", "share", "holders", "epoll", "who"}
+def test_the_command_has_its_eight_subcommands() -> None:
+    assert set(_subcommands()) == {
+        "demo",
+        "fds",
+        "scan",
+        "share",
+        "holders",
+        "epoll",
+        "who",
+        "peers",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(_subcommands()))
