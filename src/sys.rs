@@ -42,8 +42,8 @@ mod procfs;
 mod sockdiag;
 
 pub use files::{
-    access_mode, dup3_onto, dup_cloexec, dupfd_query, epoll_add, epoll_create, fs_magic, fstat_file,
-    fstat_key, ofd_lock_in_way, ofd_set_lock, write_all, FileKey, FileStat, RangeLock,
+    access_mode, dup3_onto, dup_cloexec, dupfd_query, epoll_add, epoll_create, fs_magic,
+    fstat_file, fstat_key, ofd_lock_in_way, ofd_set_lock, write_all, FileKey, FileStat, RangeLock,
 };
 pub use held::{hold, list_own, HeldFd};
 pub use kcmp::{
@@ -53,9 +53,9 @@ pub use kcmp::{
 pub use pidfd::{pidfd_alive, pidfd_getfd, pidfd_open, PIDFD_THREAD};
 pub use process::{atfork_child, getpid, gettid, soft_fd_limit, usable_cpus};
 pub use procfs::{
-    fstatat_file, fstatat_key, fstatat_mode, is_zombie, list_fds, list_table, open_dir, parse_proc_stat,
-    proc_stat, read_dir_names, read_small_file, readlinkat, rewind_dir, start_time,
-    without_address_space, ProcStat, PF_EXITING, PF_KTHREAD,
+    fstatat_file, fstatat_key, fstatat_mode, is_zombie, list_fds, list_table, open_dir,
+    parse_proc_stat, proc_stat, read_dir_names, read_small_file, readlinkat, rewind_dir,
+    start_time, without_address_space, ProcStat, PF_EXITING, PF_KTHREAD,
 };
 pub use sockdiag::{
     is_refusal, netns_key, open_netns, own_netns_key, unix_sockets, unix_sockets_in, UnixSocket,

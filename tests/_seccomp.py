@@ -35,6 +35,11 @@ _OFF_NR = 0
 _OFF_ARCH = 4
 _OFF_ARG1_LOW = 16 + 8 * 1  # args[1], low 32 bits (both arches are little-endian)
 
+#: socket(2)'s number per machine, and the family a netlink socket asks for.
+_NR_SOCKET = {"x86_64": 41, "aarch64": 198}
+AF_NETLINK = 16
+_OFF_ARG0_LOW = 16
+
 # machine -> (AUDIT_ARCH_*, __NR_kcmp, __NR_fcntl)
 _ARCHES = {
     "x86_64": (0xC000003E, 312, 72),
@@ -90,7 +95,10 @@ def _action(spec: KcmpAction) -> int:
 
 
 def build_program(
-    kcmp: KcmpAction, dupfd_query_errno: int | None = None, pidfd_getfd_errno: int | None = None
+    kcmp: KcmpAction,
+    dupfd_query_errno: int | None = None,
+    pidfd_getfd_errno: int | None = None,
+    netlink_errno: int | None = None,
 ) -> list[tuple[int, int, int, int]]:
     """The filter as (code, jt, jf, k) instructions (see ``install_filter``)."""
     arch, nr_kcmp, nr_fcntl = syscall_numbers()
@@ -107,6 +115,14 @@ def build_program(
             _jump(NR_PIDFD_GETFD, 0, 1),  # A still holds nr
             _stmt(BPF_RET_K, SECCOMP_RET_ERRNO | (pidfd_getfd_errno & SECCOMP_RET_DATA)),
         ]
+    if netlink_errno is not None:
+        prog += [
+            _jump(_NR_SOCKET[platform.machine()], 0, 4),  # A still holds nr
+            _stmt(BPF_LD_W_ABS, _OFF_ARG0_LOW),
+            _jump(AF_NETLINK, 0, 1),
+            _stmt(BPF_RET_K, SECCOMP_RET_ERRNO | (netlink_errno & SECCOMP_RET_DATA)),
+            _stmt(BPF_LD_W_ABS, _OFF_NR),  # A holds nr again for what follows
+        ]
     if dupfd_query_errno is not None:
         prog += [
             _jump(nr_fcntl, 0, 3),  # A still holds nr
@@ -122,6 +138,7 @@ def install_filter(
     kcmp: KcmpAction = ("errno", 1),
     dupfd_query_errno: int | None = None,
     pidfd_getfd_errno: int | None = None,
+    netlink_errno: int | None = None,
 ) -> None:
     """Installs a seccomp filter on the calling thread (and its future children).
 
@@ -131,10 +148,11 @@ def install_filter(
     it through. With
     ``dupfd_query_errno``, ``fcntl(fd, F_DUPFD_QUERY, ...)`` fails with that errno (as
     on a kernel before 6.10 when it is EINVAL); with ``pidfd_getfd_errno``,
-    pidfd_getfd(2) fails with that errno. Everything else is allowed. Raises
+    pidfd_getfd(2) fails with that errno; with ``netlink_errno``, socket(AF_NETLINK, ...)
+    (sock_diag) does. Everything else is allowed. Raises
     OSError if prctl refuses, SeccompUnsupported on an unknown architecture.
     """
-    prog = build_program(kcmp, dupfd_query_errno, pidfd_getfd_errno)
+    prog = build_program(kcmp, dupfd_query_errno, pidfd_getfd_errno, netlink_errno)
     filters = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
     fprog = _SockFprog(len(prog), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
     libc = ctypes.CDLL(None, use_errno=True)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
+import subprocess
+import sys
+from functools import partial
 from pathlib import Path
 
 import kcmp_rs
 from _checks import needs_kcmp
-from _helpers import Spawn
+from _helpers import Spawn, run_in_child
 from _scan_helpers import missing_pid, parse_table, run_cli
+from _seccomp import install_filter
 
 
 def peers(*args: object) -> tuple[int, str, str]:
@@ -112,6 +118,73 @@ def test_a_skipped_process_is_named_and_the_answer_goes_on() -> None:
         assert lines[-2].split() == ["SKIPPED", "COMMAND", "REASON"]
         assert lines[-1].split() == [str(gone), "?", "no", "such", "process"]
         assert lines[-3].endswith("1 process read, 1 skipped")
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@needs_kcmp
+def test_where_sock_diag_is_refused_the_peer_is_said_missing_status_4() -> None:
+    """A seccomp filter refusing netlink sockets, as a sandbox's may: the socket's own
+    end, status 4, and a note saying the peer cannot be read; a listener (which has no
+    peer, as /proc/PID/net/unix tells) stays complete."""
+    me = os.getpid()
+    a, b = socket.socketpair()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(f"\0kcmp-rs-cli-peers-{me}")
+    listener.listen(1)
+    try:
+        refused = partial(install_filter, ("allow",), netlink_errno=errno.EPERM)
+        for fd, status, note in [
+            (
+                a.fileno(),
+                4,
+                "kcmp-rs: incomplete: sock_diag is refused here (Operation not "
+                "permitted): the socket's peer cannot be read\n",
+            ),
+            (listener.fileno(), 0, ""),
+        ]:
+            done = subprocess.run(
+                [sys.executable, "-m", "kcmp_rs", "peers", str(me), str(fd), "-p", str(me)],
+                capture_output=True,
+                text=True,
+                preexec_fn=refused,
+                check=False,
+            )
+            assert (done.returncode, done.stderr) == (status, note)
+            rows, _ = parse_table("\n".join(done.stdout.splitlines()[1:-1]) + "\n")
+            assert [(r["SIDE"], refs(r["HOLDERS"])) for r in rows] == [(["socket"], [(me, fd)])]
+    finally:
+        for s in (a, b, listener):
+            s.close()
+
+
+def _own_ends_without_kcmp(r: int) -> tuple[list[tuple[str, list[list[int]]]], int]:
+    kcmp_rs.disable_kcmp()  # in the forked child alone
+    me = os.getpid()
+    found = kcmp_rs.endpoints(me, r, [me])
+    ends = [(e.side, [[m.fd for m in d.members] for d in e.descriptions]) for e in found.ends]
+    return ends, len(found.undecided)
+
+
+def test_without_kcmp_own_fds_are_decided_and_others_undecided(spawn: Spawn) -> None:
+    """Without kcmp, as containers run: a process's own fds go through the exact
+    fallbacks; another process's fds on the pipe stay undecided (the command: status 4,
+    naming why)."""
+    me = os.getpid()
+    r, w = os.pipe()
+    try:
+        ends, undecided = run_in_child(_own_ends_without_kcmp, r).unwrap()
+        assert (ends, undecided) == ([("read", [[r]]), ("write", [[w]])], 0)
+        env = {"KCMP_RS_NO_KCMP": "1"}
+        done = run_cli("peers", str(me), str(r), "-p", str(me), env=env)
+        assert done.returncode == 4
+        head = done.stdout.decode().splitlines()[0]
+        assert head.endswith(f"pipe pipe:[{os.fstat(r).st_ino}], its description undecided")
+        assert b"kcmp(2) is disabled by configuration" in done.stderr
+        done = run_cli("peers", str(me), str(r), "-p", str(me), "-J", env=env)
+        undecided_fds = {(u["pid"], u["fd"]) for u in json.loads(done.stdout)["undecided"]}
+        assert {(me, r), (me, w)} <= undecided_fds
     finally:
         os.close(r)
         os.close(w)

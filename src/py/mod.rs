@@ -679,9 +679,7 @@ pub mod _native {
             found.kind,
             found.file_type,
             PyBytes::new(py, &found.target),
-            super::reports::ScanReport {
-                report: found.scan,
-            },
+            super::reports::ScanReport { report: found.scan },
             found.sides,
             found.partial,
         ))

@@ -127,7 +127,10 @@ pub fn endpoints(
     retain(&mut scan, &kept);
     let sides: Vec<Vec<&'static str>> = sides.into_iter().filter(|s| !s.is_empty()).collect();
     let is_asked = |r: &FileRef| asked.contains(r);
-    let asked_found = scan.descriptions.iter().any(|d| d.members.iter().any(is_asked));
+    let asked_found = scan
+        .descriptions
+        .iter()
+        .any(|d| d.members.iter().any(is_asked));
     if !asked_found && !scan.undecided.iter().any(is_asked) {
         return Err(changed(pid, fd));
     }
@@ -177,9 +180,7 @@ fn plan(
         libc::S_IFIFO => Some(plan(FIFO, only(vec![file.key], vec![]))),
         libc::S_IFSOCK => socket_plan(pid, file, searched)?,
         libc::S_IFCHR => pty_plan(pid, fd, file),
-        _ if target == b"anon_inode:[eventfd]" => {
-            Some(plan(EVENTFD, only(vec![file.key], vec![])))
-        }
+        _ if target == b"anon_inode:[eventfd]" => Some(plan(EVENTFD, only(vec![file.key], vec![]))),
         _ => None,
     })
 }
@@ -219,7 +220,21 @@ fn socket_plan(pid: Pid, file: &FileStat, searched: &[Pid]) -> Result<Option<Pla
     let ino = file.key.1;
     let (found, refused) = find_unix_socket(pid, ino, searched)?;
     let Some(socket) = found else {
-        return Ok(refused.map(|why| Plan {
+        let Some(why) = refused else { return Ok(None) };
+        // /proc/PID/net/unix lists the Unix sockets of a namespace, without peers: it
+        // tells exactly whether this is one, and whether it listens (then it has none).
+        let partial = match listed_unix_socket(pid, ino, searched) {
+            Listed::Absent => return Ok(None),
+            Listed::Unix(true) => None,
+            Listed::Unix(false) => Some(format!(
+                "sock_diag is refused here ({why}): the socket's peer cannot be read"
+            )),
+            Listed::Unknown => Some(format!(
+                "sock_diag is refused here ({why}) and /proc/PID/net/unix could not be read: \
+                 whether this is a Unix socket, and its peer, cannot be read"
+            )),
+        };
+        return Ok(Some(Plan {
             kind: UNIX,
             filter: FileFilter {
                 keys: vec![file.key],
@@ -227,10 +242,7 @@ fn socket_plan(pid: Pid, file: &FileStat, searched: &[Pid]) -> Result<Option<Pla
             },
             pty: None,
             socket: Some((file.key, None)),
-            partial: Some(format!(
-                "sock_diag is refused here ({why}): whether this socket is a Unix socket, \
-                 and its peer, cannot be read"
-            )),
+            partial,
         }));
     };
     let peer = socket
@@ -251,6 +263,17 @@ fn socket_plan(pid: Pid, file: &FileStat, searched: &[Pid]) -> Result<Option<Pla
     }))
 }
 
+/// One process per network namespace among `pid` (first) and `searched`, with the
+/// namespace's identity: where to look for a socket, each namespace once.
+fn one_per_netns(pid: Pid, searched: &[Pid]) -> Vec<(Pid, sys::FileKey)> {
+    let mut seen: HashSet<sys::FileKey> = HashSet::default();
+    std::iter::once(pid)
+        .chain(searched.iter().copied().filter(|&p| p != pid))
+        .filter_map(|holder| sys::netns_key(holder).ok().map(|ns| (holder, ns)))
+        .filter(|&(_, ns)| seen.insert(ns))
+        .collect()
+}
+
 /// The Unix socket of inode `ino` as sock_diag shows it, looked for in the network
 /// namespace of `pid`, then in those of the other processes searched (a socket passed
 /// to a process of another namespace stays in its own), one dump per namespace; with
@@ -260,15 +283,7 @@ fn find_unix_socket(
     ino: u64,
     searched: &[Pid],
 ) -> Result<(Option<sys::UnixSocket>, Option<String>), Failure> {
-    let mut seen: HashSet<sys::FileKey> = HashSet::default();
-    let order = std::iter::once(pid).chain(searched.iter().copied().filter(|&p| p != pid));
-    for holder in order {
-        let Ok(ns) = sys::netns_key(holder) else {
-            continue;
-        };
-        if !seen.insert(ns) {
-            continue;
-        }
+    for (holder, ns) in one_per_netns(pid, searched) {
         let dump = if sys::own_netns_key().ok() == Some(ns) {
             sys::unix_sockets()
         } else {
@@ -294,6 +309,51 @@ fn find_unix_socket(
         }
     }
     Ok((None, None))
+}
+
+/// What /proc/PID/net/unix of the namespaces of `pid` and `searched` says of the
+/// socket of inode `ino`.
+enum Listed {
+    /// A Unix socket; true when it listens.
+    Unix(bool),
+    /// In no list: not a Unix socket.
+    Absent,
+    /// Not in the lists read, and some list could not be read.
+    Unknown,
+}
+
+fn listed_unix_socket(pid: Pid, ino: u64, searched: &[Pid]) -> Listed {
+    /// The `Flags` bit of a listening socket (__SO_ACCEPTCON).
+    const ACCEPTING: u64 = 1 << 16;
+    let mut unread = false;
+    for (holder, _) in one_per_netns(pid, searched) {
+        let path = CString::new(format!("/proc/{holder}/net/unix")).ok();
+        let Some(text) = path.and_then(|p| sys::read_small_file(&p).ok()) else {
+            unread = true;
+            continue;
+        };
+        // "Num RefCount Protocol Flags Type St Inode Path", numbers in hex but Inode.
+        for line in text.split(|&b| b == b'\n').skip(1) {
+            let fields: Vec<&[u8]> = line
+                .split(|&b| b == b' ')
+                .filter(|f| !f.is_empty())
+                .collect();
+            let number = |i: usize, radix: u32| {
+                fields
+                    .get(i)
+                    .and_then(|f| std::str::from_utf8(f).ok())
+                    .and_then(|f| u64::from_str_radix(f, radix).ok())
+            };
+            if number(6, 10) == Some(ino) {
+                return Listed::Unix(number(3, 16).is_some_and(|flags| flags & ACCEPTING != 0));
+            }
+        }
+    }
+    if unread {
+        Listed::Unknown
+    } else {
+        Listed::Absent
+    }
 }
 
 fn tty_index(pid: Pid, fd: Fd) -> Option<u64> {
@@ -384,4 +444,99 @@ fn retain(scan: &mut ScanReport, kept: &[bool]) {
 fn keep<T>(list: &mut Vec<T>, kept: &[bool]) {
     let mut marks = kept.iter();
     list.retain(|_| marks.next().copied().unwrap_or(false));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::testing::fail_syscall_in_this_thread;
+    use std::os::fd::AsRawFd;
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::UnixStream;
+
+    fn ask(fd: Fd) -> Result<EndpointsReport, Failure> {
+        let me = sys::getpid();
+        endpoints(me, fd, &[me], false, &mut |_, _| false, &mut || false)
+    }
+
+    #[test]
+    fn a_socketpair_ends_at_its_peer() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let found = ask(a.as_raw_fd()).unwrap();
+        assert_eq!((found.kind, found.partial), (Some(UNIX), None));
+        assert_eq!(found.sides, vec![vec![SOCKET], vec![PEER]]);
+        let me = sys::getpid();
+        let members: Vec<_> = found
+            .scan
+            .descriptions
+            .iter()
+            .map(|d| d.members.clone())
+            .collect();
+        assert_eq!(
+            members,
+            vec![vec![(me, a.as_raw_fd())], vec![(me, b.as_raw_fd())]]
+        );
+    }
+
+    #[test]
+    fn refused_sock_diag_gives_the_own_end_and_says_why() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        for errno in [libc::EPERM, libc::ENOSYS, libc::EAFNOSUPPORT] {
+            let found = std::thread::scope(|s| {
+                s.spawn(|| {
+                    fail_syscall_in_this_thread(libc::SYS_socket, errno);
+                    ask(a.as_raw_fd())
+                })
+                .join()
+                .unwrap()
+            })
+            .unwrap();
+            assert_eq!(found.kind, Some(UNIX));
+            assert_eq!(found.sides, vec![vec![SOCKET]]);
+            let why = found.partial.unwrap();
+            assert!(why.starts_with("sock_diag is refused here ("), "{why}");
+            assert!(why.ends_with("the socket's peer cannot be read"), "{why}");
+        }
+    }
+
+    #[test]
+    fn refused_sock_diag_still_knows_a_listener_and_a_tcp_socket() {
+        let name = format!("kcmp-rs-endpoints-{}", sys::getpid());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (heard, other) = std::thread::scope(|s| {
+            s.spawn(|| {
+                fail_syscall_in_this_thread(libc::SYS_socket, libc::EPERM);
+                (ask(listener.as_raw_fd()), ask(tcp.as_raw_fd()))
+            })
+            .join()
+            .unwrap()
+        });
+        let heard = heard.unwrap();
+        assert_eq!((heard.kind, heard.partial), (Some(UNIX), None));
+        let other = other.unwrap();
+        assert_eq!((other.kind, other.file_type.as_str()), (None, "SOCK"));
+    }
+
+    #[test]
+    fn a_regular_file_is_no_channel() {
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        let found = ask(f.as_raw_fd()).unwrap();
+        assert_eq!((found.kind, found.file_type.as_str()), (None, "REG"));
+        assert!(found.scan.descriptions.is_empty());
+    }
+
+    #[test]
+    fn device_numbers_round_trip() {
+        for index in [0, 1, 255, 256, 1000, 2047] {
+            let rdev = pts_rdev(index);
+            assert!(PTS_MAJORS.contains(&major(rdev)), "{index}");
+            assert_eq!(
+                (major(rdev) - PTS_MAJORS.start()) * 256 + minor(rdev),
+                index
+            );
+        }
+        assert_eq!((major(PTMX_RDEV), minor(PTMX_RDEV)), (5, 2));
+    }
 }

@@ -374,10 +374,7 @@ fn on_files(
 
 /// The file every member of `group` was matched to; `None` when they disagree (an fd
 /// replaced by another file between its match and its classification).
-fn one_file(
-    group: &[FileRef],
-    matched: &HashMap<FileRef, sys::FileStat>,
-) -> Option<sys::FileStat> {
+fn one_file(group: &[FileRef], matched: &HashMap<FileRef, sys::FileStat>) -> Option<sys::FileStat> {
     let first = matched.get(group.first()?)?;
     group
         .iter()

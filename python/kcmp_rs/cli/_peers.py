@@ -73,11 +73,8 @@ def _cmd_peers(args: argparse.Namespace) -> int:
 
 
 def _print_peers(found: Endpoints) -> None:
-    sides = " and ".join(found.sides) or "no"
-    out(
-        f"fd {found.fd} of process {found.pid}: {found.kind} {escape(found.target)}, "
-        f"the {sides} side\n"
-    )
+    where = f"the {' and '.join(found.sides)} side" if found.sides else "its description undecided"
+    out(f"fd {found.fd} of process {found.pid}: {found.kind} {escape(found.target)}, {where}\n")
     # One row per description, each naming its side: a row's holders share it.
     rows = [
         [
