@@ -9,6 +9,7 @@
 //!
 //! Knows `sys`, `error`, `support`, `ladder` and `oracle`; never PyO3.
 
+pub mod channels;
 pub mod endpoints;
 pub mod epoll;
 pub mod holders;

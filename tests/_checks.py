@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,11 @@ KCMP_MISSING = _kcmp_missing()
 needs_kcmp = pytest.mark.skipif(KCMP_MISSING is not None, reason=KCMP_MISSING or "")
 SECCOMP_MISSING = _seccomp_missing()
 needs_seccomp = pytest.mark.skipif(SECCOMP_MISSING is not None, reason=SECCOMP_MISSING or "")
+needs_dot = pytest.mark.skipif(
+    shutil.which("dot") is None,
+    reason="Graphviz's dot is not installed (as root on Debian, make setup installs it: "
+    "scripts/setup-system.sh)",
+)
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root (to drop to uid 65534, or for namespaces)"
 )

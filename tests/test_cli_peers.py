@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import kcmp_rs
-from _checks import needs_kcmp
+from _checks import needs_kcmp, needs_seccomp
 from _helpers import Spawn, run_in_child
 from _scan_helpers import missing_pid, parse_table, run_cli
 from _seccomp import install_filter
@@ -124,6 +124,7 @@ def test_a_skipped_process_is_named_and_the_answer_goes_on() -> None:
 
 
 @needs_kcmp
+@needs_seccomp
 def test_where_sock_diag_is_refused_the_peer_is_said_missing_status_4() -> None:
     """A seccomp filter refusing netlink sockets, as a sandbox's may: the socket's own
     end, status 4, and a note saying the peer cannot be read; a listener (which has no

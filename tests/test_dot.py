@@ -20,7 +20,7 @@ from pathlib import Path
 
 import kcmp_rs
 import pytest
-from _checks import needs_kcmp
+from _checks import needs_dot, needs_kcmp
 from _family import HOSTILE_NAME, Family, build_family
 from _scan_helpers import run_cli
 from hypothesis import given
@@ -31,11 +31,6 @@ from kcmp_rs.cli._render import escape, holders_dot, quote, scan_dot, shared_fil
 
 ROOT = Path(__file__).resolve().parent.parent
 DOT = shutil.which("dot")
-needs_dot = pytest.mark.skipif(
-    DOT is None,
-    reason="Graphviz's dot is not installed (as root on Debian, make setup installs it: "
-    "scripts/setup-system.sh)",
-)
 SVG = "{http://www.w3.org/2000/svg}"
 NO_KCMP = {"KCMP_RS_NO_KCMP": "1"}
 

@@ -407,6 +407,13 @@ class ScanReport:
         when None; IndexError for one past the end. ``fds``: the JSON Lines header
         names the command ``fds`` (a one-process scan) instead of ``scan``."""
 
+    def channels(self) -> list[tuple[str, list[tuple[str, list[int]]]]] | None:
+        """With ``ipc``: each channel between processes as ``(kind, ends)``, each end
+        ``(side, indices of its descriptions)``; None without."""
+
+    def channel_notes(self) -> list[str]:
+        """With ``ipc``: what the channel search could not read (sock_diag refused, ...)."""
+
 def endpoints(
     pid: SupportsIndex,
     fd: SupportsIndex,
@@ -432,6 +439,7 @@ def scan(
     allow_pidfd_getfd: bool,
     boundary: str | None,
     progress: Callable[[int, int], object] | None,
+    ipc: bool = False,
 ) -> ScanReport:
     """The scan of ``pids`` in one native pass, the GIL released: a ``ScanReport``.
 

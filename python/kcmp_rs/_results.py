@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from kcmp_rs._text import escape, text_fields
 
 if TYPE_CHECKING:
+    from kcmp_rs._channels import Channel
     from kcmp_rs._schema import (
         ChildHolderDict,
         DescriptionDict,
@@ -191,7 +192,9 @@ class Skipped:
 class Scan(_Deferred):
     """What ``scan()`` found. ``undecided`` lists the ``(pid, fd)`` pairs that could not
     be classified (kcmp blocked and no exact fallback); ``fd_table_shared`` the sets
-    of pids that share one fd table, smallest (the one read) first."""
+    of pids that share one fd table, smallest (the one read) first. With ``ipc``:
+    ``channels`` between processes (None without) and ``channel_notes``, what the
+    channel search could not read."""
 
     descriptions: tuple[Description, ...]
     skipped: tuple[Skipped, ...]
@@ -199,6 +202,8 @@ class Scan(_Deferred):
     fds_classified: int
     undecided: tuple[Ref, ...] = ()
     fd_table_shared: tuple[tuple[int, ...], ...] = ()
+    channels: tuple[Channel, ...] | None = None
+    channel_notes: tuple[str, ...] = ()
 
     @property
     def shared(self) -> tuple[Description, ...]:
@@ -207,7 +212,7 @@ class Scan(_Deferred):
 
     def to_dict(self) -> ScanDict:
         """The whole scan as the JSON document of ``kcmp-rs scan -J``."""
-        return {
+        doc: ScanDict = {
             "schema_version": SCHEMA_VERSION,
             "descriptions": [d.to_dict() for d in self.descriptions],
             "skipped": [s.to_dict() for s in self.skipped],
@@ -216,6 +221,10 @@ class Scan(_Deferred):
             "undecided": [{"pid": p, "fd": f} for p, f in self.undecided],
             "fd_table_shared": [list(g) for g in self.fd_table_shared],
         }
+        if self.channels is not None:
+            doc["channels"] = [c.to_dict() for c in self.channels]
+            doc["channel_notes"] = list(self.channel_notes)
+        return doc
 
 
 # ---- holders, shared_files, epoll_targets ----

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Callable, SupportsIndex
 
 from kcmp_rs._boundary import check_kind
+from kcmp_rs._channels import Channel
 from kcmp_rs._native import ScanReport
 from kcmp_rs._native import scan as native_scan
 from kcmp_rs._proc import decoded, decoded_names, list_pids
@@ -83,6 +84,7 @@ def scan(
     allow_pidfd_getfd: bool = False,
     progress: Callable[[int, int], None] | None = None,
     boundary: str | None = None,
+    ipc: bool = False,
 ) -> Scan:
     """Which open file descriptions do processes share? A scan of many processes at once.
 
@@ -114,6 +116,11 @@ def scan(
       than one, and the description crosses the boundary. Each value is read once per
       process, before any fd is classified; a process whose value cannot be read is
       skipped (reason below), never put on a side.
+    - ``ipc``: also the channels between processes (``Scan.channels``): each pipe, FIFO,
+      Unix socket pair and pty whose ends are held by two processes or more, its ends
+      as the indices of their descriptions (which are reported, shared or not). Unix
+      socket peers come from sock_diag, one dump per network namespace; what cannot be
+      read (sock_diag refused) is said in ``Scan.channel_notes``, never guessed.
 
     Returns a ``Scan``: ``descriptions``, ``skipped``, ``undecided``, ``fd_table_shared``
     and the counts (guarantees and JSON schema below).
@@ -124,7 +131,7 @@ def scan(
     ``TypeError: each pid in pids must be an int, not float``,
     ``ValueError: each pid in pids must be a pid in 1..2147483647, got 0``,
     ``TypeError: pids must be an iterable of ints, not int``, ``TypeError:
-    include_unshared must be a bool, not str`` (``allow_pidfd_getfd`` alike),
+    include_unshared must be a bool, not str`` (``allow_pidfd_getfd`` and ``ipc`` alike),
     ``TypeError: progress must be callable or None, not int``, ``ValueError: boundary
     must be one of 'pid', 'mnt', 'net', 'user', 'ipc', 'uts', 'cgroup' or None, got
     'x'``, ``TypeError: boundary must be a str or None, not int``.
@@ -202,7 +209,13 @@ def scan(
                                              # a read fd table included)
           "fds_classified": int,
           "undecided": [{"pid": int, "fd": int}],
-          "fd_table_shared": [[int, ...]]    # pids sharing one fd table, smallest first
+          "fd_table_shared": [[int, ...]],   # pids sharing one fd table, smallest first
+          "channels": [                      # only with ipc: channels between processes
+            {"kind": str,                    # "pipe", "fifo", "unix" or "pty"
+             "ends": [{"side": str,          # read write socket master slave
+                       "descriptions": [int]}]}   # indices into "descriptions"
+          ],
+          "channel_notes": [str]             # only with ipc: what could not be read
         }
 
     ``kcmp-rs scan -j`` (JSON Lines) carries all of it, one object per line, each with a
@@ -210,12 +223,14 @@ def scan(
     "scan"}``, then one ``description`` record per description (the object above plus
     ``record``), one ``skipped`` record per skipped process, one ``undecided`` record per
     undecided fd, one ``fd_table_shared`` record (``{"pids": [...]}``) per shared fd
-    table, and last ``{"record": "summary", "processes_read": int, "fds_classified":
-    int}``.
+    table, one ``channel`` record per channel (with ipc), and last ``{"record":
+    "summary", "processes_read": int, "fds_classified": int}`` (with ipc and notes,
+    ``"channel_notes"`` too).
     """
     given = None if pids is None else _checked_pids(pids)
     _check_flag(include_unshared, "include_unshared")
     _check_flag(allow_pidfd_getfd, "allow_pidfd_getfd")
+    _check_flag(ipc, "ipc")
     _check_progress(progress)
     kind = check_kind(boundary)
     report = native_scan(
@@ -224,6 +239,7 @@ def scan(
         allow_pidfd_getfd,
         kind,
         progress,
+        ipc,
     )
     return scan_from_report(report)
 
@@ -235,11 +251,14 @@ def scan_report(
     allow_pidfd_getfd: bool = False,
     progress: Callable[[int, int], None] | None = None,
     boundary: str | None = None,
+    ipc: bool = False,
 ) -> ScanReport:
     """``scan()``'s native report (arguments as checked by the CLI's parser), for the
     CLI to write as JSON without building the result types."""
     wanted = list_pids() if pids is None else _checked_pids(pids)
-    return native_scan(wanted, include_unshared, allow_pidfd_getfd, check_kind(boundary), progress)
+    return native_scan(
+        wanted, include_unshared, allow_pidfd_getfd, check_kind(boundary), progress, ipc
+    )
 
 
 def scan_from_report(report: ScanReport) -> Scan:
@@ -254,8 +273,19 @@ def scan_from_report(report: ScanReport) -> Scan:
             "fds_classified": report.fds_classified,
             "undecided": tuple(report.undecided),
             "fd_table_shared": tuple(tuple(t) for t in report.fd_table_shared),
+            "channels": _channels(report),
+            "channel_notes": tuple(report.channel_notes()),
         },
         {"descriptions": lambda: _descriptions(report)},
+    )
+
+
+def _channels(report: ScanReport) -> tuple[Channel, ...] | None:
+    rows = report.channels()
+    if rows is None:
+        return None
+    return tuple(
+        Channel(kind, tuple((side, tuple(on)) for side, on in ends)) for kind, ends in rows
     )
 
 

@@ -73,7 +73,26 @@ class FdDict(TypedDict):
     fd: int
 
 
-class ScanDict(TypedDict):
+class ChannelEndDict(TypedDict):
+    """One end of a channel in a scan: its side and the indices of its descriptions."""
+
+    side: str
+    descriptions: list[int]
+
+
+class ChannelDict(TypedDict):
+    """``Channel.to_dict()``: one channel between processes (``kcmp-rs scan --ipc``)."""
+
+    kind: str
+    ends: list[ChannelEndDict]
+
+
+class _ScanOptional(TypedDict, total=False):
+    channels: list[ChannelDict]  # only from a scan with ipc (``--ipc``)
+    channel_notes: list[str]  # the same
+
+
+class ScanDict(_ScanOptional):
     """``Scan.to_dict()``: ``kcmp-rs scan -J``."""
 
     schema_version: int

@@ -350,6 +350,7 @@ fn the_scan_of_a_dying_child_is_exact_or_skips_it() {
         include_unshared: true,
         allow_pidfd_getfd: false,
         boundary: None,
+        ipc: false,
     };
     let run = |child: Pid| {
         scan(&[bystander, child], opts, &mut |_, _| false, &mut || false).map(|r| {

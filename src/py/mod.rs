@@ -591,8 +591,10 @@ pub mod _native {
     /// called with the GIL as each process's fds have been read; an exception it
     /// raises ends the scan and propagates.
     #[pyfunction]
-    #[pyo3(signature = (pids, include_unshared, allow_pidfd_getfd, boundary, progress))]
-    #[pyo3(text_signature = "(pids, include_unshared, allow_pidfd_getfd, boundary, progress)")]
+    #[pyo3(signature = (pids, include_unshared, allow_pidfd_getfd, boundary, progress, ipc = false))]
+    #[pyo3(
+        text_signature = "(pids, include_unshared, allow_pidfd_getfd, boundary, progress, ipc=False)"
+    )]
     fn scan(
         py: Python<'_>,
         pids: &Bound<'_, PyAny>,
@@ -600,6 +602,7 @@ pub mod _native {
         allow_pidfd_getfd: bool,
         boundary: Option<&str>,
         progress: Option<Bound<'_, PyAny>>,
+        ipc: bool,
     ) -> PyResult<super::reports::ScanReport> {
         let Pids(mut pids) = arg(pids, "pids")?;
         pids.sort_unstable();
@@ -614,6 +617,7 @@ pub mod _native {
             include_unshared,
             allow_pidfd_getfd,
             boundary,
+            ipc,
         };
         let report = super::detached_with_progress(py, progress, |tell, stop| {
             api::scan(&pids, opts, tell, stop)

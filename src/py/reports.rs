@@ -141,6 +141,26 @@ impl ScanReport {
         self.report.offsets.clone()
     }
 
+    /// With ``ipc``: each channel between processes as ``(kind, ends)``, each end
+    /// ``(side, indices of its descriptions)``; None without.
+    #[pyo3(text_signature = "($self)")]
+    #[allow(clippy::type_complexity)] // the rows Scan.channels is built from, as is
+    fn channels(&self) -> Option<Vec<(&'static str, Vec<(&'static str, Vec<usize>)>)>> {
+        self.report.with_channels.then(|| {
+            self.report
+                .channels
+                .iter()
+                .map(|c| (c.kind, c.ends.clone()))
+                .collect()
+        })
+    }
+
+    /// With ``ipc``: what the channel search could not read (sock_diag refused, ...).
+    #[pyo3(text_signature = "($self)")]
+    fn channel_notes(&self) -> Vec<String> {
+        self.report.channel_notes.clone()
+    }
+
     /// (pid, command name as bytes, None once gone) of each member's process.
     #[pyo3(text_signature = "($self)")]
     fn commands<'py>(&'py self, py: Python<'py>) -> Vec<(Pid, Option<Bound<'py, PyBytes>>)> {

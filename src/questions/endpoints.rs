@@ -188,10 +188,8 @@ fn plan(
 fn pty_plan(pid: Pid, fd: Fd, file: &FileStat) -> Option<Plan> {
     let index = if file.rdev == PTMX_RDEV {
         tty_index(pid, fd)
-    } else if PTS_MAJORS.contains(&major(file.rdev)) {
-        Some((major(file.rdev) - PTS_MAJORS.start()) * 256 + minor(file.rdev))
     } else {
-        return None;
+        Some(pty_index_of_rdev(file.rdev)?)
     };
     let mut plan = Plan {
         kind: PTY,
@@ -265,7 +263,7 @@ fn socket_plan(pid: Pid, file: &FileStat, searched: &[Pid]) -> Result<Option<Pla
 
 /// One process per network namespace among `pid` (first) and `searched`, with the
 /// namespace's identity: where to look for a socket, each namespace once.
-fn one_per_netns(pid: Pid, searched: &[Pid]) -> Vec<(Pid, sys::FileKey)> {
+pub(super) fn one_per_netns(pid: Pid, searched: &[Pid]) -> Vec<(Pid, sys::FileKey)> {
     let mut seen: HashSet<sys::FileKey> = HashSet::default();
     std::iter::once(pid)
         .chain(searched.iter().copied().filter(|&p| p != pid))
@@ -356,7 +354,29 @@ fn listed_unix_socket(pid: Pid, ino: u64, searched: &[Pid]) -> Listed {
     }
 }
 
-fn tty_index(pid: Pid, fd: Fd) -> Option<u64> {
+/// The sides of a pipe or FIFO a description is on, by its access mode (the
+/// permission bits of its /proc/PID/fd link).
+pub(super) fn pipe_sides(link_mode: Option<u32>) -> Vec<&'static str> {
+    let mode = link_mode.unwrap_or(0);
+    let mut sides = Vec::new();
+    if mode & libc::S_IRUSR != 0 {
+        sides.push(READ);
+    }
+    if mode & libc::S_IWUSR != 0 {
+        sides.push(WRITE);
+    }
+    sides
+}
+
+/// The index of the pty slave numbered `rdev`; `None` for another device.
+pub(super) fn pty_index_of_rdev(rdev: u64) -> Option<u64> {
+    PTS_MAJORS
+        .contains(&major(rdev))
+        .then(|| (major(rdev) - PTS_MAJORS.start()) * 256 + minor(rdev))
+}
+
+/// A pty master's index (its fdinfo `tty-index`), `None` where the kernel shows none.
+pub(super) fn tty_index(pid: Pid, fd: Fd) -> Option<u64> {
     let path = CString::new(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
     fdinfo_field(&sys::read_small_file(&path).ok()?, b"tty-index:")
 }
@@ -401,17 +421,7 @@ fn sides_of(
         .iter()
         .zip(&scan.files)
         .map(|(d, file)| match plan.kind {
-            PIPE | FIFO => {
-                let mode = d.described.1.unwrap_or(0);
-                let mut sides = Vec::new();
-                if mode & libc::S_IRUSR != 0 {
-                    sides.push(READ);
-                }
-                if mode & libc::S_IWUSR != 0 {
-                    sides.push(WRITE);
-                }
-                sides
-            }
+            PIPE | FIFO => pipe_sides(d.described.1),
             UNIX => match plan.socket {
                 Some((own, _)) if file.key == own => vec![SOCKET],
                 Some((_, Some(peer))) if file.key == peer => vec![PEER],

@@ -14,6 +14,7 @@ use serde_json::ser::Formatter;
 
 use rustc_hash::FxHashMap;
 
+use super::channels::Channel;
 use super::epoll::{EpollReport, Registration};
 use super::holders::HoldersReport;
 use super::scan::{Description, ScanReport};
@@ -319,6 +320,46 @@ impl Serialize for ScanDoc<'_> {
         map.serialize_entry("fds_classified", &r.fds_classified)?;
         map.serialize_entry("undecided", &Undecided(&r.undecided))?;
         map.serialize_entry("fd_table_shared", &r.fd_table_shared)?;
+        if r.with_channels {
+            map.serialize_entry("channels", &Channels(&r.channels))?;
+            map.serialize_entry("channel_notes", &r.channel_notes)?;
+        }
+        map.end()
+    }
+}
+
+/// The channels of a scan with `ipc`: each `{"kind", "ends": [{"side",
+/// "descriptions": [index, ...]}]}`, indices into the document's descriptions.
+struct Channels<'a>(&'a [Channel]);
+
+impl Serialize for Channels<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|c| ChannelDoc(c, None)))
+    }
+}
+
+struct ChannelDoc<'a>(&'a Channel, Option<&'static str>);
+
+impl Serialize for ChannelDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        if let Some(record) = self.1 {
+            map.serialize_entry("record", record)?;
+        }
+        map.serialize_entry("kind", self.0.kind)?;
+        let ends: Vec<EndDoc<'_>> = self.0.ends.iter().map(|(s, on)| EndDoc(s, on)).collect();
+        map.serialize_entry("ends", &ends)?;
+        map.end()
+    }
+}
+
+struct EndDoc<'a>(&'a str, &'a [usize]);
+
+impl Serialize for EndDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("side", self.0)?;
+        map.serialize_entry("descriptions", self.1)?;
         map.end()
     }
 }
@@ -415,13 +456,14 @@ pub fn write_scan_as<W: Write>(
         &report.undecided,
         &report.fd_table_shared,
     )?;
-    line(
-        out,
-        &Summary(&[
-            ("processes_read", report.processes_read as i64),
-            ("fds_classified", report.fds_classified as i64),
-        ]),
-    )
+    for c in &report.channels {
+        line(out, &ChannelDoc(c, Some("channel")))?;
+    }
+    let counts = [
+        ("processes_read", report.processes_read as i64),
+        ("fds_classified", report.fds_classified as i64),
+    ];
+    line(out, &Summary(&counts, &report.channel_notes))
 }
 
 /// The records every report's JSON Lines share, in the documents' order.
@@ -473,12 +515,15 @@ pub fn write_holders<W: Write>(report: &HoldersReport, lines: bool, out: &mut W)
     )?;
     line(
         out,
-        &Summary(&[
-            ("pid", i64::from(report.target.0)),
-            ("fd", i64::from(report.target.1)),
-            ("processes_read", report.processes_read as i64),
-            ("fds_compared", report.fds_compared as i64),
-        ]),
+        &Summary(
+            &[
+                ("pid", i64::from(report.target.0)),
+                ("fd", i64::from(report.target.1)),
+                ("processes_read", report.processes_read as i64),
+                ("fds_compared", report.fds_compared as i64),
+            ],
+            &[],
+        ),
     )
 }
 
@@ -517,7 +562,7 @@ pub fn write_epoll<W: Write>(report: &EpollReport, lines: bool, out: &mut W) -> 
             },
         )?;
     }
-    line(out, &Summary(&[("pid", i64::from(report.pid))]))
+    line(out, &Summary(&[("pid", i64::from(report.pid))], &[]))
 }
 
 struct EpollDoc<'a>(Pid, &'a [RegistrationDoc<'a>]);
@@ -640,14 +685,19 @@ impl Serialize for SharedTable<'_> {
 }
 
 /// The last JSON Lines record: the document's scalars, in its order.
-struct Summary<'a>(&'a [(&'static str, i64)]);
+/// The last JSON Lines record: the counts, and a scan's channel notes when it has some
+/// (a list of strings goes in the summary, as the Python writer puts it).
+struct Summary<'a>(&'a [(&'static str, i64)], &'a [String]);
 
 impl Serialize for Summary<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len() + 1))?;
+        let mut map = s.serialize_map(None)?;
         map.serialize_entry("record", "summary")?;
         for (name, value) in self.0 {
             map.serialize_entry(name, value)?;
+        }
+        if !self.1.is_empty() {
+            map.serialize_entry("channel_notes", self.1)?;
         }
         map.end()
     }

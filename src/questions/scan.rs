@@ -95,6 +95,9 @@ pub struct ScanOptions {
     pub include_unshared: bool,
     pub allow_pidfd_getfd: bool,
     pub boundary: Option<Boundary>,
+    /// The channels between processes too (`channels`): pipes, FIFOs, Unix socket
+    /// pairs, ptys, with the descriptions on their ends reported, shared or not.
+    pub ipc: bool,
 }
 
 /// What /proc shows of one fd: its target (readlink), the st_mode of the link (its
@@ -138,6 +141,11 @@ pub struct ScanReport {
     pub offsets: Vec<Option<u64>>,
     /// With `scan_matching`: each description's file as stat'ed (type, device number).
     pub files: Vec<sys::FileStat>,
+    /// With `ipc`: the channels between processes, by index into `descriptions`, and
+    /// what could not be read of them.
+    pub with_channels: bool,
+    pub channels: Vec<super::channels::Channel>,
+    pub channel_notes: Vec<String>,
 }
 
 /// Which files a scan keeps: those with one of `keys` (st_dev, st_ino), and the
@@ -214,6 +222,7 @@ pub fn scan_matching(
         include_unshared: true,
         allow_pidfd_getfd,
         boundary: None,
+        ipc: false,
     };
     scan_with(pids, opts, Some(filter), progress, interrupted)
 }
@@ -296,9 +305,10 @@ fn scan_with(
         .collect();
     undecided.sort_unstable();
     let fds_classified = groups.iter().map(Vec::len).sum();
+    // With ipc every description is described: a pipe's ends are often one fd each.
     let reported: Vec<Vec<FileRef>> = groups
         .into_iter()
-        .filter(|g| opts.include_unshared || g.len() > 1)
+        .filter(|g| opts.include_unshared || opts.ipc || g.len() > 1)
         .collect();
     let files: Vec<sys::FileStat> = reported
         .iter()
@@ -320,7 +330,16 @@ fn scan_with(
     } else {
         Vec::new()
     };
-    let descriptions = describe_groups(reported, &values, interrupted)?;
+    let mut descriptions = describe_groups(reported, &values, interrupted)?;
+    let (channels, channel_notes) = if opts.ipc {
+        let mut readers: Vec<Pid> = tally.readers.iter().copied().collect();
+        readers.sort_unstable();
+        let (channels, notes) = super::channels::find(&descriptions, &readers);
+        let channels = keep_reported(&mut descriptions, channels, opts.include_unshared);
+        (channels, notes)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let mut commands = HashMap::default();
     for d in &descriptions {
         for &(pid, _) in &d.members {
@@ -347,7 +366,44 @@ fn scan_with(
         keys,
         offsets,
         files,
+        with_channels: opts.ipc,
+        channels,
+        channel_notes,
     })
+}
+
+/// Keeps the descriptions a scan with channels reports: the shared ones, those on a
+/// channel's end, or every one (`all`); the channels' indices follow.
+fn keep_reported(
+    descriptions: &mut Vec<Description>,
+    mut channels: Vec<super::channels::Channel>,
+    all: bool,
+) -> Vec<super::channels::Channel> {
+    let mut kept: Vec<bool> = descriptions
+        .iter()
+        .map(|d| all || d.members.len() > 1)
+        .collect();
+    for (_, on) in channels.iter().flat_map(|c| c.ends.iter()) {
+        for &i in on {
+            if let Some(k) = kept.get_mut(i) {
+                *k = true;
+            }
+        }
+    }
+    let mut index = Vec::with_capacity(kept.len());
+    let mut next = 0;
+    for &k in &kept {
+        index.push(next);
+        next += usize::from(k);
+    }
+    let mut marks = kept.iter();
+    descriptions.retain(|_| marks.next().copied().unwrap_or(false));
+    for (_, on) in channels.iter_mut().flat_map(|c| c.ends.iter_mut()) {
+        for i in on.iter_mut() {
+            *i = index.get(*i).copied().unwrap_or(*i);
+        }
+    }
+    channels
 }
 
 /// The refs on the files `only` keeps, stat'ed in parallel, with the file each was
@@ -808,6 +864,7 @@ mod tests {
             include_unshared: false,
             allow_pidfd_getfd: false,
             boundary: Some(Boundary::Namespace("net")),
+            ipc: false,
         };
         let report = scan(&[pid], opts, &mut |_, _| false, &mut || false).unwrap();
         assert_eq!(report.processes_read, 1);

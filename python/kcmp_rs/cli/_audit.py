@@ -44,6 +44,7 @@ SCAN_RECORDS = {
     "skipped": "skipped",
     "undecided": "undecided",
     "fd_table_shared": "fd_table_shared",
+    "channels": "channel",
 }
 
 

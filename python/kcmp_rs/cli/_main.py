@@ -57,7 +57,14 @@ from kcmp_rs.cli._io import (
     write_native,
 )
 from kcmp_rs.cli._queries import add_commands
-from kcmp_rs.cli._render import SKIPPED_NAMED, escape, format_table, render_table, scan_dot
+from kcmp_rs.cli._render import (
+    SKIPPED_NAMED,
+    channels_table,
+    escape,
+    format_table,
+    render_table,
+    scan_dot,
+)
 
 if TYPE_CHECKING:
     from kcmp_rs._example import Family
@@ -133,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         dot=True,
     )
     allow_pidfd_getfd_flag(scan)
+    scan.add_argument(
+        "--ipc",
+        action="store_true",
+        help="also the channels between processes: pipes, FIFOs, Unix socket pairs and "
+        "ptys whose ends two processes or more hold (with --dot: who talks to whom)",
+    )
     scan.add_argument(
         "--example",
         action="store_true",
@@ -283,6 +296,10 @@ def _print_scan(result: Scan, args: argparse.Namespace) -> bool:
         out(scan_dot(result))
     elif not print_json(result.to_dict(), args, "scan", SCAN_RECORDS):
         out(format_table(result))
+        if result.channels is not None:
+            out(f"\nChannels between processes: {len(result.channels) or 'none'}\n")
+            if result.channels:
+                out(channels_table(result))
     return False  # no boundary audit, no crossing
 
 
@@ -316,8 +333,10 @@ def _show_example(family: Family, args: argparse.Namespace) -> int:
         family.pids,
         include_unshared=args.include_unshared,
         allow_pidfd_getfd=args.allow_pidfd_getfd,
+        ipc=args.ipc,
     )
     _print_scan(result, args)
+    unread = _channel_notes(result.channel_notes)
     if result.undecided:  # kcmp blocked: what was decided cannot be checked whole
         report_undecided(result.undecided, args.allow_pidfd_getfd)
         return EXIT_INCOMPLETE
@@ -326,11 +345,20 @@ def _show_example(family: Family, args: argparse.Namespace) -> int:
         raise CommandError("scan --example: the scan does not match how the family was built")
     if table:
         out(f"\nAll {len(found)} shared descriptions found, as built.\n")
-    return 0
+    return EXIT_INCOMPLETE if unread else 0
+
+
+def _channel_notes(notes: Sequence[str]) -> bool:
+    """Says on stderr what the channel search could not read; whether it said any."""
+    for text in notes:
+        note(f"incomplete channels: {text}")
+    return bool(notes)
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     prepare_audit(args)
+    if args.ipc and args.across:
+        args.parser.error("--ipc lists channels of a whole scan: it takes no --across")
     if args.example:
         if args.pids:
             args.parser.error("--example scans its own processes: it takes no -p")
@@ -345,6 +373,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             allow_pidfd_getfd=args.allow_pidfd_getfd,
             progress=progress,
             boundary=args.across,
+            ipc=args.ipc,
         )
     finally:
         progress.clear()
@@ -364,7 +393,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         report_undecided(undecided, args.allow_pidfd_getfd)
     if crossing:
         return EXIT_CROSSING
-    return EXIT_INCOMPLETE if undecided else 0
+    incomplete = _channel_notes(report.channel_notes()) or undecided
+    return EXIT_INCOMPLETE if incomplete else 0
 
 
 # ---- main ----

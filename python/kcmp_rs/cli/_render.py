@@ -24,6 +24,7 @@ import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from kcmp_rs._channels import Channel
 from kcmp_rs._results import Description, Holders, Member, Scan, SharedFiles
 from kcmp_rs._text import escape
 
@@ -218,26 +219,74 @@ def _process_lines(processes: dict[int, Member]) -> list[str]:
     return out
 
 
-def _graph(title: str, descriptions: Iterable[Description]) -> str:
-    ordered = sorted(descriptions, key=_order)
+def _graph(
+    title: str, descriptions: Sequence[Description], channels: Sequence[Channel] = ()
+) -> str:
+    ordered = sorted(range(len(descriptions)), key=lambda i: _order(descriptions[i]))
+    node = {i: n for n, i in enumerate(ordered)}
     processes: dict[int, Member] = {}
-    for d in ordered:
-        for m in sorted(d.members, key=lambda m: (m.pid, m.fd)):
+    for i in ordered:
+        for m in sorted(descriptions[i].members, key=lambda m: (m.pid, m.fd)):
             processes.setdefault(m.pid, m)
     lines = [*_HEAD, f"  label={quote(title)};", *_process_lines(processes)]
-    for n, d in enumerate(ordered):
+    for n, i in enumerate(ordered):
+        d = descriptions[i]
         label = _lines(f"{d.type} {d.mode}", d.target)
         lines.append(f'  d{n} [shape=note, fontsize=9, fillcolor="#fdf6dc", label={label}];')
         for pid, fds in _fds_by_pid(d.members).items():
             lines.append(f"  d{n} -> p{pid} [label={quote(','.join(map(str, fds)))}];")
+    lines += _channel_edges(channels, node)
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
+def _channel_edges(channels: Sequence[Channel], node: Mapping[int, int]) -> list[str]:
+    """An edge between the descriptions on a channel's two ends, labelled with its kind:
+    from the write side to the read side of a pipe or FIFO, both ways for a socket pair
+    or a pty."""
+    edges = []
+    for c in channels:
+        (first, one), (_, other) = c.ends[0], c.ends[1]
+        if first == "read":  # data flows from the write side
+            one, other = other, one
+        style = "dir=forward" if first == "read" else "dir=both"
+        for a in one:
+            for b in other:
+                if a != b:  # a FIFO opened O_RDWR is on both sides
+                    edges.append(
+                        f"  d{node[a]} -> d{node[b]} [label={quote(c.kind)}, {style}, "
+                        'color="#3060c0", fontcolor="#3060c0", style=bold];'
+                    )
+    return edges
+
+
 def scan_dot(result: Scan) -> str:
     """The descriptions of a scan as a graph (those it reports: the shared ones, or all
-    of them with ``include_unshared``), titled with the scan's summary line."""
-    return _graph(summary(result), result.descriptions)
+    of them with ``include_unshared``), titled with the scan's summary line; with
+    channels (``ipc``), an edge between the two ends of each."""
+    return _graph(summary(result), result.descriptions, result.channels or ())
+
+
+def channels_table(result: Scan) -> str:
+    """The channels of a scan with ``ipc``: one row per description on an end (KIND
+    and CHANNEL on a channel's first row), its side, mode, holders and target."""
+    rows = []
+    for n, c in enumerate(result.channels or (), 1):
+        for k, (side, on) in enumerate((s, i) for s, ids in c.ends for i in ids):
+            d = result.descriptions[on]
+            holders = "\n".join(f"{m.pid},{escape(m.command)},{m.fd}" for m in d.members)
+            first = k == 0
+            rows.append(
+                [
+                    str(n) if first else "",
+                    c.kind if first else "",
+                    side,
+                    d.mode,
+                    holders,
+                    escape(d.target),
+                ]
+            )
+    return render_table(["CHANNEL", "KIND", "SIDE", "MODE", "HOLDERS", "TARGET"], rows)
 
 
 def holders_dot(found: Holders) -> str:

@@ -105,6 +105,7 @@ complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -s J -l json -d 'one JSON doc
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -s j -l json-lines -d 'JSON Lines: a header, one record per description, skipped process and undecided fd, then a summary'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l dot -d 'the sharing graph in Graphviz DOT: processes, the descriptions they share, fds on the edges (render it: | dot -Tsvg > graph.svg)'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l allow-pidfd-getfd -d 'where kcmp is blocked, let pidfd_getfd(2) copy fds to compare them'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l ipc -d 'also the channels between processes: pipes, FIFOs, Unix socket pairs and ptys whose ends two processes or more hold (with --dot: who talks to whom)'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l example -d 'fork a small family of processes with known sharing, scan exactly them, then clean up'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l across -xka "pid mnt net user ipc uts cgroup" -d 'boundary audit: list only the descriptions held on more than one side of a boundary (pid, mnt, net, user, ipc, uts, cgroup); exit 3 if one is not allowed'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l inside -x -d 'with --across: only crossings involving the side of PID, or a holder in cgroup CGROUP or below it'

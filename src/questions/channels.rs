@@ -1,0 +1,227 @@
+//! Who talks to whom in a scan (`kcmp-rs scan --ipc`): the pipes, FIFOs, Unix socket
+//! pairs and ptys whose ends the scanned processes hold, each end as the scan's
+//! descriptions on it. Found from what the scan already read of each description
+//! (its target and modes), with one sock_diag dump per network namespace for Unix
+//! socket peers, a stat for a named FIFO or a pty slave, and a pty master's fdinfo.
+
+use std::collections::BTreeMap;
+
+use super::endpoints::{
+    pipe_sides, pty_index_of_rdev, tty_index, FIFO, MASTER, PIPE, PTY, SLAVE, SOCKET, UNIX,
+};
+use super::file_stat;
+use super::scan::Description;
+use crate::sys::{self, Pid};
+
+/// One channel between processes: its kind and, per side, the indices of the scan's
+/// descriptions on it (a FIFO description opened O_RDWR is on both sides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub kind: &'static str,
+    pub ends: Vec<(&'static str, Vec<usize>)>,
+}
+
+/// What the channel search could not see, for the report to say.
+pub type Notes = Vec<String>;
+
+/// The channels among `descriptions` (every description of the scan) that connect two
+/// processes or more, in the order of their first description; with notes on what
+/// could not be read (sock_diag refused: no Unix socket pair is listed).
+pub fn find(descriptions: &[Description], readers: &[Pid]) -> (Vec<Channel>, Notes) {
+    let mut pipes: BTreeMap<(u8, u64, u64), Vec<usize>> = BTreeMap::new();
+    let mut sockets: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    let mut masters: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    let mut slaves: BTreeMap<u64, Vec<(usize, u64)>> = BTreeMap::new();
+    for (i, d) in descriptions.iter().enumerate() {
+        let Some(target) = d.described.0.as_deref() else {
+            continue;
+        };
+        let file_type = d.described.2.map(|m| m & libc::S_IFMT);
+        if let Some(ino) = bracketed(target, b"pipe:[") {
+            pipes.entry((0, 0, ino)).or_default().push(i);
+        } else if let Some(ino) = bracketed(target, b"socket:[") {
+            sockets.entry(ino).or_default().push(i);
+        } else if file_type == Some(libc::S_IFIFO) {
+            if let Some(f) = d.members.first().and_then(|&(p, fd)| file_stat(p, fd)) {
+                pipes.entry((1, f.key.0, f.key.1)).or_default().push(i);
+            }
+        } else if file_type == Some(libc::S_IFCHR) {
+            let Some(&(p, fd)) = d.members.first() else {
+                continue;
+            };
+            let Some(f) = file_stat(p, fd) else { continue };
+            if let Some(index) = pty_index_of_rdev(f.rdev) {
+                slaves.entry(index).or_default().push((i, f.key.0));
+            } else if target.ends_with(b"/ptmx") {
+                if let Some(index) = tty_index(p, fd) {
+                    masters.entry(index).or_default().push(i);
+                }
+            }
+        }
+    }
+    let mut notes = Notes::new();
+    let mut channels = Vec::new();
+    for ((named, _, _), found) in pipes {
+        let side = |name: &'static str| {
+            let on: Vec<usize> = found
+                .iter()
+                .copied()
+                .filter(|&i| pipe_sides(descriptions[i].described.1).contains(&name))
+                .collect();
+            (name, on)
+        };
+        let kind = if named == 0 { PIPE } else { FIFO };
+        channels.push(Channel {
+            kind,
+            ends: vec![side(super::endpoints::READ), side(super::endpoints::WRITE)],
+        });
+    }
+    for (index, found) in masters {
+        let Some(on) = slaves.get(&index) else {
+            continue;
+        };
+        let instances: std::collections::BTreeSet<u64> = on.iter().map(|&(_, dev)| dev).collect();
+        if instances.len() > 1 {
+            notes.push(format!(
+                "{} devpts instances number a pty {index}: its master is not paired",
+                instances.len()
+            ));
+            continue;
+        }
+        channels.push(Channel {
+            kind: PTY,
+            ends: vec![
+                (MASTER, found),
+                (SLAVE, on.iter().map(|&(i, _)| i).collect()),
+            ],
+        });
+    }
+    if !sockets.is_empty() {
+        let (peers, refused) = socket_peers(readers);
+        if let Some(why) = refused {
+            notes.push(format!(
+                "sock_diag is refused here ({why}): no Unix socket pair is listed"
+            ));
+        }
+        for (&ino, found) in &sockets {
+            let Some(&peer) = peers.get(&ino) else {
+                continue;
+            };
+            let Some(other) = sockets.get(&peer) else {
+                continue;
+            };
+            if ino < peer || peers.get(&peer) != Some(&ino) {
+                channels.push(Channel {
+                    kind: UNIX,
+                    ends: vec![(SOCKET, found.clone()), (SOCKET, other.clone())],
+                });
+            }
+        }
+    }
+    channels.retain(|c| connects_processes(c, descriptions));
+    for c in &mut channels {
+        for (_, on) in &mut c.ends {
+            on.sort_unstable();
+        }
+    }
+    channels.sort_by_key(|c| {
+        c.ends
+            .iter()
+            .filter_map(|(_, on)| on.first())
+            .min()
+            .copied()
+    });
+    (channels, notes)
+}
+
+/// Whether a channel has an end on each side and its ends' holders are two
+/// processes or more.
+fn connects_processes(c: &Channel, descriptions: &[Description]) -> bool {
+    if c.ends.iter().any(|(_, on)| on.is_empty()) {
+        return false;
+    }
+    let mut pids = c
+        .ends
+        .iter()
+        .flat_map(|(_, on)| on.iter())
+        .flat_map(|&i| descriptions[i].members.iter().map(|&(p, _)| p));
+    let Some(first) = pids.next() else {
+        return false;
+    };
+    pids.any(|p| p != first)
+}
+
+/// The number in `prefix[N]`.
+fn bracketed(target: &[u8], prefix: &[u8]) -> Option<u64> {
+    let rest = target.strip_prefix(prefix)?.strip_suffix(b"]")?;
+    std::str::from_utf8(rest).ok()?.parse().ok()
+}
+
+/// Every Unix socket's peer in the network namespaces of `readers`, one dump per
+/// namespace; with why sock_diag was refused, if it was.
+fn socket_peers(readers: &[Pid]) -> (BTreeMap<u64, u64>, Option<String>) {
+    let mut peers = BTreeMap::new();
+    let Some(&first) = readers.first() else {
+        return (peers, None);
+    };
+    let own = sys::own_netns_key().ok();
+    for (holder, ns) in super::endpoints::one_per_netns(first, readers) {
+        let dump = if Some(ns) == own {
+            sys::unix_sockets()
+        } else {
+            sys::open_netns(holder).and_then(|fd| sys::unix_sockets_in(&fd))
+        };
+        match dump {
+            Ok(sockets) => {
+                peers.extend(
+                    sockets
+                        .into_iter()
+                        .filter_map(|s| s.peer.map(|p| (s.ino, p))),
+                );
+            }
+            Err(e) if sys::is_refusal(e) => {
+                return (peers, Some(crate::error::errno_text(e.0)));
+            }
+            // A namespace whose process went away meanwhile: its sockets are gone too.
+            Err(_) => {}
+        }
+    }
+    (peers, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target_of(pid: Pid, fd: i32) -> Option<Vec<u8>> {
+        let path = std::ffi::CString::new(format!("/proc/{pid}/fd/{fd}")).ok()?;
+        sys::readlinkat(libc::AT_FDCWD, &path).ok()
+    }
+
+    #[test]
+    fn bracketed_numbers_and_strangers() {
+        assert_eq!(bracketed(b"pipe:[42]", b"pipe:["), Some(42));
+        assert_eq!(bracketed(b"pipe:[x]", b"pipe:["), None);
+        assert_eq!(bracketed(b"socket:[7]", b"pipe:["), None);
+        assert_eq!(bracketed(b"pipe:[1", b"pipe:["), None);
+    }
+
+    /// A pipe whose two ends one process holds connects nothing.
+    #[test]
+    fn one_process_is_no_channel() {
+        use std::os::fd::AsRawFd;
+        let (r, w) = std::io::pipe().unwrap();
+        let me = sys::getpid();
+        let describe = |fd: i32, mode: u32| Description {
+            members: vec![(me, fd)],
+            described: (target_of(me, fd), Some(mode), None),
+            boundaries: Vec::new(),
+        };
+        let found = [
+            describe(r.as_raw_fd(), 0o400),
+            describe(w.as_raw_fd(), 0o200),
+        ];
+        let (channels, notes) = find(&found, &[me]);
+        assert!(channels.is_empty() && notes.is_empty());
+    }
+}
