@@ -8,6 +8,8 @@ them. Measured in one run, alternately, medians of 3:
 - ``kcmp-rs scan -J -p <pids>`` vs ``lsfd -J -p <pids>`` (target <= 0.25x) and
   ``lsof -n -P -p <pids>`` (target <= 0.3x); peak RSS of each (target: the scan's at
   most lsof's). Wall time from spawn to reaping, interpreter start included.
+- ``kcmp-rs scan --ipc -J`` (the channels between the processes too) vs
+  ``kcmp-rs scan -J`` (target <= 1.3x): figure 11.
 - ``kcmp_rs.scan(pids)`` in this process vs the syscall floor of the same refs
   (the bench binary ``benches/syscall_floor.rs``, through ``_benchlib.syscall_floor``:
   the stats and kcmp calls a classification of them makes, replayed without engine
@@ -41,7 +43,7 @@ N_PROCS = 1000
 PIPES, SOCKETPAIRS, NULLS = 50, 30, 20
 OWN_OPENS, DUPS = 25, 25
 RUNS = 3
-LSFD_RATIO, LSOF_RATIO, FLOOR_RATIO = 0.25, 0.3, 1.3
+LSFD_RATIO, LSOF_RATIO, FLOOR_RATIO, IPC_RATIO = 0.25, 0.3, 1.3, 1.3
 
 
 def _member(path: str, ready: tuple[int, int], hold: tuple[int, int]) -> None:
@@ -123,6 +125,16 @@ def check_document(out_path: str, pids: list[int]) -> None:
     assert {m["pid"] for d in doc["descriptions"] for m in d["members"]} == set(pids)
 
 
+def check_channels(out_path: str) -> None:
+    """Every pipe and socketpair the family inherited is a channel between its
+    processes, each end one description all of them hold."""
+    with open(out_path, "rb") as f:
+        doc = json.load(f)
+    assert doc["channel_notes"] == []
+    kinds = [c["kind"] for c in doc["channels"]]
+    assert kinds.count("pipe") >= PIPES and kinds.count("unix") >= SOCKETPAIRS, kinds
+
+
 def test_scan_of_the_issue_family(tmp_path: Any) -> None:
     floor_binary()
     lsfd, lsof = shutil.which("lsfd"), shutil.which("lsof")
@@ -138,12 +150,16 @@ def test_scan_of_the_issue_family(tmp_path: Any) -> None:
         head = [script] if script else [sys.executable, "-m", "kcmp_rs"]  # absolute paths
         commands = {
             "kcmp-rs scan -J": [*head, "scan", "-J", "-p", plist],
+            "kcmp-rs scan --ipc -J": [*head, "scan", "--ipc", "-J", "-p", plist],
             "lsfd -J": [lsfd, "-J", "-p", plist],
             "lsof -n -P": [lsof, "-n", "-P", "-p", plist],
         }
         wall, _, status = run_command(commands["kcmp-rs scan -J"], out)  # warm-up and the check
         assert status == 0
         check_document(out, pids)
+        _, _, status = run_command(commands["kcmp-rs scan --ipc -J"], out)
+        assert status == 0
+        check_channels(out)
         walls: dict[str, list[float]] = {k: [] for k in commands}
         rss: dict[str, list[float]] = {k: [] for k in commands}
         for _ in range(RUNS):
@@ -178,6 +194,15 @@ def test_scan_of_the_issue_family(tmp_path: Any) -> None:
         f"lsof {top['lsof -n -P']:.0f} MB)",
         "<= lsof's",
         top["kcmp-rs scan -J"] <= top["lsof -n -P"],
+    )
+    x = med["kcmp-rs scan --ipc -J"] / scan_s
+    RESULTS.add(
+        "11 scan --ipc -J vs scan -J",
+        case,
+        f"{x:.2f}x (--ipc {fmt_time(med['kcmp-rs scan --ipc -J'])}, scan {fmt_time(scan_s)}; "
+        f"medians of {RUNS})",
+        f"<= {IPC_RATIO}x",
+        x <= IPC_RATIO,
     )
     x = in_process / floor
     RESULTS.add(

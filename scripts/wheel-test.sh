@@ -242,10 +242,11 @@ for py in "${PYTHONS[@]}"; do
     "$venv/bin/python" -m pip list 2>/dev/null | grep -iE '^(kcmp-rs|pytest|hypothesis|numpy|mypy) '
     # The tests and the project's metadata (pytest's config in pyproject.toml; the
     # version in Cargo.toml, which a test compares with kcmp_rs.__version__; the README,
-    # whose API tour a test runs against the installed wheel), no code.
+    # whose API tour a test runs against the installed wheel; the Makefile, whose targets
+    # the docs' synopses name), no code.
     mkdir -p "$run"
     cp -r "$ROOT/tests" "$run/tests"
-    cp "$ROOT/pyproject.toml" "$ROOT/Cargo.toml" "$ROOT/README.md" "$run/"
+    cp "$ROOT/pyproject.toml" "$ROOT/Cargo.toml" "$ROOT/README.md" "$ROOT/Makefile" "$run/"
     # lsfd 2.41's runner, for the endpoint tests (the chroot is make lsfd-root's cache).
     mkdir -p "$run/scripts" && cp "$ROOT/scripts/lsfd.sh" "$run/scripts/"
     cp -r "$ROOT/docs" "$run/docs"  # the manual: its code blocks run, its picture is compared

@@ -174,7 +174,7 @@ def _keys(value: Any) -> set[str]:
 
 def test_scan_docstring_schema_names_every_json_key() -> None:
     # Names that are not UTF-8 bring in the optional *_bytes_b64 keys, a boundary the
-    # optional boundary keys.
+    # optional boundary keys, ipc the channels.
     not_utf8 = os.fsdecode(b"x\xff")
     result = Scan(
         (Description(not_utf8, "rw", (Member(1, 2, not_utf8, "net:[1]"),), "REG", ("net:[1]",)),),
@@ -183,6 +183,8 @@ def test_scan_docstring_schema_names_every_json_key() -> None:
         1,
         ((4, 5),),
         ((6, 7),),
+        (kcmp_rs.Channel("fifo", (("read", (0,)), ("write", (0,)))),),
+        ("a note",),
     )
     documented = set(re.findall(r'"(\w+)":', _schema(kcmp_rs.scan.__doc__ or "")))
     assert documented == _keys(result.to_dict())

@@ -56,20 +56,34 @@ def _package_imports(module: pathlib.Path) -> set[str]:
     [
         ("_errors.py", set()),
         ("_text.py", set()),
-        ("_results.py", {"kcmp_rs._schema", "kcmp_rs._text"}),
+        # _channels for an annotation only (TYPE_CHECKING).
+        ("_results.py", {"kcmp_rs._channels", "kcmp_rs._schema", "kcmp_rs._text"}),
+        ("_channels.py", {"kcmp_rs._schema"}),
         ("_example.py", {"kcmp_rs._native"}),
         ("_proc.py", {"kcmp_rs._native"}),
-        ("cli/_render.py", {"kcmp_rs._results", "kcmp_rs._text"}),
+        ("cli/_render.py", {"kcmp_rs._channels", "kcmp_rs._results", "kcmp_rs._text"}),
         ("baseline.py", {"kcmp_rs._errors"}),
         ("_boundary.py", {"kcmp_rs._native"}),
         (
             "_scan.py",
             {
                 "kcmp_rs._boundary",
+                "kcmp_rs._channels",
                 "kcmp_rs._native",
                 "kcmp_rs._proc",
                 "kcmp_rs._results",
                 "kcmp_rs._errors",
+            },
+        ),
+        (
+            "_endpoints.py",
+            {
+                "kcmp_rs._errors",
+                "kcmp_rs._native",
+                "kcmp_rs._proc",
+                "kcmp_rs._results",
+                "kcmp_rs._scan",
+                "kcmp_rs._schema",
             },
         ),
         (

@@ -18,6 +18,7 @@ if not _sys.platform.startswith("linux"):
     )
 
 from kcmp_rs import _native
+from kcmp_rs._channels import Channel
 from kcmp_rs._config import kcmp_disabled_by_environment as _kcmp_disabled_by_environment
 from kcmp_rs._config import thread_limit_from_environment as _thread_limit_from_environment
 from kcmp_rs._endpoints import End, Endpoints, endpoints
@@ -69,6 +70,7 @@ if _kcmp_disabled_by_environment(_os.environ):
 _native.set_thread_limit(_thread_limit_from_environment(_os.environ))
 
 __all__ = [
+    "Channel",
     "ChildHolder",
     "Description",
     "End",

@@ -97,12 +97,8 @@ pub fn find(descriptions: &[Description], readers: &[Pid]) -> (Vec<Channel>, Not
         });
     }
     if !sockets.is_empty() {
-        let (peers, refused) = socket_peers(readers);
-        if let Some(why) = refused {
-            notes.push(format!(
-                "sock_diag is refused here ({why}): no Unix socket pair is listed"
-            ));
-        }
+        let (peers, unread) = socket_peers(readers);
+        notes.extend(unread);
         for (&ino, found) in &sockets {
             let Some(&peer) = peers.get(&ino) else {
                 continue;
@@ -158,20 +154,15 @@ fn bracketed(target: &[u8], prefix: &[u8]) -> Option<u64> {
 }
 
 /// Every Unix socket's peer in the network namespaces of `readers`, one dump per
-/// namespace; with why sock_diag was refused, if it was.
-fn socket_peers(readers: &[Pid]) -> (BTreeMap<u64, u64>, Option<String>) {
+/// namespace; with what could not be read (sock_diag refused, a namespace unread).
+fn socket_peers(readers: &[Pid]) -> (BTreeMap<u64, u64>, Notes) {
     let mut peers = BTreeMap::new();
     let Some(&first) = readers.first() else {
-        return (peers, None);
+        return (peers, Vec::new());
     };
-    let own = sys::own_netns_key().ok();
+    let mut unread = Vec::new();
     for (holder, ns) in super::endpoints::one_per_netns(first, readers) {
-        let dump = if Some(ns) == own {
-            sys::unix_sockets()
-        } else {
-            sys::open_netns(holder).and_then(|fd| sys::unix_sockets_in(&fd))
-        };
-        match dump {
+        match super::endpoints::unix_sockets_of(holder, ns) {
             Ok(sockets) => {
                 peers.extend(
                     sockets
@@ -180,13 +171,24 @@ fn socket_peers(readers: &[Pid]) -> (BTreeMap<u64, u64>, Option<String>) {
                 );
             }
             Err(e) if sys::is_refusal(e) => {
-                return (peers, Some(crate::error::errno_text(e.0)));
+                return (
+                    peers,
+                    vec![format!(
+                        "sock_diag is refused here ({}): no Unix socket pair is listed",
+                        crate::error::errno_text(e.0)
+                    )],
+                );
             }
-            // A namespace whose process went away meanwhile: its sockets are gone too.
-            Err(_) => {}
+            // Never a silent gap: a namespace not read (its process exited meanwhile,
+            // or the dump failed) is said, and its pairs are missing.
+            Err(e) => unread.push(format!(
+                "the Unix sockets of process {holder}'s network namespace could not be \
+                 read ({}): its socket pairs are not listed",
+                crate::error::errno_text(e.0)
+            )),
         }
     }
-    (peers, None)
+    (peers, unread)
 }
 
 #[cfg(test)]

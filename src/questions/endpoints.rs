@@ -272,6 +272,19 @@ pub(super) fn one_per_netns(pid: Pid, searched: &[Pid]) -> Vec<(Pid, sys::FileKe
         .collect()
 }
 
+/// Every Unix socket of the network namespace `ns` of `holder`: this thread's own
+/// without entering it.
+pub(super) fn unix_sockets_of(
+    holder: Pid,
+    ns: sys::FileKey,
+) -> Result<Vec<sys::UnixSocket>, sys::Errno> {
+    if sys::own_netns_key().ok() == Some(ns) {
+        sys::unix_sockets()
+    } else {
+        sys::open_netns(holder).and_then(|fd| sys::unix_sockets_in(&fd))
+    }
+}
+
 /// The Unix socket of inode `ino` as sock_diag shows it, looked for in the network
 /// namespace of `pid`, then in those of the other processes searched (a socket passed
 /// to a process of another namespace stays in its own), one dump per namespace; with
@@ -282,12 +295,7 @@ fn find_unix_socket(
     searched: &[Pid],
 ) -> Result<(Option<sys::UnixSocket>, Option<String>), Failure> {
     for (holder, ns) in one_per_netns(pid, searched) {
-        let dump = if sys::own_netns_key().ok() == Some(ns) {
-            sys::unix_sockets()
-        } else {
-            sys::open_netns(holder).and_then(|fd| sys::unix_sockets_in(&fd))
-        };
-        match dump {
+        match unix_sockets_of(holder, ns) {
             Ok(sockets) => {
                 if let Some(s) = sockets.into_iter().find(|s| s.ino == ino) {
                     return Ok((Some(s), None));
