@@ -16,8 +16,8 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _checks import needs_kcmp
-from _helpers import Spawn, canonical, pairwise_groups, spawned
+from _checks import needs_kcmp, needs_root
+from _helpers import Spawn, canonical, drop_to_nobody, pairwise_groups, run_in_child, spawned
 from kcmp_rs import Endpoints, NotAChannelError
 
 Ref = tuple[int, int]
@@ -364,6 +364,27 @@ def test_to_dict_names_each_side_and_members(me: int) -> None:
         assert (member["pid"], member["fd"]) == (me, w) and member["command"]
         assert doc["peers"] == [member]
         assert doc["partial"] is None and doc["schema_version"] == 2
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _ask_as_nobody(pid: int, fd: int) -> str:
+    drop_to_nobody()
+    try:
+        kcmp_rs.endpoints(pid, fd, [pid])
+    except kcmp_rs.ProcessAccessError as err:
+        return f"{type(err).__name__} {err.pid}: {err}"
+    return "answered"
+
+
+@needs_root
+def test_a_process_that_may_not_be_read_is_permission_denied(me: int) -> None:
+    r, w = os.pipe()
+    try:
+        said = run_in_child(_ask_as_nobody, me, r).unwrap()
+        assert said.startswith(f"ProcessAccessError {me}: [Errno 1] Operation not permitted: ")
+        assert f"process {me} may not be inspected by this process" in said
     finally:
         os.close(r)
         os.close(w)

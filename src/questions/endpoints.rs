@@ -109,8 +109,12 @@ pub fn endpoints(
         interrupted,
     )?;
     pin.finish()?;
-    if scan.skipped.iter().any(|&(p, _)| p == pid) {
-        return Err(Failure::Exited { pid });
+    if let Some((_, reason)) = scan.skipped.iter().find(|&&(p, _)| p == pid) {
+        return Err(if reason == super::scan::PERMISSION_DENIED {
+            Failure::Denied { pid }
+        } else {
+            Failure::Exited { pid }
+        });
     }
     let mut partial = plan.partial.clone();
     // Processes sharing one fd table (threads) are read once, under the smallest pid:
