@@ -5,11 +5,13 @@ brute-force truth (every pair asked of kcmp through the ctypes baseline)."""
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import pickle
 import pty
 import re
 import socket
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -388,3 +390,46 @@ def test_a_process_that_may_not_be_read_is_permission_denied(me: int) -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def _ptys_of_a_new_devpts_instance(index: int, tmp: str) -> dict[str, int]:
+    """In a mount namespace of its own, a devpts instance of its own, whose ptys are
+    opened up to number ``index``: its pty ``index`` has the number of one of the host's."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    libc.mount(None, b"/", None, 0x40000 | 0x4000, None)  # MS_PRIVATE | MS_REC
+    if libc.mount(b"devpts", tmp.encode(), b"devpts", 0, b"newinstance,ptmxmode=0666") != 0:
+        raise OSError(ctypes.get_errno(), "mount devpts")
+    masters = [os.open(f"{tmp}/ptmx", os.O_RDWR | os.O_NOCTTY) for _ in range(index + 1)]
+    fcntl.ioctl(masters[index], 0x40045431, struct.pack("i", 0))  # TIOCSPTLCK: unlockpt
+    slave = os.open(f"{tmp}/{index}", os.O_RDWR | os.O_NOCTTY)
+    return {"master": masters[index], "slave": slave}
+
+
+@needs_kcmp
+@needs_root
+def test_ptys_of_two_devpts_instances_are_never_mixed(
+    me: int, spawn: Spawn, tmp_path: Path
+) -> None:
+    master, slave = pty.openpty()
+    index = int(os.ttyname(slave).rsplit("/", 1)[1])
+    try:
+        other = spawn(lambda: _ptys_of_a_new_devpts_instance(index, str(tmp_path)))
+        pids = [me, other.pid]
+        # The host's slave: the other instance's slave of that number is another pty;
+        # two masters of that index cannot be told apart from /proc: said, not guessed.
+        found = kcmp_rs.endpoints(me, slave, pids)
+        assert ends(found)["slave"] == [((me, slave), (other.pid, slave))]  # inherited
+        assert found.partial is not None and "share index" in found.partial
+        # The other instance's slave, likewise.
+        there = kcmp_rs.endpoints(other.pid, other.data["slave"], pids)
+        assert ends(there)["slave"] == [((other.pid, other.data["slave"]),)]
+        assert not there.complete
+        # A scan pairs neither: the note says why.
+        scanned = kcmp_rs.scan(pids, ipc=True)
+        assert all(c.kind != "pty" for c in scanned.channels or ())
+        assert any("devpts instances number a pty" in n for n in scanned.channel_notes)
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -81,10 +81,11 @@ pub fn find(descriptions: &[Description], readers: &[Pid]) -> (Vec<Channel>, Not
             continue;
         };
         let instances: std::collections::BTreeSet<u64> = on.iter().map(|&(_, dev)| dev).collect();
-        if instances.len() > 1 {
+        // One master description per pty: two of one index are two devpts instances'.
+        if instances.len() > 1 || found.len() > 1 {
             notes.push(format!(
                 "{} devpts instances number a pty {index}: its master is not paired",
-                instances.len()
+                instances.len().max(found.len())
             ));
             continue;
         }

@@ -66,8 +66,9 @@ pub struct EndpointsReport {
 struct Plan {
     kind: &'static str,
     filter: FileFilter,
-    /// For a pty: its index.
+    /// For a pty: its index, and when a slave was asked, its devpts instance (st_dev).
     pty: Option<u64>,
+    instance: Option<u64>,
     /// For a Unix socket: its own file and its peer's.
     socket: Option<(sys::FileKey, Option<sys::FileKey>)>,
     partial: Option<String>,
@@ -174,6 +175,7 @@ fn plan(
         kind,
         filter,
         pty: None,
+        instance: None,
         socket: None,
         partial: None,
     };
@@ -202,6 +204,7 @@ fn pty_plan(pid: Pid, fd: Fd, file: &FileStat) -> Option<Plan> {
             rdevs: vec![PTMX_RDEV],
         },
         pty: index,
+        instance: (file.rdev != PTMX_RDEV).then_some(file.key.0),
         socket: None,
         partial: None,
     };
@@ -243,6 +246,7 @@ fn socket_plan(pid: Pid, file: &FileStat, searched: &[Pid]) -> Result<Option<Pla
                 rdevs: Vec::new(),
             },
             pty: None,
+            instance: None,
             socket: Some((file.key, None)),
             partial,
         }));
@@ -260,6 +264,7 @@ fn socket_plan(pid: Pid, file: &FileStat, searched: &[Pid]) -> Result<Option<Pla
             rdevs: Vec::new(),
         },
         pty: None,
+        instance: None,
         socket: Some((file.key, peer)),
         partial: None,
     }))
@@ -415,24 +420,24 @@ fn sides_of(
     asked: &[FileRef],
     partial: &mut Option<String>,
 ) -> Vec<Vec<&'static str>> {
-    let instances: HashSet<u64> = scan
-        .files
+    let index_of =
+        |d: &super::scan::Description| d.members.first().and_then(|&(p, f)| tty_index(p, f));
+    let masters: Vec<Option<u64>> = scan
+        .descriptions
         .iter()
-        .filter(|f| f.rdev != PTMX_RDEV && f.mode & libc::S_IFMT == libc::S_IFCHR)
-        .map(|f| f.key.0)
+        .zip(&scan.files)
+        .map(|(d, f)| (f.rdev == PTMX_RDEV).then(|| index_of(d)).flatten())
         .collect();
-    if plan.kind == PTY && instances.len() > 1 && partial.is_none() {
-        *partial = Some(format!(
-            "{} devpts instances number a pty {}: the masters found may include another \
-             instance's",
-            instances.len(),
-            plan.pty.unwrap_or_default()
-        ));
+    if plan.kind == PTY {
+        *partial = partial
+            .take()
+            .or_else(|| pty_ambiguity(plan, scan, &masters));
     }
     scan.descriptions
         .iter()
         .zip(&scan.files)
-        .map(|(d, file)| match plan.kind {
+        .enumerate()
+        .map(|(i, (d, file))| match plan.kind {
             PIPE | FIFO => pipe_sides(d.described.1),
             UNIX => match plan.socket {
                 Some((own, _)) if file.key == own => vec![SOCKET],
@@ -440,18 +445,47 @@ fn sides_of(
                 _ => Vec::new(),
             },
             PTY if file.rdev == PTMX_RDEV => {
-                let index = d.members.first().and_then(|&(p, f)| tty_index(p, f));
+                let index = masters.get(i).copied().flatten();
                 if index.is_some() && index == plan.pty {
                     vec![MASTER]
                 } else {
                     Vec::new()
                 }
             }
+            // A slave asked: another devpts instance's pty of the same number is another pty.
+            PTY if plan.instance.is_some_and(|dev| dev != file.key.0) => Vec::new(),
             PTY => vec![SLAVE],
             _ if d.members.iter().any(|r| asked.contains(r)) => vec![COUNTER],
             _ => Vec::new(),
         })
         .collect()
+}
+
+/// Why a pty's ends may mix two ptys: each pty has one master description, so two of
+/// one index are two devpts instances' (a container's and the host's), and a master
+/// asked cannot be tied to the instance of its slaves when they span several.
+fn pty_ambiguity(plan: &Plan, scan: &ScanReport, masters: &[Option<u64>]) -> Option<String> {
+    let index = plan.pty?;
+    let same_index = masters.iter().filter(|m| **m == Some(index)).count();
+    if same_index > 1 {
+        return Some(format!(
+            "{same_index} pty masters (of as many devpts instances) share index {index}: \
+             which one the slave belongs to cannot be read"
+        ));
+    }
+    let instances: HashSet<u64> = scan
+        .files
+        .iter()
+        .filter(|f| f.rdev != PTMX_RDEV && f.mode & libc::S_IFMT == libc::S_IFCHR)
+        .map(|f| f.key.0)
+        .collect();
+    (plan.instance.is_none() && instances.len() > 1).then(|| {
+        format!(
+            "{} devpts instances number a pty {index}: which slaves are this master's \
+             cannot be read",
+            instances.len()
+        )
+    })
 }
 
 /// Keeps the descriptions of `scan` marked in `kept`, with what goes with each.
