@@ -19,6 +19,7 @@ from typing import Any
 import kcmp_rs
 import pytest
 from _checks import needs_kcmp, needs_root
+from _fallback_helpers import open_eventfd
 from _helpers import Spawn, canonical, drop_to_nobody, pairwise_groups, run_in_child, spawned
 from kcmp_rs import Endpoints, NotAChannelError
 
@@ -213,8 +214,8 @@ def test_a_pty_master_held_by_two_processes(me: int, spawn: Spawn) -> None:
 
 @needs_kcmp
 def test_an_eventfd_shared_by_fork_and_a_separate_one(me: int, spawn: Spawn) -> None:
-    shared = os.eventfd(0)
-    other = os.eventfd(0)
+    shared = open_eventfd()
+    other = open_eventfd()
     try:
         child = spawn(lambda: {"dup": os.dup(shared)})
         found = kcmp_rs.endpoints(child.pid, shared, [me, child.pid])

@@ -18,6 +18,7 @@ from pathlib import Path
 import kcmp_rs
 import pytest
 from _checks import needs_kcmp
+from _fallback_helpers import open_eventfd
 from _helpers import Spawn, canonical, pairwise_groups
 from _lsfd import endpoints_by_fd, require_lsfd
 
@@ -59,7 +60,7 @@ def family(spawn: Spawn, tmp: Path) -> list[int]:
     master, slave = pty.openpty()
     slave_name = os.ttyname(slave)
     os.close(slave)
-    event = os.eventfd(0)
+    event = open_eventfd()
     a, b = socket.socketpair()
     carrier, far = socket.socketpair()
     socket.send_fds(carrier, [b"x"], [b.fileno()])
@@ -84,7 +85,7 @@ def family(spawn: Spawn, tmp: Path) -> list[int]:
             lambda: {
                 "writer": os.open(fifo, os.O_WRONLY | os.O_NONBLOCK),
                 "slave": os.open(slave_name, os.O_RDWR | os.O_NOCTTY),
-                "own_event": os.eventfd(0),
+                "own_event": open_eventfd(),
                 "event_dup": os.dup(event),
             }
         )
