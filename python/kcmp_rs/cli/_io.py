@@ -68,7 +68,8 @@ exit status:
   3    scan --across: a description crosses the boundary and no --allow
        rule expects it (stdout lists the crossings; wins over 4)
   4    incomplete: kcmp(2) is blocked and some fds or resources stay
-       undecided (stdout has the rest; stderr says what and why)
+       undecided, or a socket's peer or a channel could not be read
+       (stdout has the rest; stderr says what and why)
   130  interrupted (Ctrl-C)
   141  the reader of stdout went away (| head): nothing on stderr
 
