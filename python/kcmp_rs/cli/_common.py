@@ -14,13 +14,20 @@ import os
 import re
 import textwrap
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import kcmp_rs
 from kcmp_rs._errors import KcmpUnavailableError
 from kcmp_rs._proc import command_names, shown
-from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, PERMISSION_DENIED, SCHEMA_VERSION, ZOMBIE
-from kcmp_rs.cli._io import Parser, note, out, write_utf8
+from kcmp_rs._results import (
+    EXITED,
+    NO_SUCH_PROCESS,
+    PERMISSION_DENIED,
+    SCHEMA_VERSION,
+    ZOMBIE,
+    Skipped,
+)
+from kcmp_rs.cli._io import EXIT_INCOMPLETE, Parser, note, out, write_utf8
 from kcmp_rs.cli._render import SKIPPED_NAMED, escape, json_lines, skipped_rows
 
 __all__ = [
@@ -39,6 +46,7 @@ __all__ = [
     "pids_flag",
     "print_json",
     "report_undecided",
+    "searched",
     "skipped_note",
     "unavailable_reason",
     "undecided_hint",
@@ -129,6 +137,31 @@ def name_skipped(skipped: Sequence[tuple[int, str]], *, table: bool, explicit: b
     if table:
         named = [p for p, r in pairs[:SKIPPED_NAMED] if r not in _NAMELESS]
         out(skipped_rows(pairs, command_names(named) if named else {}))
+
+
+class _Search(Protocol):
+    """What every search answers besides its finds (``Holders``, ``Who``, ``Endpoints``)."""
+
+    @property
+    def skipped(self) -> tuple[Skipped, ...]: ...
+    @property
+    def processes_read(self) -> int: ...
+    @property
+    def undecided(self) -> tuple[tuple[int, int], ...]: ...
+
+
+def searched(found: _Search, args: argparse.Namespace, explicit: bool) -> int:
+    """A search's notes and exit status: the processes it could not read named
+    (``name_skipped``), status 1 when it read none (no answer is not "nobody"), 4
+    with fds undecided."""
+    table = not (args.json or args.json_lines or getattr(args, "dot", False))
+    name_skipped([(s.pid, s.reason) for s in found.skipped], table=table, explicit=explicit)
+    if found.processes_read == 0:
+        raise CommandError("no process could be read")
+    if found.undecided:
+        report_undecided(found.undecided, args.allow_pidfd_getfd)
+        return EXIT_INCOMPLETE
+    return 0
 
 
 # ---- arguments ----

@@ -15,11 +15,10 @@ from kcmp_rs.cli._common import (
     command,
     explain,
     given_pids,
-    name_skipped,
     pid_arg,
     pids_flag,
     print_json,
-    report_undecided,
+    searched,
 )
 from kcmp_rs.cli._io import EXIT_INCOMPLETE, Parser, note, out
 from kcmp_rs.cli._render import escape, render_table
@@ -58,14 +57,9 @@ def _cmd_peers(args: argparse.Namespace) -> int:
     except OSError as err:
         raise CommandError(explain(err, args.pid)) from None
     records = {"ends": "end", "peers": "peer", "skipped": "skipped", "undecided": "undecided"}
-    table = not print_json(found.to_dict(), args, "peers", records)
-    if table:
+    if not print_json(found.to_dict(), args, "peers", records):
         _print_peers(found)
-    name_skipped([(s.pid, s.reason) for s in found.skipped], table=table, explicit=pids is not None)
-    status = 0
-    if found.undecided:
-        report_undecided(found.undecided, args.allow_pidfd_getfd)
-        status = EXIT_INCOMPLETE
+    status = searched(found, args, pids is not None)
     if found.partial is not None:
         note(f"incomplete: {found.partial}")
         status = EXIT_INCOMPLETE

@@ -23,7 +23,7 @@ from kcmp_rs._queries import (
     shared_files,
     who,
 )
-from kcmp_rs._results import SCHEMA_VERSION, Holders, SharedFiles, Who
+from kcmp_rs._results import SCHEMA_VERSION, SharedFiles, Who
 from kcmp_rs._text import text_fields
 from kcmp_rs.cli._common import (
     CommandError,
@@ -33,11 +33,11 @@ from kcmp_rs.cli._common import (
     explain,
     given_pids,
     modes_and_targets,
-    name_skipped,
     pid_arg,
     pids_flag,
     print_json,
     report_undecided,
+    searched,
     unavailable_reason,
 )
 from kcmp_rs.cli._io import EXIT_INCOMPLETE, Parser, note, out, write_native
@@ -129,20 +129,6 @@ def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
 # ---- holders ----
 
 
-def _searched(found: Holders | Who, args: argparse.Namespace, explicit: bool) -> int:
-    """A search's notes and exit status: the processes it could not read named
-    (``name_skipped``), status 1 when it read none (no answer is not "nobody"), 4
-    with fds undecided."""
-    table = not (args.json or args.json_lines or args.dot)
-    name_skipped([(s.pid, s.reason) for s in found.skipped], table=table, explicit=explicit)
-    if found.processes_read == 0:
-        raise CommandError("no process could be read")
-    if found.undecided:
-        report_undecided(found.undecided, args.allow_pidfd_getfd)
-        return EXIT_INCOMPLETE
-    return 0
-
-
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith('s') else 's'}"
 
@@ -172,7 +158,7 @@ def _cmd_holders(args: argparse.Namespace) -> int:
             f"{_count(found.processes_read, 'process')} read, "
             f"{_count(found.fds_compared, 'fd')} compared, {len(found.skipped)} skipped\n"
         )
-    return _searched(found, args, pids is not None)
+    return searched(found, args, pids is not None)
 
 
 # ---- epoll ----
@@ -384,7 +370,7 @@ def _cmd_who(args: argparse.Namespace) -> int:
     records = {"files": "file", "skipped": "skipped", "undecided": "undecided"}
     if not print_json(found.to_dict(), args, "who", records):
         _print_who(found)
-    return _searched(found, args, pids is not None)
+    return searched(found, args, pids is not None)
 
 
 def _print_who(found: Who) -> None:
