@@ -74,6 +74,21 @@ struct Plan {
     partial: Option<String>,
 }
 
+impl Plan {
+    /// A plan for the channel `kind` on the files with `keys` and the devices `rdevs`;
+    /// what a kind knows beyond them is set by its caller.
+    fn on(kind: &'static str, keys: Vec<sys::FileKey>, rdevs: Vec<u64>) -> Plan {
+        Plan {
+            kind,
+            filter: FileFilter { keys, rdevs },
+            pty: None,
+            instance: None,
+            socket: None,
+            partial: None,
+        }
+    }
+}
+
 /// The channel `fd` of `pid` is an end of, with every description of each end among
 /// `pids` (the asked process is always searched).
 pub fn endpoints(
@@ -170,23 +185,16 @@ fn plan(
     target: &[u8],
     searched: &[Pid],
 ) -> Result<Option<Plan>, Failure> {
-    let only = |keys: Vec<sys::FileKey>, rdevs: Vec<u64>| FileFilter { keys, rdevs };
-    let plan = |kind, filter| Plan {
-        kind,
-        filter,
-        pty: None,
-        instance: None,
-        socket: None,
-        partial: None,
-    };
     Ok(match file.mode & libc::S_IFMT {
         libc::S_IFIFO if target.starts_with(b"pipe:[") => {
-            Some(plan(PIPE, only(vec![file.key], vec![])))
+            Some(Plan::on(PIPE, vec![file.key], Vec::new()))
         }
-        libc::S_IFIFO => Some(plan(FIFO, only(vec![file.key], vec![]))),
+        libc::S_IFIFO => Some(Plan::on(FIFO, vec![file.key], Vec::new())),
         libc::S_IFSOCK => socket_plan(pid, file, searched)?,
         libc::S_IFCHR => pty_plan(pid, fd, file),
-        _ if target == b"anon_inode:[eventfd]" => Some(plan(EVENTFD, only(vec![file.key], vec![]))),
+        _ if target == b"anon_inode:[eventfd]" => {
+            Some(Plan::on(EVENTFD, vec![file.key], Vec::new()))
+        }
         _ => None,
     })
 }
@@ -198,15 +206,9 @@ fn pty_plan(pid: Pid, fd: Fd, file: &FileStat) -> Option<Plan> {
         Some(pty_index_of_rdev(file.rdev)?)
     };
     let mut plan = Plan {
-        kind: PTY,
-        filter: FileFilter {
-            keys: vec![file.key],
-            rdevs: vec![PTMX_RDEV],
-        },
         pty: index,
         instance: (file.rdev != PTMX_RDEV).then_some(file.key.0),
-        socket: None,
-        partial: None,
+        ..Plan::on(PTY, vec![file.key], vec![PTMX_RDEV])
     };
     match index {
         Some(index) => plan.filter.rdevs.push(pts_rdev(index)),
@@ -240,15 +242,9 @@ fn socket_plan(pid: Pid, file: &FileStat, searched: &[Pid]) -> Result<Option<Pla
             )),
         };
         return Ok(Some(Plan {
-            kind: UNIX,
-            filter: FileFilter {
-                keys: vec![file.key],
-                rdevs: Vec::new(),
-            },
-            pty: None,
-            instance: None,
             socket: Some((file.key, None)),
             partial,
+            ..Plan::on(UNIX, vec![file.key], Vec::new())
         }));
     };
     let peer = socket
@@ -258,15 +254,8 @@ fn socket_plan(pid: Pid, file: &FileStat, searched: &[Pid]) -> Result<Option<Pla
     let mut keys = vec![file.key];
     keys.extend(peer);
     Ok(Some(Plan {
-        kind: UNIX,
-        filter: FileFilter {
-            keys,
-            rdevs: Vec::new(),
-        },
-        pty: None,
-        instance: None,
         socket: Some((file.key, peer)),
-        partial: None,
+        ..Plan::on(UNIX, keys, Vec::new())
     }))
 }
 
