@@ -434,3 +434,27 @@ def test_ptys_of_two_devpts_instances_are_never_mixed(
     finally:
         os.close(master)
         os.close(slave)
+
+
+@needs_kcmp
+def test_the_asked_fd_replaced_mid_call_is_blocking_io_error(me: int, spawn: Spawn) -> None:
+    """The progress callback, between the listings and the classification, puts another
+    pipe under the asked number: the answer would be about another file, so none."""
+    r, w = os.pipe()
+    other_r, other_w = os.pipe()
+    try:
+        child = spawn()
+
+        def swap(done: int, total: int) -> None:
+            os.dup2(other_r, r)
+
+        with pytest.raises(BlockingIOError) as caught:
+            kcmp_rs.endpoints(me, r, [me, child.pid], progress=swap)
+        assert isinstance(caught.value, kcmp_rs.KcmpError)
+        assert (caught.value.pid, caught.value.fd) == (me, r)
+        assert str(caught.value).endswith(
+            f"fd {r} of process {me} was closed or replaced while its channel was read; try again"
+        )
+    finally:
+        for fd in (r, w, other_r, other_w):
+            os.close(fd)
