@@ -102,7 +102,7 @@ def expected_result(line: str) -> str | None:
 def test_api_tour_runs_at_the_prompt() -> None:
     [(_, tour), *_] = blocks(README, "python")
     prompt = Prompt()
-    checked = 0
+    checked, finished = 0, False
     try:
         for number, line in enumerate(tour.splitlines(), 1):
             printed = io.StringIO()
@@ -114,12 +114,44 @@ def test_api_tour_runs_at_the_prompt() -> None:
             if result is None:
                 assert not shown, f"tour line {number} prints {shown!r} with no comment saying so"
                 continue
-            wanted = repr(eval(result, prompt.locals))
-            assert shown == wanted, f"tour line {number}: {line!r} printed {shown!r}"
+            wanted = eval(result, prompt.locals)
+            assert shown == repr(wanted) or _same_but_order(shown, wanted), (
+                f"tour line {number}: {line!r} printed {shown!r}"
+            )
             checked += 1
+        finished = True
     finally:
         _reap(prompt.locals.get("child"))
+        if not finished:
+            _close_left_open(prompt.locals)
     assert checked >= 15, "the tour's results are no longer written as comments"
+
+
+def _same_but_order(shown: str, wanted: object) -> bool:
+    """Whether a printed literal equals the comment's value but for the order of its
+    groups and members: both come in (pid, fd) order, and the comments are written as
+    if the child's pid were the larger, which pid wraparound can make untrue."""
+    try:
+        value = ast.literal_eval(shown)
+    except (ValueError, SyntaxError):
+        return False
+    return _unordered(value) == _unordered(wanted)
+
+
+def _unordered(value: object) -> object:
+    if isinstance(value, (list, tuple)):
+        return sorted((_unordered(v) for v in value), key=repr)
+    return value
+
+
+def _close_left_open(names: dict[str, object]) -> None:
+    """Closes the fds of a tour that stopped before closing them itself, so the tests
+    after it never inherit a stray pipe."""
+    for name in ("r", "w", "d", "again"):
+        fd = names.get(name)
+        if isinstance(fd, int):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _reap(child: object) -> None:
