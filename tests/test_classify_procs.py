@@ -20,6 +20,7 @@ from typing import Any
 import kcmp_rs
 import pytest
 from _helpers import (
+    canonical,
     fd_snapshot,
     libc,
     pairwise_groups,
@@ -96,7 +97,7 @@ def test_fork_inherited_and_separate_opens(spawn: Spawn, tmpfile: Path) -> None:
         c, d = child.pid, child.data
         refs = [(me, r), (me, w), (me, f), (c, r), (c, w), (c, f), (c, d["sep"]), (c, d["dup"])]
         refs.append((c, d["pipe"]))
-        expect = sorted(
+        expect = canonical(
             [
                 ((me, r), (c, r), (c, d["dup"])),
                 ((me, w), (c, w)),
@@ -172,7 +173,7 @@ def test_scm_rights_both_ways(spawn: Spawn, tmpfile: Path) -> None:
             (c, f),
             (c, d["m2"]),
         ]
-        expect = sorted(
+        expect = canonical(
             [
                 ((me, mine), (c, d["got"])),
                 ((me, x), (c, d["m"])),
@@ -201,7 +202,7 @@ def test_exited_process(tmpfile: Path) -> None:
     with opened(r, w):
         with spawned(lambda: os.open(tmpfile, os.O_RDONLY)) as child:
             c, cf = child.pid, child.data
-            assert kcmp_rs.classify_files([(me, r), (c, r)]) == [((me, r), (c, r))]
+            assert kcmp_rs.classify_files([(me, r), (c, r)]) == canonical([[(me, r), (c, r)]])
         # Reaped: the pid no longer exists.
         assert not os.path.exists(f"/proc/{c}")
         refs = [(me, r), (c, r), (c, cf), (me, w)]
@@ -352,16 +353,16 @@ def test_threads_share_with_main(spawn: Spawn) -> None:
         assert all(t != me for t in tids)
         for ty in (KcmpType.VM, KcmpType.FILES, KcmpType.FS, KcmpType.SIGHAND, KcmpType.SYSVSEM):
             got = kcmp_rs.classify_tasks([tids[2], me, *tids, me], ty)
-            assert got == [(me, *tids)], ty
+            assert got == canonical([[me, *tids]]), ty
             assert got == brute_tasks([me, *tids], ty)
         for ty in (KcmpType.VM, KcmpType.FILES, KcmpType.FS, KcmpType.SIGHAND):
             got = kcmp_rs.classify_tasks([c, *tids, me], ty)
-            assert got == sorted([(me, *tids), (c,)]), ty
+            assert got == canonical([[me, *tids], [c]]), ty
         for ty in TASK_TYPES:
             assert kcmp_rs.classify_tasks([c, *tids, me], ty) == brute_tasks([c, me, *tids], ty)
         # A thread's fd table is the process's: (tid, fd) refs group with (pid, fd).
         refs = [(tids[0], r), (me, r), (tids[1], w), (me, w), (c, r)]
-        expect = sorted([tuple(sorted([(me, r), (tids[0], r), (c, r)])), ((me, w), (tids[1], w))])
+        expect = canonical([[(me, r), (tids[0], r), (c, r)], [(me, w), (tids[1], w)]])
         assert kcmp_rs.classify_files(refs) == expect == brute_files(refs)
         assert kcmp_rs.classify_fds(tids[0], [w, r]) == [(r,), (w,)]
 
@@ -465,20 +466,19 @@ def test_clone_children_share_what_the_flags_say(flags: int) -> None:
     with opened(r, w), cloned(flags) as c:
         for ty, shared in expected.items():
             got = kcmp_rs.classify_tasks([c, me], ty)
-            assert got == ([(me, c)] if shared else sorted([(me,), (c,)])), ty
+            assert got == canonical([[me, c]] if shared else [[me], [c]]), ty
             assert got == brute_tasks([me, c], ty)
         for ty in TASK_TYPES:
             assert kcmp_rs.classify_tasks([c, me, c], ty) == brute_tasks([me, c], ty)
         # The child's fds: inherited (or the very same table with CLONE_FILES).
-        assert kcmp_rs.classify_files([(c, w), (me, r), (c, r), (me, w)]) == [
-            ((me, r), (c, r)),
-            ((me, w), (c, w)),
-        ]
+        assert kcmp_rs.classify_files([(c, w), (me, r), (c, r), (me, w)]) == canonical(
+            [[(me, r), (c, r)], [(me, w), (c, w)]]
+        )
         late = os.open("/dev/null", os.O_RDONLY)
         with opened(late):
             by_file = kcmp_rs.classify_files([(c, late), (me, late)], missing="skip")
             if flags & CLONE_FILES:  # one fd table: the new fd is the child's too
-                assert by_file == [((me, late), (c, late))]
+                assert by_file == canonical([[(me, late), (c, late)]])
             else:
                 assert by_file == [((me, late),)]
 
