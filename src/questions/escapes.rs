@@ -558,7 +558,7 @@ fn place_mnt_id(pid: Pid, name: &str) -> Result<u64, Errno> {
 /// kept readers' processes for the findings' files; a process that scan could not
 /// read is skipped here too (its sharing unknown), undecided fds are noted.
 fn share(
-    findings: &mut Vec<Finding>,
+    findings: &mut [Finding],
     kept: &[Reader],
     skipped: &mut HashMap<Pid, String>,
     notes: &mut Vec<String>,
