@@ -330,3 +330,30 @@ def test_an_empty_audit(me: int) -> None:
         "found": 0,
         "complete": True,
     }
+
+
+def _audit_without_kcmp(pid: int) -> tuple[Any, ...]:
+    kcmp_rs.disable_kcmp()
+    found = kcmp_rs.escapes([os.getpid(), pid])
+    (f,) = [f for f in found.findings if f.pid == pid]
+    return f.where, f.fs_shared_with, f.shared_with, found.notes, found.complete
+
+
+def test_without_kcmp_what_cannot_be_decided_is_said(spawn: Spawn, tmp_path: Path) -> None:
+    shared = os.open(tmp_path / "shared", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+
+        def setup() -> dict[str, int]:
+            _close_all_but({shared})
+            _private_mount_namespace()
+            return {}
+
+        child = spawn(setup)
+        where, fs_shared, shared_with, notes, complete = run_in_child(
+            _audit_without_kcmp, child.pid
+        ).unwrap()
+    finally:
+        os.close(shared)
+    assert (where, fs_shared, shared_with, complete) == (shared, None, (), False)
+    assert any("fs context" in n and "cannot be decided" in n for n in notes), notes
+    assert any("could not be told apart without kcmp" in n for n in notes), notes
