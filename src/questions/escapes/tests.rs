@@ -169,10 +169,8 @@ fn modes_from_fdinfo_flags() {
 fn a_process_that_exits_during_the_audit_is_skipped_with_no_finding() {
     let dir = std::fs::File::open("/tmp").unwrap();
     let (inside, entered) = fork_in_new_mntns();
-    let (plain, _) = (
-        crate::sys::testing::KilledOnDrop(crate::sys::testing::fork_holding(&[dir.as_raw_fd()], 0)),
-        (),
-    );
+    let plain =
+        crate::sys::testing::KilledOnDrop(crate::sys::testing::fork_holding(&[dir.as_raw_fd()], 0));
     let mut pids = vec![plain.0];
     if entered {
         pids.push(inside.0);
