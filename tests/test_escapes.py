@@ -78,9 +78,17 @@ def _mount_ns(pid: int) -> int:
 
 
 def _check_kernel_truth(found: Escapes) -> None:
+    """Each finding's mount id as the kernel shows it: an fd's fdinfo, or for cwd and
+    root the fdinfo of an O_PATH fd of the test's own to the link."""
     for f in found.findings:
         if isinstance(f.where, int):
             assert f.mnt_id == _fdinfo_mnt_id(f.pid, f.where), f
+        else:
+            fd = os.open(f"/proc/{f.pid}/{f.where}", os.O_PATH)
+            try:
+                assert f.mnt_id == _fdinfo_mnt_id(os.getpid(), fd), f
+            finally:
+                os.close(fd)
 
 
 def _by_where(found: Escapes, pid: int) -> dict[int | str, Escape]:

@@ -53,7 +53,8 @@ fn held(ret: RawFd) -> Result<HeldFd, Errno> {
 
 /// One fd of each kind of file this process can make that lives on a mount of the
 /// kernel's own, never in a mountinfo: the ends of a pipe, a socket pair, an eventfd,
-/// a memfd, an inotify instance, a pidfd of this process, its network namespace. A
+/// a memfd (and one of huge pages, and a secret one, where allowed), an inotify
+/// instance, a pidfd of this process, its network namespace. A
 /// kind this kernel or policy refuses is left out.
 pub fn internal_mount_probes() -> Vec<HeldFd> {
     let mut fds = Vec::new();
@@ -81,6 +82,25 @@ pub fn internal_mount_probes() -> Vec<HeldFd> {
     // SAFETY: the name is a NUL-terminated literal.
     fds.extend(
         held(unsafe { libc::memfd_create(c"kcmp-rs-probe".as_ptr(), libc::MFD_CLOEXEC) }).ok(),
+    );
+    // SAFETY: the name is a NUL-terminated literal. Huge pages live on an internal
+    // hugetlbfs mount of their own; refused where none is configured.
+    fds.extend(
+        held(unsafe {
+            libc::memfd_create(
+                c"kcmp-rs-probe".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_HUGETLB,
+            )
+        })
+        .ok(),
+    );
+    // memfd_secret(2): 447 in the table every architecture shares since Linux 5.4;
+    // refused unless the kernel was booted with secretmem enabled.
+    // SAFETY: integers only.
+    fds.extend(
+        i32::try_from(unsafe { libc::syscall(447, libc::O_CLOEXEC) })
+            .ok()
+            .and_then(|fd| held(fd).ok()),
     );
     // SAFETY: integers only.
     fds.extend(held(unsafe { libc::inotify_init1(libc::IN_CLOEXEC) }).ok());
