@@ -193,6 +193,9 @@ pub fn escapes(
     }
     let readers_kept: HashSet<Pid> = kept.iter().map(|r| r.table[0]).collect();
     findings.retain(|f| readers_kept.contains(&f.pid));
+    for f in &mut findings {
+        f.shared_with.retain(|(p, _)| !skipped.contains_key(p));
+    }
     findings.sort_by_key(|f| (f.pid, f.place));
     let processes = describe_processes(&findings, &kept, &mut notes, interrupted)?;
     let mut commands = HashMap::default();
