@@ -228,6 +228,16 @@ fn unreadable(pins: &Pinned, pid: Pid, e: Errno, doing: &str) -> Failure {
     let failure = match error::dead_or_dying(pid) {
         Some(gone) => gone,
         None if matches!(e.0, libc::EACCES | libc::EPERM) => Failure::Denied { pid },
+        // Linux 5.10 answers a namespace link another user's process hides with
+        // EINVAL: kcmp, under the same ptrace check, says whether that is a refusal.
+        None if e.0 == libc::EINVAL
+            && matches!(
+                crate::ladder::kcmp_checked(pid, pid, sys::KCMP_FILES, 0, 0),
+                Err(Failure::Denied { .. })
+            ) =>
+        {
+            Failure::Denied { pid }
+        }
         None if matches!(e.0, libc::ENOENT | libc::ESRCH) => Failure::Exited { pid },
         None => Failure::from_errno(e, pid, None, doing),
     };
