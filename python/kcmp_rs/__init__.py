@@ -32,6 +32,7 @@ from kcmp_rs._errors import (
     ProcessAccessError,
     ProcessGoneError,
 )
+from kcmp_rs._escapes import Container, Escape, Escapes, escapes
 from kcmp_rs._leaks import FdLeakCheck
 from kcmp_rs._native import (
     classify_fds,
@@ -72,10 +73,13 @@ _native.set_thread_limit(_thread_limit_from_environment(_os.environ))
 __all__ = [
     "Channel",
     "ChildHolder",
+    "Container",
     "Description",
     "End",
     "Endpoints",
     "EpollTarget",
+    "Escape",
+    "Escapes",
     "FdLeakCheck",
     "FdLeaks",
     "FdNotOpenError",
@@ -104,6 +108,7 @@ __all__ = [
     "disable_kcmp",
     "endpoints",
     "epoll_targets",
+    "escapes",
     "holders",
     "kcmp",
     "open_fds",
