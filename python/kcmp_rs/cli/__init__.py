@@ -2,7 +2,7 @@
 
 Rooms: ``_io`` (the streams and exit statuses), ``_render`` (tables, DOT, JSON Lines:
 pure functions), ``_common`` (what the subcommands share), ``_queries`` (``holders``,
-``epoll``, ``share``), ``_audit`` (``scan --across/--inside/--allow``) and ``_main``
+``epoll``, ``share``), ``_escapes`` (the escape audit), ``_audit`` (``scan --across/--inside/--allow``) and ``_main``
 (the parser, ``demo``, ``fds``, ``scan``, ``main``).
 """
 
