@@ -76,11 +76,16 @@ def test_a_directory_held_across_unshare_is_found_high(spawn: Spawn, tmp_path: P
     assert got == [
         ([str(child.pid)], [str(where)], [kind], [severity], [path])
         for where, kind, severity, path in sorted(
-            [(fd, "outside-namespace", "high", str(tmp_path)), (null, "device", "info", "/dev/null")]
+            [
+                (fd, "outside-namespace", "high", str(tmp_path)),
+                (null, "device", "info", "/dev/null"),
+            ]
         )
     ]
     assert all(r["CONTAINER"] == ["-"] for r in rows)
-    assert rest == ["1 escape (1 high, 0 medium), 1 info; 1 process read in 1 mount namespace, 0 skipped"]
+    assert rest == [
+        "1 escape (1 high, 0 medium), 1 info; 1 process read in 1 mount namespace, 0 skipped"
+    ]
     assert all(len(line) <= 120 for line in out.splitlines())
 
 
@@ -107,7 +112,11 @@ def test_json_is_to_dict_and_json_lines_carry_every_finding(spawn: Spawn, tmp_pa
     assert (status, err) == (3, "")
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["record"] for r in records] == ["header", "finding", "counts", "summary"]
-    assert records[0] == {"record": "header", "schema_version": doc["schema_version"], "command": "escapes"}
+    assert records[0] == {
+        "record": "header",
+        "schema_version": doc["schema_version"],
+        "command": "escapes",
+    }
     assert records[1] == {"record": "finding", **finding}
     assert records[-1]["found"] == 1 and records[-1]["complete"] is True
 
