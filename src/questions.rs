@@ -12,6 +12,7 @@
 pub mod channels;
 pub mod endpoints;
 pub mod epoll;
+pub mod escapes;
 pub mod holders;
 pub mod json;
 pub mod procfs;

@@ -9,7 +9,8 @@
 //! and its epoll slot), `procfs.rs` (/proc listings, links, stats and
 //! /proc/PID/stat), `pidfd.rs`, `files.rs` (this process's own fds: fstat,
 //! F_DUPFD_QUERY, dups, epoll, OFD locks), `process.rs` (this process: ids, CPUs,
-//! fd limit, fork handler), `sockdiag.rs` (NETLINK_SOCK_DIAG: every Unix socket of a
+//! fd limit, fork handler), `mounts.rs` (statx's mount id, O_PATH opens, the
+//! internal mounts' probe files), `sockdiag.rs` (NETLINK_SOCK_DIAG: every Unix socket of a
 //! network namespace, with its peer) and `held.rs` (the record of every fd the crate
 //! holds).
 //! This file keeps what they share: `Errno`, `Pid`, `Fd`. The allow below covers
@@ -36,6 +37,7 @@
 mod files;
 mod held;
 mod kcmp;
+mod mounts;
 mod pidfd;
 mod process;
 mod procfs;
@@ -50,6 +52,7 @@ pub use kcmp::{
     kcmp, kcmp_epoll_tfd, EpollSlot, KcmpError, KcmpOrder, KCMP_EPOLL_TFD, KCMP_FILE, KCMP_FILES,
     KCMP_FS, KCMP_IO, KCMP_SIGHAND, KCMP_SYSVSEM, KCMP_TYPES, KCMP_VM,
 };
+pub use mounts::{internal_mount_probes, open_path, statx_mnt_id};
 pub use pidfd::{pidfd_alive, pidfd_getfd, pidfd_open, PIDFD_THREAD};
 pub use process::{atfork_child, getpid, gettid, soft_fd_limit, usable_cpus};
 pub use procfs::{

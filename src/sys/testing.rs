@@ -195,6 +195,48 @@ pub fn fork_in_new_netns() -> (KilledOnDrop, [u64; 2]) {
     (guard, inodes)
 }
 
+/// Forks a child that enters a new mount namespace (unshare CLONE_NEWNS, every mount
+/// made private) keeping the fds it inherited; returns once it has, with whether it
+/// could, then waits to be killed.
+///
+/// # Panics
+/// When the child cannot report back.
+pub fn fork_in_new_mntns() -> (KilledOnDrop, bool) {
+    let mut p = [0; 2];
+    // SAFETY: pipe2 writes two ints into the array.
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: the child only makes async-signal-safe syscalls, allocates nothing
+    // and never returns.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: integers and NUL-terminated literals only; then writes one byte
+        // from a live buffer and waits for the kill.
+        unsafe {
+            let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                && libc::mount(
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) == 0;
+            libc::write(p[1], [u8::from(ok)].as_ptr().cast(), 1);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let guard = KilledOnDrop(child);
+    let mut b = [0u8; 1];
+    // SAFETY: closes our copy of the write end and reads one byte into `b`.
+    unsafe {
+        libc::close(p[1]);
+        assert_eq!(libc::read(p[0], b.as_mut_ptr().cast(), 1), 1);
+        libc::close(p[0]);
+    }
+    (guard, b[0] == 1)
+}
+
 /// Clears the calling thread's effective capabilities (capset is per thread; the
 /// permitted set stays), so that what needs one fails with EPERM; threads it spawns
 /// inherit the cleared set. Call it in a thread of the test's own.
