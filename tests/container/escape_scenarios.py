@@ -185,7 +185,8 @@ def inside_audit(t: Tally, podman: Podman, name: str, pids: Sequence[int]) -> No
     done = podman.exec(name, [cli, "escapes", "-J", "-p", ",".join(map(str, pids))])
     doc = json.loads(done.stdout) if done.stdout else {"findings": []}
     got = sorted((f["pid"], str(f["where"]), f["kind"]) for f in serious(doc))
-    want = [(pids[0], "3", "outside-namespace"), (pids[1], "cwd", "outside-namespace")]
+    # The host's mounts are in no mountinfo the container can read: detached, seen here.
+    want = [(pids[0], "3", "detached"), (pids[1], "cwd", "detached")]
     t.equal(
         (done.returncode, got),
         (3, sorted(want)),
