@@ -17,6 +17,7 @@ pub use crate::holders::{holders, Found as HoldersFound};
 pub use crate::ladder::{kcmp_checked, same_epoll_target};
 pub use crate::oracle::{classify_files, classify_tasks, Classified, FileOptions, FileRef};
 pub use crate::questions::endpoints::{endpoints, EndpointsReport};
+pub use crate::questions::escapes::{escapes, EscapesReport, Finding, Place};
 pub use crate::questions::epoll::{epoll_sets, EpollReport, Registration, Status as EpollStatus};
 pub use crate::questions::holders::HoldersReport;
 pub use crate::questions::json::{

@@ -87,6 +87,17 @@ def _package_imports(module: pathlib.Path) -> set[str]:
             },
         ),
         (
+            "_escapes.py",
+            {
+                "kcmp_rs._native",
+                "kcmp_rs._proc",
+                "kcmp_rs._results",
+                "kcmp_rs._scan",
+                "kcmp_rs._schema",
+                "kcmp_rs._text",
+            },
+        ),
+        (
             "cli/_audit.py",
             {
                 "kcmp_rs._native",  # the report's type only: the core writes its JSON

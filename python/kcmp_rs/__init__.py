@@ -22,6 +22,7 @@ from kcmp_rs._channels import Channel
 from kcmp_rs._config import kcmp_disabled_by_environment as _kcmp_disabled_by_environment
 from kcmp_rs._config import thread_limit_from_environment as _thread_limit_from_environment
 from kcmp_rs._endpoints import End, Endpoints, endpoints
+from kcmp_rs._escapes import Container, Escape, Escapes, escapes
 from kcmp_rs._errors import (
     FdNotOpenError,
     KcmpError,
@@ -72,10 +73,13 @@ _native.set_thread_limit(_thread_limit_from_environment(_os.environ))
 __all__ = [
     "Channel",
     "ChildHolder",
+    "Container",
     "Description",
     "End",
     "Endpoints",
     "EpollTarget",
+    "Escape",
+    "Escapes",
     "FdLeakCheck",
     "FdLeaks",
     "FdNotOpenError",
@@ -104,6 +108,7 @@ __all__ = [
     "disable_kcmp",
     "endpoints",
     "epoll_targets",
+    "escapes",
     "holders",
     "kcmp",
     "open_fds",

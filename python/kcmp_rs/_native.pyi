@@ -423,6 +423,34 @@ def endpoints(
 ) -> tuple[str | None, str, bytes, ScanReport, list[list[str]], str | None]:
     """``endpoints()`` in one pass: ``(kind, file_type, target, report, sides, partial)``."""
 
+def escapes(
+    pids: Iterable[SupportsIndex],
+) -> tuple[
+    list[
+        tuple[
+            int,
+            int | str,
+            str,
+            str,
+            int,
+            bytes | None,
+            bytes,
+            bytes | None,
+            str,
+            str | None,
+            list[tuple[int, int]],
+        ]
+    ],
+    dict[int, tuple[bytes | None, tuple[str, str] | None, int, list[int] | None]],
+    dict[int, bytes | None],
+    list[tuple[int, str]],
+    int,
+    int,
+    list[str],
+]:
+    """``escapes()`` in one pass: ``(findings, processes, commands, skipped,
+    processes_read, mount_namespaces_read, notes)``."""
+
 def scan_files(
     pids: Iterable[SupportsIndex],
     keys: list[tuple[int, int]],

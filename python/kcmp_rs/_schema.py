@@ -16,7 +16,10 @@ from typing import Literal, TypedDict
 __all__ = [
     "ChildHolderDict",
     "DescriptionDict",
+    "ContainerDict",
     "EpollTargetDict",
+    "EscapeDict",
+    "EscapesDict",
     "FdDict",
     "FdLeaksDict",
     "FileDescriptionDict",
@@ -243,3 +246,50 @@ class FdLeaksDict(TypedDict):
     fds: list[LeakedFdDict]
     children: list[ChildHolderDict]
     undecided: list[FdDict]
+
+
+class ContainerDict(TypedDict):
+    """``Container.to_dict()``: the container a process runs in."""
+
+    runtime: str
+    id: str
+
+
+class _EscapeBytes(TypedDict, total=False):
+    command_bytes_b64: str
+    path_bytes_b64: str
+    mount_point_bytes_b64: str
+
+
+class EscapeDict(_EscapeBytes):
+    """``Escape.to_dict()``: one finding of the escape audit."""
+
+    pid: int
+    command: str
+    where: int | str
+    kind: str
+    severity: str
+    mnt_id: int
+    fs_type: str | None
+    path: str
+    mount_point: str | None
+    file_type: str
+    mode: str | None
+    container: ContainerDict | None
+    mount_namespace: int
+    shared_with: list[MemberDict]
+    fs_shared_with: list[int] | None
+
+
+class EscapesDict(TypedDict):
+    """``Escapes.to_dict()``: the escape audit."""
+
+    schema_version: int
+    findings: list[EscapeDict]
+    skipped: list[SkippedDict]
+    processes_read: int
+    mount_namespaces_read: int
+    notes: list[str]
+    counts: dict[str, int]
+    found: int
+    complete: bool

@@ -7,6 +7,7 @@
 
 mod args;
 mod errors;
+mod escapes;
 mod procfs;
 mod reports;
 
@@ -162,7 +163,7 @@ pub mod _native {
     use super::{cached, classify_refs, detached, to_pyerr, tuples, Partial};
     use crate::api;
     use pyo3::prelude::*;
-    use pyo3::types::{PyBytes, PyList};
+    use pyo3::types::{PyBytes, PyList, PyTuple};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -687,6 +688,18 @@ pub mod _native {
             found.sides,
             found.partial,
         ))
+    }
+
+    /// ``escapes()`` in one pass, the GIL released: ``(findings, processes, commands,
+    /// skipped, processes_read, mount_namespaces_read, notes)``, each finding
+    /// ``(pid, where, kind, severity, mnt_id, fs_type, path, mount_point, file_type,
+    /// mode, shared_with)``.
+    #[pyfunction]
+    #[pyo3(text_signature = "(pids)")]
+    fn escapes<'py>(py: Python<'py>, pids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+        let Pids(pids) = arg(pids, "pids")?;
+        let report = detached(py, |stop| api::escapes(&pids, stop))?;
+        super::escapes::answer(py, &report)
     }
 
     /// Whether ``pid`` has exited and awaits reaping (a zombie).
