@@ -32,6 +32,14 @@ def escapes(*args: object) -> tuple[int, str, str]:
     return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 
+def table_and_summary(out: str) -> tuple[list[dict[str, list[str]]], str]:
+    """The findings' rows and the summary line after them."""
+    *table, summary = out.splitlines()
+    rows, rest = parse_table("\n".join(table) + "\n")
+    assert rest == []
+    return rows, summary
+
+
 # ---- real children ----
 
 
@@ -71,7 +79,7 @@ def test_a_directory_held_across_unshare_is_found_high(spawn: Spawn, tmp_path: P
     assert os.readlink(f"/proc/{child.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     status, out, err = escapes("-p", child.pid)
     assert (status, err) == (3, "")
-    rows, rest = parse_table(out)
+    rows, summary = table_and_summary(out)
     got = [(r["PID"], r["WHERE"], r["KIND"], r["SEVERITY"], r["PATH"]) for r in rows]
     assert got == [
         ([str(child.pid)], [str(where)], [kind], [severity], [path])
@@ -83,10 +91,10 @@ def test_a_directory_held_across_unshare_is_found_high(spawn: Spawn, tmp_path: P
         )
     ]
     assert all(r["CONTAINER"] == ["-"] for r in rows)
-    assert rest == [
+    assert summary == (
         "1 escape (1 high, 0 medium), 1 info; 1 process read in 1 mount namespace, 0 skipped"
-    ]
-    assert all(len(line) <= 120 for line in out.splitlines())
+    )
+    assert len(summary) <= 120
 
 
 @needs_root
@@ -126,9 +134,9 @@ def test_a_device_from_outside_alone_is_info_and_status_0(spawn: Spawn) -> None:
     child = spawn(_in_new_mount_namespace({"null": (os.devnull, os.O_RDONLY)}))
     status, out, err = escapes("-p", child.pid)
     assert (status, err) == (0, "")
-    rows, rest = parse_table(out)
+    rows, summary = table_and_summary(out)
     assert [(r["WHERE"], r["SEVERITY"]) for r in rows] == [([str(child.data["null"])], ["info"])]
-    assert rest == ["no escapes, 1 info; 1 process read in 1 mount namespace, 0 skipped"]
+    assert summary == "no escapes, 1 info; 1 process read in 1 mount namespace, 0 skipped"
 
 
 def test_plain_children_have_nothing_to_report(spawn: Spawn) -> None:
@@ -171,11 +179,23 @@ def test_a_skipped_process_makes_nothing_found_incomplete_status_4(spawn: Spawn)
 # ---- errors ----
 
 
-def test_no_process_read_is_status_1() -> None:
+def test_no_process_read_is_status_1_as_scan_does() -> None:
+    """No answer, not "no escapes": the summary and the skipped rows still say why."""
     gone = missing_pid()
     status, out, err = escapes("-p", gone)
-    assert (status, out) == (1, "")
+    assert status == 1
     assert err == f"kcmp-rs: process {gone} does not exist\nkcmp-rs: no process could be read\n"
+    summary, *skipped = out.splitlines()
+    assert summary == (
+        "no escape found, but the audit is incomplete; "
+        "0 processes read in 0 mount namespaces, 1 skipped"
+    )
+    assert [line.split() for line in skipped] == [
+        ["SKIPPED", "COMMAND", "REASON"],
+        [str(gone), "?", "no", "such", "process"],
+    ]
+    status, out, err = escapes("-p", gone, "-J")
+    assert (status, json.loads(out)["processes_read"]) == (1, 0)
 
 
 @pytest.mark.parametrize(
