@@ -159,7 +159,9 @@ ok "the wheel is installed in the rootfs's venv"
 # ---- the scenarios ----
 
 section "scenarios"
-# In the background, so that a signal reaches the trap at once, not when it ends.
+# In the background, so that a signal reaches the trap at once, not when it ends. The
+# log exists before tail opens it, whichever of the two starts first.
+: >"$WORK/scenarios.log"
 "$PY" tests/container/scenarios.py --rootfs "$ROOTFS" --prefix "$PREFIX" --work "$WORK" \
     >"$WORK/scenarios.log" 2>&1 &
 DRIVER=$!
