@@ -17,8 +17,8 @@ pub use crate::holders::{holders, Found as HoldersFound};
 pub use crate::ladder::{kcmp_checked, same_epoll_target};
 pub use crate::oracle::{classify_files, classify_tasks, Classified, FileOptions, FileRef};
 pub use crate::questions::endpoints::{endpoints, EndpointsReport};
-pub use crate::questions::escapes::{escapes, EscapesReport, Finding, Place};
 pub use crate::questions::epoll::{epoll_sets, EpollReport, Registration, Status as EpollStatus};
+pub use crate::questions::escapes::{escapes, EscapesReport, Finding, Place};
 pub use crate::questions::holders::HoldersReport;
 pub use crate::questions::json::{
     write_epoll_to_fd, write_holders_to_fd, write_scan_to_fd, Selection,

@@ -138,7 +138,8 @@ def test_fds_kept_across_unshare_are_found_and_later_ones_are_not(
     assert (r.severity, r.mode) == ("medium", "r")
     s = mine[fds["shared"]]
     assert [(m.pid, m.fd) for m in s.shared_with] == [(me, shared_file)]
-    assert s.shared_with[0].command == kcmp_rs.scan([me], include_unshared=True).descriptions[0].members[0].command
+    with open(f"/proc/{me}/comm") as comm:
+        assert s.shared_with[0].command == comm.read().rstrip("\n")
     odd = mine[fds["odd"]].to_dict()
     assert odd["path_bytes_b64"] and os.fsencode(mine[fds["odd"]].path) == odd_name
     # cwd and root move to the new namespace's copies with the unshare: nothing to find.
@@ -305,14 +306,10 @@ def _audit_as_nobody(pid: int) -> list[tuple[int, str]]:
 
 def test_another_users_process_is_skipped_permission_denied(spawn: Spawn) -> None:
     other = spawn()
-    assert run_in_child(_audit_as_nobody, other.pid).unwrap() == [
-        (other.pid, "permission denied")
-    ]
+    assert run_in_child(_audit_as_nobody, other.pid).unwrap() == [(other.pid, "permission denied")]
 
 
-@pytest.mark.parametrize(
-    "pids", [5, "123", [1.0], [None], [True], [-1], [0], [2**31]], ids=repr
-)
+@pytest.mark.parametrize("pids", [5, "123", [1.0], [None], [True], [-1], [0], [2**31]], ids=repr)
 def test_argument_errors_are_scans(pids: Any) -> None:
     got = raised(kcmp_rs.escapes, pids)
     want = raised(kcmp_rs.scan, pids)
@@ -333,3 +330,30 @@ def test_an_empty_audit(me: int) -> None:
         "found": 0,
         "complete": True,
     }
+
+
+def _audit_without_kcmp(pid: int) -> tuple[Any, ...]:
+    kcmp_rs.disable_kcmp()
+    found = kcmp_rs.escapes([os.getpid(), pid])
+    (f,) = [f for f in found.findings if f.pid == pid]
+    return f.where, f.fs_shared_with, f.shared_with, found.notes, found.complete
+
+
+def test_without_kcmp_what_cannot_be_decided_is_said(spawn: Spawn, tmp_path: Path) -> None:
+    shared = os.open(tmp_path / "shared", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+
+        def setup() -> dict[str, int]:
+            _close_all_but({shared})
+            _private_mount_namespace()
+            return {}
+
+        child = spawn(setup)
+        where, fs_shared, shared_with, notes, complete = run_in_child(
+            _audit_without_kcmp, child.pid
+        ).unwrap()
+    finally:
+        os.close(shared)
+    assert (where, fs_shared, shared_with, complete) == (shared, None, (), False)
+    assert any("fs context" in n and "cannot be decided" in n for n in notes), notes
+    assert any("could not be told apart without kcmp" in n for n in notes), notes

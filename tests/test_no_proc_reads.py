@@ -175,6 +175,7 @@ def test_every_question_and_command_reads_proc_natively() -> None:
             assert [t.tfd for t in kcmp_rs.epoll_targets(a.pid, ep, pids)] == [r]
             kcmp_rs.sharing(a.pid, b.pid)
             kcmp_rs.classify_fds(a.pid)
+            assert kcmp_rs.escapes(pids).processes_read == 2
             check = kcmp_rs.FdLeakCheck()
             check.start()
             with spawned() as child:  # started in the block, alive at its end

@@ -22,7 +22,6 @@ from kcmp_rs._channels import Channel
 from kcmp_rs._config import kcmp_disabled_by_environment as _kcmp_disabled_by_environment
 from kcmp_rs._config import thread_limit_from_environment as _thread_limit_from_environment
 from kcmp_rs._endpoints import End, Endpoints, endpoints
-from kcmp_rs._escapes import Container, Escape, Escapes, escapes
 from kcmp_rs._errors import (
     FdNotOpenError,
     KcmpError,
@@ -33,6 +32,7 @@ from kcmp_rs._errors import (
     ProcessAccessError,
     ProcessGoneError,
 )
+from kcmp_rs._escapes import Container, Escape, Escapes, escapes
 from kcmp_rs._leaks import FdLeakCheck
 from kcmp_rs._native import (
     classify_fds,

@@ -15,8 +15,8 @@ from typing import Literal, TypedDict
 
 __all__ = [
     "ChildHolderDict",
-    "DescriptionDict",
     "ContainerDict",
+    "DescriptionDict",
     "EpollTargetDict",
     "EscapeDict",
     "EscapesDict",

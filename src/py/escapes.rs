@@ -26,7 +26,9 @@ fn finding<'py>(py: Python<'py>, f: &Finding) -> PyResult<Bound<'py, PyTuple>> {
         f.mnt_id.into_pyobject(py)?.into_any(),
         bytes(py, f.fs_type.as_ref()).into_pyobject(py)?.into_any(),
         PyBytes::new(py, &f.path).into_any(),
-        bytes(py, f.mount_point.as_ref()).into_pyobject(py)?.into_any(),
+        bytes(py, f.mount_point.as_ref())
+            .into_pyobject(py)?
+            .into_any(),
         f.file_type.as_str().into_pyobject(py)?.into_any(),
         f.mode.into_pyobject(py)?.into_any(),
         PyList::new(py, &f.shared_with)?.into_any(),
@@ -45,7 +47,10 @@ pub fn answer<'py>(py: Python<'py>, report: &EscapesReport) -> PyResult<Bound<'p
         .collect::<PyResult<Vec<_>>>()?;
     let processes = PyDict::new(py);
     for (pid, p) in &report.processes {
-        let container = p.container.as_ref().map(|(runtime, id)| (*runtime, id.as_str()));
+        let container = p
+            .container
+            .as_ref()
+            .map(|(runtime, id)| (*runtime, id.as_str()));
         processes.set_item(
             pid,
             (

@@ -20,7 +20,9 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 pub use parse::{container_of, Mount};
 
 use super::procfs::{fdinfo_field, live_task_of};
-use super::scan::{fd_tables, scan_matching, skip_reason, FileFilter, EXITED, NO_SUCH_PROCESS};
+use super::scan::{
+    fd_tables, scan_matching, skip_reason, FileFilter, EXITED, NO_SUCH_PROCESS, OWNER_EXITED,
+};
 use super::{command, fd_path, Pinned};
 use crate::engine::Missing;
 use crate::error::{self, Failure};
@@ -173,14 +175,22 @@ pub fn escapes(
     }
     let mut notes = Vec::new();
     share(&mut findings, &kept, &mut skipped, &mut notes, interrupted)?;
+    // A reader gone takes its fd table's sharers along (their fds were read through
+    // it); a sharer gone leaves alone.
     for pid in pins.vanished()? {
-        if let Some(r) = kept.iter().find(|r| r.table.contains(&pid)) {
-            skip_table(&r.table, EXITED, &mut skipped);
-        } else {
-            skipped.insert(pid, EXITED.to_string());
+        skipped.insert(pid, EXITED.to_string());
+        if let Some(r) = kept.iter().find(|r| r.table[0] == pid) {
+            for &sharer in &r.table[1..] {
+                skipped
+                    .entry(sharer)
+                    .or_insert_with(|| OWNER_EXITED.to_string());
+            }
         }
     }
     kept.retain(|r| !skipped.contains_key(&r.table[0]));
+    for r in &mut kept {
+        r.table.retain(|p| !skipped.contains_key(p));
+    }
     let readers_kept: HashSet<Pid> = kept.iter().map(|r| r.table[0]).collect();
     findings.retain(|f| readers_kept.contains(&f.pid));
     findings.sort_by_key(|f| (f.pid, f.place));
@@ -558,7 +568,7 @@ fn place_mnt_id(pid: Pid, name: &str) -> Result<u64, Errno> {
 /// kept readers' processes for the findings' files; a process that scan could not
 /// read is skipped here too (its sharing unknown), undecided fds are noted.
 fn share(
-    findings: &mut Vec<Finding>,
+    findings: &mut [Finding],
     kept: &[Reader],
     skipped: &mut HashMap<Pid, String>,
     notes: &mut Vec<String>,

@@ -164,3 +164,24 @@ fn modes_from_fdinfo_flags() {
     assert_eq!(flags(b"flags:\t012000000\n"), Some("path"));
     assert_eq!(flags(b"pos: 0\n"), None);
 }
+
+#[test]
+fn a_process_that_exits_during_the_audit_is_skipped_with_no_finding() {
+    let dir = std::fs::File::open("/tmp").unwrap();
+    let (inside, entered) = fork_in_new_mntns();
+    let plain =
+        crate::sys::testing::KilledOnDrop(crate::sys::testing::fork_holding(&[dir.as_raw_fd()], 0));
+    let mut pids = vec![plain.0];
+    if entered {
+        pids.push(inside.0);
+    }
+    // Killed and reaped after its namespace link was read: its pin says it is gone.
+    hooks::kill_after_namespaces(plain.0);
+    let report = audit_of(&pids);
+    assert_eq!(report.skipped, vec![(plain.0, EXITED.to_string())]);
+    assert!(report.findings.iter().all(|f| f.pid != plain.0));
+    assert_eq!(report.processes_read, usize::from(entered));
+    if entered {
+        assert!(report.findings.iter().any(|f| f.pid == inside.0));
+    }
+}
