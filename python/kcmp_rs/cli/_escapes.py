@@ -52,8 +52,9 @@ def add_escapes(sub: argparse._SubParsersAction[Parser]) -> None:
         "process's root (outside-root). SEVERITY: high for a directory or a file open for "
         "writing, medium for other files, info for a character device from outside (the "
         "host's /dev/null that podman exec gives as stdin). CONTAINER comes from the "
-        "cgroup path. Exit 3 if a high or medium finding is made, 4 if none is but a "
-        "process could not be read. All processes by default; -p narrows the audit.",
+        "cgroup path. Exit 3 if a high or medium finding is made, 4 if none is but the "
+        "audit is incomplete (a process not read, or a note on stderr says what was not "
+        "decided). All processes by default; -p narrows the audit.",
         example="  kcmp-rs escapes\n  kcmp-rs escapes -p 1234,1240 -J",
     )
     pids_flag(parser, "audit only these processes (repeatable)")
