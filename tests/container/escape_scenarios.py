@@ -72,6 +72,11 @@ def processes(podman: Podman, name: str, want: int) -> list[int]:
     deadline = time.monotonic() + SETTLE
     while True:
         first = podman.host_pid(name)
+        if first == 0:  # the container has exited: say why, not "no /proc/0"
+            logs = subprocess.run(
+                [*podman.base(), "logs", name], capture_output=True, text=True, timeout=TIMEOUT
+            )
+            raise RuntimeError(f"{name} exited: {(logs.stdout + logs.stderr).strip()}")
         pids = [first, *children(first)]
         if len(pids) >= want or time.monotonic() > deadline:
             return pids
@@ -246,9 +251,10 @@ def clean(t: Tally, podman: Podman, work: str) -> None:
     bound = os.path.join(work, "bound")
     os.makedirs(bound, exist_ok=True)
     with volume(podman) as vol:
-        # Each mount held open (written, read) and as a working directory.
+        # Each mount held open (written, read) and as a working directory; /vol/f is
+        # written before anything runs in the background, or the last exec could race it.
         script = (
-            "echo v > /vol/f && (cd /vol && exec sleep 600) & (cd /scratch && exec sleep 600) & "
+            "echo v > /vol/f; (cd /vol && exec sleep 600) & (cd /scratch && exec sleep 600) & "
             "cd /data && exec 3>>/data/log 4</etc/hostname 5>/scratch/s 6</vol/f sleep 600"
         )
         mounts = ["-v", f"{bound}:/data", "-v", f"{vol}:/vol", "--tmpfs", "/scratch"]
