@@ -15,8 +15,9 @@
 #     which starts the containers and checks every answer against the host's kcmp.
 #
 # Ends with "container-test: N passed, M failed"; exits non-zero if anything failed or
-# could not run. Every container it starts is named $PREFIX-* and removed on every path,
-# with the temporary directory; it then checks that no container and no mount is left.
+# could not run. Every container and volume it starts is named $PREFIX-* and removed on
+# every path, with the temporary directory; it then checks that no container, no volume
+# and no mount is left.
 #
 # Environment:
 #   KCMP_RS_CACHE             where the rootfs is cached (default ~/.cache/kcmp-rs)
@@ -45,6 +46,10 @@ our_containers() {
     "${PODMAN[@]}" ps -a --filter "name=^$PREFIX-" --format '{{.Names}}' 2>/dev/null
 }
 
+our_volumes() {
+    "${PODMAN[@]}" volume ls --filter "name=^$PREFIX-" --format '{{.Name}}' 2>/dev/null
+}
+
 # Mounts whose source or target lies in our temporary directory or the rootfs.
 our_mounts() {
     findmnt -rn -o TARGET,SOURCE | grep -F -e "$WORK" -e "$ROOTFS" -e "${ROOTFS_TMP:-$WORK}"
@@ -60,6 +65,9 @@ teardown() {
     [ -n "$TAIL" ] && kill "$TAIL" 2>/dev/null
     for name in $(our_containers); do
         "${PODMAN[@]}" rm -f -t 0 "$name" >/dev/null 2>&1
+    done
+    for name in $(our_volumes); do
+        "${PODMAN[@]}" volume rm -f "$name" >/dev/null 2>&1
     done
     our_mounts | awk '{print $1}' | sort -r | while read -r target; do
         umount -l "$target" 2>/dev/null
@@ -151,7 +159,9 @@ ok "the wheel is installed in the rootfs's venv"
 # ---- the scenarios ----
 
 section "scenarios"
-# In the background, so that a signal reaches the trap at once, not when it ends.
+# In the background, so that a signal reaches the trap at once, not when it ends. The
+# log exists before tail opens it, whichever of the two starts first.
+: >"$WORK/scenarios.log"
 "$PY" tests/container/scenarios.py --rootfs "$ROOTFS" --prefix "$PREFIX" --work "$WORK" \
     >"$WORK/scenarios.log" 2>&1 &
 DRIVER=$!
@@ -177,6 +187,8 @@ fi
 section "teardown"
 left=$(our_containers)
 if [ -z "$left" ]; then ok "no container of ours is left"; else fail "containers left: $left"; fi
+left=$(our_volumes)
+if [ -z "$left" ]; then ok "no volume of ours is left"; else fail "volumes left: $left"; fi
 mounts=$(our_mounts)
 if [ -z "$mounts" ]; then ok "no mount of ours is left"; else fail "mounts left: $mounts"; fi
 

@@ -31,6 +31,8 @@ COMMANDS = [
     ["scan", "-p", "{pid}", "-j"],
     ["scan", "--example"],
     ["scan", "--example", "-J"],
+    ["escapes", "-p", "{pid}"],
+    ["escapes", "-p", "{pid}", "-J"],
     ["--help"],
     ["scan", "--help"],
     ["--version"],

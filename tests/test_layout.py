@@ -108,6 +108,15 @@ def _package_imports(module: pathlib.Path) -> set[str]:
                 "kcmp_rs._results",
             },
         ),
+        (
+            "cli/_escapes.py",
+            {
+                "kcmp_rs._escapes",
+                "kcmp_rs.cli._common",
+                "kcmp_rs.cli._io",
+                "kcmp_rs.cli._render",
+            },
+        ),
         ("_schema.py", set()),
         ("_config.py", set()),
         ("cli/_io.py", {"kcmp_rs._config"}),

@@ -151,7 +151,7 @@ def _man_sections() -> dict[str, str]:
     return sections
 
 
-def test_the_command_has_its_eight_subcommands() -> None:
+def test_the_command_has_its_nine_subcommands() -> None:
     assert set(_subcommands()) == {
         "demo",
         "fds",
@@ -161,6 +161,7 @@ def test_the_command_has_its_eight_subcommands() -> None:
         "epoll",
         "who",
         "peers",
+        "escapes",
     }
 
 

@@ -684,6 +684,9 @@ def main(argv: Sequence[str]) -> int:
     podman = Podman(args.rootfs, args.prefix, xchg)
     helper = Helper(os.path.join(args.work, "host-secret"))
     t = Tally()
+    # Here, not at the top: escape_scenarios imports this module's helpers.
+    from escape_scenarios import clean, leak
+
     steps: list[tuple[str, Callable[[], None]]] = [
         ("default profile", lambda: default_profile(t, podman, helper)),
         ("KCMP_RS_NO_KCMP=1", lambda: disabled(t, podman)),
@@ -695,6 +698,8 @@ def main(argv: Sequence[str]) -> int:
             "seccomp=unconfined",
             lambda: permitted(t, podman, "unconfined", ["--security-opt", "seccomp=unconfined"]),
         ),
+        ("escapes: a host directory leaked as fd 3", lambda: leak(t, podman, args.work)),
+        ("escapes: mounts, host namespaces, podman exec", lambda: clean(t, podman, args.work)),
     ]
     try:
         for title, step in steps:

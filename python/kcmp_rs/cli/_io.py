@@ -21,6 +21,7 @@ from kcmp_rs._config import DISABLE_VALUES, KEEP_VALUES, NO_KCMP
 __all__ = [
     "EXIT_CROSSING",
     "EXIT_FAILED",
+    "EXIT_FOUND",
     "EXIT_INCOMPLETE",
     "EXIT_INTERRUPTED",
     "EXIT_READER_GONE",
@@ -43,6 +44,9 @@ EXIT_FAILED = 1
 #: ``scan --across``: a description crosses the boundary and no ``--allow`` rule
 #: expects it. It wins over 4: a crossing found is certain even where kcmp is blocked.
 EXIT_CROSSING = 3
+#: ``escapes``: a high or medium finding. The same number as a crossing: an audit
+#: found what it looks for; it wins over 4 likewise.
+EXIT_FOUND = EXIT_CROSSING
 #: kcmp(2) blocked and part of the answer undecided.
 EXIT_INCOMPLETE = 4
 EXIT_INTERRUPTED = 130
@@ -60,16 +64,20 @@ examples:
   kcmp-rs scan -p 1234,1240
   kcmp-rs scan --example
   kcmp-rs scan --across net --allow command=containerd-shim*
+  kcmp-rs escapes
 
 exit status:
-  0    the answer is complete (scan --across: no unexpected crossing)
+  0    the answer is complete (scan --across: no unexpected crossing;
+       escapes: no high or medium finding)
   1    nothing could be read, or an error (one line on stderr)
   2    usage error
   3    scan --across: a description crosses the boundary and no --allow
-       rule expects it (stdout lists the crossings; wins over 4)
+       rule expects it (stdout lists the crossings; wins over 4);
+       escapes: a high or medium finding (wins over 4)
   4    incomplete: kcmp(2) is blocked and some fds or resources stay
-       undecided, or a socket's peer or a channel could not be read
-       (stdout has the rest; stderr says what and why)
+       undecided, or a socket's peer or a channel could not be read;
+       escapes: nothing found but a process was skipped or a mount
+       namespace not read (stdout has the rest; stderr says what and why)
   130  interrupted (Ctrl-C)
   141  the reader of stdout went away (| head): nothing on stderr
 

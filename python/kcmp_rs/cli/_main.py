@@ -3,7 +3,8 @@
 Here: ``demo`` (the kcmp(2) manual page's example), ``fds PID`` (one process's fds
 grouped by open file description, the scan of that one process) and ``scan`` (the
 descriptions many processes share, like lsfd; ``--example`` on a family of processes
-it builds). ``share``, ``holders``, ``epoll`` and ``who`` are in ``_queries``. Exit
+it builds). ``share``, ``holders``, ``epoll`` and ``who`` are in ``_queries``, ``escapes``
+in ``_escapes``. Exit
 statuses: ``main``'s docstring and ``kcmp-rs --help``.
 """
 
@@ -39,6 +40,7 @@ from kcmp_rs.cli._common import (
     report_undecided,
     skipped_note,
 )
+from kcmp_rs.cli._escapes import add_escapes
 from kcmp_rs.cli._io import (
     EXIT_CROSSING,
     EXIT_FAILED,
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     fds.set_defaults(func=_cmd_fds, parser=fds)
 
     add_commands(sub)
+    add_escapes(sub)
 
     scan = command(
         sub,
@@ -405,11 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns 0 when the subcommand did its job, 1 when it could not or stdout cannot be
     written (the cause is printed on stderr, one line), 3 when ``scan --across``
-    found a crossing no ``--allow`` rule expects (over 4), 4 when the answer is incomplete
-    (kcmp blocked, some fds or resources undecided: said on stderr), 141 when the reader
-    of stdout went away (nothing printed), 130 on Ctrl-C. ``--help`` and ``--version``
-    exit through ``SystemExit(0)``, a usage error through ``SystemExit(2)`` after
-    printing the usage on stderr.
+    found a crossing no ``--allow`` rule expects or ``escapes`` a high or medium finding
+    (over 4), 4 when the answer is incomplete (kcmp blocked, some fds or resources
+    undecided; ``escapes``: nothing found but something unread: said on stderr), 141
+    when the reader of stdout went away (nothing printed), 130 on Ctrl-C. ``--help``
+    and ``--version`` exit through ``SystemExit(0)``, a usage error through
+    ``SystemExit(2)`` after printing the usage on stderr.
     """
     if sys.stdout is None:  # fd 1 was not open when Python started (`kcmp-rs ... >&-`)
         note("standard output is closed")

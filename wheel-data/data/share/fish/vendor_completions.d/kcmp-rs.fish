@@ -51,7 +51,7 @@ function _shtab_kcmp_rs_using
   test "$_shtab_kcmp_rs_cmdpath" = "$argv"
 end
 
-set -g _shtab_kcmp_rs_commands demo fds share holders epoll who peers scan
+set -g _shtab_kcmp_rs_commands demo fds share holders epoll who peers escapes scan
 set -g _shtab_kcmp_rs_opts_with_value --across --allow --inside --pid -p
 
 complete -c kcmp-rs -e
@@ -97,6 +97,11 @@ complete -c kcmp-rs -n '_shtab_kcmp_rs_using peers' -s p -l pid -x -d 'search on
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using peers' -s J -l json -d 'one JSON document'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using peers' -s j -l json-lines -d 'JSON Lines: one record per line (header, end, peer, ...)'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using peers' -l allow-pidfd-getfd -d 'where kcmp is blocked, let pidfd_getfd(2) copy fds to compare them'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using; and test $_shtab_kcmp_rs_npos -eq 0' -a escapes -d 'The escape audit: every fd, working directory and root of the processes read'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using escapes' -s h -l help -d 'show this help message and exit'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using escapes' -s p -l pid -x -d 'audit only these processes (repeatable)'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using escapes' -s J -l json -d 'one JSON document'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using escapes' -s j -l json-lines -d 'JSON Lines: one record per line (header, finding, skipped, ...)'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using; and test $_shtab_kcmp_rs_npos -eq 0' -a scan -d 'Find the open file descriptions held by more than one fd, across the given'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -s h -l help -d 'show this help message and exit'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -s p -l pid -x -d 'scan only these processes (repeatable)'
