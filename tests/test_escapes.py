@@ -238,6 +238,26 @@ def test_a_device_from_outside_is_info_and_not_found(spawn: Spawn) -> None:
     assert (found.found, found.counts()) == (0, {"high": 0, "medium": 0, "info": 1})
 
 
+def _device_audit_without_kcmp(pid: int) -> tuple[Any, ...]:
+    kcmp_rs.disable_kcmp()
+    found = kcmp_rs.escapes([pid])
+    return [(f.severity, f.shared_with, f.fs_shared_with) for f in found.findings], found.notes
+
+
+def test_a_device_alone_asks_nothing_kcmp_would_decide(spawn: Spawn) -> None:
+    # A podman exec process's stdin is the host's /dev/null: without kcmp (a container's
+    # default seccomp profile) its audit is still complete, not status 4 for a device.
+    def setup() -> dict[str, int]:
+        fd = os.open("/dev/null", os.O_RDONLY)
+        _close_all_but({fd})
+        _private_mount_namespace()
+        return {}
+
+    child = spawn(setup)
+    findings, notes = run_in_child(_device_audit_without_kcmp, child.pid).unwrap()
+    assert (findings, notes) == ([("info", (), None)], ())
+
+
 def _many_kinds_of_files() -> list[int]:
     fds = list(os.pipe())
     a, b = socket.socketpair()

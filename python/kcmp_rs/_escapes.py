@@ -62,9 +62,10 @@ class Escape:
     cwd and root. ``container``: from the process's cgroup, None outside one;
     ``mount_namespace``: the inode of its mount namespace. ``shared_with``: the
     holders of the same open file description in other mount namespaces (among the
-    processes audited); ``fs_shared_with``: the audited processes of another mount
-    namespace sharing its fs context (root, cwd), None where that cannot be decided
-    (kcmp unusable: ``Escapes.notes`` says so).
+    processes audited; not searched for a device); ``fs_shared_with``: the audited
+    processes of another mount namespace sharing its fs context (root, cwd), None
+    where that cannot be decided (kcmp unusable: ``Escapes.notes`` says so) or is not
+    asked (a process whose findings are all devices).
     """
 
     pid: int

@@ -587,7 +587,13 @@ fn share(
     notes: &mut Vec<String>,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<(), Failure> {
-    let mut keys: Vec<sys::FileKey> = findings.iter().filter_map(|f| f.key).collect();
+    // A device's other holders are not searched: an info finding asks nothing of the
+    // reader, and where kcmp is refused the search could only add a note to it.
+    let mut keys: Vec<sys::FileKey> = findings
+        .iter()
+        .filter(|f| f.severity != INFO)
+        .filter_map(|f| f.key)
+        .collect();
     if keys.is_empty() {
         return Ok(());
     }
@@ -657,16 +663,27 @@ fn describe_processes(
     }
     let readers: Vec<Pid> = kept.iter().map(|r| r.table[0]).collect();
     let ns_of: HashMap<Pid, u64> = kept.iter().map(|r| (r.table[0], r.ns)).collect();
-    let fs_groups = match classify_tasks(&readers, sys::KCMP_FS, Missing::Skip, &mut *interrupted) {
-        Ok(groups) => Some(groups),
-        Err(Failure::Interrupted) => return Err(Failure::Interrupted),
-        Err(f) => {
-            notes.push(format!(
-                "whether a process shares its fs context (root, cwd) with a process of \
+    // Who shares the fs context is asked for processes with a high or medium finding
+    // only: for devices alone (info) it is not asked, and no note is made of it.
+    let asked: HashSet<Pid> = findings
+        .iter()
+        .filter(|f| f.severity != INFO)
+        .map(|f| f.pid)
+        .collect();
+    let fs_groups = if asked.is_empty() {
+        None
+    } else {
+        match classify_tasks(&readers, sys::KCMP_FS, Missing::Skip, &mut *interrupted) {
+            Ok(groups) => Some(groups),
+            Err(Failure::Interrupted) => return Err(Failure::Interrupted),
+            Err(f) => {
+                notes.push(format!(
+                    "whether a process shares its fs context (root, cwd) with a process of \
                  another mount namespace cannot be decided: {}",
-                f.message()
-            ));
-            None
+                    f.message()
+                ));
+                None
+            }
         }
     };
     for f in findings {
@@ -674,20 +691,23 @@ fn describe_processes(
             continue;
         }
         let ns = ns_of.get(&f.pid).copied().unwrap_or_default();
-        let fs_shared_with = fs_groups.as_ref().map(|groups| {
-            let mut others: Vec<Pid> = groups
-                .iter()
-                .find(|g| g.contains(&f.pid))
-                .map(|g| {
-                    g.iter()
-                        .copied()
-                        .filter(|p| ns_of.get(p).copied() != Some(ns))
-                        .collect()
-                })
-                .unwrap_or_default();
-            others.sort_unstable();
-            others
-        });
+        let fs_shared_with = fs_groups
+            .as_ref()
+            .filter(|_| asked.contains(&f.pid))
+            .map(|groups| {
+                let mut others: Vec<Pid> = groups
+                    .iter()
+                    .find(|g| g.contains(&f.pid))
+                    .map(|g| {
+                        g.iter()
+                            .copied()
+                            .filter(|p| ns_of.get(p).copied() != Some(ns))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                others.sort_unstable();
+                others
+            });
         let container = proc_path(f.pid, "cgroup")
             .and_then(|p| sys::read_small_file(&p))
             .ok()
