@@ -26,7 +26,7 @@ from kcmp_rs.cli._common import (
     print_json,
 )
 from kcmp_rs.cli._io import EXIT_FOUND, EXIT_INCOMPLETE, Parser, note, out
-from kcmp_rs.cli._render import escape, render_table
+from kcmp_rs.cli._render import count, escape, render_table
 
 __all__ = ["ESCAPE_RECORDS", "add_escapes", "escapes_summary", "escapes_table"]
 
@@ -84,15 +84,11 @@ def _cmd_escapes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plural(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
 def _unread(found: Escapes) -> str:
     """What the audit could not read: the skipped processes, the notes."""
-    parts = [_plural(len(found.skipped), "process skipped", "processes skipped")]
+    parts = [count(len(found.skipped), "process skipped", "processes skipped")]
     if found.notes:
-        parts.append(_plural(len(found.notes), "note", "notes"))
+        parts.append(count(len(found.notes), "note", "notes"))
     return " and ".join(parts)
 
 
@@ -138,7 +134,7 @@ def escapes_summary(found: Escapes) -> str:
     counts = found.counts()
     if found.found:
         lead = (
-            f"{_plural(found.found, 'escape', 'escapes')} "
+            f"{count(found.found, 'escape', 'escapes')} "
             f"({counts['high']} high, {counts['medium']} medium)"
         )
     elif found.complete:
@@ -150,11 +146,11 @@ def escapes_summary(found: Escapes) -> str:
     if found.found and not found.complete:
         lead += "; the audit is incomplete"
     read = (
-        f"{_plural(found.processes_read, 'process read', 'processes read')} in "
-        f"{_plural(found.mount_namespaces_read, 'mount namespace', 'mount namespaces')}, "
+        f"{count(found.processes_read, 'process read', 'processes read')} in "
+        f"{count(found.mount_namespaces_read, 'mount namespace', 'mount namespaces')}, "
         f"{len(found.skipped)} skipped"
     )
     if found.notes:
-        read += f", {_plural(len(found.notes), 'note', 'notes')}"
+        read += f", {count(len(found.notes), 'note', 'notes')}"
     line = f"{lead}; {read}"
     return line if len(line) <= 120 else textwrap.fill(line, width=100)

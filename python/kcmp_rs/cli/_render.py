@@ -30,6 +30,7 @@ from kcmp_rs._text import escape
 
 __all__ = [
     "SKIPPED_NAMED",
+    "count",
     "description_rows",
     "escape",
     "format_table",
@@ -64,7 +65,8 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _count(n: int, one: str, many: str) -> str:
+def count(n: int, one: str, many: str) -> str:
+    """``n`` with the noun's singular or plural: "1 process", "2 processes"."""
     return f"{n} {one if n == 1 else many}"
 
 
@@ -72,20 +74,20 @@ def summary(result: Scan) -> str:
     """One line: processes read, fds classified, descriptions shared, what was skipped."""
     shared = sum(1 for d in result.descriptions if len(d.members) > 1)
     parts = [
-        _count(result.processes_read, "process read", "processes read"),
-        _count(result.fds_classified, "fd classified", "fds classified"),
-        _count(shared, "description shared", "descriptions shared"),
+        count(result.processes_read, "process read", "processes read"),
+        count(result.fds_classified, "fd classified", "fds classified"),
+        count(shared, "description shared", "descriptions shared"),
     ]
     if result.fd_table_shared:
-        parts.append(_count(len(result.fd_table_shared), "fd table shared", "fd tables shared"))
+        parts.append(count(len(result.fd_table_shared), "fd table shared", "fd tables shared"))
     if result.undecided:
-        parts.append(_count(len(result.undecided), "fd undecided", "fds undecided"))
+        parts.append(count(len(result.undecided), "fd undecided", "fds undecided"))
     reasons: dict[str, int] = {}
     for s in result.skipped:
         reasons[s.reason] = reasons.get(s.reason, 0) + 1
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
     parts.append(
-        _count(len(result.skipped), "process skipped", "processes skipped")
+        count(len(result.skipped), "process skipped", "processes skipped")
         + (f" ({skipped})" if skipped else "")
     )
     line = ", ".join(parts)
