@@ -518,15 +518,31 @@ fn audit(pins: &Pinned, reader: &Reader, ctx: &Context) -> Result<Vec<Finding>, 
             found.push(ctx.finding(pid, ns, seen, judged));
         }
     }
+    // An fd closed since the listing (ENOENT) holds nothing; any other failure to
+    // read one skips the process with why, never leaving its fd out unsaid.
+    let failed = |e: Errno, what: String| -> Result<(), Failure> {
+        if e.0 == libc::ENOENT {
+            Ok(())
+        } else {
+            Err(unreadable(pins, pid, e, &what))
+        }
+    };
     for fd in pins.list(pid)? {
-        let Some(info) = proc_path(pid, &format!("fdinfo/{fd}"))
-            .ok()
-            .and_then(|p| sys::read_small_file(&p).ok())
-        else {
-            continue; // closed since the listing
-        };
+        let info =
+            match proc_path(pid, &format!("fdinfo/{fd}")).and_then(|p| sys::read_small_file(&p)) {
+                Ok(info) => info,
+                Err(e) => {
+                    failed(e, format!("reading /proc/{pid}/fdinfo/{fd}"))?;
+                    continue;
+                }
+            };
         let Some(mnt_id) = fdinfo_field(&info, b"mnt_id:") else {
-            continue;
+            return Err(unreadable(
+                pins,
+                pid,
+                Errno(libc::ENOTSUP),
+                &format!("/proc/{pid}/fdinfo/{fd} has no mnt_id"),
+            ));
         };
         let whose = ctx.whose(ns, mnt_id);
         if whose == Whose::Internal || (whose == Whose::Own && !chrooted) {
@@ -535,11 +551,14 @@ fn audit(pins: &Pinned, reader: &Reader, ctx: &Context) -> Result<Vec<Finding>, 
         let Some(link) = fd_path(pid, fd) else {
             continue;
         };
-        let (Ok(path), Ok(stat)) = (
-            sys::readlinkat(libc::AT_FDCWD, &link),
-            sys::fstatat_file(libc::AT_FDCWD, &link),
-        ) else {
-            continue;
+        let read = sys::readlinkat(libc::AT_FDCWD, &link)
+            .and_then(|path| Ok((path, sys::fstatat_file(libc::AT_FDCWD, &link)?)));
+        let (path, stat) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                failed(e, format!("reading /proc/{pid}/fd/{fd}"))?;
+                continue;
+            }
         };
         // A file with no path (pipe:[N], socket:[N], anon_inode:...) is on a mount no
         // path reaches: no escape through it.
