@@ -42,51 +42,63 @@ pub fn open_path(path: &CStr) -> Result<HeldFd, Errno> {
     })
 }
 
-/// An fd the kernel just returned (or -1 and errno), held.
-fn held(ret: RawFd) -> Result<HeldFd, Errno> {
+/// An fd `create` makes (or -1 and errno), held: made inside the record's section,
+/// so a listing of our own table never sees it unrecorded.
+fn held(create: impl FnOnce() -> RawFd) -> Result<HeldFd, Errno> {
     hold(|| {
-        let fd = Errno::result(ret)?;
+        let fd = Errno::result(create())?;
         // SAFETY: the fd was just created by the kernel and is owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     })
 }
 
+/// One end of a pair `create` fills (both ends lie on the same internal mount); the
+/// other end is closed before the record's section ends.
+fn held_end(create: impl FnOnce(&mut [RawFd; 2]) -> libc::c_int) -> Result<HeldFd, Errno> {
+    held(|| {
+        let mut pair = [-1 as RawFd; 2];
+        if create(&mut pair) != 0 {
+            return -1;
+        }
+        // SAFETY: `pair[1]` was just created by the kernel and is owned by nobody else.
+        drop(unsafe { OwnedFd::from_raw_fd(pair[1]) });
+        pair[0]
+    })
+}
+
 /// One fd of each kind of file this process can make that lives on a mount of the
-/// kernel's own, never in a mountinfo: the ends of a pipe, a socket pair, an eventfd,
+/// kernel's own, never in a mountinfo: one end of a pipe and of a socket pair, an eventfd,
 /// a memfd (and one of huge pages, and a secret one, where allowed), an inotify
 /// instance, a pidfd of this process, its network namespace. A
 /// kind this kernel or policy refuses is left out.
 pub fn internal_mount_probes() -> Vec<HeldFd> {
     let mut fds = Vec::new();
-    let mut pair = [-1 as RawFd; 2];
     // SAFETY: `pair` is a writable array of two ints, read only on success.
-    if Errno::result(unsafe { libc::pipe2(pair.as_mut_ptr(), libc::O_CLOEXEC) }).is_ok() {
-        fds.extend(pair.iter().filter_map(|&fd| held(fd).ok()));
-    }
-    let mut pair = [-1 as RawFd; 2];
-    // SAFETY: `pair` is a writable array of two ints, read only on success.
-    if Errno::result(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            pair.as_mut_ptr(),
-        )
-    })
-    .is_ok()
-    {
-        fds.extend(pair.iter().filter_map(|&fd| held(fd).ok()));
-    }
+    fds.extend(held_end(|pair| unsafe { libc::pipe2(pair.as_mut_ptr(), libc::O_CLOEXEC) }).ok());
+    fds.extend(
+        held_end(|pair| {
+            // SAFETY: `pair` is a writable array of two ints, read only on success.
+            unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                    0,
+                    pair.as_mut_ptr(),
+                )
+            }
+        })
+        .ok(),
+    );
     // SAFETY: integers only.
-    fds.extend(held(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) }).ok());
+    fds.extend(held(|| unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) }).ok());
     // SAFETY: the name is a NUL-terminated literal.
     fds.extend(
-        held(unsafe { libc::memfd_create(c"kcmp-rs-probe".as_ptr(), libc::MFD_CLOEXEC) }).ok(),
+        held(|| unsafe { libc::memfd_create(c"kcmp-rs-probe".as_ptr(), libc::MFD_CLOEXEC) }).ok(),
     );
     // SAFETY: the name is a NUL-terminated literal. Huge pages live on an internal
     // hugetlbfs mount of their own; refused where none is configured.
     fds.extend(
-        held(unsafe {
+        held(|| unsafe {
             libc::memfd_create(
                 c"kcmp-rs-probe".as_ptr(),
                 libc::MFD_CLOEXEC | libc::MFD_HUGETLB,
@@ -98,12 +110,10 @@ pub fn internal_mount_probes() -> Vec<HeldFd> {
     // refused unless the kernel was booted with secretmem enabled.
     // SAFETY: integers only.
     fds.extend(
-        i32::try_from(unsafe { libc::syscall(447, libc::O_CLOEXEC) })
-            .ok()
-            .and_then(|fd| held(fd).ok()),
+        held(|| i32::try_from(unsafe { libc::syscall(447, libc::O_CLOEXEC) }).unwrap_or(-1)).ok(),
     );
     // SAFETY: integers only.
-    fds.extend(held(unsafe { libc::inotify_init1(libc::IN_CLOEXEC) }).ok());
+    fds.extend(held(|| unsafe { libc::inotify_init1(libc::IN_CLOEXEC) }).ok());
     fds.extend(super::pidfd_open(super::getpid(), 0).ok());
     fds.extend(open_path(c"/proc/self/ns/net").ok());
     fds
