@@ -19,9 +19,9 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 pub use parse::{container_of, Mount};
 
-use super::procfs::{fdinfo_field, live_task_of};
+use super::procfs::fdinfo_field;
 use super::scan::{
-    fd_tables, scan_matching, skip_reason, FileFilter, EXITED, NO_SUCH_PROCESS, OWNER_EXITED,
+    pin_by_fd_table, scan_matching, skip_reason, FileFilter, Readable, EXITED, OWNER_EXITED,
 };
 use super::{command, fd_path, Pinned};
 use crate::engine::Missing;
@@ -131,20 +131,12 @@ pub fn escapes(
     pids: &[Pid],
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<EscapesReport, Failure> {
-    let mut pids: Vec<Pid> = pids.iter().map(|&p| live_task_of(p)).collect();
-    pids.sort_unstable();
-    pids.dedup();
-    let (pins, unpinned) = Pinned::skipping(&pids)?;
-    let mut skipped: HashMap<Pid, String> = unpinned
-        .iter()
-        .map(|(p, f)| (*p, skip_reason(f, NO_SUCH_PROCESS)))
-        .collect();
-    let pinned: Vec<Pid> = pids
-        .iter()
-        .copied()
-        .filter(|p| !skipped.contains_key(p))
-        .collect();
-    let tables = fd_tables(&pinned, EXITED, &mut skipped, interrupted)?;
+    let Readable {
+        pins,
+        mut skipped,
+        tables,
+        ..
+    } = pin_by_fd_table(pids, interrupted)?;
     let mut readers = namespaces_of(&pins, tables, &mut skipped);
     #[cfg(test)]
     hooks::namespaces_read();

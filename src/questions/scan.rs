@@ -227,13 +227,23 @@ pub fn scan_matching(
     scan_with(pids, opts, Some(filter), progress, interrupted)
 }
 
-fn scan_with(
+/// The processes a pass reads: pinned, grouped by fd table, and those that could not
+/// be, with why.
+pub(super) struct Readable {
+    /// The pids asked, each through its live task, sorted, each once.
+    pub pids: Vec<Pid>,
+    pub pins: Pinned,
+    pub skipped: HashMap<Pid, String>,
+    /// The pinned processes by fd table, each table's smallest pid first.
+    pub tables: Vec<Vec<Pid>>,
+}
+
+/// Pins `pids` and groups the pinned by fd table: the start every pass over many
+/// processes shares (the scan, the escape audit).
+pub(super) fn pin_by_fd_table(
     pids: &[Pid],
-    opts: ScanOptions,
-    only: Option<&FileFilter>,
-    progress: Progress<'_>,
     interrupted: &mut dyn FnMut() -> bool,
-) -> Result<ScanReport, Failure> {
+) -> Result<Readable, Failure> {
     // A process whose main thread exited (pthread_exit) shows as a zombie under its
     // pid while its other threads run: it is read through one of them.
     let mut pids: Vec<Pid> = pids
@@ -242,8 +252,7 @@ fn scan_with(
         .collect();
     pids.sort_unstable();
     pids.dedup();
-    let pids = &pids[..];
-    let (pins, unpinned) = Pinned::skipping(pids)?;
+    let (pins, unpinned) = Pinned::skipping(&pids)?;
     let mut skipped: HashMap<Pid, String> = unpinned
         .iter()
         .map(|(p, f)| (*p, skip_reason(f, NO_SUCH_PROCESS)))
@@ -254,6 +263,28 @@ fn scan_with(
         .filter(|p| !skipped.contains_key(p))
         .collect();
     let tables = fd_tables(&pinned, EXITED, &mut skipped, interrupted)?;
+    Ok(Readable {
+        pids,
+        pins,
+        skipped,
+        tables,
+    })
+}
+
+fn scan_with(
+    pids: &[Pid],
+    opts: ScanOptions,
+    only: Option<&FileFilter>,
+    progress: Progress<'_>,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<ScanReport, Failure> {
+    let Readable {
+        pids,
+        pins,
+        mut skipped,
+        tables,
+    } = pin_by_fd_table(pids, interrupted)?;
+    let pids = &pids[..];
     let (mut refs, mut read_tables) = list_fds(
         &pins,
         &tables,
