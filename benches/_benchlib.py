@@ -29,6 +29,7 @@ import math
 import os
 import pathlib
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -338,6 +339,33 @@ class FdSet:
     pid: int
     fds: list[int]
     truth: Groups
+
+
+def forked(work: Callable[[], object]) -> int:
+    """Forks a child that runs ``work()`` and leaves with os._exit (0, or 1 if it
+    raised); returns the child's pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        code = 1
+        try:
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def reap_or_kill(pids: list[int], timeout: float = 30.0) -> None:
+    """Reaps each of ``pids`` once it exits (its lifeline closed by the caller), and
+    kills one still running after ``timeout`` seconds, so a bench never leaves one."""
+    for pid in pids:
+        deadline = time.monotonic() + timeout
+        while os.waitpid(pid, os.WNOHANG)[0] == 0:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)
 
 
 def _read_all(fd: int) -> bytes:

@@ -18,15 +18,15 @@ import contextlib
 import ctypes
 import os
 import shutil
-import signal
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import kcmp_rs
-from _benchlib import RESULTS, fmt_time, scratch_dir
+from _benchlib import RESULTS, fmt_time, forked, reap_or_kill, scratch_dir
 
 PROCS_PER_SIDE = 100
 FDS = 100
@@ -62,15 +62,7 @@ def _leader(first: int, directory: str, lifeline: int, shared: int, report: int)
     """Forks the side's members, then reaps them."""
     children = []
     for index in range(first, first + PROCS_PER_SIDE):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                _member(index, directory, lifeline, shared, report)
-                code = 0
-            finally:
-                os._exit(code)
-        children.append(pid)
+        children.append(forked(partial(_member, index, directory, lifeline, shared, report)))
     _keep_only(set())
     for pid in children:
         os.waitpid(pid, 0)
@@ -121,14 +113,7 @@ def two_sides() -> Iterator[dict[int, tuple[int, int]]]:
         yield members
     finally:
         os.close(lifeline_w)  # the members exit, their leaders reap them and exit
-        for pid in leaders:
-            deadline = time.monotonic() + 30
-            while os.waitpid(pid, os.WNOHANG)[0] == 0:
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    break
-                time.sleep(0.01)
+        reap_or_kill(leaders)
         for fd in (lifeline_r, report_r, shared, report_w):
             if fd >= 0:
                 os.close(fd)

@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import os
 import shutil
-import signal
 import statistics
 import tempfile
 import time
@@ -24,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import kcmp_rs
-from _benchlib import RESULTS, fmt_time, scratch_dir
+from _benchlib import RESULTS, fmt_time, forked, reap_or_kill, scratch_dir
 
 NAMESPACES = 100
 PER_NAMESPACE = 5
@@ -75,15 +74,7 @@ def _leader(directory: str, report: int, lifeline: int) -> None:
         raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
     members = []
     for _ in range(PER_NAMESPACE - 1):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                _fill(directory, report, lifeline)
-                code = 0
-            finally:
-                os._exit(code)
-        members.append(pid)
+        members.append(forked(lambda: _fill(directory, report, lifeline)))
     _fill(directory, report, lifeline)
     for pid in members:
         os.waitpid(pid, 0)
@@ -100,15 +91,7 @@ def containers() -> Iterator[list[int]]:
     leaders = []
     try:
         for _ in range(NAMESPACES):
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    _leader(directory, report_w, lifeline_r)
-                    code = 0
-                finally:
-                    os._exit(code)
-            leaders.append(pid)
+            leaders.append(forked(lambda: _leader(directory, report_w, lifeline_r)))
         os.close(report_w)
         report_w = -1
         with os.fdopen(report_r, "rb", closefd=False) as f:
@@ -117,14 +100,7 @@ def containers() -> Iterator[list[int]]:
         yield pids
     finally:
         os.close(lifeline_w)
-        for pid in leaders:
-            deadline = time.monotonic() + 30
-            while os.waitpid(pid, os.WNOHANG)[0] == 0:
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    break
-                time.sleep(0.01)
+        reap_or_kill(leaders)
         for fd in (lifeline_r, report_r, report_w):
             if fd >= 0:
                 os.close(fd)
