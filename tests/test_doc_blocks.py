@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```([\w{}-]*)\n(.*?)^```", re.S | re.M)
-KINDS = {"python", "console", "sh", "json", "text", "{eval-rst}", "{toctree}"}
+KINDS = {"python", "console", "sh", "json", "text", "{eval-rst}", "{toctree}", "{literalinclude}"}
 
 
 def blocks(page: Path, kind: str | None = None) -> list[tuple[str, str]]:

@@ -58,6 +58,7 @@ from kcmp_rs.cli._io import (
     silence_stdout,
     write_native,
 )
+from kcmp_rs.cli._metrics import add_metrics
 from kcmp_rs.cli._queries import add_commands
 from kcmp_rs.cli._render import (
     SKIPPED_NAMED,
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
     add_escapes(sub)
+    add_metrics(sub)
 
     scan = command(
         sub,
