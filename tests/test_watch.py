@@ -156,35 +156,50 @@ def test_records_carry_the_description_as_scan_gives_it() -> None:
     }
 
 
-def test_a_ctrl_c_while_a_pass_is_written_waits_for_its_end(
-    monkeypatch: pytest.MonkeyPatch,
+#: Each signal that ends the watch, and what it raises inside the command.
+STOPPING = [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, _watch._Terminated)]
+
+
+@pytest.mark.parametrize(("signum", "raised"), STOPPING)
+def test_a_signal_while_a_pass_is_written_waits_for_its_end(
+    monkeypatch: pytest.MonkeyPatch, signum: int, raised: type[BaseException]
 ) -> None:
     output = _watch._Output()
     written: list[str] = []
 
     def write(text: str) -> None:
-        output.interrupt(signal.SIGINT, None)  # arrives mid-write: held
+        output.stop(signum, None)  # arrives mid-write: held
         written.append(text)
 
     monkeypatch.setattr(_watch, "write_utf8", write)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(raised):
         output.write([{"record": "pass", "pass": 1}, {"record": "pass", "pass": 2}])
     assert written == ['{"record": "pass", "pass": 1}\n{"record": "pass", "pass": 2}\n']
 
 
-def test_a_second_ctrl_c_during_one_write_ends_it_at_once(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(("signum", "raised"), STOPPING)
+def test_a_second_signal_during_one_write_acts_at_once(
+    monkeypatch: pytest.MonkeyPatch, signum: int, raised: type[BaseException]
 ) -> None:
     output = _watch._Output()
 
     def stuck(text: str) -> None:  # a reader that stopped reading
-        output.interrupt(signal.SIGINT, None)
-        output.interrupt(signal.SIGINT, None)
+        output.stop(signal.SIGINT, None)
+        output.stop(signum, None)
         raise AssertionError("not reached")
 
     monkeypatch.setattr(_watch, "write_utf8", stuck)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(raised):
         output.write([{"record": "pass"}])
+
+
+def test_signals_are_handled_only_while_watching_and_then_put_back() -> None:
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    output = _watch._Output()
+    with output.handling_signals():
+        assert signal.getsignal(signal.SIGINT) == output.stop
+        assert signal.getsignal(signal.SIGTERM) == output.stop
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 # ---- children whose fds the test changes one system call at a time ----
@@ -504,25 +519,35 @@ def test_a_pass_that_reads_no_process_ends_it_with_1() -> None:
     assert only["skipped"] == [{"pid": gone, "reason": "no such process"}]
 
 
-def test_ctrl_c_between_passes_is_130_with_whole_lines(puppets: list[Puppet]) -> None:
+#: Each signal that ends the watch, and the command's exit status for it.
+ENDING = [(signal.SIGINT, 130), (signal.SIGTERM, 0)]
+
+
+@pytest.mark.parametrize(("signum", "status"), ENDING, ids=["ctrl-c", "sigterm"])
+def test_a_signal_between_passes_ends_it_after_its_last_pass(
+    puppets: list[Puppet], signum: int, status: int
+) -> None:
     a = Puppet("watch-a")
     puppets.append(a)
     watcher = Watcher("--watch", "30", "-p", a.pid)  # waiting when the signal comes
     watcher.line()
     assert watcher.next_pass() == []
-    status, rest, err = watcher.stop()
-    assert (status, rest, err) == (130, b"", b"")
+    assert watcher.stop(signum) == (status, b"", b"")
 
 
-def test_ctrl_c_amid_passes_is_130_with_whole_lines(puppets: list[Puppet]) -> None:
+@pytest.mark.parametrize(("signum", "status"), ENDING, ids=["ctrl-c", "sigterm"])
+def test_a_signal_amid_passes_leaves_whole_lines(
+    puppets: list[Puppet], signum: int, status: int
+) -> None:
     a = Puppet("watch-a")
     puppets.append(a)
+    # Back to back, this process's many fds in each: the signal meets a scan or a write.
     watcher = Watcher("--watch", "0.000001", "--all", "-p", f"{a.pid},{os.getpid()}")
     watcher.line()
     for _ in range(3):
         watcher.next_pass()
-    status, rest, err = watcher.stop()
-    assert (status, err) == (130, b"")
+    ended, rest, err = watcher.stop(signum)
+    assert (ended, err) == (status, b"")
     _check_whole_lines(rest)
 
 

@@ -15,9 +15,10 @@ identity rule are documented in docs/cli.md ("Watching"); in short:
   reused by a process holding the same fd on the same target, cannot be told apart
   from the old one: it counts as the same.
 
-Ctrl-C ends it with status 130. A Ctrl-C that arrives while a pass's lines are written
-is held until they are out, so the output ends with a complete line; a second one
-during the same write (a reader that stopped reading) ends at once.
+Ctrl-C ends it with status 130, SIGTERM (a service manager stopping it) with 0. Either
+signal arriving while a pass's lines are written is held until they are out, so the
+output ends with a complete line; a second one during the same write (a reader that
+stopped reading) acts at once.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -244,19 +245,23 @@ def _lines(records: Sequence[dict[str, Any]]) -> str:
 # ---- the loop ----
 
 
+class _Terminated(Exception):
+    """SIGTERM: a service manager stopping the watch, an expected end (status 0)."""
+
+
 class _Output:
-    """Writes whole passes: a Ctrl-C during a write is held until the write is done
-    (then raised), a second one during the same write is raised at once."""
+    """Writes whole passes: a Ctrl-C or SIGTERM during a write is held until the write
+    is done (then acted on); a second signal during the same write acts at once."""
 
     def __init__(self) -> None:
         self.writing = False
-        self.held = False
+        self.held: int | None = None
 
-    def interrupt(self, signum: int, frame: FrameType | None) -> None:
-        if self.writing and not self.held:
-            self.held = True
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.writing and self.held is None:
+            self.held = signum
             return
-        raise KeyboardInterrupt
+        _raise_for(signum)
 
     def write(self, records: Sequence[dict[str, Any]]) -> None:
         text = _lines(records)
@@ -265,35 +270,50 @@ class _Output:
             write_utf8(text)
         finally:
             self.writing = False
-        if self.held:
-            raise KeyboardInterrupt
+        if self.held is not None:
+            _raise_for(self.held)
 
     @contextlib.contextmanager
-    def handling_ctrl_c(self) -> Iterator[None]:
-        """``interrupt`` as SIGINT's handler while the watch runs, where Python's own
-        handler is in place (the main thread; SIGINT not ignored by the shell)."""
-        if (
-            threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-        ):
+    def handling_signals(self) -> Iterator[None]:
+        """``stop`` as the handler of SIGINT where Python's own handler is in place
+        (not where the shell ignores it) and of SIGTERM where it has its default
+        action, in the main thread (the only one Python runs handlers in)."""
+        if threading.current_thread() is not threading.main_thread():
             yield
             return
-        signal.signal(signal.SIGINT, self.interrupt)
+        ours: dict[int, Callable[[int, FrameType | None], Any] | int] = {
+            signal.SIGINT: signal.default_int_handler,
+            signal.SIGTERM: signal.SIG_DFL,
+        }
+        taken = [n for n, h in ours.items() if signal.getsignal(n) is h]
+        for n in taken:
+            signal.signal(n, self.stop)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for n in taken:
+                signal.signal(n, ours[n])
+
+
+def _raise_for(signum: int) -> None:
+    if signum == signal.SIGTERM:
+        raise _Terminated
+    raise KeyboardInterrupt
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    """``scan --watch``: passes until Ctrl-C (130, through ``main``) or ``--count``
-    passes (0; 4 when a pass left fds undecided). A pass that reads no process ends
-    it (status 1) after its lines: every process given is gone or unreadable."""
+    """``scan --watch``: passes until Ctrl-C (130, through ``main``), SIGTERM (0) or
+    ``--count`` passes (0; 4 when a pass left fds undecided). A pass that reads no
+    process ends it (status 1) after its lines: every process given is gone or
+    unreadable."""
     _check(args)
     output = _Output()
-    with output.handling_ctrl_c():
-        output.write([_header(args)])
-        return _passes(args, output)
+    with output.handling_signals():
+        try:
+            output.write([_header(args)])
+            return _passes(args, output)
+        except _Terminated:
+            return 0
 
 
 def _passes(args: argparse.Namespace, output: _Output) -> int:
