@@ -580,6 +580,9 @@ def test_a_reader_gone_ends_it_quietly_with_141(puppets: list[Puppet]) -> None:
         (["--watch", "inf"], "not a number of seconds above 0 and at most 86400: 'inf'"),
         (["--watch", "86401"], "not a number of seconds above 0 and at most 86400: '86401'"),
         (["--watch", "soon"], "not a number of seconds above 0 and at most 86400: 'soon'"),
+        (["--watch", "1_0"], "not a number of seconds above 0 and at most 86400: '1_0'"),
+        (["--watch", " 5"], "not a number of seconds above 0 and at most 86400: ' 5'"),
+        (["--watch", "1e-400"], "not a number of seconds above 0 and at most 86400: '1e-400'"),
         (["--watch"], "argument --watch: expected one argument"),
         (
             ["--watch", "1", "--count", "0"],

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
+import re
 import signal
 import threading
 import time
@@ -78,12 +78,14 @@ _REFUSED = (
 # ---- arguments ----
 
 
+#: A decimal number of seconds: what ``float`` takes besides (``nan``, ``inf``, ``1_0``,
+#: spaces around) is refused, as ``pid_arg`` refuses ``1_000``.
+_SECONDS = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
 def _seconds_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= MAX_INTERVAL:  # nan fails every comparison
+    value = float(text) if _SECONDS.fullmatch(text) else 0.0
+    if not 0 < value <= MAX_INTERVAL:
         raise argparse.ArgumentTypeError(
             f"not a number of seconds above 0 and at most {MAX_INTERVAL:g}: {text!r}"
         )
