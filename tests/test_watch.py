@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -302,10 +302,15 @@ def _obey(words: list[str]) -> str:
 
 
 @pytest.fixture
-def puppets() -> Iterator[list[Puppet]]:
-    """The test's puppets, released and reaped at its end."""
+def puppet() -> Iterator[Callable[..., Puppet]]:
+    """Starts a ``Puppet(name, keep)``; each is released and reaped at the test's end."""
     started: list[Puppet] = []
-    yield started
+
+    def start(name: str, keep: Sequence[int] = ()) -> Puppet:
+        started.append(Puppet(name, keep))
+        return started[-1]
+
+    yield start
     for p in started:
         p.end()
 
@@ -316,11 +321,9 @@ def puppets() -> Iterator[list[Puppet]]:
 class Watcher:
     """``kcmp-rs scan --watch`` running, its stdout read a line at a time."""
 
-    def __init__(self, *args: object, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: object) -> None:
         argv = [str(SCRIPT), "scan", *map(str, args)]
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or dict(os.environ)
-        )
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert self.proc.stdout is not None
         self.fd = self.proc.stdout.fileno()
         self.buffer = b""
@@ -362,6 +365,22 @@ class Watcher:
         return self.proc.returncode, self.buffer + rest, err
 
 
+@pytest.fixture
+def watch() -> Iterator[Callable[..., Watcher]]:
+    """Starts a ``Watcher(*args)``; one still running at the test's end is killed."""
+    started: list[Watcher] = []
+
+    def start(*args: object) -> Watcher:
+        started.append(Watcher(*args))
+        return started[-1]
+
+    yield start
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+        w.proc.communicate(timeout=TIMEOUT)
+
+
 def _event(kind: str, target: str, members: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     description = {"type": "FIFO", "mode": "r", "target": target, "members": members}
     return {"event": kind, "description": description, **extra}
@@ -372,17 +391,18 @@ def _bare(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in e.items() if k not in ("record", "time", "pass")} for e in events]
 
 
-def test_watch_reports_each_change_once_and_exactly(puppets: list[Puppet]) -> None:
+def test_watch_reports_each_change_once_and_exactly(
+    puppet: Callable[..., Puppet], watch: Callable[..., Watcher]
+) -> None:
     r, w = os.pipe()
     pipe = f"pipe:[{os.fstat(r).st_ino}]"
-    a, b = Puppet("watch-a", [r]), Puppet("watch-b", [r])
+    a, b = puppet("watch-a", [r]), puppet("watch-b", [r])
     parent, child_end = socket.socketpair()
     sock_fd = child_end.fileno()
-    c = Puppet("watch-c", [sock_fd])
-    puppets += [a, b, c]
+    c = puppet("watch-c", [sock_fd])
     child_end.close()
     os.close(w)
-    watcher = Watcher("--watch", INTERVAL, "-p", f"{a.pid},{b.pid},{c.pid}")
+    watcher = watch("--watch", INTERVAL, "-p", f"{a.pid},{b.pid},{c.pid}")
     try:
         assert watcher.line() == {
             "record": "header",
@@ -445,11 +465,12 @@ def _check_whole_lines(rest: bytes) -> None:
     assert not records or records[-1]["record"] == "pass", records[-1:]
 
 
-def test_with_all_the_first_pass_is_the_scan_and_count_ends_it(puppets: list[Puppet]) -> None:
+def test_with_all_the_first_pass_is_the_scan_and_count_ends_it(
+    puppet: Callable[..., Puppet],
+) -> None:
     r, w = os.pipe()
     pipe = f"pipe:[{os.fstat(r).st_ino}]"
-    a, b = Puppet("watch-a", [r, w]), Puppet("watch-b", [r])
-    puppets += [a, b]
+    a, b = puppet("watch-a", [r, w]), puppet("watch-b", [r])
     os.close(r)
     os.close(w)
     done = subprocess.run(
@@ -484,9 +505,8 @@ def test_with_all_the_first_pass_is_the_scan_and_count_ends_it(puppets: list[Pup
             check_member(m)
 
 
-def test_passes_keep_the_cadence_from_the_first(puppets: list[Puppet]) -> None:
-    a = Puppet("watch-a")
-    puppets.append(a)
+def test_passes_keep_the_cadence_from_the_first(puppet: Callable[..., Puppet]) -> None:
+    a = puppet("watch-a")
     done = run_cli("scan", "--watch", "0.1", "--count", "3", "-p", str(a.pid))
     assert (done.returncode, done.stderr) == (0, b"")
     starts = [json.loads(line)["time"] for line in done.stdout.splitlines()[1:]]
@@ -495,10 +515,9 @@ def test_passes_keep_the_cadence_from_the_first(puppets: list[Puppet]) -> None:
     assert starts == sorted(starts) and starts[2] - starts[0] > 0.15, starts
 
 
-def test_fds_left_undecided_are_listed_and_end_it_with_4(puppets: list[Puppet]) -> None:
+def test_fds_left_undecided_are_listed_and_end_it_with_4(puppet: Callable[..., Puppet]) -> None:
     r, w = os.pipe()
-    a, b = Puppet("watch-a", [r]), Puppet("watch-b", [r])
-    puppets += [a, b]
+    a, b = puppet("watch-a", [r]), puppet("watch-b", [r])
     os.close(r)
     os.close(w)
     env = {**os.environ, _config.NO_KCMP: "1"}
@@ -533,11 +552,10 @@ ENDING = [(signal.SIGINT, 130), (signal.SIGTERM, 0)]
 
 @pytest.mark.parametrize(("signum", "status"), ENDING, ids=["ctrl-c", "sigterm"])
 def test_a_signal_between_passes_ends_it_after_its_last_pass(
-    puppets: list[Puppet], signum: int, status: int
+    puppet: Callable[..., Puppet], watch: Callable[..., Watcher], signum: int, status: int
 ) -> None:
-    a = Puppet("watch-a")
-    puppets.append(a)
-    watcher = Watcher("--watch", "30", "-p", a.pid)  # waiting when the signal comes
+    a = puppet("watch-a")
+    watcher = watch("--watch", "30", "-p", a.pid)  # waiting when the signal comes
     watcher.line()
     assert watcher.next_pass() == []
     assert watcher.stop(signum) == (status, b"", b"")
@@ -545,12 +563,11 @@ def test_a_signal_between_passes_ends_it_after_its_last_pass(
 
 @pytest.mark.parametrize(("signum", "status"), ENDING, ids=["ctrl-c", "sigterm"])
 def test_a_signal_amid_passes_leaves_whole_lines(
-    puppets: list[Puppet], signum: int, status: int
+    puppet: Callable[..., Puppet], watch: Callable[..., Watcher], signum: int, status: int
 ) -> None:
-    a = Puppet("watch-a")
-    puppets.append(a)
+    a = puppet("watch-a")
     # Back to back, this process's many fds in each: the signal meets a scan or a write.
-    watcher = Watcher("--watch", "0.000001", "--all", "-p", f"{a.pid},{os.getpid()}")
+    watcher = watch("--watch", "0.000001", "--all", "-p", f"{a.pid},{os.getpid()}")
     watcher.line()
     for _ in range(3):
         watcher.next_pass()
@@ -559,10 +576,11 @@ def test_a_signal_amid_passes_leaves_whole_lines(
     _check_whole_lines(rest)
 
 
-def test_a_reader_gone_ends_it_quietly_with_141(puppets: list[Puppet]) -> None:
-    a = Puppet("watch-a")
-    puppets.append(a)
-    watcher = Watcher("--watch", INTERVAL, "-p", a.pid)
+def test_a_reader_gone_ends_it_quietly_with_141(
+    puppet: Callable[..., Puppet], watch: Callable[..., Watcher]
+) -> None:
+    a = puppet("watch-a")
+    watcher = watch("--watch", INTERVAL, "-p", a.pid)
     assert watcher.line()["record"] == "header"
     assert watcher.proc.stdout is not None
     watcher.proc.stdout.close()  # its next pass meets a closed pipe
@@ -608,9 +626,8 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     assert message in err.splitlines()[-1], err
 
 
-def test_json_lines_is_what_watch_writes_anyway(puppets: list[Puppet]) -> None:
-    a = Puppet("watch-a")
-    puppets.append(a)
+def test_json_lines_is_what_watch_writes_anyway(puppet: Callable[..., Puppet]) -> None:
+    a = puppet("watch-a")
     done = run_cli("scan", "-j", "--watch", INTERVAL, "--count", "1", "-p", str(a.pid))
     assert (done.returncode, done.stderr) == (0, b"")
     assert [json.loads(line)["record"] for line in done.stdout.splitlines()] == ["header", "pass"]
