@@ -546,6 +546,16 @@ def test_a_pass_that_reads_no_process_ends_it_with_1() -> None:
     assert only["skipped"] == [{"pid": gone, "reason": "no such process"}]
 
 
+def test_every_pass_names_the_processes_it_skipped(puppet: Callable[..., Puppet]) -> None:
+    a, gone = puppet("watch-a"), missing_pid()
+    done = run_cli("scan", "--watch", INTERVAL, "--count", "2", "-p", f"{a.pid},{gone}")
+    assert (done.returncode, done.stderr) == (0, b"")
+    passes = [json.loads(line) for line in done.stdout.splitlines()[1:]]
+    assert [(p["pass"], p["processes_read"]) for p in passes] == [(1, 1), (2, 1)]
+    for p in passes:
+        assert p["skipped"] == [{"pid": gone, "reason": "no such process"}]
+
+
 #: Each signal that ends the watch, and the command's exit status for it.
 ENDING = [(signal.SIGINT, 130), (signal.SIGTERM, 0)]
 
