@@ -196,6 +196,7 @@ def test_every_question_and_command_reads_proc_natively() -> None:
             assert _cli("scan", "-p", p, "--across", "net", "--inside", a.pid) == 0
             assert _cli("scan", "-p", p, "--across", "net", "--inside", "/") == 0
             assert _cli("scan", "--example") == 0
+            assert _cli("scan", "-p", p, "--watch", "0.01", "--count", "2", "--all") == 0
             assert _cli("demo") == 0
             assert _cli("escapes", "-p", p) == 0
             assert _cli("escapes", "-p", p, "-j") == 0

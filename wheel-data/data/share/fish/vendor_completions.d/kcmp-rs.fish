@@ -52,7 +52,7 @@ function _shtab_kcmp_rs_using
 end
 
 set -g _shtab_kcmp_rs_commands demo fds share holders epoll who peers escapes scan
-set -g _shtab_kcmp_rs_opts_with_value --across --allow --inside --pid -p
+set -g _shtab_kcmp_rs_opts_with_value --across --allow --count --inside --pid --watch -p
 
 complete -c kcmp-rs -e
 complete -c kcmp-rs -f
@@ -115,3 +115,5 @@ complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l example -d 'fork a small f
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l across -xka "pid mnt net user ipc uts cgroup" -d 'boundary audit: list only the descriptions held on more than one side of a boundary (pid, mnt, net, user, ipc, uts, cgroup); exit 3 if one is not allowed'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l inside -x -d 'with --across: only crossings involving the side of PID, or a holder in cgroup CGROUP or below it'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l allow -x -d 'with --across: an expected crossing, FIELD=PATTERN (fnmatch) with FIELD command (any holder'"'"'s), target or type; repeatable, any rule allows'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l watch -x -d 'repeat the scan every SECONDS and write JSON Lines events: descriptions that appeared, vanished or changed holders, and one line per pass; Ctrl-C ends it'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l count -x -d 'with --watch: stop after N passes'
