@@ -280,7 +280,18 @@ def test_the_reference_lists_every_flag_of_every_subcommand() -> None:
     page = render()
     for flag in ["--allow-pidfd-getfd", "--across", "--inside", "--allow", "--example", "-J"]:
         assert f"`{flag}`" in page
-    names = ["demo", "fds", "share", "holders", "epoll", "who", "peers", "scan", "escapes", "metrics"]
+    names = [
+        "demo",
+        "fds",
+        "share",
+        "holders",
+        "epoll",
+        "who",
+        "peers",
+        "scan",
+        "escapes",
+        "metrics",
+    ]
     for name in names:
         assert f"\n## {name}\n" in page
 
