@@ -8,6 +8,8 @@
   returned or raised as data (``ChildResult``), with the child's wait status; for
   things that must not happen in the test process (seccomp filters, dropping
   privileges: ``drop_to_nobody``).
+- ``keep_only(fds)`` and ``thread_forever()``, for a child's setup: close every fd
+  but those (0-2 on /dev/null), start a thread sharing its fd table.
 - ``fd_snapshot()``: this process's open fds and their targets, for leak checks;
   ``nofile(extra)`` makes room for more fds; ``dup_at_least`` places a copy high up;
   ``dupfd_query_works()`` says whether the kernel has F_DUPFD_QUERY.
@@ -34,6 +36,7 @@ import pickle
 import resource
 import select
 import signal
+import threading
 import time
 import traceback
 import warnings
@@ -60,6 +63,7 @@ __all__ = [
     "dupfd_query_works",
     "fd_snapshot",
     "fork",
+    "keep_only",
     "libc",
     "nofile",
     "pairwise_groups",
@@ -68,6 +72,7 @@ __all__ = [
     "spawned",
     "status_value",
     "thread_count",
+    "thread_forever",
 ]
 
 T = TypeVar("T")
@@ -216,6 +221,39 @@ def describe_status(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"wait status {status:#x}"
+
+
+# ---- in a child ----
+
+
+def keep_only(keep: set[int]) -> None:
+    """Closes every fd but ``keep``; 0-2 become one open of /dev/null of its own."""
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) not in keep:
+            with contextlib.suppress(OSError):
+                os.close(int(name))
+    null = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        if std != null:
+            os.dup2(null, std)
+    if null > 2:
+        os.close(null)
+
+
+def thread_forever() -> int:
+    """Starts a thread that never ends (a daemon, blocked) and returns its thread id
+    once it runs: a second task sharing this process's fd table."""
+    started = threading.Event()
+    tids: list[int] = []
+
+    def run() -> None:
+        tids.append(threading.get_native_id())
+        started.set()
+        threading.Event().wait()
+
+    threading.Thread(target=run, daemon=True).start()
+    started.wait(DEFAULT_TIMEOUT)
+    return tids[0]
 
 
 # ---- long-lived children ----

@@ -19,7 +19,7 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _helpers import fork, libc, run_in_child
+from _helpers import fork, keep_only, libc, run_in_child, thread_forever
 from _scan_helpers import missing_pid
 from kcmp_rs import _native
 from kcmp_rs._native import CensusReport
@@ -45,20 +45,6 @@ class Held:
     fds: dict[str, int]
 
 
-def _keep_only(keep: set[int]) -> None:
-    """Closes every fd but ``keep``; 0-2 become one open of /dev/null of its own."""
-    for name in os.listdir("/proc/self/fd"):
-        if int(name) not in keep:
-            with contextlib.suppress(OSError):
-                os.close(int(name))
-    null = os.open(os.devnull, os.O_RDWR)
-    for std in (0, 1, 2):
-        if std != null:
-            os.dup2(null, std)
-    if null > 2:
-        os.close(null)
-
-
 def _child(flags: int, setup: Callable[[], dict[str, int]], report_w: int) -> None:
     """The forked child: unshare, set up, keep only its fds, report, wait for SIGKILL."""
     code = 1
@@ -67,7 +53,7 @@ def _child(flags: int, setup: Callable[[], dict[str, int]], report_w: int) -> No
         if flags and libc.unshare(flags) != 0:
             raise OSError(ctypes.get_errno(), "unshare failed")
         fds = setup()
-        _keep_only({report_w, *fds.values()})
+        keep_only({report_w, *fds.values()})
         with open("/proc/self/comm", "w") as f:
             f.write(COMMAND)
         os.write(report_w, json.dumps(fds).encode())
@@ -154,20 +140,8 @@ def test_rows_per_process_only_when_asked() -> None:
 
 
 def _start_thread() -> dict[str, int]:
-    import threading
-
-    started = threading.Event()
-    tids: list[int] = []
-
-    def run() -> None:
-        tids.append(threading.get_native_id())
-        started.set()
-        threading.Event().wait()
-
-    threading.Thread(target=run, daemon=True).start()
-    started.wait()
     r, w = os.pipe()
-    return {"r": r, "w": w, "tid": tids[0]}
+    return {"r": r, "w": w, "tid": thread_forever()}
 
 
 def test_fd_table_sharers_are_read_once_under_the_pid_read() -> None:
