@@ -341,3 +341,36 @@ def test_an_iterable_s_own_error_propagates_as_raised() -> None:
 def test_an_unknown_argument_is_refused() -> None:
     with pytest.raises(TypeError, match="unexpected keyword argument 'boundary'"):
         _native.census([], boundary="net")  # type: ignore[call-arg]
+
+
+# ---- Ctrl-C ----
+
+
+def _interrupted_census(pid: int) -> tuple[str, int]:
+    """Ctrl-C arriving as the pass starts: SIGINT's flag set by ``interrupt_main`` and
+    the census called next from C (``map``), no bytecode between where the flag could
+    be acted on, so the pass's own check raises it. Then a census runs as usual."""
+    import _thread
+    import functools
+    import operator
+
+    after: list[bool] = []
+    # A step after the census, also from C: reached only if the census itself did not
+    # raise (the flag would then be acted on once map returns, too late for it).
+    steps = [
+        _thread.interrupt_main,
+        functools.partial(_native.census, [pid]),
+        functools.partial(after.append, True),
+    ]
+    try:
+        list(map(operator.methodcaller("__call__"), steps))
+    except KeyboardInterrupt:
+        outcome = "KeyboardInterrupt" if not after else "raised after the census"
+    else:
+        outcome = "finished"
+    return outcome, _native.census([pid]).processes_read
+
+
+def test_ctrl_c_raises_keyboard_interrupt_and_the_next_census_runs() -> None:
+    with held() as child:
+        assert run_in_child(_interrupted_census, child.pid).unwrap() == ("KeyboardInterrupt", 1)

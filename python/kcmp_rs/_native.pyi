@@ -503,9 +503,7 @@ class CensusReport:
     @property
     def syscalls(
         self,
-    ) -> list[
-        tuple[Literal["engine_key", "engine_same", "engine_compare", "kcmp_epoll_tfd"], int]
-    ]:
+    ) -> list[tuple[Literal["engine_key", "engine_same", "engine_compare", "kcmp_epoll_tfd"], int]]:
         """``(name, count)`` of the calls the pass counted, always these four:
         ``engine_key``: the grouping engine's key lookups ((st_dev, st_ino) of one fd
         each, stat'ed once, in parallel ahead or on demand); ``engine_same``: its
