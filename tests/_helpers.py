@@ -10,6 +10,7 @@
   privileges: ``drop_to_nobody``).
 - ``keep_only(fds)`` and ``thread_forever()``, for a child's setup: close every fd
   but those (0-2 on /dev/null), start a thread sharing its fd table.
+- ``new_cgroup(name)``: a cgroup v2 group made for a test (``own_cgroup()``: ours).
 - ``fd_snapshot()``: this process's open fds and their targets, for leak checks;
   ``nofile(extra)`` makes room for more fds; ``dup_at_least`` places a copy high up;
   ``dupfd_query_works()`` says whether the kernel has F_DUPFD_QUERY.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -65,7 +67,9 @@ __all__ = [
     "fork",
     "keep_only",
     "libc",
+    "new_cgroup",
     "nofile",
+    "own_cgroup",
     "pairwise_groups",
     "partition",
     "run_in_child",
@@ -254,6 +258,51 @@ def thread_forever() -> int:
     threading.Thread(target=run, daemon=True).start()
     started.wait(DEFAULT_TIMEOUT)
     return tids[0]
+
+
+def _cgroup2_mount() -> str | None:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[fields.index("-") + 1] == "cgroup2":
+                return fields[4]
+    return None
+
+
+def own_cgroup() -> str | None:
+    """This process's cgroup v2 path from /proc/self/cgroup, read here as the truth."""
+    with open("/proc/self/cgroup") as f:
+        return next((line[3:].rstrip("\n") for line in f if line.startswith("0::")), None)
+
+
+@contextlib.contextmanager
+def new_cgroup(name: str) -> Iterator[tuple[str, str]]:
+    """``(directory, path as /proc/PID/cgroup shows it)`` of a new cgroup v2 group
+    ``name`` under this process's own, removed at the end (its processes must be gone
+    by then). Skips where the hierarchy is not writable."""
+    mount = _cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup v2 hierarchy is mounted (/proc/self/mountinfo)")
+    own = own_cgroup()
+    if own is None or not own.startswith("/"):
+        pytest.skip("this process has no cgroup v2 path in /proc/self/cgroup")
+    directory = os.path.join(mount + own, name)
+    try:
+        os.mkdir(directory)
+    except OSError as err:
+        pytest.skip(f"cannot create a cgroup in {mount + own}: {err.strerror}")
+    try:
+        yield directory, own.rstrip("/") + "/" + name
+    finally:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(directory)
+                break
+            except OSError as err:  # EBUSY while a killed member is still leaving it
+                if err.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
 
 # ---- long-lived children ----

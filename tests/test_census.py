@@ -19,7 +19,7 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _helpers import fork, keep_only, libc, run_in_child, thread_forever
+from _helpers import fork, keep_only, libc, new_cgroup, run_in_child, thread_forever
 from _scan_helpers import missing_pid
 from kcmp_rs import _native
 from kcmp_rs._native import CensusReport
@@ -122,6 +122,7 @@ def test_a_pipe_held_by_three_processes_is_shared_as_the_scan_sees_it() -> None:
     assert found.processes_read == 3
     assert found.skipped == [] and found.undecided == 0
     assert _by_type(found) == {"FIFO": 6, "CHR": 9}  # r, w and 0-2 in each
+    assert sum(n for *_, n in found.fds) == scanned.fds_classified
     assert found.per_process == [(pid, COMMAND.encode(), 5, 2) for pid in pids]
     assert found.unpaired == NO_UNPAIRED  # both ends held
     assert found.epoll == NO_EPOLL and found.epoll_unread == []
@@ -214,6 +215,28 @@ def test_descriptions_held_across_a_network_and_a_mount_namespace_cross_them() -
     assert found.crossings_undecided == [(k, 0) for k in KINDS]
     assert dict(found.crossings)["net"] == sum(len(d.boundaries) > 1 for d in by_net.descriptions)
     assert dict(found.shared) == {"FIFO": 2}
+
+
+def test_fds_are_counted_by_the_container_their_cgroup_names() -> None:
+    container = os.urandom(32).hex()  # a podman container's id, unique to this run
+    r, w = os.pipe()
+    # The children go before the group: it is removed once empty.
+    with new_cgroup(f"libpod-{container}.scope") as (directory, _), contextlib.ExitStack() as stack:
+        try:
+            outside = stack.enter_context(held(_keeping(r=r, w=w)))
+            inside = stack.enter_context(held(_keeping(r=r)))
+        finally:
+            os.close(r)
+            os.close(w)
+        with open(os.path.join(directory, "cgroup.procs"), "w") as f:
+            f.write(str(inside.pid))
+        found = _native.census([outside.pid, inside.pid])
+    boxed = {
+        (kind, n) for runtime, cid, kind, n in found.fds if (runtime, cid) == ("podman", container)
+    }
+    assert boxed == {("FIFO", 1), ("CHR", 3)}
+    assert dict(found.crossings)["cgroup"] == 1  # r, held in both groups
+    assert dict(found.crossings_undecided)["cgroup"] == 0
 
 
 # ---- epoll sets ----
