@@ -94,7 +94,8 @@ fn count(seen: &[Seen], tables: &[Vec<Pid>], values: &HashMap<Pid, Values>) -> C
         .collect();
     let mut per_reader: BTreeMap<Pid, (usize, usize)> =
         table_of.keys().map(|&reader| (reader, (0, 0))).collect();
-    let mut fds: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    // Keyed by borrowed names: a census may count many thousands of fds.
+    let mut fds: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
     let mut shared: BTreeMap<String, usize> = BTreeMap::new();
     let mut crossings = [0; KINDS];
     let mut undecided = [0; KINDS];
@@ -117,9 +118,9 @@ fn count(seen: &[Seen], tables: &[Vec<Pid>], values: &HashMap<Pid, Values>) -> C
         for (pid, _) in &d.members {
             let (runtime, id) = values
                 .get(pid)
-                .and_then(|v| v.container.clone())
-                .map_or_else(Default::default, |(r, id)| (r.to_string(), id));
-            *fds.entry((runtime, id, d.kind.clone())).or_default() += 1;
+                .and_then(|v| v.container.as_ref())
+                .map_or(("", ""), |(r, id)| (*r, id.as_str()));
+            *fds.entry((runtime, id, d.kind.as_str())).or_default() += 1;
             let mine = per_reader.entry(*pid).or_default();
             mine.0 += 1;
             mine.1 += usize::from(is_shared);
@@ -144,7 +145,7 @@ fn count(seen: &[Seen], tables: &[Vec<Pid>], values: &HashMap<Pid, Values>) -> C
     Counts {
         fds: fds
             .into_iter()
-            .map(|((runtime, id, kind), n)| (runtime, id, kind, n))
+            .map(|((runtime, id, kind), n)| (runtime.into(), id.into(), kind.into(), n))
             .collect(),
         shared: shared.into_iter().collect(),
         crossings: by_kind(crossings),
