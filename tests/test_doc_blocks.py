@@ -36,7 +36,7 @@ from kcmp_rs.cli._main import build_parser
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```([\w{}-]*)\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```([\w{}-]*)[^\n]*\n(.*?)^```", re.S | re.M)
 KINDS = {"python", "console", "sh", "json", "text", "{eval-rst}", "{toctree}", "{literalinclude}"}
 
 

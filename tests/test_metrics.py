@@ -9,10 +9,12 @@ import contextlib
 import errno
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -239,7 +241,9 @@ def test_metrics_agree_with_the_scan(spawn: Spawn) -> None:
     assert metrics.value("shared_descriptions") == len(by_processes)
     assert metrics.value("processes_scanned") == scan.processes_read
     assert metrics.value("collection_duration_seconds", phase="total") > 0
-    assert metrics.value("collection_syscalls", call="kcmp") > 0
+    calls = [dict(s.labels)["call"] for s in metrics.family("collection_syscalls").samples]
+    assert calls == ["engine_key", "engine_same", "engine_compare", "kcmp_epoll_tfd"]
+    assert metrics.value("collection_syscalls", call="engine_key") > 0
 
 
 def test_a_missing_pid_is_counted_as_skipped(spawn: Spawn) -> None:
@@ -289,17 +293,35 @@ def test_textfile_is_written_whole_and_nothing_else_is_left(spawn: Spawn, tmp_pa
     assert (tmp_path / "kcmp_rs.prom").stat().st_mode & 0o777 == 0o644
 
 
-def test_a_missing_textfile_directory_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    gone = tmp_path / "absent"
-    done = run_cli("metrics", "-p", str(os.getpid()), "--textfile", str(gone))
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("absent", "No such file or directory"), ("a-file", "not a directory")],
+)
+def test_a_missing_textfile_directory_is_one_line_and_exit_1(
+    tmp_path: Path, name: str, reason: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    given = tmp_path / name
+    done = run_cli("metrics", "-p", str(os.getpid()), "--textfile", str(given))
     assert done.returncode == 1
-    assert done.stderr.decode() == f"kcmp-rs: textfile directory {gone}: no such directory\n"
+    assert done.stderr.decode() == f"kcmp-rs: textfile directory {given}: {reason}\n"
     assert done.stdout == b""
-    assert not gone.exists()
+    assert sorted(os.listdir(tmp_path)) == ["a-file"]
 
 
-def test_an_unwritable_textfile_directory_leaves_no_file(tmp_path: Path) -> None:
-    target = tmp_path / "ro"
+@pytest.fixture
+def open_to_all() -> Iterator[Path]:
+    """A directory another user can reach (pytest's tmp_path lies under a 0700 one)."""
+    top = Path(tempfile.mkdtemp(prefix="kcmp-metrics-"))
+    top.chmod(0o755)
+    try:
+        yield top
+    finally:
+        shutil.rmtree(top)
+
+
+def test_an_unwritable_textfile_directory_leaves_no_file(open_to_all: Path) -> None:
+    target = open_to_all / "ro"
     target.mkdir(mode=0o555)
 
     def as_nobody() -> tuple[int, str]:

@@ -98,6 +98,9 @@ def metrics(pids: Iterable[SupportsIndex] | None = None, *, per_process: bool = 
     ``process_shared_fds``, labelled by pid and command): the label set then grows with
     the processes, so it is off by default.
 
+    Returns a ``Metrics``: its families in a fixed order, whether the collection is
+    complete, ``value()`` and ``exposition()``.
+
     Raises TypeError or ValueError for a bad argument (as ``scan()``), never for a
     process it cannot read: that one is counted in ``processes_skipped``.
     """

@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -114,12 +115,21 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     if args.listen is not None:
         return _serve(args.listen, collect, args.min_interval)
     if args.textfile is not None:
-        if not os.path.isdir(args.textfile):
-            raise CommandError(f"textfile directory {args.textfile}: no such directory")
+        _check_directory(args.textfile)
         write_textfile(args.textfile, collect())
         return 0
     out(collect())
     return 0
+
+
+def _check_directory(path: str) -> None:
+    """Fails before the collection if ``path`` is no directory we can reach."""
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as err:
+        raise CommandError(f"textfile directory {path}: {err.strerror}") from None
+    if not is_dir:
+        raise CommandError(f"textfile directory {path}: not a directory")
 
 
 def write_textfile(directory: str, text: str) -> None:
