@@ -520,6 +520,16 @@ fn audit(pins: &Pinned, reader: &Reader, ctx: &Context) -> Result<Vec<Finding>, 
         }
     };
     for fd in pins.list(pid)? {
+        // A statx of the fd's link names its mount in one call; most fds are on an
+        // internal mount or the process's own, and need no fdinfo read at all.
+        match fd_mnt_id(pid, fd) {
+            Ok(Some(id)) if passes(ctx.whose(ns, id), chrooted) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                failed(e, format!("reading /proc/{pid}/fd/{fd}"))?;
+                continue;
+            }
+        }
         let info =
             match proc_path(pid, &format!("fdinfo/{fd}")).and_then(|p| sys::read_small_file(&p)) {
                 Ok(info) => info,
@@ -537,7 +547,7 @@ fn audit(pins: &Pinned, reader: &Reader, ctx: &Context) -> Result<Vec<Finding>, 
             ));
         };
         let whose = ctx.whose(ns, mnt_id);
-        if whose == Whose::Internal || (whose == Whose::Own && !chrooted) {
+        if passes(whose, chrooted) {
             continue;
         }
         let Some(link) = fd_path(pid, fd) else {
@@ -572,6 +582,22 @@ fn audit(pins: &Pinned, reader: &Reader, ctx: &Context) -> Result<Vec<Finding>, 
         }
     }
     Ok(found)
+}
+
+/// Whether a file on a mount of this kind needs no look: an internal mount's, or the
+/// process's own namespace's when it is not chrooted (outside-root needs its path).
+fn passes(whose: Whose, chrooted: bool) -> bool {
+    whose == Whose::Internal || (whose == Whose::Own && !chrooted)
+}
+
+/// The mount id of fd `fd` of `pid` by statx of its link (the fdinfo's `mnt_id`: the
+/// link leads to the file's own mount); `None` where statx gives none.
+fn fd_mnt_id(pid: Pid, fd: Fd) -> Result<Option<u64>, Errno> {
+    match sys::statx_mnt_id(&proc_path(pid, &format!("fd/{fd}"))?) {
+        Ok(id) => Ok(id),
+        Err(Errno(libc::ENOSYS | libc::EINVAL)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The mount id of `/proc/PID/{name}` (cwd or root), by statx; where statx gives
