@@ -8,6 +8,7 @@
   returned or raised as data (``ChildResult``), with the child's wait status; for
   things that must not happen in the test process (seccomp filters, dropping
   privileges: ``drop_to_nobody``).
+- ``keep_only(fds)``: a child closes all but these (0-2 on /dev/null of its own).
 - ``fd_snapshot()``: this process's open fds and their targets, for leak checks;
   ``nofile(extra)`` makes room for more fds; ``dup_at_least`` places a copy high up;
   ``dupfd_query_works()`` says whether the kernel has F_DUPFD_QUERY.
@@ -60,6 +61,7 @@ __all__ = [
     "dupfd_query_works",
     "fd_snapshot",
     "fork",
+    "keep_only",
     "libc",
     "nofile",
     "pairwise_groups",
@@ -548,6 +550,22 @@ def drop_to_nobody() -> None:
 
 
 # ---- fds ----
+
+
+def keep_only(keep: set[int]) -> None:
+    """In a child: closes every fd but ``keep``; 0-2 become one open of /dev/null of its
+    own. What the child holds is then exactly what a test gave it, nothing inherited from
+    pytest (its capture files, logs), so counts over the child are known."""
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) not in keep:
+            with contextlib.suppress(OSError):  # the listing's own fd, closed already
+                os.close(int(name))
+    null = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        if std != null:
+            os.dup2(null, std)
+    if null > 2:
+        os.close(null)
 
 
 def fd_snapshot() -> frozenset[tuple[int, str]]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _helpers import fork, libc, pairwise_groups
+from _helpers import fork, keep_only, libc, pairwise_groups
 from _scan_helpers import (
     SCAN_RECORDS,
     check_scan_document,
@@ -61,25 +61,11 @@ class Holder:
     killed: bool = False  # the test killed it: SIGKILL is then the expected end
 
 
-def _keep_only(keep: set[int]) -> None:
-    """Closes every fd but ``keep``; 0-2 become one open of /dev/null of its own."""
-    for name in os.listdir("/proc/self/fd"):
-        if int(name) not in keep:
-            with contextlib.suppress(OSError):
-                os.close(int(name))
-    null = os.open(os.devnull, os.O_RDWR)
-    for std in (0, 1, 2):
-        if std != null:
-            os.dup2(null, std)
-    if null > 2:
-        os.close(null)
-
-
 def _hold(command: str, setup: Callable[[], dict[str, int]], report_w: int, control_r: int) -> None:
     """A holder's life: set up, keep only its fds, report, wait for the release."""
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     fds = setup()
-    _keep_only({report_w, control_r, *fds.values()})
+    keep_only({report_w, control_r, *fds.values()})
     with open("/proc/self/comm", "w") as f:
         f.write(command)
     me = int(os.readlink("/proc/self"))  # our pid in /proc's namespace, not in a new one
@@ -103,7 +89,7 @@ def _holder_main(flags: int, command: str, setup: Callable[[], dict[str, int]],
             if inner == 0:
                 _hold(command, setup, report_w, control_r)
                 os._exit(0)
-            _keep_only(set())
+            keep_only(set())
             _, status = os.waitpid(inner, 0)
             code = 0 if status == 0 else 1
         else:
