@@ -45,6 +45,7 @@ remove_policy() {
     if [ "$placed" -eq 1 ]; then rm -f "$POLICY"; fi
 }
 trap remove_policy EXIT
+trap 'exit 130' INT TERM HUP  # through the EXIT trap: the policy goes on a signal too
 if [ ! -e "$POLICY" ]; then
     printf '#!/bin/sh\n# scripts/setup-prometheus.sh (kcmp_rs): no service starts now\nexit 101\n' \
         >"$POLICY"

@@ -25,6 +25,7 @@ is missing (and only then).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -154,7 +155,7 @@ def _ready(server: Server, path: str) -> bool:
     """Polls ``path`` until it answers 200 (True) or the process exits (False)."""
     deadline = time.monotonic() + START_TIMEOUT
     while server.proc.poll() is None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, http.client.HTTPException):
             if http_get(server.url(path), timeout=2.0)[0] == 200:
                 return True
         if time.monotonic() > deadline:

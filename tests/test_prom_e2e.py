@@ -157,11 +157,13 @@ def test_parse_exposition_refuses_a_cut_file() -> None:
 def test_served_stops_a_server_that_never_gets_ready() -> None:
     """A server that exits before answering is reported with its output, not waited for."""
     argv = [sys.executable, "-c", "import sys; sys.exit('no way: ' + sys.argv[1])"]
-    with (
-        pytest.raises(RuntimeError, match=r"exited with 1 before it was ready:\nno way: 127"),
-        served("quitter", lambda address: [*argv, address], "/"),
-    ):
-        pass  # pragma: no cover - never reached
+
+    def start() -> None:
+        with served("quitter", lambda address: [*argv, address], "/"):
+            pass  # pragma: no cover - never reached
+
+    with pytest.raises(RuntimeError, match=r"exited with 1 before it was ready:\nno way: 127"):
+        start()
 
 
 # ---- the processes the metrics count ----
@@ -565,7 +567,7 @@ def test_a_reader_never_sees_a_partial_file_during_100_writes(
             outcomes.append((proc.returncode, out, err))
     finally:
         for proc in running:
-            stop_writer(proc)
+            _stop_writer(proc)
         writing.clear()
         reader.join()
     assert outcomes == [(0, "", "")] * WRITES
@@ -575,7 +577,7 @@ def test_a_reader_never_sees_a_partial_file_during_100_writes(
     assert os.listdir(directory) == [TEXTFILE]
 
 
-def stop_writer(proc: subprocess.Popen[str]) -> None:
+def _stop_writer(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.communicate()
