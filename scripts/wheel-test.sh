@@ -265,7 +265,7 @@ for py in "${PYTHONS[@]}"; do
     # lsfd 2.41's runner, for the endpoint tests (the chroot is make lsfd-root's cache).
     mkdir -p "$run/scripts" && cp "$ROOT/scripts/lsfd.sh" "$run/scripts/"
     cp -r "$ROOT/docs" "$run/docs"  # the manual: its code blocks run, its picture is compared
-    cp -r "$ROOT/deploy" "$run/deploy"  # the units and rules: verified, and Prometheus loads them
+    cp -r "$ROOT/deploy" "$run/deploy"  # the shipped units and alerting rules the tests check
     rm -rf "$run/tests/__pycache__"
     if (cd "$run" && "$venv/bin/python" -c "$CHECK_LOCATION"); then
         ok "Python $ver: kcmp_rs imported from site-packages"
