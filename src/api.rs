@@ -16,6 +16,7 @@ use crate::sys::{self, Fd, KcmpOrder, Pid};
 pub use crate::holders::{holders, Found as HoldersFound};
 pub use crate::ladder::{kcmp_checked, same_epoll_target};
 pub use crate::oracle::{classify_files, classify_tasks, Classified, FileOptions, FileRef};
+pub use crate::questions::census::{census, CensusReport};
 pub use crate::questions::endpoints::{endpoints, EndpointsReport};
 pub use crate::questions::epoll::{epoll_sets, EpollReport, Registration, Status as EpollStatus};
 pub use crate::questions::escapes::{escapes, EscapesReport, Finding, Place};

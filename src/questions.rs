@@ -1,6 +1,7 @@
 //! Whole questions answered in one native pass: which descriptions many processes
 //! share (`scan`, written as JSON by `json`), what two processes share (`shared`),
-//! what an epoll set watches (`epoll`), the other ends of a channel (`endpoints`).
+//! what an epoll set watches (`epoll`), the other ends of a channel (`endpoints`),
+//! the counts of many processes' descriptions for metrics (`census`).
 //!
 //! Each question pins every process it reads with one `PidGuard` before it lists
 //! anything, so thread ids are taken as the kernel takes them (PIDFD_THREAD, or the
@@ -9,6 +10,7 @@
 //!
 //! Knows `sys`, `error`, `support`, `ladder` and `oracle`; never PyO3.
 
+pub mod census;
 pub mod channels;
 pub mod endpoints;
 pub mod epoll;

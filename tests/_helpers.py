@@ -8,7 +8,9 @@
   returned or raised as data (``ChildResult``), with the child's wait status; for
   things that must not happen in the test process (seccomp filters, dropping
   privileges: ``drop_to_nobody``).
-- ``keep_only(fds)``: a child closes all but these (0-2 on /dev/null of its own).
+- ``keep_only(fds)`` and ``thread_forever()``, for a child's setup: close every fd
+  but those (0-2 on /dev/null), start a thread sharing its fd table.
+- ``new_cgroup(name)``: a cgroup v2 group made for a test (``own_cgroup()``: ours).
 - ``fd_snapshot()``: this process's open fds and their targets, for leak checks;
   ``nofile(extra)`` makes room for more fds; ``dup_at_least`` places a copy high up;
   ``dupfd_query_works()`` says whether the kernel has F_DUPFD_QUERY.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -35,6 +38,7 @@ import pickle
 import resource
 import select
 import signal
+import threading
 import time
 import traceback
 import warnings
@@ -63,13 +67,16 @@ __all__ = [
     "fork",
     "keep_only",
     "libc",
+    "new_cgroup",
     "nofile",
+    "own_cgroup",
     "pairwise_groups",
     "partition",
     "run_in_child",
     "spawned",
     "status_value",
     "thread_count",
+    "thread_forever",
 ]
 
 T = TypeVar("T")
@@ -218,6 +225,84 @@ def describe_status(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"wait status {status:#x}"
+
+
+# ---- in a child ----
+
+
+def keep_only(keep: set[int]) -> None:
+    """Closes every fd but ``keep``; 0-2 become one open of /dev/null of its own."""
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) not in keep:
+            with contextlib.suppress(OSError):
+                os.close(int(name))
+    null = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        if std != null:
+            os.dup2(null, std)
+    if null > 2:
+        os.close(null)
+
+
+def thread_forever() -> int:
+    """Starts a thread that never ends (a daemon, blocked) and returns its thread id
+    once it runs: a second task sharing this process's fd table."""
+    started = threading.Event()
+    tids: list[int] = []
+
+    def run() -> None:
+        tids.append(threading.get_native_id())
+        started.set()
+        threading.Event().wait()
+
+    threading.Thread(target=run, daemon=True).start()
+    started.wait(DEFAULT_TIMEOUT)
+    return tids[0]
+
+
+def _cgroup2_mount() -> str | None:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[fields.index("-") + 1] == "cgroup2":
+                return fields[4]
+    return None
+
+
+def own_cgroup() -> str | None:
+    """This process's cgroup v2 path from /proc/self/cgroup, read here as the truth."""
+    with open("/proc/self/cgroup") as f:
+        return next((line[3:].rstrip("\n") for line in f if line.startswith("0::")), None)
+
+
+@contextlib.contextmanager
+def new_cgroup(name: str) -> Iterator[tuple[str, str]]:
+    """``(directory, path as /proc/PID/cgroup shows it)`` of a new cgroup v2 group
+    ``name`` under this process's own, removed at the end (its processes must be gone
+    by then). Skips where the hierarchy is not writable."""
+    mount = _cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup v2 hierarchy is mounted (/proc/self/mountinfo)")
+    own = own_cgroup()
+    if own is None or not own.startswith("/"):
+        pytest.skip("this process has no cgroup v2 path in /proc/self/cgroup")
+    directory = os.path.join(mount + own, name)
+    try:
+        os.mkdir(directory)
+    except OSError as err:
+        pytest.skip(f"cannot create a cgroup in {mount + own}: {err.strerror}")
+    try:
+        yield directory, own.rstrip("/") + "/" + name
+    finally:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(directory)
+                break
+            except OSError as err:  # EBUSY while a killed member is still leaving it
+                if err.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
 
 # ---- long-lived children ----
@@ -550,22 +635,6 @@ def drop_to_nobody() -> None:
 
 
 # ---- fds ----
-
-
-def keep_only(keep: set[int]) -> None:
-    """In a child: closes every fd but ``keep``; 0-2 become one open of /dev/null of its
-    own. What the child holds is then exactly what a test gave it, nothing inherited from
-    pytest (its capture files, logs), so counts over the child are known."""
-    for name in os.listdir("/proc/self/fd"):
-        if int(name) not in keep:
-            with contextlib.suppress(OSError):  # the listing's own fd, closed already
-                os.close(int(name))
-    null = os.open(os.devnull, os.O_RDWR)
-    for std in (0, 1, 2):
-        if std != null:
-            os.dup2(null, std)
-    if null > 2:
-        os.close(null)
 
 
 def fd_snapshot() -> frozenset[tuple[int, str]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ from typing import Any
 
 import kcmp_rs
 import pytest
-from _helpers import fork, keep_only, libc, pairwise_groups
+from _helpers import fork, keep_only, libc, new_cgroup, own_cgroup, pairwise_groups
 from _scan_helpers import (
     SCAN_RECORDS,
     check_scan_document,
@@ -316,49 +315,12 @@ def test_cgroup_paths_contain_their_subgroups() -> None:
 # ---- a cgroup created for the test ----
 
 
-def _cgroup2_mount() -> str | None:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[fields.index("-") + 1] == "cgroup2":
-                return fields[4]
-    return None
-
-
-def _own_cgroup() -> str | None:
-    """This process's cgroup v2 path from /proc/self/cgroup, read here as the truth."""
-    with open("/proc/self/cgroup") as f:
-        return next((line[3:].rstrip("\n") for line in f if line.startswith("0::")), None)
-
-
 @pytest.fixture
 def test_cgroup() -> Iterator[tuple[str, str]]:
     """``(directory, path as /proc/PID/cgroup shows it)`` of a new cgroup v2 group under
     this process's own; removed at the end. Skips where the hierarchy is not writable."""
-    mount = _cgroup2_mount()
-    if mount is None:
-        pytest.skip("no cgroup v2 hierarchy is mounted (/proc/self/mountinfo)")
-    own = _own_cgroup()
-    if own is None or not own.startswith("/"):
-        pytest.skip("this process has no cgroup v2 path in /proc/self/cgroup")
-    name = f"kcmp-rs-test-{os.getpid()}"
-    directory = os.path.join(mount + own, name)
-    try:
-        os.mkdir(directory)
-    except OSError as err:
-        pytest.skip(f"cannot create a cgroup in {mount + own}: {err.strerror}")
-    try:
-        yield directory, own.rstrip("/") + "/" + name
-    finally:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                os.rmdir(directory)
-                break
-            except OSError as err:  # EBUSY while a killed member is still leaving it
-                if err.errno != errno.EBUSY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
+    with new_cgroup(f"kcmp-rs-test-{os.getpid()}") as made:
+        yield made
 
 
 def test_cgroup_crossings_and_inside(world: World, test_cgroup: tuple[str, str]) -> None:
@@ -368,7 +330,7 @@ def test_cgroup_crossings_and_inside(world: World, test_cgroup: tuple[str, str])
         f.write(str(moved.pid))
     try:
         result = kcmp_rs.scan(world.pids, boundary="cgroup")
-        own = _own_cgroup() or "?"
+        own = own_cgroup() or "?"
         for d in result.descriptions:
             holders = {m.pid for m in d.members}
             expect = {path if p == moved.pid else own for p in holders}

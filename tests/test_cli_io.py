@@ -29,6 +29,7 @@ COMMANDS = [
     ["scan", "-p", "{pid}"],
     ["scan", "-p", "{pid}", "-J"],
     ["scan", "-p", "{pid}", "-j"],
+    ["scan", "-p", "{pid}", "--watch", "0.01", "--count", "2"],
     ["scan", "--example"],
     ["scan", "--example", "-J"],
     ["escapes", "-p", "{pid}"],

@@ -36,8 +36,8 @@ from kcmp_rs.cli._main import build_parser
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```([\w{}-]*)\n(.*?)^```", re.S | re.M)
-KINDS = {"python", "console", "sh", "json", "text", "{eval-rst}", "{toctree}"}
+FENCE = re.compile(r"^```([\w{}-]*)[^\n]*\n(.*?)^```", re.S | re.M)
+KINDS = {"python", "console", "sh", "json", "text", "{eval-rst}", "{toctree}", "{literalinclude}"}
 
 
 def blocks(page: Path, kind: str | None = None) -> list[tuple[str, str]]:
@@ -280,7 +280,19 @@ def test_the_reference_lists_every_flag_of_every_subcommand() -> None:
     page = render()
     for flag in ["--allow-pidfd-getfd", "--across", "--inside", "--allow", "--example", "-J"]:
         assert f"`{flag}`" in page
-    for name in ["demo", "fds", "share", "holders", "epoll", "who", "peers", "scan", "escapes"]:
+    names = [
+        "demo",
+        "fds",
+        "share",
+        "holders",
+        "epoll",
+        "who",
+        "peers",
+        "scan",
+        "escapes",
+        "metrics",
+    ]
+    for name in names:
         assert f"\n## {name}\n" in page
 
 

@@ -117,6 +117,20 @@ def _package_imports(module: pathlib.Path) -> set[str]:
                 "kcmp_rs.cli._render",
             },
         ),
+        (
+            "_metrics.py",
+            {"kcmp_rs._escapes", "kcmp_rs._native", "kcmp_rs._proc", "kcmp_rs._scan"},
+        ),
+        ("cli/_metrics.py", {"kcmp_rs._metrics", "kcmp_rs.cli._common", "kcmp_rs.cli._io"}),
+        (
+            "cli/_watch.py",
+            {
+                "kcmp_rs._results",
+                "kcmp_rs._scan",  # one native scan a pass: nothing here reads /proc
+                "kcmp_rs.cli._common",
+                "kcmp_rs.cli._io",
+            },
+        ),
         ("_schema.py", set()),
         ("_config.py", set()),
         ("cli/_io.py", {"kcmp_rs._config"}),

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import kcmp_rs
 import pytest
 from _checks import check_os_error, needs_kcmp, needs_root, needs_seccomp, raised
-from _helpers import Spawn, run_in_child
+from _helpers import Spawn, run_in_child, thread_forever
 from _scan_helpers import missing_pid, run_cli
 from kcmp_rs import (
     FdNotOpenError,
@@ -60,17 +60,7 @@ def a_thread() -> Iterator[int]:
 
 def _child_with_a_thread_and_reopen(path: str) -> dict[str, int]:
     """In a child: a thread that outlives setup, and a separate open of ``path``."""
-    ready = threading.Event()
-    tid: list[int] = []
-
-    def run() -> None:
-        tid.append(threading.get_native_id())
-        ready.set()
-        threading.Event().wait()
-
-    threading.Thread(target=run, daemon=True).start()
-    ready.wait(30)
-    return {"tid": tid[0], "reopened": os.open(path, os.O_RDONLY)}
+    return {"tid": thread_forever(), "reopened": os.open(path, os.O_RDONLY)}
 
 
 def _truth(pid1: int, pid2: int) -> set[tuple[int, int]]:

@@ -176,6 +176,7 @@ def test_every_question_and_command_reads_proc_natively() -> None:
             kcmp_rs.sharing(a.pid, b.pid)
             kcmp_rs.classify_fds(a.pid)
             assert kcmp_rs.escapes(pids).processes_read == 2
+            assert kcmp_rs.metrics(pids, per_process=True).value("processes_scanned") == 2
             check = kcmp_rs.FdLeakCheck()
             check.start()
             with spawned() as child:  # started in the block, alive at its end
@@ -196,8 +197,10 @@ def test_every_question_and_command_reads_proc_natively() -> None:
             assert _cli("scan", "-p", p, "--across", "net", "--inside", a.pid) == 0
             assert _cli("scan", "-p", p, "--across", "net", "--inside", "/") == 0
             assert _cli("scan", "--example") == 0
+            assert _cli("scan", "-p", p, "--watch", "0.01", "--count", "2", "--all") == 0
             assert _cli("demo") == 0
             assert _cli("escapes", "-p", p) == 0
             assert _cli("escapes", "-p", p, "-j") == 0
+            assert _cli("metrics", "-p", p) == 0
             assert me in list_pids()
         assert seen == []

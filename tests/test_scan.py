@@ -12,14 +12,13 @@ import json
 import os
 import pkgutil
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import kcmp_rs
 import pytest
 from _family import HOSTILE_NAME, MIN_FDS, Family, build_family
-from _helpers import NOBODY, OTHER_UID, drop_privileges, run_in_child
+from _helpers import NOBODY, OTHER_UID, drop_privileges, run_in_child, thread_forever
 from _scan_helpers import (
     check_scan_document,
     doc_groups,
@@ -271,17 +270,7 @@ def test_process_denying_access_is_skipped(spawn: Spawn) -> None:
 def _start_thread() -> dict[str, int]:
     r, w = os.pipe()
     dup = os.dup(r)
-    started = threading.Event()
-    tids: list[int] = []
-
-    def run() -> None:
-        tids.append(threading.get_native_id())
-        started.set()
-        threading.Event().wait()
-
-    threading.Thread(target=run, daemon=True).start()
-    started.wait()
-    return {"tid": tids[0], "r": r, "w": w, "dup": dup}
+    return {"tid": thread_forever(), "r": r, "w": w, "dup": dup}
 
 
 def test_processes_sharing_an_fd_table_are_read_once(spawn: Spawn) -> None:

@@ -151,7 +151,7 @@ def _man_sections() -> dict[str, str]:
     return sections
 
 
-def test_the_command_has_its_nine_subcommands() -> None:
+def test_the_command_has_its_ten_subcommands() -> None:
     assert set(_subcommands()) == {
         "demo",
         "fds",
@@ -162,6 +162,7 @@ def test_the_command_has_its_nine_subcommands() -> None:
         "who",
         "peers",
         "escapes",
+        "metrics",
     }
 
 

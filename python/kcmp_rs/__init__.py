@@ -34,6 +34,7 @@ from kcmp_rs._errors import (
 )
 from kcmp_rs._escapes import Container, Escape, Escapes, escapes
 from kcmp_rs._leaks import FdLeakCheck
+from kcmp_rs._metrics import Metrics, metrics
 from kcmp_rs._native import (
     classify_fds,
     classify_files,
@@ -90,6 +91,7 @@ __all__ = [
     "KcmpUnavailableError",
     "LeakedFd",
     "Member",
+    "Metrics",
     "NotAChannelError",
     "Order",
     "ProcessAccessError",
@@ -111,6 +113,7 @@ __all__ = [
     "escapes",
     "holders",
     "kcmp",
+    "metrics",
     "open_fds",
     "same_epoll_target",
     "same_file",

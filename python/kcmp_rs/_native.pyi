@@ -414,6 +414,106 @@ class ScanReport:
     def channel_notes(self) -> list[str]:
         """With ``ipc``: what the channel search could not read (sock_diag refused, ...)."""
 
+def census(pids: Iterable[SupportsIndex], per_process: bool = False) -> CensusReport:
+    """The census of ``pids`` for metrics, in one native pass, the GIL released: a
+    ``CensusReport``.
+
+    One scan of every description of ``pids`` (as ``scan(pids, include_unshared=True,
+    ipc=True)``); while its processes are pinned, each one's value of every boundary
+    kind (pid, mnt, net, user, ipc, uts, cgroup: as ``scan(boundary=...)`` reads them)
+    and the container its cgroup names are read too, a value that cannot be read
+    counted as unread for its kind alone. Then every epoll set of each process read
+    holding an epoll fd is read (as ``epoll_targets``, holders looked for in that
+    process). ``per_process=True`` adds one row per process read.
+
+    Processes that cannot be read go to ``skipped``, never raise. Raises TypeError or
+    ValueError for bad arguments, with the messages of ``scan()`` (``TypeError: pids
+    must be an iterable of ints, not int``, ``ValueError: each pid in pids must be a pid
+    in 1..2147483647, got 0``, ``TypeError: per_process must be a bool, not int``),
+    KeyboardInterrupt on Ctrl-C, and a ``KcmpError`` (the OSError subclass Python picks)
+    where the pass itself cannot go on (out of fds: EMFILE).
+    """
+
+@final
+class CensusReport:
+    """What one ``census()`` pass counted; each property is a new list, every count
+    list sorted and, where its keys are fixed, every key present (zeros included)."""
+
+    @property
+    def processes_read(self) -> int:
+        """Processes whose fds were read (sharers of a read fd table included), as
+        ``ScanReport.processes_read``."""
+    @property
+    def skipped(self) -> list[tuple[int, str]]:
+        """(pid, reason) of each process not read, ascending; the reasons of
+        ``Skipped.reason`` (``"no such process"``, ``"exited"``, ``"zombie"``,
+        ``"permission denied"``, ...)."""
+    @property
+    def undecided(self) -> int:
+        """Fds no exact method could decide (kcmp blocked): in no description, so in
+        no other count."""
+    @property
+    def fds(self) -> list[tuple[str, str, str, int]]:
+        """``(runtime, container_id, type, count)``: every fd placed in a description,
+        by the container its process is in (from its cgroup; ``("", "")`` for none or
+        unreadable) and the description's type as the scan names it (``REG``, ``DIR``,
+        ``CHR``, ``FIFO``, ``SOCK``, ``eventfd``, ``eventpoll``, ..., ``?`` once gone).
+        An fd table shared by several processes is counted once, under the pid read."""
+    @property
+    def shared(self) -> list[tuple[str, int]]:
+        """``(type, count)``: descriptions held by two distinct processes or more (the
+        sharers of a member's fd table count as holders), by type."""
+    @property
+    def crossings(
+        self,
+    ) -> list[tuple[Literal["pid", "mnt", "net", "user", "ipc", "uts", "cgroup"], int]]:
+        """``(kind, count)`` for each kind in the order pid, mnt, net, user, ipc, uts,
+        cgroup: descriptions whose holders show two values or more of that kind,
+        counting only the holders whose value was read."""
+    @property
+    def crossings_undecided(
+        self,
+    ) -> list[tuple[Literal["pid", "mnt", "net", "user", "ipc", "uts", "cgroup"], int]]:
+        """``(kind, count)``, same order: descriptions held by two processes or more with
+        a holder whose value of that kind could not be read (``crossings`` may then be
+        short by them)."""
+    @property
+    def unpaired(
+        self,
+    ) -> list[tuple[Literal["pipe", "fifo"], Literal["reader", "writer"], int]]:
+        """``(kind, missing, count)``: pipes and named FIFOs whose descriptions among
+        the processes read are all on one side; ``("pipe", "reader", n)``: n pipes with
+        a write end held and no read end. A FIFO opened O_RDWR is on both sides. All
+        four rows present."""
+    @property
+    def epoll(self) -> list[tuple[Literal["open", "closed", "reused"], int]]:
+        """``(status, count)``: the registrations of every epoll set of every process
+        read, by whether the registered fd number still names the registered file
+        (``open``), is closed (``closed``) or names another file (``reused``)."""
+    @property
+    def epoll_unread(self) -> list[tuple[int, str]]:
+        """(pid, reason) of each process holding an epoll fd whose sets could not be
+        read (exited meanwhile: ``"exited"``; kcmp unavailable: ``"error: ..."``)."""
+    @property
+    def per_process(self) -> list[tuple[int, bytes | None, int, int]] | None:
+        """With ``per_process=True``: ``(pid, command, fds, shared_fds)`` per fd table
+        read (under the pid read), ascending pid: its command name (None once gone),
+        its fds counted in ``fds``, and those on a description held by two processes
+        or more. None when not asked."""
+    @property
+    def syscalls(
+        self,
+    ) -> list[tuple[Literal["engine_key", "engine_same", "engine_compare", "kcmp_epoll_tfd"], int]]:
+        """``(name, count)`` of the calls the pass counted, always these four:
+        ``engine_key``: the grouping engine's key lookups ((st_dev, st_ino) of one fd
+        each, stat'ed once, in parallel ahead or on demand); ``engine_same``: its
+        equality tests (F_DUPFD_QUERY between this process's own fds, the exact
+        fallbacks where kcmp is unusable, none at all where kcmp decides);
+        ``engine_compare``: its comparisons, one kcmp(KCMP_FILE) each (a comparison
+        redone after an fd's dup2 race makes more); ``kcmp_epoll_tfd``: the
+        ``KCMP_EPOLL_TFD`` calls of the epoll sets. The fd tables' grouping
+        (``KCMP_FILES``) and the reads of /proc are not counted."""
+
 def endpoints(
     pid: SupportsIndex,
     fd: SupportsIndex,

@@ -6,6 +6,7 @@
 //! logic lives here: that is `api` and below, which never import PyO3.
 
 mod args;
+mod census;
 mod errors;
 mod escapes;
 mod procfs;
@@ -154,6 +155,8 @@ pub mod _native {
     use super::args::{
         arg, Fd, Fds, Flag, Index, IndexType, MissingPolicy, Optional, Order, Pid, Pids, TaskType,
     };
+    #[pymodule_export]
+    use super::census::{census, CensusReport};
     #[pymodule_export]
     use super::procfs::{
         boundary_value, commands, descendants, describe_refs, leak_snapshot, list_pids,

@@ -24,10 +24,21 @@ pub struct Channel {
 /// What the channel search could not see, for the report to say.
 pub type Notes = Vec<String>;
 
-/// The channels among `descriptions` (every description of the scan) that connect two
-/// processes or more, in the order of their first description; with notes on what
-/// could not be read (sock_diag refused: no Unix socket pair is listed).
-pub fn find(descriptions: &[Description], readers: &[Pid]) -> (Vec<Channel>, Notes) {
+/// What the channel search found among a scan's descriptions.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The channels that connect two processes or more, in the order of their first
+    /// description.
+    pub channels: Vec<Channel>,
+    /// What could not be read (sock_diag refused: no Unix socket pair is listed).
+    pub notes: Notes,
+    /// The pipes and FIFOs with descriptions on one side only (the other side's list
+    /// empty): an end nobody among the processes read holds.
+    pub one_sided: Vec<Channel>,
+}
+
+/// The channels among `descriptions` (every description of the scan).
+pub fn find(descriptions: &[Description], readers: &[Pid]) -> Found {
     let mut pipes: BTreeMap<(u8, u64, u64), Vec<usize>> = BTreeMap::new();
     let mut sockets: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     let mut masters: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
@@ -115,8 +126,23 @@ pub fn find(descriptions: &[Description], readers: &[Pid]) -> (Vec<Channel>, Not
             }
         }
     }
+    // The one pairing of pipe and FIFO ends: the census counts the one-sided ones
+    // from here, before the retain below drops them.
+    let (mut one_sided, mut channels): (Vec<Channel>, Vec<Channel>) =
+        channels.into_iter().partition(is_one_sided);
     channels.retain(|c| connects_processes(c, descriptions));
-    for c in &mut channels {
+    in_order(&mut channels);
+    in_order(&mut one_sided);
+    Found {
+        channels,
+        notes,
+        one_sided,
+    }
+}
+
+/// Each channel's ends ascending, the channels in the order of their first description.
+fn in_order(channels: &mut [Channel]) {
+    for c in channels.iter_mut() {
         for (_, on) in &mut c.ends {
             on.sort_unstable();
         }
@@ -128,7 +154,11 @@ pub fn find(descriptions: &[Description], readers: &[Pid]) -> (Vec<Channel>, Not
             .min()
             .copied()
     });
-    (channels, notes)
+}
+
+/// A pipe or FIFO with descriptions on exactly one of its two sides.
+fn is_one_sided(c: &Channel) -> bool {
+    (c.kind == PIPE || c.kind == FIFO) && c.ends.iter().filter(|(_, on)| on.is_empty()).count() == 1
 }
 
 /// Whether a channel has an end on each side and its ends' holders are two
@@ -224,7 +254,48 @@ mod tests {
             describe(r.as_raw_fd(), 0o400),
             describe(w.as_raw_fd(), 0o200),
         ];
-        let (channels, notes) = find(&found, &[me]);
-        assert!(channels.is_empty() && notes.is_empty());
+        let found = find(&found, &[me]);
+        assert!(found.channels.is_empty() && found.notes.is_empty());
+        assert!(found.one_sided.is_empty(), "both ends are held");
+    }
+
+    /// A write end alone is one-sided; a FIFO opened O_RDWR is on both sides.
+    #[test]
+    fn a_lone_end_is_one_sided_and_o_rdwr_is_both() {
+        use std::os::fd::AsRawFd;
+        let (_r, w) = std::io::pipe().unwrap();
+        let me = sys::getpid();
+        let lone = Description {
+            members: vec![(me, w.as_raw_fd())],
+            described: (target_of(me, w.as_raw_fd()), Some(0o200), None),
+            boundaries: Vec::new(),
+        };
+        let found = find(&[lone], &[me]);
+        assert!(found.channels.is_empty());
+        assert_eq!(
+            found.one_sided,
+            vec![Channel {
+                kind: PIPE,
+                ends: vec![
+                    (super::super::endpoints::READ, vec![]),
+                    (super::super::endpoints::WRITE, vec![0])
+                ],
+            }]
+        );
+        // The pipe opened again O_RDWR through /proc: one description on both sides,
+        // as a named FIFO opened O_RDWR is.
+        let both = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{}", w.as_raw_fd()))
+            .unwrap();
+        let fd = both.as_raw_fd();
+        let rdwr = Description {
+            members: vec![(me, fd)],
+            described: (target_of(me, fd), Some(0o600), None),
+            boundaries: Vec::new(),
+        };
+        let found = find(&[rdwr], &[me]);
+        assert!(found.one_sided.is_empty() && found.channels.is_empty());
     }
 }

@@ -57,9 +57,7 @@ impl Boundary {
                 sys::readlinkat(libc::AT_FDCWD, &path).map_err(errno_text)
             }
             Boundary::Cgroup => {
-                let path = std::ffi::CString::new(format!("/proc/{pid}/cgroup"))
-                    .map_err(|_| (libc::EINVAL, error::errno_text(libc::EINVAL)))?;
-                let text = sys::read_small_file(&path).map_err(errno_text)?;
+                let text = cgroup_text(pid)?;
                 cgroup_value(&text).ok_or_else(|| {
                     (
                         libc::ENODATA,
@@ -69,6 +67,13 @@ impl Boundary {
             }
         }
     }
+}
+
+/// The text of /proc/PID/cgroup, or the errno and why it could not be read.
+pub(crate) fn cgroup_text(pid: Pid) -> Result<Vec<u8>, (i32, String)> {
+    let path = std::ffi::CString::new(format!("/proc/{pid}/cgroup"))
+        .map_err(|_| (libc::EINVAL, error::errno_text(libc::EINVAL)))?;
+    sys::read_small_file(&path).map_err(|e| (e.0, error::errno_text(e.0)))
 }
 
 /// The cgroup value of a /proc/PID/cgroup text: the path of its `0::` line, else every
@@ -146,6 +151,9 @@ pub struct ScanReport {
     pub with_channels: bool,
     pub channels: Vec<super::channels::Channel>,
     pub channel_notes: Vec<String>,
+    /// With `ipc`: the pipes and FIFOs whose descriptions among the processes read
+    /// are all on one side (one side's list empty), indices as `channels`'.
+    pub one_sided: Vec<super::channels::Channel>,
 }
 
 /// Which files a scan keeps: those with one of `keys` (st_dev, st_ino), and the
@@ -187,7 +195,7 @@ pub fn scan(
     progress: Progress<'_>,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<ScanReport, Failure> {
-    scan_with(pids, opts, None, progress, interrupted)
+    scan_with(pids, opts, None, progress, interrupted, None)
 }
 
 /// The scan of `pids` for the fds on the files `keys` (st_dev, st_ino) alone: every
@@ -224,7 +232,7 @@ pub fn scan_matching(
         boundary: None,
         ipc: false,
     };
-    scan_with(pids, opts, Some(filter), progress, interrupted)
+    scan_with(pids, opts, Some(filter), progress, interrupted, None)
 }
 
 /// The processes a pass reads: pinned, grouped by fd table, and those that could not
@@ -271,12 +279,18 @@ pub(super) fn pin_by_fd_table(
     })
 }
 
-fn scan_with(
+/// What a pass built on the scan reads of the read fd tables (reader first) while
+/// every process is still pinned, after their listing and before the classification.
+pub(super) type WhilePinned<'a> =
+    &'a mut dyn FnMut(&[Vec<Pid>], &mut dyn FnMut() -> bool) -> Result<(), Failure>;
+
+pub(super) fn scan_with(
     pids: &[Pid],
     opts: ScanOptions,
     only: Option<&FileFilter>,
     progress: Progress<'_>,
     interrupted: &mut dyn FnMut() -> bool,
+    while_pinned: Option<WhilePinned<'_>>,
 ) -> Result<ScanReport, Failure> {
     let Readable {
         pids,
@@ -296,6 +310,9 @@ fn scan_with(
     if let Some(kind) = opts.boundary {
         (refs, read_tables, values) =
             read_boundaries(|pid| kind.value(pid), refs, read_tables, &mut skipped);
+    }
+    if let Some(read) = while_pinned {
+        read(&read_tables, &mut *interrupted)?;
     }
     let mut matched: HashMap<FileRef, sys::FileStat> = HashMap::default();
     if let Some(only) = only {
@@ -362,14 +379,20 @@ fn scan_with(
         Vec::new()
     };
     let mut descriptions = describe_groups(reported, &values, interrupted)?;
-    let (channels, channel_notes) = if opts.ipc {
+    let (channels, channel_notes, one_sided) = if opts.ipc {
         let mut readers: Vec<Pid> = tally.readers.iter().copied().collect();
         readers.sort_unstable();
-        let (channels, notes) = super::channels::find(&descriptions, &readers);
-        let channels = keep_reported(&mut descriptions, channels, opts.include_unshared);
-        (channels, notes)
+        let found = super::channels::find(&descriptions, &readers);
+        // Indices into every description: only a scan of them all keeps them true.
+        let one_sided = if opts.include_unshared {
+            found.one_sided
+        } else {
+            Vec::new()
+        };
+        let channels = keep_reported(&mut descriptions, found.channels, opts.include_unshared);
+        (channels, found.notes, one_sided)
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new())
     };
     let mut commands = HashMap::default();
     for d in &descriptions {
@@ -400,6 +423,7 @@ fn scan_with(
         with_channels: opts.ipc,
         channels,
         channel_notes,
+        one_sided,
     })
 }
 

@@ -58,6 +58,7 @@ from kcmp_rs.cli._io import (
     silence_stdout,
     write_native,
 )
+from kcmp_rs.cli._metrics import add_metrics
 from kcmp_rs.cli._queries import add_commands
 from kcmp_rs.cli._render import (
     SKIPPED_NAMED,
@@ -67,6 +68,7 @@ from kcmp_rs.cli._render import (
     render_table,
     scan_dot,
 )
+from kcmp_rs.cli._watch import add_watch_flags, run_watch, watching
 
 if TYPE_CHECKING:
     from kcmp_rs._example import Family
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
     add_escapes(sub)
+    add_metrics(sub)
 
     scan = command(
         sub,
@@ -156,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "then clean up",
     )
     add_audit_flags(scan)
+    add_watch_flags(scan)
     scan.set_defaults(func=_cmd_scan, parser=scan)
     return parser
 
@@ -359,6 +363,8 @@ def _channel_notes(notes: Sequence[str]) -> bool:
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
+    if watching(args):
+        return run_watch(args)
     prepare_audit(args)
     if args.ipc and args.across:
         args.parser.error("--ipc lists channels of a whole scan: it takes no --across")

@@ -51,8 +51,8 @@ function _shtab_kcmp_rs_using
   test "$_shtab_kcmp_rs_cmdpath" = "$argv"
 end
 
-set -g _shtab_kcmp_rs_commands demo fds share holders epoll who peers escapes scan
-set -g _shtab_kcmp_rs_opts_with_value --across --allow --inside --pid -p
+set -g _shtab_kcmp_rs_commands demo fds share holders epoll who peers escapes metrics scan
+set -g _shtab_kcmp_rs_opts_with_value --across --allow --count --inside --listen --min-interval --pid --textfile --watch -p
 
 complete -c kcmp-rs -e
 complete -c kcmp-rs -f
@@ -102,6 +102,13 @@ complete -c kcmp-rs -n '_shtab_kcmp_rs_using escapes' -s h -l help -d 'show this
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using escapes' -s p -l pid -x -d 'audit only these processes (repeatable)'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using escapes' -s J -l json -d 'one JSON document'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using escapes' -s j -l json-lines -d 'JSON Lines: one record per line (header, finding, skipped, ...)'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using; and test $_shtab_kcmp_rs_npos -eq 0' -a metrics -d 'One collection over the processes (all by default; -p narrows it) in'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using metrics' -s h -l help -d 'show this help message and exit'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using metrics' -s p -l pid -x -d 'collect only these processes (repeatable)'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using metrics' -l per-process -d 'also one series per process (labels pid and command): the label set grows with the processes'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using metrics' -l textfile -x -d 'write DIR/kcmp_rs.prom atomically (a temporary file in DIR, then a rename) instead of printing'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using metrics' -l listen -x -d 'serve /metrics on HOST:PORT until SIGTERM (port 0: any free port; the address is said on stderr)'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using metrics' -l min-interval -x -d 'with --listen: the least time between two collections; a scrape sooner is answered from the last one (default 10)'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using; and test $_shtab_kcmp_rs_npos -eq 0' -a scan -d 'Find the open file descriptions held by more than one fd, across the given'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -s h -l help -d 'show this help message and exit'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -s p -l pid -x -d 'scan only these processes (repeatable)'
@@ -115,3 +122,5 @@ complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l example -d 'fork a small f
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l across -xka "pid mnt net user ipc uts cgroup" -d 'boundary audit: list only the descriptions held on more than one side of a boundary (pid, mnt, net, user, ipc, uts, cgroup); exit 3 if one is not allowed'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l inside -x -d 'with --across: only crossings involving the side of PID, or a holder in cgroup CGROUP or below it'
 complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l allow -x -d 'with --across: an expected crossing, FIELD=PATTERN (fnmatch) with FIELD command (any holder'"'"'s), target or type; repeatable, any rule allows'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l watch -x -d 'repeat the scan every SECONDS and write JSON Lines events: descriptions that appeared, vanished or changed holders, and one line per pass; Ctrl-C ends it'
+complete -c kcmp-rs -n '_shtab_kcmp_rs_using scan' -l count -x -d 'with --watch: stop after N passes'
