@@ -13,7 +13,6 @@ the container is recorded in ``podman.started``, so ``scenarios.main`` removes i
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
@@ -21,22 +20,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from _prom import NODE_EXPORTER, PROMETHEUS, Sample, Server, node_exporter, prometheus, query
-from escape_scenarios import host_audit, processes, run_detached, settled
+from escape_scenarios import host_audit, plant_leak, processes, settled
 from scenarios import TIMEOUT, Podman, Tally
 
 
 def plant(podman: Podman, work: str) -> tuple[str, list[int], str]:
     """escape_scenarios.leak's container: (its full id, its host pids, the host path)."""
     path = os.path.join(work, "metrics-host-dir")
-    os.makedirs(path, exist_ok=True)
-    opened = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    fd = fcntl.fcntl(opened, fcntl.F_DUPFD_CLOEXEC, 100)  # never 3: dup2 would be a no-op
-    os.close(opened)
-    try:
-        script = "(cd /proc/self/fd/3 && exec sleep 600 3<&-) & exec sleep 600"
-        name, cid = run_detached(podman, "metrics", [], script, fd3=fd)
-    finally:
-        os.close(fd)
+    name, cid = plant_leak(podman, "metrics", path)
     return cid, processes(podman, name, 2), path
 
 
