@@ -28,12 +28,14 @@ test-all: ## make test, then the long rounds of make test-slow (what .ci/run sta
 	$(MAKE) test
 	$(MAKE) test-slow
 
-setup: system-deps $(VENV)/.deps ## Create .venv with the development requirements; Graphviz, zsh, fish, man
+setup: system-deps $(VENV)/.deps ## Create .venv with the development requirements; the system packages
 
 # Graphviz (tests/test_dot.py, make docs-picture), zsh and fish (the completion tests) and
-# man: installed from Debian's packages when missing and we are root (CI is).
-system-deps: ## Install Graphviz, zsh, fish and man if missing (apt-get, as root)
+# man; Prometheus, promtool and node_exporter (tests/test_prom_e2e.py), their services
+# left stopped: installed from Debian's packages when missing and we are root (CI is).
+system-deps: ## Install Graphviz, zsh, fish, man, Prometheus, node_exporter if missing (as root)
 	bash scripts/setup-system.sh
+	bash scripts/setup-prometheus.sh
 
 $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)

@@ -2,7 +2,8 @@
 # container-test: kcmp_rs in real containers (podman + runc), under podman's real default
 # seccomp profile, with --cap-add SYS_PTRACE and with seccomp=unconfined.
 #
-#  1. Installs podman, runc and debootstrap when missing (apt-get; needs root, as CI is).
+#  1. Installs podman, runc and debootstrap when missing (apt-get; needs root, as CI is),
+#     and Prometheus and node_exporter (scripts/setup-prometheus.sh).
 #  2. Builds a wheel of the working tree (`maturin build --release --compatibility linux`:
 #     for this host's glibc only, which is the rootfs's too: both are Debian bookworm).
 #  3. Prepares the rootfs once (`debootstrap --variant=minbase` bookworm with python3 and
@@ -112,6 +113,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 [ "$(id -u)" -eq 0 ] || die "rootful podman (the containers' root is the host's root): run as root"
 podman --version
+# The metrics scenario's node_exporter and Prometheus (their services left stopped).
+bash "$ROOT/scripts/setup-prometheus.sh" || die "scripts/setup-prometheus.sh"
 [ -x "$PY" ] || die "$PY missing: run through \`make container-test\` (it builds .venv)"
 
 # ---- wheel ----

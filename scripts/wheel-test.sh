@@ -189,6 +189,21 @@ for f in "${SHELL_FILES[@]}"; do
         fail "sdist has no wheel-data/data/$f"
     fi
 done
+# The deployment files (pyproject's include, format sdist): in the sdist, never the wheel.
+DEPLOY_FILES=(systemd/kcmp-rs-metrics.service systemd/kcmp-rs-metrics.timer
+    prometheus/kcmp_rs-rules.yml prometheus/kcmp_rs-rules.test.yml)
+for f in "${DEPLOY_FILES[@]}"; do
+    if grep -qx "[^/]*/deploy/${f//./\\.}" <<<"$SDIST_NAMES"; then
+        ok "sdist holds deploy/$f"
+    else
+        fail "sdist has no deploy/$f"
+    fi
+done
+if grep -q "deploy/" <<<"$WHEEL_NAMES"; then
+    fail "the wheel holds deploy/ files"
+else
+    ok "the wheel holds no deploy/ file"
+fi
 
 # ---- the installed wheel under each interpreter ----
 

@@ -133,8 +133,9 @@ def report_counts(tag: str, doc: Any, status: int) -> None:
 # ---- the leak ----
 
 
-def leak(t: Tally, podman: Podman, work: str) -> None:
-    path = os.path.join(work, "leaked-host-dir")
+def plant_leak(podman: Podman, tag: str, path: str) -> tuple[str, str]:
+    """A container given the host directory ``path`` as fd 3, its child working in it:
+    (name, full id). Also the metrics scenario's (``metrics_scenarios.py``)."""
     os.makedirs(path, exist_ok=True)
     opened = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     fd = fcntl.fcntl(opened, fcntl.F_DUPFD_CLOEXEC, 100)  # never 3: dup2 would be a no-op
@@ -143,9 +144,14 @@ def leak(t: Tally, podman: Podman, work: str) -> None:
         # runc refuses /proc/self/fd/3 as the workdir itself: a shell's cd is what an
         # attacker's process does; the child closes fd 3, so its cwd alone holds the leak.
         script = "(cd /proc/self/fd/3 && exec sleep 600 3<&-) & exec sleep 600"
-        name, cid = run_detached(podman, "leak", [], script, fd3=fd)
+        return run_detached(podman, tag, [], script, fd3=fd)
     finally:
         os.close(fd)
+
+
+def leak(t: Tally, podman: Podman, work: str) -> None:
+    path = os.path.join(work, "leaked-host-dir")
+    name, cid = plant_leak(podman, "leak", path)
     first, *kids = processes(podman, name, 2)
     t.check(
         len(kids) == 1 and settled(kids[0], path),

@@ -684,8 +684,11 @@ def main(argv: Sequence[str]) -> int:
     podman = Podman(args.rootfs, args.prefix, xchg)
     helper = Helper(os.path.join(args.work, "host-secret"))
     t = Tally()
-    # Here, not at the top: escape_scenarios imports this module's helpers.
+    # Here, not at the top: escape_scenarios imports this module's helpers, and
+    # metrics_scenarios tests/_prom.py's too (node_exporter and Prometheus).
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from escape_scenarios import clean, leak
+    from metrics_scenarios import escape_alert
 
     steps: list[tuple[str, Callable[[], None]]] = [
         ("default profile", lambda: default_profile(t, podman, helper)),
@@ -700,6 +703,10 @@ def main(argv: Sequence[str]) -> int:
         ),
         ("escapes: a host directory leaked as fd 3", lambda: leak(t, podman, args.work)),
         ("escapes: mounts, host namespaces, podman exec", lambda: clean(t, podman, args.work)),
+        (
+            "metrics: the leak in Prometheus, its alert firing",
+            lambda: escape_alert(t, podman, args.work),
+        ),
     ]
     try:
         for title, step in steps:
