@@ -4,8 +4,8 @@
 #  1. Builds the abi3 wheel (`maturin build --release`, manylinux-tagged and checked by
 #     maturin's auditwheel against pyproject's `compatibility`) and the sdist.
 #  2. For the oldest (>= 3.9) and the newest CPython in ~/.pyenv/versions (else python3):
-#     a fresh venv, the wheel plus pytest, hypothesis, numpy and mypy (test tools only),
-#     then the whole test suite run from a temporary copy of tests/ (the repo's python/
+#     a fresh venv, the wheel plus pytest, hypothesis, numpy, mypy and prometheus-client
+#     (test tools only), then the whole test suite run from a temporary copy of tests/ (the repo's python/
 #     is never importable there),
 #     with pytest's config still taken from the repo's pyproject.toml. Also checks that
 #     kcmp_rs is imported from site-packages and that `kcmp-rs --version` is its version.
@@ -250,11 +250,11 @@ for py in "${PYTHONS[@]}"; do
     venv=$WORK/venv-$ver
     run=$WORK/run-$ver
     if ! "$py" -m venv "$venv" ||
-        ! "$venv/bin/python" -m pip install -q "$WHEEL" pytest hypothesis numpy mypy; then
+        ! "$venv/bin/python" -m pip install -q "$WHEEL" pytest hypothesis numpy mypy prometheus-client; then
         fail "Python $ver: venv or install"
         continue
     fi
-    "$venv/bin/python" -m pip list 2>/dev/null | grep -iE '^(kcmp-rs|pytest|hypothesis|numpy|mypy) '
+    "$venv/bin/python" -m pip list 2>/dev/null | grep -iE '^(kcmp-rs|pytest|hypothesis|numpy|mypy|prometheus-client) '
     # The tests and the project's metadata (pytest's config in pyproject.toml; the
     # version in Cargo.toml, which a test compares with kcmp_rs.__version__; the README,
     # whose API tour a test runs against the installed wheel; the Makefile, whose targets
