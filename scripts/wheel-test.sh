@@ -5,8 +5,8 @@
 #     maturin's auditwheel against pyproject's `compatibility`) and the sdist.
 #  2. For the oldest (>= 3.9) and the newest CPython in ~/.pyenv/versions (else python3):
 #     a fresh venv, the wheel plus pytest, hypothesis, numpy, mypy and prometheus-client
-#     (test tools only), then the whole test suite run from a temporary copy of tests/ (the repo's python/
-#     is never importable there),
+#     (test tools only), then the whole test suite run from a temporary copy of tests/
+#     (the repo's python/ is never importable there),
 #     with pytest's config still taken from the repo's pyproject.toml. Also checks that
 #     kcmp_rs is imported from site-packages and that `kcmp-rs --version` is its version.
 #  3. Builds a wheel from the sdist alone (`pip wheel`, isolated build, empty directory),
