@@ -359,6 +359,10 @@ def test_write_textfile_removes_its_temporary_file_on_failure(
         (["--min-interval", "nan"], "expected a number of seconds >= 0, got 'nan'"),
         (["--min-interval", "soon"], "expected a number of seconds, got 'soon'"),
         (["--textfile", "/tmp", "--listen", "127.0.0.1:0"], "not allowed with argument"),
+        (
+            ["--min-interval", "5"],
+            "kcmp-rs metrics: error: --min-interval needs --listen HOST:PORT",
+        ),
     ],
 )
 def test_argument_errors_exit_2(args: list[str], message: str) -> None:

@@ -80,7 +80,6 @@ def add_metrics(sub: argparse._SubParsersAction[Parser]) -> None:
         "--min-interval",
         metavar="SECONDS",
         type=_interval,
-        default=DEFAULT_MIN_INTERVAL,
         help="with --listen: the least time between two collections; a scrape sooner is "
         f"answered from the last one (default {DEFAULT_MIN_INTERVAL:g})",
     )
@@ -113,7 +112,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
         return metrics(pids, per_process=args.per_process).exposition()
 
     if args.listen is not None:
-        return _serve(args.listen, collect, args.min_interval)
+        interval = DEFAULT_MIN_INTERVAL if args.min_interval is None else args.min_interval
+        return _serve(args.listen, collect, interval)
+    if args.min_interval is not None:
+        args.parser.error("--min-interval needs --listen HOST:PORT")
     if args.textfile is not None:
         _check_directory(args.textfile)
         write_textfile(args.textfile, collect())
