@@ -119,7 +119,13 @@ def _package_imports(module: pathlib.Path) -> set[str]:
         ),
         (
             "_metrics.py",
-            {"kcmp_rs._escapes", "kcmp_rs._native", "kcmp_rs._proc", "kcmp_rs._scan"},
+            {
+                "kcmp_rs._escapes",
+                "kcmp_rs._native",
+                "kcmp_rs._proc",
+                "kcmp_rs._results",
+                "kcmp_rs._scan",
+            },
         ),
         ("cli/_metrics.py", {"kcmp_rs._metrics", "kcmp_rs.cli._common", "kcmp_rs.cli._io"}),
         (

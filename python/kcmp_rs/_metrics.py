@@ -21,6 +21,7 @@ from typing import SupportsIndex
 from kcmp_rs import _native
 from kcmp_rs._escapes import SEVERITIES, Escapes, escapes
 from kcmp_rs._proc import decoded, list_pids
+from kcmp_rs._results import EXITED, NO_SUCH_PROCESS, OWNER_EXITED, PERMISSION_DENIED, ZOMBIE
 from kcmp_rs._scan import _check_flag, _checked_pids
 
 __all__ = ["Family", "Metrics", "Sample", "metrics"]
@@ -30,14 +31,7 @@ PREFIX = "kcmp_rs_"
 
 #: The label values of ``processes_skipped``: the skip reasons without their messages,
 #: so the label set stays bounded ("error: <message>" counts as "error").
-SKIP_REASONS = (
-    "no such process",
-    "exited",
-    "zombie",
-    "permission denied",
-    "fd table owner exited",
-    "error",
-)
+SKIP_REASONS = (NO_SUCH_PROCESS, EXITED, ZOMBIE, PERMISSION_DENIED, OWNER_EXITED, "error")
 
 Labels = tuple[tuple[str, str], ...]
 
