@@ -387,6 +387,14 @@ def test_a_port_in_use_is_a_clear_error(busy_port: int) -> None:
     )
 
 
+def test_an_address_not_of_this_host_is_a_clear_error() -> None:
+    # 192.0.2.0/24 is TEST-NET-1: no interface of this machine has it.
+    done = run_cli("metrics", "-p", str(os.getpid()), "--listen", "192.0.2.1:0")
+    assert done.returncode == 1
+    reason = os.strerror(errno.EADDRNOTAVAIL)
+    assert done.stderr.decode() == f"kcmp-rs: cannot listen on 192.0.2.1:0: {reason}\n"
+
+
 class Server:
     """A ``kcmp-rs metrics --listen 127.0.0.1:0`` of this test, its address read from
     the line it writes on stderr; killed if still running at the end."""
