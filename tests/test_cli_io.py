@@ -21,6 +21,9 @@ from kcmp_rs import _config, cli
 from kcmp_rs.cli import _common as _cli_common
 from kcmp_rs.cli import _io as _cli_io
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 # Every subcommand and the help and version output; "{pid}" is a child of the test.
 COMMANDS = [
     ["demo"],

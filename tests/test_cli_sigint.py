@@ -22,6 +22,9 @@ from pathlib import Path
 import pytest
 from kcmp_rs import cli
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 #: The console script pip wrote next to this interpreter (``[project.scripts]``).
 SCRIPT = Path(sys.executable).parent / "kcmp-rs"
 DIED_OF_SIGINT = -signal.SIGINT

@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "deploy")
 SERVICE = os.path.join(DEPLOY, "systemd", "kcmp-rs-metrics.service")

@@ -33,6 +33,9 @@ from pathlib import Path
 import pytest
 from kcmp_rs.cli._main import build_parser
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]

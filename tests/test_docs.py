@@ -20,6 +20,9 @@ import kcmp_rs
 import pytest
 from kcmp_rs import Description, Member, Scan, Skipped, _native, cli
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 
 def public_routines(*, native: bool) -> list[str]:
     """The names in ``kcmp_rs.__all__`` that are functions: native (PyO3) or Python."""

@@ -29,6 +29,9 @@ from kcmp_rs import Description, Member, Scan, shared_files
 from kcmp_rs._results import Holders, SharedFiles
 from kcmp_rs.cli._render import escape, holders_dot, quote, scan_dot, shared_files_dot
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 ROOT = Path(__file__).resolve().parent.parent
 DOT = shutil.which("dot")
 SVG = "{http://www.w3.org/2000/svg}"

@@ -9,6 +9,9 @@ import re
 
 import pytest
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "python" / "kcmp_rs"
 

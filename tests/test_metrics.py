@@ -36,6 +36,9 @@ from kcmp_rs.cli._common import CommandError
 from kcmp_rs.cli._main import main
 from prometheus_client.parser import text_string_to_metric_families
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 KINDS = ("pid", "mnt", "net", "user", "ipc", "uts", "cgroup")
 
 

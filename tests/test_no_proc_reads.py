@@ -30,6 +30,9 @@ from _helpers import spawned
 from kcmp_rs import cli
 from kcmp_rs._proc import list_pids
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 PACKAGE = pathlib.Path(kcmp_rs.__file__).resolve().parent
 EXEMPT = {"baseline.py"}
 SOURCES = sorted(p for p in PACKAGE.glob("**/*.py") if p.name not in EXEMPT)

@@ -48,6 +48,9 @@ from _prom import (
     stop,
 )
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 TIMEOUT = 60.0
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000

@@ -23,6 +23,9 @@ import sys
 import pytest
 from kcmp_rs.cli._main import build_parser
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GENERATOR = ROOT / "scripts" / "gen_shell_files.py"
 COMMITTED = ROOT / "wheel-data" / "data"

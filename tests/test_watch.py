@@ -35,6 +35,9 @@ from kcmp_rs._results import Description, Member, Scan, Skipped
 from kcmp_rs.cli import _watch
 from kcmp_rs.cli._watch import APPEARED, HOLDERS, VANISHED, Event, diff
 
+# The same on every kernel: the kernel-test guests leave it out (pyproject's markers).
+pytestmark = pytest.mark.userland
+
 #: The console script, as a user runs it (its Ctrl-C handling is the command's own).
 SCRIPT = Path(sys.executable).parent / "kcmp-rs"
 TIMEOUT = 60.0
