@@ -399,15 +399,15 @@ def test_an_address_not_of_this_host_is_a_clear_error() -> None:
 
 
 class Server:
-    """A ``kcmp-rs metrics --listen 127.0.0.1:0`` of this test, its address read from
+    """A ``kcmp-rs metrics --listen HOST:0`` of this test, its address read from
     the line it writes on stderr; killed if still running at the end."""
 
-    def __init__(self, *args: str) -> None:
-        cmd = [sys.executable, "-m", "kcmp_rs", "metrics", "--listen", "127.0.0.1:0", *args]
+    def __init__(self, *args: str, host: str = "127.0.0.1") -> None:
+        cmd = [sys.executable, "-m", "kcmp_rs", "metrics", "--listen", f"{host}:0", *args]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
         assert self.proc.stderr is not None
         line = self.proc.stderr.readline().decode()
-        assert line.startswith("kcmp-rs: serving metrics on http://127.0.0.1:"), line
+        assert line.startswith(f"kcmp-rs: serving metrics on http://{host}:"), line
         self.url = line.split()[-1]
 
     def get(self, path: str = "/metrics") -> tuple[int, str, str]:
@@ -483,3 +483,57 @@ def test_the_timestamp_is_recent(spawn: Spawn) -> None:
     before = time.time()
     stamp = kcmp_rs.metrics([child.pid]).value("last_collection_timestamp_seconds")
     assert before <= stamp <= time.time() + 1
+
+
+@contextlib.contextmanager
+def served_in_process(collect: Any) -> Iterator[str]:
+    """The command's own server and handler over ``collect``, in a thread of this
+    test: the URL of its /metrics. Shut down and joined on every path."""
+    handler = cli_metrics._handler(cli_metrics._Collections(collect, 0.0))
+    with cli_metrics._server("127.0.0.1", 0, handler) as server:
+        worker = threading.Thread(target=server.serve_forever)
+        worker.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        finally:
+            server.shutdown()
+            worker.join()
+
+
+def test_a_failed_collection_is_a_500_and_the_next_scrape_collects_again() -> None:
+    calls: list[int] = []
+
+    def collect() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ProcessLookupError(errno.ESRCH, "gone")
+        return "kcmp_rs_up 1\n"
+
+    with served_in_process(collect) as url:
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(url, timeout=60)
+        assert failed.value.code == 500
+        assert failed.value.read().decode() == "collection failed: [Errno 3] gone\n"
+        with urllib.request.urlopen(url, timeout=60) as r:
+            assert (r.status, r.read()) == (200, b"kcmp_rs_up 1\n")
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_listen_on_ipv6_loopback(spawn: Spawn, server_args: list[Server]) -> None:
+    child = spawn()
+    server = Server("-p", str(child.pid), host="[::1]")
+    server_args.append(server)
+    assert server.url.startswith("http://[::1]:")
+    status, _, text = server.get()
+    assert status == 200
+    assert parsed(text)["kcmp_rs_processes_scanned"] == {(): 1}
+    assert server.stop() == (0, b"", b"")
