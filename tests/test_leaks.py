@@ -181,9 +181,11 @@ def test_a_million_kcmp_calls_keep_rss_flat() -> None:
     assert grown < 1024, f"RSS grew {grown} KiB over 1,000,000 kcmp calls"
 
 
-def _fallback_hygiene(sibling: int, sr: int, r: int, w: int) -> tuple[int, int, list[str]]:
-    """In a child: kcmp disabled, every fallback rung 20,000 times; (new fds, RSS KiB,
-    unexpected outcomes)."""
+def _fallback_hygiene(
+    sibling: int, sr: int, r: int, w: int
+) -> tuple[int, tuple[int, int], list[str]]:
+    """In a child: kcmp disabled, every fallback rung in two rounds of 20,000 calls;
+    (new fds, each round's RSS growth in KiB, unexpected outcomes)."""
     kcmp_rs.disable_kcmp()
     k = kcmp_rs
     unavailable = k.KcmpUnavailableError
@@ -219,10 +221,14 @@ def _fallback_hygiene(sibling: int, sr: int, r: int, w: int) -> tuple[int, int, 
 
     run(2_000)
     gc.collect()
-    fds, rss = fd_snapshot(), rss_kib()
+    fds, start = fd_snapshot(), rss_kib()
     run(20_000)
     gc.collect()
-    return len(fd_snapshot() ^ fds), rss_kib() - rss, sorted(set(problems))[:10]
+    middle = rss_kib()
+    run(20_000)
+    gc.collect()
+    grown = (middle - start, rss_kib() - middle)
+    return len(fd_snapshot() ^ fds), grown, sorted(set(problems))[:10]
 
 
 def _me() -> int:
@@ -232,7 +238,10 @@ def _me() -> int:
 
 def test_fallback_paths_leak_nothing(spawn: Spawn) -> None:
     """Without kcmp (disabled in a child): F_DUPFD_QUERY, pidfd_getfd copies and the
-    undecided errors, 20,000 calls: no fd left behind, RSS grows by less than 1 MiB."""
+    undecided errors, two rounds of 20,000 calls: no fd left behind, and RSS grows by
+    less than 1 MiB in at least one round. A leak grows every round alike; a one-time
+    growth shows in one round only (1.1 MiB was seen once over 20,000 calls after the
+    warm-up, under an emulated 5.10 guest; never on the host)."""
     r, w = os.pipe()
     try:
         sibling = spawn(lambda: {"r": r})
@@ -242,7 +251,11 @@ def test_fallback_paths_leak_nothing(spawn: Spawn) -> None:
     finally:
         os.close(r)
         os.close(w)
-    print(f"\nleak check: 20,000 fallback calls, {new_fds} fds left, RSS {grown:+d} KiB")
+    first, second = grown
+    print(
+        f"\nleak check: 2 x 20,000 fallback calls, {new_fds} fds left, "
+        f"RSS {first:+d} KiB then {second:+d} KiB"
+    )
     assert problems == []
     assert new_fds == 0
-    assert grown < 1024, f"RSS grew {grown} KiB"
+    assert min(grown) < 1024, f"RSS grew {first} KiB, then {second} KiB"
