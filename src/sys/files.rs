@@ -77,9 +77,14 @@ pub fn epoll_add(epfd: &HeldFd, fd: Fd) -> Result<(), Errno> {
 
 /// A close-on-exec duplicate of `fd` at the lowest free number.
 pub fn dup_cloexec(fd: Fd) -> Result<HeldFd, Errno> {
+    dup_cloexec_from(fd, 0)
+}
+
+/// A close-on-exec duplicate of `fd` at the lowest free number from `min` on.
+pub fn dup_cloexec_from(fd: Fd, min: Fd) -> Result<HeldFd, Errno> {
     hold(|| {
         // SAFETY: integers only; returns a new fd or -1.
-        let r = Errno::result(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+        let r = Errno::result(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })?;
         // SAFETY: the fd was just created and is owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(r) })
     })

@@ -163,16 +163,8 @@ mod tests {
         // number, no other test's fd takes ours between the drop and the last check.
         let far = super::super::soft_fd_limit().map_or(500, |limit| (limit / 2).min(500));
         let far = i32::try_from(far).unwrap();
-        let fd = hold(|| {
-            let file = std::fs::File::open("/dev/null").map_err(|_| Errno(libc::EIO))?;
-            // SAFETY: `file` stays open for the call; the new fd is owned by nobody else.
-            let moved = Errno::result(unsafe {
-                libc::fcntl(file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, far)
-            })?;
-            // SAFETY: `moved` was just created and is not shared.
-            Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(moved) })
-        })
-        .unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let fd = super::super::files::dup_cloexec_from(file.as_raw_fd(), far).unwrap();
         assert!(fd.as_raw_fd() >= far);
         let number = fd.as_raw_fd();
         assert!(held_now().contains(&number));
